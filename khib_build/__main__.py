@@ -1,0 +1,5 @@
+"""Allow ``python -m khib_build``."""
+
+from khib_build.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The ``khib-build`` command line.
+
+Exit status: 0 success, 1 a build, fetch or boot failure, 2 a bad config, recipe or usage,
+130 interrupted.  Errors are one message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from khib_build import __version__, qemu, report
+from khib_build.config import ARCHES
+from khib_build.cpio import pack_tree
+from khib_build.devtable import merge_tables
+from khib_build.errors import KhibError, UsageError
+from khib_build.image import Options, build_image, fetch_sources, plan_image
+from khib_build.listing import read_image
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "khib.yaml"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as khib-build errors (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                        help="image config (default: %(default)s)")
+
+
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    add_config(parser)
+    parser.add_argument("-o", "--outdir", type=Path, default=Path("output"),
+                        help="output dir (default: %(default)s)")
+    parser.add_argument("--dl-dir", type=Path,
+                        help="download dir (default: KHIB_DL_DIR, the config's, or the cache's)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="build cache (default: KHIB_CACHE_DIR or ~/.cache/khib-build/cache)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="build every package from scratch; neither read nor write the cache")
+    parser.add_argument("--offline", action="store_true",
+                        help="use only the download dir and file:// mirrors")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                        help="parallel jobs (default: %(default)s)")
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(outdir=args.outdir, dl_dir=args.dl_dir, cache_dir=args.cache_dir,
+                   no_cache=args.no_cache, offline=args.offline, jobs=args.jobs)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = Parser(prog="khib-build", description="Build deterministic initramfs images for "
+                 "kexec jump (kexec-based hibernation).")
+    top.add_argument("--version", action="version", version=f"khib-build {__version__}")
+    top.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    verbs = top.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+
+    rootfs = verbs.add_parser("rootfs", help="build the image", description="Fetch, build and "
+                              "pack the image the config describes; write a manifest beside it.")
+    add_build_options(rootfs)
+    rootfs.set_defaults(handler=cmd_rootfs)
+
+    fetch = verbs.add_parser("fetch", help="download and verify sources only",
+                             description="Fill the download dir with the verified sources of "
+                             "the image's packages (all, or those named).")
+    add_build_options(fetch)
+    fetch.add_argument("packages", nargs="*", metavar="PKG")
+    fetch.set_defaults(handler=cmd_fetch)
+
+    pack = verbs.add_parser("pack", help="pack a directory into an image",
+                            description="Pack DIR as a cpio newc image, the way rootfs does.")
+    pack.add_argument("directory", type=Path, metavar="DIR")
+    pack.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    pack.add_argument("--device-table", type=Path, action="append", default=[],
+                      metavar="TABLE", help="device/permission table (repeatable)")
+    pack.add_argument("--compress", choices=("gzip", "none"), default="gzip")
+    pack.add_argument("--level", type=int, choices=range(1, 10), default=9, metavar="1-9")
+    pack.set_defaults(handler=cmd_pack)
+
+    inspect = verbs.add_parser("inspect", help="list an image's entries",
+                               description="List every entry of an image: type and mode, "
+                               "uid/gid, size (or device numbers), path, link target.")
+    inspect.add_argument("image", type=Path, metavar="FILE")
+    inspect.add_argument("--json", action="store_true", help="one JSON array of entries")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    boot = verbs.add_parser("boot", help="boot an image in QEMU",
+                            description="Boot an image in QEMU (TCG, serial console). With "
+                            "--expect, exit 0 only if the text appears on the console.")
+    add_config(boot)
+    boot.add_argument("--kernel", type=Path, required=True, metavar="FILE",
+                      help="kernel image (bzImage) to boot")
+    boot.add_argument("--image", type=Path, metavar="FILE",
+                      help="initramfs (default: output/<the config's output>)")
+    boot.add_argument("--run", metavar="CMD", help="shell command the image runs (khib.run=)")
+    boot.add_argument("--expect", metavar="TEXT", help="text that must appear on the console")
+    boot.add_argument("--timeout", type=float, default=120, metavar="S")
+    boot.add_argument("--memory", type=int, default=512, metavar="MiB")
+    boot.add_argument("--append", default="", metavar="ARGS", help="more kernel arguments")
+    boot.set_defaults(handler=cmd_boot)
+    return top
+
+
+def shown(path: Path) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def cmd_rootfs(args: argparse.Namespace) -> int:
+    plan = plan_image(args.config)
+    result = build_image(plan, options_from(args))
+    print(f"image: {shown(result.path)} ({result.size} bytes, {result.size / 2**20:.2f} MiB)")
+    print(f"sha256: {result.sha256}")
+    print(f"manifest: {shown(result.manifest)}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    plan = plan_image(args.config)
+    for path in fetch_sources(plan, options_from(args), args.packages):
+        print(path)
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    if not args.directory.is_dir():
+        raise UsageError(f"{args.directory}: not a directory")
+    tables = merge_tables(args.device_table)
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
+    pack_tree(args.directory, tables, args.output, args.compress, args.level, epoch)
+    print(f"{args.output}: {args.output.stat().st_size} bytes")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    rows = read_image(args.image)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=1))
+    else:
+        for row in rows:
+            print(row.text())
+    return 0
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    plan = plan_image(args.config)
+    image = args.image or Path("output") / plan.config.output
+    for what, path in (("kernel", args.kernel), ("image", image)):
+        if not path.is_file():
+            raise UsageError(f"{what} {path} does not exist")
+    cmdline = qemu.kernel_cmdline(args.run, args.append)
+    command = qemu.qemu_command(ARCHES[plan.config.arch].qemu, args.kernel, image, cmdline,
+                                args.memory)
+    result = qemu.boot(command, args.expect, args.timeout, echo=not args.quiet)
+    if args.expect is not None:
+        verdict = "found" if result.found else "NOT found"
+        print(f"\nkhib-build boot: {args.expect!r} {verdict} after {result.seconds:.1f} s",
+              file=sys.stderr)
+        return 0 if result.found else 1
+    return 0 if result.exited else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        report.QUIET = args.quiet
+        if args.verb is None:
+            parser().print_help()
+            return 2
+        return args.handler(args)
+    except KhibError as exc:
+        print(f"khib-build: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("khib-build: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

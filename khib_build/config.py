@@ -1,0 +1,103 @@
+"""The image config: what to build, for which architecture, and how to pack it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from khib_build.schema import (
+    Choice,
+    FilePath,
+    Int,
+    ListOf,
+    Optional,
+    Origin,
+    Record,
+    Str,
+    load,
+    origin_field,
+    setting,
+)
+
+PACKAGE_NAME = r"[a-z0-9][a-z0-9+._-]*"
+NAME = Str(PACKAGE_NAME, "a name of lower-case letters, digits and + . _ -")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What khib-build knows of a target architecture."""
+
+    name: str
+    triplet: str
+    qemu: str
+    kernel_arch: str
+    elf_class: int
+
+
+ARCHES = {
+    "i386": Arch("i386", "i686-linux-gnu", "qemu-system-x86_64", "i386", 32),
+    "x86_64": Arch("x86_64", "x86_64-linux-gnu", "qemu-system-x86_64", "x86_64", 64),
+}
+COMPRESSIONS = ("gzip", "none")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Toolchain:
+    """The target compiler: a command line and the flags every package gets."""
+
+    cc: tuple[str, ...] = setting(
+        ListOf(Str(), min_items=1), ("gcc",), "compiler command and its fixed arguments"
+    )
+    cflags: tuple[str, ...] = setting(ListOf(Str()), ("-Os",), "C compiler flags")
+    ldflags: tuple[str, ...] = setting(ListOf(Str()), (), "linker flags")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageConfig:
+    """One image: its packages, overlays and output, as ``configs/*.yaml`` declares it."""
+
+    name: str = setting(NAME, "khib", "image name, shown in the banner")
+    version: str = setting(Str(), "0", "image version, shown in the banner")
+    arch: str = setting(Choice(tuple(ARCHES)), "i386", "target architecture")
+    toolchain: Toolchain = setting(Record(Toolchain), Toolchain(), "target compiler settings")
+    packages: tuple[str, ...] = setting(
+        ListOf(NAME, unique=True, min_items=1), help="packages installed into the image"
+    )
+    recipe_dirs: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True, is_dir=True)), (),
+        "recipe directories searched before the built-in recipes/",
+    )
+    overlays: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True, is_dir=True)), (),
+        "directories copied over the image; *.j2 files are rendered with jinja2",
+    )
+    device_tables: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True)), (),
+        "device/permission tables (name type mode uid gid major minor start inc count)",
+    )
+    compression: str = setting(Choice(COMPRESSIONS), "gzip", "compression of the image")
+    compression_level: int = setting(Int(1, 9), 9, "compression level")
+    output: str = setting(
+        Str(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a file name"), "rootfs.gz", "image file name"
+    )
+    mirrors: tuple[str, ...] = setting(
+        ListOf(Str(r"(https?|file)://\S+", "an http(s):// or file:// URL")), (),
+        "source mirrors tried after the download dir, before upstream",
+    )
+    download_dir: Path | None = setting(
+        Optional(FilePath(is_dir=True)), None,
+        "download dir (default: KHIB_DL_DIR, else the user's cache dir)",
+    )
+    source_date_epoch: int = setting(
+        Int(0, 2**32 - 1), 0, "timestamp clamp for the image (SOURCE_DATE_EPOCH overrides)"
+    )
+    origin: Origin | None = origin_field()
+
+    @property
+    def target(self) -> Arch:
+        return ARCHES[self.arch]
+
+
+def load_config(path: Path) -> ImageConfig:
+    """Read and validate an image config."""
+    return load(path.resolve(), ImageConfig)

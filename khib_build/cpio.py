@@ -1,0 +1,209 @@
+"""The packer: a tree (plus table entries) to a cpio ``newc`` archive as the kernel reads it.
+
+Written to the kernel's buffer format (Documentation/driver-api/early-userspace/
+buffer-format.rst) and in the manner of its ``usr/gen_init_cpio``: names relative with
+no leading ``/`` or ``./``, sorted by byte order (so each directory precedes its
+children), inode numbers assigned afresh from 721 in archive order, hard links sharing
+one inode with the data carried by the last of them, and a ``TRAILER!!!`` padded to
+512 bytes.  Ownership is 0:0 unless a table says otherwise; nodes come from tables, so
+no privilege is needed.  File contents are streamed, never held whole.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from khib_build.compress import compressor
+from khib_build.devtable import TableEntry
+from khib_build.errors import ConfigError, PackError
+from khib_build.fsutil import atomic_output
+from khib_build.report import say
+
+MAGIC = b"070701"
+FIRST_INO = 721
+MAX_NAME = 4096  # PATH_MAX, including the terminating NUL, as the kernel checks it
+MAX_SIZE = 1 << 32  # the newc size field holds 32 bits
+MAX_MTIME = (1 << 32) - 1
+CHUNK = 1 << 20
+
+TYPE_BITS = {
+    "file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "chr": stat.S_IFCHR,
+    "blk": stat.S_IFBLK, "fifo": stat.S_IFIFO, "sock": stat.S_IFSOCK,
+}
+KIND_OF_BITS = {bits: kind for kind, bits in TYPE_BITS.items()}
+
+
+class Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One archive member: what the header says, and where its content comes from."""
+
+    path: str
+    kind: str
+    mode: int  # permission bits only (07777)
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+    size: int = 0
+    source: Path | None = None  # a regular file's content
+    target: str = ""  # a symlink's target
+    rdev: tuple[int, int] = (0, 0)
+    link_id: tuple[int, int] | None = None  # (st_dev, st_ino) of hard-linked files
+
+
+def scan(root: Path) -> dict[str, Entry]:
+    """Every path below ``root`` (not ``root`` itself), read with lstat: links are not followed."""
+    entries: dict[str, Entry] = {}
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        with os.scandir(folder) as items:
+            for item in items:
+                rel = prefix + item.name
+                st = item.stat(follow_symlinks=False)
+                entries[rel] = entry_from_stat(rel, Path(item.path), st)
+                if item.is_dir(follow_symlinks=False):
+                    stack.append((Path(item.path), rel + "/"))
+    return entries
+
+
+def entry_from_stat(rel: str, path: Path, st: os.stat_result) -> Entry:
+    kind = KIND_OF_BITS.get(stat.S_IFMT(st.st_mode))
+    if kind is None:
+        raise PackError(f"{path}: unsupported file type")
+    common = dict(path=rel, kind=kind, mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime))
+    if kind == "file":
+        link_id = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+        return Entry(**common, size=st.st_size, source=path, link_id=link_id)
+    if kind == "symlink":
+        return Entry(**common, target=os.readlink(path))
+    if kind in ("chr", "blk"):
+        return Entry(**common, rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
+    return Entry(**common)
+
+
+def apply_table(entries: dict[str, Entry], table: dict[str, TableEntry]) -> None:
+    """Give table entries their ownership and modes; create the ones the tree lacks."""
+    for path, row in sorted(table.items()):
+        current = entries.get(path)
+        if current is None:
+            add_parents(entries, path)
+            entries[path] = Entry(path, row.kind, row.mode, row.uid, row.gid, rdev=row.rdev)
+        elif current.kind == row.kind or row.kind in ("chr", "blk", "fifo"):
+            entries[path] = replace(current, kind=row.kind, mode=row.mode, uid=row.uid,
+                                    gid=row.gid, rdev=row.rdev,
+                                    source=current.source if row.kind == "file" else None,
+                                    size=current.size if row.kind == "file" else 0)
+        else:
+            file, line = row.where.rsplit(":", 1)
+            raise ConfigError(file, int(line), f"/{path} is a {current.kind} in the tree, "
+                              f"not a {row.kind}")
+
+
+def add_parents(entries: dict[str, Entry], path: str) -> None:
+    parts = path.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        parent = "/".join(parts[:depth])
+        if parent not in entries:
+            entries[parent] = Entry(parent, "dir", 0o755)
+        elif entries[parent].kind != "dir":
+            raise PackError(f"/{parent} is a {entries[parent].kind}, so /{path} cannot be in it")
+
+
+def header(ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, size: int,
+           rdev: tuple[int, int], name: bytes) -> bytes:
+    """A newc header with its NUL-terminated name, padded to a multiple of four bytes."""
+    fields = (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
+    head = MAGIC + b"".join(b"%08X" % value for value in fields) + name + b"\0"
+    return head + b"\0" * (-len(head) % 4)
+
+
+def clamp_mtime(entry: Entry, epoch: int) -> int:
+    mtime = min(entry.mtime, epoch)
+    if mtime < 0:
+        return 0
+    if mtime > MAX_MTIME:
+        say(f"warning: /{entry.path}: mtime {mtime} does not fit in 32 bits; clamped")
+        return MAX_MTIME
+    return mtime
+
+
+def check_limits(entry: Entry, name: bytes) -> None:
+    if len(name) + 1 > MAX_NAME:
+        raise PackError(f"/{entry.path[:60]}...: name of {len(name)} bytes; the kernel takes "
+                        f"names below {MAX_NAME} bytes")
+    if entry.size >= MAX_SIZE:
+        raise PackError(f"/{entry.path}: {entry.size} bytes; cpio newc holds files below 4 GiB")
+
+
+def write_archive(entries: Iterable[Entry], out: Sink, epoch: int) -> int:
+    """Write ``entries`` in byte order of their paths, then the trailer; return bytes written."""
+    ordered = sorted(entries, key=lambda e: os.fsencode(e.path))
+    groups: dict[tuple[int, int], list[Entry]] = {}
+    for entry in ordered:
+        if entry.kind == "file" and entry.link_id is not None:
+            groups.setdefault(entry.link_id, []).append(entry)
+    inodes: dict[tuple[int, int], int] = {}
+    written = 0
+    for ino, entry in enumerate(ordered, FIRST_INO):
+        name = os.fsencode(entry.path)
+        check_limits(entry, name)
+        group = groups.get(entry.link_id) if entry.link_id else None
+        nlink, size = (2, 0) if entry.kind == "dir" else (1, entry.size)
+        if group and len(group) > 1:
+            ino = inodes.setdefault(entry.link_id, ino)
+            nlink = len(group)
+            size = entry.size if entry is group[-1] else 0
+        data = entry.target.encode() if entry.kind == "symlink" else b""
+        if entry.kind == "symlink":
+            size = len(data)
+        mode = TYPE_BITS[entry.kind] | entry.mode
+        head = header(ino, mode, entry.uid, entry.gid, nlink, clamp_mtime(entry, epoch), size,
+                      entry.rdev, name)
+        out.write(head)
+        written += len(head)
+        if entry.kind == "file" and size:
+            assert entry.source is not None
+            copy_exactly(entry.source, size, out)
+        elif data:
+            out.write(data)
+        pad = b"\0" * (-size % 4)
+        out.write(pad)
+        written += size + len(pad)
+    trailer = header(0, 0, 0, 0, 1, 0, 0, (0, 0), b"TRAILER!!!")
+    trailer += b"\0" * (-(written + len(trailer)) % 512)
+    out.write(trailer)
+    return written + len(trailer)
+
+
+def copy_exactly(source: Path, size: int, out: Sink) -> None:
+    """Stream ``size`` bytes of ``source``; a file that changed size meanwhile is an error."""
+    remaining = size
+    with source.open("rb") as handle:
+        while remaining:
+            block = handle.read(min(CHUNK, remaining))
+            if not block:
+                raise PackError(f"{source}: shrank while being packed")
+            out.write(block)
+            remaining -= len(block)
+        if handle.read(1):
+            raise PackError(f"{source}: grew while being packed")
+
+
+def pack_tree(root: Path, tables: dict[str, TableEntry], output: Path, fmt: str, level: int,
+              epoch: int) -> None:
+    """Pack ``root`` with ``tables`` applied into ``output``, compressed, written atomically."""
+    entries = scan(root)
+    apply_table(entries, tables)
+    with atomic_output(output) as raw:
+        stream = compressor(raw, fmt, level)
+        write_archive(entries.values(), stream, epoch)
+        stream.close()

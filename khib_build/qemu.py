@@ -1,0 +1,95 @@
+"""Boot an image in QEMU (TCG, serial console) and watch its console for a text."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from khib_build.errors import KhibError, UsageError
+
+GRACE_SECONDS = 15  # after the expected text: time for the image to power off by itself
+
+
+@dataclass(frozen=True)
+class BootResult:
+    found: bool
+    exited: bool  # QEMU ended by itself (the guest powered off or rebooted)
+    console: str
+    seconds: float
+
+
+def kernel_cmdline(run: str | None, extra: str = "") -> str:
+    """The kernel command line: serial console, no reboot loop, and ``khib.run=`` if asked."""
+    parts = ["console=ttyS0", "panic=-1"]
+    if run is not None:
+        if '"' in run or "\n" in run:
+            raise UsageError("--run: the kernel command line cannot carry double quotes or "
+                             "newlines; use single quotes inside the command")
+        parts.append(f'khib.run="{run}"')
+    if extra:
+        parts.append(extra)
+    return " ".join(parts)
+
+
+def qemu_command(qemu: str, kernel: Path, initrd: Path, cmdline: str, memory: int) -> list[str]:
+    return [qemu, "-m", str(memory), "-nographic", "-no-reboot", "-kernel", str(kernel),
+            "-initrd", str(initrd), "-append", cmdline]
+
+
+def boot(command: list[str], expect: str | None, timeout: float, echo: bool = False,
+         log: Path | None = None) -> BootResult:
+    """Run QEMU until it exits, the timeout passes, or (after ``expect``) a grace period ends."""
+    if shutil.which(command[0]) is None:
+        raise KhibError(f"{command[0]} not found; install qemu-system-x86 (make setup does)")
+    started = time.monotonic()
+    deadline = started + timeout
+    console = bytearray()
+    found = False
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if not selector.select(min(remaining, 1.0)):
+                continue
+            block = os.read(process.stdout.fileno(), 65536)
+            if not block:
+                break
+            console += block
+            if echo:
+                sys.stdout.buffer.write(block)
+                sys.stdout.flush()
+            if not found and expect is not None and expect.encode() in console:
+                found = True
+                deadline = min(deadline, time.monotonic() + GRACE_SECONDS)
+    finally:
+        selector.close()
+        exited = process.poll() is not None or wait_briefly(process)
+        if not exited:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+    text = console.decode(errors="replace").replace("\r\n", "\n")
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(text)
+    return BootResult(found, exited, text, time.monotonic() - started)
+
+
+def wait_briefly(process: subprocess.Popen[bytes]) -> bool:
+    try:
+        process.wait(timeout=2)
+        return True
+    except subprocess.TimeoutExpired:
+        return False

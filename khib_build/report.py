@@ -1,0 +1,42 @@
+"""What khib-build tells the person running it, on standard error."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+QUIET = False
+
+
+def say(message: str) -> None:
+    """One line of progress, unless ``--quiet``."""
+    if not QUIET:
+        print(message, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """Bytes transferred: a live line on a terminal, one summary line otherwise."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label, self.total = label, total
+        self.done = 0
+        self.start = time.monotonic()
+        self.live = sys.stderr.isatty() and not QUIET
+        self.shown = 0.0
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if self.live and now - self.shown > 0.2:
+            self.shown = now
+            total = f"/{self.total / 2**20:.1f}" if self.total else ""
+            print(f"\r{self.label}: {self.done / 2**20:.1f}{total} MiB {self.rate():.1f} MiB/s",
+                  end="", file=sys.stderr, flush=True)
+
+    def rate(self) -> float:
+        return self.done / 2**20 / max(time.monotonic() - self.start, 1e-6)
+
+    def finish(self) -> None:
+        if self.live:
+            print("\r", end="", file=sys.stderr)
+        say(f"{self.label}: {self.done / 2**20:.1f} MiB at {self.rate():.1f} MiB/s")

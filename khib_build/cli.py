@@ -7,6 +7,7 @@ Exit status: 0 success, 1 a build, fetch or boot failure, 2 a bad config, recipe
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -60,8 +61,11 @@ def parser() -> argparse.ArgumentParser:
     top = Parser(prog="khib-build", description="Build deterministic initramfs images for "
                  "kexec jump (kexec-based hibernation).")
     top.add_argument("--version", action="version", version=f"khib-build {__version__}")
-    top.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="print only results and errors")
     verbs = top.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    verbs.add_parser = functools.partial(verbs.add_parser, parents=[common])  # type: ignore
 
     rootfs = verbs.add_parser("rootfs", help="build the image", description="Fetch, build and "
                               "pack the image the config describes; write a manifest beside it.")
@@ -174,10 +178,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
-        report.QUIET = args.quiet
         if args.verb is None:
             parser().print_help()
             return 2
+        report.QUIET = args.quiet
         return args.handler(args)
     except KhibError as exc:
         print(f"khib-build: error: {exc}", file=sys.stderr)
@@ -188,4 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"khib-build: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1

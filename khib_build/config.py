@@ -57,7 +57,7 @@ class ImageConfig:
     """One image: its packages, overlays and output, as ``configs/*.yaml`` declares it."""
 
     name: str = setting(NAME, "khib", "image name, shown in the banner")
-    version: str = setting(Str(), "0", "image version, shown in the banner")
+    version: str = setting(Str(verbatim=True), "0", "image version, shown in the banner")
     arch: str = setting(Choice(tuple(ARCHES)), "i386", "target architecture")
     toolchain: Toolchain = setting(Record(Toolchain), Toolchain(), "target compiler settings")
     packages: tuple[str, ...] = setting(

@@ -25,7 +25,7 @@ from khib_build.schema import (
 
 BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 URL = Str(r"(https?|ftp|file)://\S+", "a URL")
-SHA256 = Str(r"[0-9a-f]{64}", "a sha256 of 64 lower-case hex digits")
+SHA256 = Str(r"[0-9a-f]{64}", "a sha256 of 64 lower-case hex digits", verbatim=True)
 FILE_NAME = Str(r"[A-Za-z0-9][A-Za-z0-9+._~-]*", "a plain file name")
 TEMPLATE = Str(expected="a command string")
 
@@ -77,7 +77,7 @@ class Recipe:
     """How one package is fetched, built and installed."""
 
     name: str = setting(NAME, help="package name, the same as the recipe's folder")
-    version: str = setting(Str(), help="upstream version")
+    version: str = setting(Str(verbatim=True), help="upstream version")
     license: str = setting(Str(), help="SPDX license expression")
     license_files: tuple[str, ...] = setting(ListOf(Str()), (), "license files in the source")
     source: SourceSpec | None = setting(

@@ -68,14 +68,24 @@ def describe(node: yaml.Node) -> str:
 
 
 class Str(Kind):
-    """A string, optionally matching a pattern."""
+    """A string, optionally matching a pattern.
 
-    def __init__(self, pattern: str | None = None, expected: str = "a string") -> None:
+    With ``verbatim``, any plain scalar is taken as the text it is written as, so that
+    ``version: 1.10`` or a sha256 made only of digits are not read as numbers.
+    """
+
+    def __init__(self, pattern: str | None = None, expected: str = "a string",
+                 verbatim: bool = False) -> None:
         self.pattern = re.compile(pattern) if pattern else None
         self.expected = expected
+        self.verbatim = verbatim
 
     def parse(self, node: yaml.Node, src: Source) -> str:
-        value = self.scalar(node, src, ("str",))
+        if self.verbatim and isinstance(node, yaml.ScalarNode) and node.tag.endswith(
+                (":int", ":float")):
+            value = node.value
+        else:
+            value = self.scalar(node, src, ("str",))
         if self.pattern and not self.pattern.fullmatch(value):
             raise src.error(node, f"expected {self.expected}, got {value!r}")
         return value

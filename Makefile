@@ -1,0 +1,68 @@
+# khib-build: `make rootfs` builds the default image; `make test` runs the whole suite.
+# Both first install what this Debian host is missing: Debian packages (apt-get, as root
+# or through sudo) and a Python virtual environment in .venv/.
+
+# The system Python, so unprivileged users (the rootless packing test) can run the venv.
+PYTHON ?= /usr/bin/python3
+CONFIG ?= configs/khib.yaml
+OUTDIR ?= output
+
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages needed to build images (a C toolchain for i386 and x86_64, the tools
+# package builds run, libarchive for the Python binding, venv for the environment) ...
+APT_BUILD := gcc gcc-multilib libc6-dev make patch bzip2 xz-utils gzip libarchive13 \
+	python3 python3-venv ca-certificates
+# ... and to test them: QEMU to boot them, GNU cpio and bsdtar as independent readers,
+# util-linux for unshare/setpriv, dpkg-dev for apt-get source checks.
+APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux dpkg-dev
+
+# Install the named Debian packages that are not installed yet.
+define apt_ensure
+	@missing=""; for p in $(1); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+endef
+
+.PHONY: setup setup-test rootfs test lint clean distclean
+
+setup: $(VENV)/.runtime
+	$(call apt_ensure,$(APT_BUILD))
+
+setup-test: setup $(VENV)/.test
+	$(call apt_ensure,$(APT_TEST))
+
+$(VENV)/bin/python:
+	$(call apt_ensure,python3 python3-venv)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml $(VENV)/bin/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.runtime
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+rootfs: setup
+	$(BIN)/khib-build rootfs -c $(CONFIG) -o $(OUTDIR)
+
+lint: setup-test
+	$(BIN)/ruff check .
+
+test: setup-test lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(OUTDIR)
+
+distclean: clean
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,43 @@
+"""The default image boots on Debian's amd64 kernel and runs what khib.run= asks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEFAULT_CONFIG, khib
+
+pytestmark = pytest.mark.slow
+
+PROBE = (
+    "echo uname=$(uname -m); "
+    "echo elfclass=$(xxd -s 4 -l 1 -p /bin/busybox); "
+    "echo root=$(ls / | tr '\\n' ,); "
+    "echo console=$(stat -c %F,%t,%T /dev/console); "
+    "echo KHIB-MARKER-OK"
+)
+
+
+def test_default_image_boots_and_powers_off(default_image: Path, debian_kernel: Path) -> None:
+    result = khib("boot", "-c", DEFAULT_CONFIG, "--kernel", debian_kernel, "--image",
+                  default_image, "--run", PROBE, "--expect", "khib: run exited 0",
+                  "--timeout", 180)
+    console = result.stdout
+    assert result.returncode == 0, console[-3000:] + result.stderr
+    assert "khib: khib 0.1 (i386), busybox 1.35.0" in console  # the banner from /init
+    assert "uname=x86_64" in console  # an i386 program on the amd64 kernel sees x86_64 ...
+    assert "elfclass=01" in console  # ... but /bin/busybox is ELF32 (class 1)
+    assert "root=bin,dev,etc,init,mnt,proc,root,run,sbin,sys,tmp,usr," in console
+    assert "console=character special file,5,1" in console
+    assert "KHIB-MARKER-OK" in console
+    assert "reboot: Power down" in console  # poweroff -f ended QEMU, not the timeout
+
+
+def test_boot_fails_when_the_text_never_appears(default_image: Path, debian_kernel: Path
+                                                ) -> None:
+    result = khib("boot", "--quiet", "-c", DEFAULT_CONFIG, "--kernel", debian_kernel,
+                  "--image", default_image, "--run", "echo something-else",
+                  "--expect", "NEVER-PRINTED", "--timeout", 120)
+    assert result.returncode == 1
+    assert "'NEVER-PRINTED' NOT found" in result.stderr

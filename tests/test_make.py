@@ -1,0 +1,41 @@
+"""The README's first command, in a fresh copy of the repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The files a clone would have (tracked, plus new files not ignored), nothing else."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, names):
+        source = REPO / os.fsdecode(name)
+        if source.exists() or source.is_symlink():
+            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / os.fsdecode(name), follow_symlinks=False)
+    return dest
+
+
+def test_make_rootfs_builds_and_reports_the_image(default_image: Path, tmp_path: Path) -> None:
+    checkout = fresh_copy(tmp_path / "khib-build")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "VIRTUAL_ENV")}
+    result = subprocess.run(["make", "rootfs"], cwd=checkout, env=env, capture_output=True,
+                            text=True, timeout=1800, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    image = checkout / "output" / "rootfs.gz"
+    size = image.stat().st_size
+    last = result.stdout.strip().splitlines()[-3:]
+    assert re.fullmatch(rf"image: output/rootfs\.gz \({size} bytes, [0-9.]+ MiB\)", last[0])
+    assert image.read_bytes() == default_image.read_bytes()

@@ -31,7 +31,7 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs test lint clean distclean
+.PHONY: setup setup-test rootfs test lint docs clean distclean
 
 setup: $(VENV)/.runtime
 	$(call apt_ensure,$(APT_BUILD))
@@ -66,3 +66,7 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) build dist *.egg-info
+
+# Regenerate the format reference from the settings declarations.
+docs: setup
+	$(BIN)/python -m khib_build.reference > docs/reference.md

@@ -8,6 +8,7 @@ checked against a :class:`Setting` table.  Every problem becomes a
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -308,8 +309,12 @@ def document(cls: type) -> str:
     """A Markdown table of a record's settings, as the docs show it."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for s in settings_of(cls).values():
-        default = "required" if s.required else (
-            "see below" if isinstance(s.kind, Record) else f"`{s.default!r}`"
-        )
+        if s.required:
+            default = "required"
+        elif isinstance(s.kind, Record):
+            default = "see below"
+        else:
+            value = list(s.default) if isinstance(s.default, tuple) else s.default
+            default = f"`{json.dumps(value)}`"
         rows.append(f"| `{s.name}` | {s.kind.expected} | {default} | {s.help} |")
     return "\n".join(rows)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_CONFIG, khib
+from tests.conftest import DEFAULT_CONFIG, REPO, assert_ok, khib
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,18 @@ def test_default_image_boots_and_powers_off(default_image: Path, debian_kernel: 
     assert "console=character special file,5,1" in console
     assert "KHIB-MARKER-OK" in console
     assert "reboot: Power down" in console  # poweroff -f ended QEMU, not the timeout
+
+
+def test_x86_64_image_boots(tmp_path: Path, debian_kernel: Path) -> None:
+    config = REPO / "configs" / "khib-x86_64.yaml"
+    assert_ok(khib("rootfs", "-c", config, "-o", tmp_path))
+    result = khib("boot", "-c", config, "--kernel", debian_kernel, "--image",
+                  tmp_path / "rootfs.gz", "--run", PROBE, "--expect", "khib: run exited 0",
+                  "--timeout", 180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "khib: khib 0.1 (x86_64), busybox 1.35.0" in result.stdout
+    assert "elfclass=02" in result.stdout  # ELF64
+    assert "KHIB-MARKER-OK" in result.stdout
 
 
 def test_boot_fails_when_the_text_never_appears(default_image: Path, debian_kernel: Path

@@ -1,0 +1,73 @@
+"""The newc writer, byte by byte: headers, order, padding, trailer, limits."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from khib_build.cpio import Entry, header, write_archive
+from khib_build.errors import PackError
+
+HEADER = re.compile(rb"070701([0-9A-F]{8}){13}")
+
+
+def fields(raw: bytes) -> list[int]:
+    return [int(raw[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
+
+
+def members(archive: bytes) -> list[tuple[str, list[int]]]:
+    """(name, header fields) of each member, read independently of the writer."""
+    found, offset = [], 0
+    while True:
+        assert HEADER.match(archive, offset), offset
+        values = fields(archive[offset:offset + 110])
+        namesize, size = values[11], values[6]
+        name = archive[offset + 110: offset + 110 + namesize - 1].decode()
+        found.append((name, values))
+        offset += 110 + namesize
+        offset += -offset % 4
+        offset += size + (-size % 4)
+        if name == "TRAILER!!!":
+            return found
+
+
+def test_header_layout() -> None:
+    head = header(721, 0o100644, 0, 5, 1, 1234, 10, (0, 0), b"etc/x")
+    assert head.startswith(b"070701000002D1000081A4000000000000000500000001000004D2")
+    assert len(head) % 4 == 0 and head.endswith(b"etc/x\0" + b"\0" * (-(110 + 6) % 4))
+    assert fields(head)[11] == 6  # the name size counts the NUL
+
+
+def test_order_inodes_trailer_and_padding() -> None:
+    out = io.BytesIO()
+    entries = [Entry("a/c", "symlink", 0o777, target="../b"), Entry("a-b", "fifo", 0o644),
+               Entry("a", "dir", 0o755), Entry("dev", "dir", 0o755),
+               Entry("dev/console", "chr", 0o600, rdev=(5, 1))]
+    total = write_archive(entries, out, epoch=0)
+    data = out.getvalue()
+    assert total == len(data) and len(data) % 512 == 0
+    listed = members(data)
+    assert [name for name, _ in listed] == ["a", "a-b", "a/c", "dev", "dev/console", "TRAILER!!!"]
+    assert [values[0] for _, values in listed[:-1]] == [721, 722, 723, 724, 725]
+    console = listed[4][1]
+    assert (console[1], console[9], console[10]) == (0o020600, 5, 1)
+    link = listed[2][1]
+    assert link[6] == len("../b") and b"a/c\0\0\0../b" in data  # 110 + 4 bytes, padded to 116
+    assert listed[0][1][4] == 2  # directories have nlink 2, as gen_init_cpio writes them
+    assert listed[-1][1][4] == 1 and listed[-1][1][0] == 0
+
+
+@pytest.mark.parametrize(("mtime", "epoch", "expected"), [(2000, 1000, 1000), (2000, 5000, 2000),
+                                                          (-5, 100, 0)])
+def test_mtime_is_clamped_to_the_epoch(mtime: int, epoch: int, expected: int) -> None:
+    out = io.BytesIO()
+    write_archive([Entry("f", "dir", 0o755, mtime=mtime)], out, epoch)
+    assert members(out.getvalue())[0][1][5] == expected
+
+
+def test_names_of_4096_bytes_are_refused() -> None:
+    with pytest.raises(PackError, match="name of 4096 bytes"):
+        write_archive([Entry("x" * 4096, "dir", 0o755)], io.BytesIO(), 0)
+    write_archive([Entry("x" * 4095, "dir", 0o755)], io.BytesIO(), 0)

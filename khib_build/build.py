@@ -46,7 +46,7 @@ class BuildSettings:
 
     @property
     def apt_state(self) -> Path:
-        return self.cache.root.parent / "apt"
+        return self.cache.root / "apt-sources"
 
 
 @dataclass(frozen=True)

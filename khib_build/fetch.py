@@ -54,6 +54,7 @@ def fetch(spec: SourceSpec, dl_dir: Path, mirrors: Sequence[str] = (), offline: 
     for label, attempt in origins(spec, mirrors, offline, apt_state):
         try:
             attempt(dl_dir)
+            say(f"fetch {spec.filename}: verified, from {label}")
             return final
         except AttemptFailed as exc:
             say(f"fetch {spec.filename}: {label}: {exc}")

@@ -37,6 +37,6 @@ class Progress:
         return self.done / 2**20 / max(time.monotonic() - self.start, 1e-6)
 
     def finish(self) -> None:
-        if self.live:
-            print("\r", end="", file=sys.stderr)
+        if self.live:  # blank the live line before the summary replaces it
+            print("\r" + " " * 72 + "\r", end="", file=sys.stderr)
         say(f"{self.label}: {self.done / 2**20:.1f} MiB at {self.rate():.1f} MiB/s")

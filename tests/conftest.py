@@ -36,13 +36,22 @@ def default_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return outdir / "rootfs.gz"
 
 
+def kernel_package() -> str | None:
+    """The versioned kernel package linux-image-amd64 depends on, as apt reports it."""
+    depends = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
+                             capture_output=True, text=True, check=False).stdout
+    return next((line.split(":", 1)[1].strip() for line in depends.splitlines()
+                 if line.strip().startswith("Depends:") and "linux-image-" in line), None)
+
+
 @pytest.fixture(scope="session")
 def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Debian's current amd64 kernel image, as linux-image-amd64 names it (cached)."""
-    depends = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
-                             capture_output=True, text=True, check=True).stdout
-    package = next(line.split(":", 1)[1].strip() for line in depends.splitlines()
-                   if line.strip().startswith("Depends:") and "linux-image-" in line)
+    package = kernel_package()
+    if package is None:  # apt's package lists may not have been fetched yet
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+        package = kernel_package()
+    assert package, "apt knows no package that linux-image-amd64 depends on"
     cached = paths.user_cache_root() / "test-kernels" / package / "vmlinuz"
     if cached.is_file():
         return cached

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from khib_build.fetch import debian_like, sha256_of
 from tests.conftest import assert_ok, khib
 from tests.httpserver import serving
 from tests.sample import write_sample
@@ -116,3 +117,17 @@ def test_offline_with_empty_download_dir_names_the_missing_file(tmp_path: Path) 
     assert f"{dl / 'hello-1.0.tar.gz'}: not there" in result.stderr
     assert "offline" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not debian_like(), reason="Debian's source archive needs a Debian-like host")
+def test_debian_source_archive_supplies_the_upstream_tarball(tmp_path: Path) -> None:
+    """busybox.net is out of reach here; apt-get source yields the same bytes."""
+    dl = tmp_path / "dl"
+    result = khib("fetch", "--dl-dir", dl, "--cache-dir", tmp_path / "cache", "busybox")
+    assert_ok(result)
+    assert "from apt-get source busybox (busybox_1.35.0.orig.tar.bz2)" in result.stderr
+    assert listing(dl) == ["busybox-1.35.0.tar.bz2"]
+    assert sha256_of(dl / "busybox-1.35.0.tar.bz2") == (
+        "faeeb244c35a348a334f4a59e44626ee870fb07b6884d68c10ae8bc19f83a694")
+    sources = (tmp_path / "cache" / "apt-sources" / "sources.list").read_text()
+    assert sources.startswith("deb-src ")  # a private list; the system's stays untouched

@@ -16,8 +16,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_BUILD := gcc gcc-multilib libc6-dev make patch bzip2 xz-utils gzip libarchive13 \
 	python3 python3-venv ca-certificates
 # ... and to test them: QEMU to boot them, GNU cpio and bsdtar as independent readers,
-# util-linux for unshare/setpriv, dpkg-dev for apt-get source checks.
-APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux dpkg-dev
+# the reference decompressors, util-linux for unshare/setpriv, and the kernel source
+# (its gen_init_cpio is the reference packer).
+APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
+	linux-source-6.1
 
 # Install the named Debian packages that are not installed yet.
 define apt_ensure

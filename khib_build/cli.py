@@ -14,12 +14,15 @@ import sys
 from pathlib import Path
 
 from khib_build import __version__, qemu, report
+from khib_build.compress import FORMATS
 from khib_build.config import ARCHES
 from khib_build.cpio import pack_tree
 from khib_build.devtable import merge_tables
 from khib_build.errors import KhibError, UsageError
+from khib_build.extract import unpack
 from khib_build.image import Options, build_image, fetch_sources, plan_image
-from khib_build.listing import read_image
+from khib_build.listing import diff_trees, final_tree, read_image
+from khib_build.segments import segments
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "khib.yaml"
 
@@ -85,16 +88,38 @@ def parser() -> argparse.ArgumentParser:
     pack.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     pack.add_argument("--device-table", type=Path, action="append", default=[],
                       metavar="TABLE", help="device/permission table (repeatable)")
-    pack.add_argument("--compress", choices=("gzip", "none"), default="gzip")
-    pack.add_argument("--level", type=int, choices=range(1, 10), default=9, metavar="1-9")
+    pack.add_argument("--file-list", type=Path, action="append", default=[], metavar="LIST",
+                      help="gen_init_cpio file list (repeatable)")
+    pack.add_argument("--compress", choices=tuple(FORMATS), default="gzip")
+    pack.add_argument("--level", type=int, metavar="N",
+                      help="compression level (default: the format's own)")
+    pack.add_argument("--early", type=Path, metavar="DIR",
+                      help="folder packed as an uncompressed first segment (early microcode)")
     pack.set_defaults(handler=cmd_pack)
 
     inspect = verbs.add_parser("inspect", help="list an image's entries",
                                description="List every entry of an image: type and mode, "
                                "uid/gid, size (or device numbers), path, link target.")
     inspect.add_argument("image", type=Path, metavar="FILE")
-    inspect.add_argument("--json", action="store_true", help="one JSON array of entries")
+    inspect.add_argument("--json", action="store_true",
+                         help="a JSON array of segments, each with its entries")
     inspect.set_defaults(handler=cmd_inspect)
+
+    extract = verbs.add_parser("extract", help="unpack an image into a folder",
+                               description="Unpack every segment of an image into DIR, as the "
+                               "kernel would, refusing paths that escape DIR. Device nodes are "
+                               "made only when running as root.")
+    extract.add_argument("image", type=Path, metavar="FILE")
+    extract.add_argument("directory", type=Path, metavar="DIR")
+    extract.set_defaults(handler=cmd_extract)
+
+    diff = verbs.add_parser("diff", help="compare two images",
+                            description="List entries added (+), removed (-) or changed (~: "
+                            "content, mode, owner, link target, device) from image A to B. "
+                            "Exit 0 when they hold the same tree, 1 when they differ.")
+    diff.add_argument("first", type=Path, metavar="A")
+    diff.add_argument("second", type=Path, metavar="B")
+    diff.set_defaults(handler=cmd_diff)
 
     boot = verbs.add_parser("boot", help="boot an image in QEMU",
                             description="Boot an image in QEMU (TCG, serial console). With "
@@ -140,21 +165,51 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_pack(args: argparse.Namespace) -> int:
     if not args.directory.is_dir():
         raise UsageError(f"{args.directory}: not a directory")
-    tables = merge_tables(args.device_table)
+    try:
+        FORMATS[args.compress].check_level(args.level)
+    except ValueError as exc:
+        raise UsageError(f"--level: {exc}") from None
+    tables = merge_tables(args.device_table, args.file_list)
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
-    pack_tree(args.directory, tables, args.output, args.compress, args.level, epoch)
+    pack_tree(args.directory, tables, args.output, args.compress, args.level, epoch, args.early)
     print(f"{args.output}: {args.output.stat().st_size} bytes")
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    rows = read_image(args.image)
+    listings = read_image(args.image)
     if args.json:
-        print(json.dumps([row.as_dict() for row in rows], indent=1))
-    else:
-        for row in rows:
+        print(json.dumps([listing.as_dict() for listing in listings], indent=1))
+        return 0
+    for listing in listings:
+        if len(listings) > 1:
+            print(f"# segment {listing.index}: {listing.compression}, offset {listing.offset}")
+        for row in listing.rows:
             print(row.text())
     return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    skipped: list[str] = []
+
+    def on_node(_archive: Path, name: str) -> bool:
+        if os.geteuid() == 0:
+            return True
+        skipped.append(name)
+        return False
+
+    for segment in segments(args.image):
+        unpack(segment.cpio, args.directory, on_node)
+    if skipped:
+        report.say(f"not root: {len(skipped)} device node(s) not made, e.g. {skipped[0]}")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    changes = diff_trees(final_tree(read_image(args.first)), final_tree(read_image(args.second)))
+    for line in changes:
+        print(line)
+    return 1 if changes else 0
 
 
 def cmd_boot(args: argparse.Namespace) -> int:

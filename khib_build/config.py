@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from khib_build.compress import FORMATS
 from khib_build.schema import (
     Choice,
     FilePath,
@@ -38,7 +39,6 @@ ARCHES = {
     "i386": Arch("i386", "i686-linux-gnu", "qemu-system-x86_64", "i386", 32),
     "x86_64": Arch("x86_64", "x86_64-linux-gnu", "qemu-system-x86_64", "x86_64", 64),
 }
-COMPRESSIONS = ("gzip", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +75,19 @@ class ImageConfig:
         ListOf(FilePath(must_exist=True)), (),
         "device/permission tables (name type mode uid gid major minor start inc count)",
     )
-    compression: str = setting(Choice(COMPRESSIONS), "gzip", "compression of the image")
-    compression_level: int = setting(Int(1, 9), 9, "compression level")
+    file_lists: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True)), (),
+        "gen_init_cpio file lists (file, dir, nod, slink, pipe, sock lines)",
+    )
+    early_segment: Path | None = setting(
+        Optional(FilePath(must_exist=True, is_dir=True)), None,
+        "folder packed as an uncompressed segment before the image (early microcode)",
+    )
+    compression: str = setting(Choice(tuple(FORMATS)), "gzip", "compression of the image")
+    compression_level: int | None = setting(
+        Optional(Int(0, 22)), None,
+        "compression level (default: gzip 9, xz 6, zstd 19, lz4 9, bzip2 9, lzma 6)",
+    )
     output: str = setting(
         Str(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a file name"), "rootfs.gz", "image file name"
     )
@@ -100,4 +111,10 @@ class ImageConfig:
 
 def load_config(path: Path) -> ImageConfig:
     """Read and validate an image config."""
-    return load(path.resolve(), ImageConfig)
+    config: ImageConfig = load(path.resolve(), ImageConfig)
+    try:
+        FORMATS[config.compression].check_level(config.compression_level)
+    except ValueError as exc:
+        assert config.origin is not None
+        raise config.origin.error("compression_level", str(exc)) from None
+    return config

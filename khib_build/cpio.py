@@ -91,21 +91,31 @@ def entry_from_stat(rel: str, path: Path, st: os.stat_result) -> Entry:
 
 
 def apply_table(entries: dict[str, Entry], table: dict[str, TableEntry]) -> None:
-    """Give table entries their ownership and modes; create the ones the tree lacks."""
+    """Give table entries their ownership and modes; create the ones the tree lacks.
+
+    A device-table line adjusts what the tree has (or adds a folder, node or empty file);
+    a file-list line defines its entry whole, content and link target included.
+    """
+    groups = {name: index for index, name in
+              enumerate(sorted({row.link_group for row in table.values() if row.link_group}))}
     for path, row in sorted(table.items()):
         current = entries.get(path)
-        if current is None:
-            add_parents(entries, path)
-            entries[path] = Entry(path, row.kind, row.mode, row.uid, row.gid, rdev=row.rdev)
-        elif current.kind == row.kind or row.kind in ("chr", "blk", "fifo"):
-            entries[path] = replace(current, kind=row.kind, mode=row.mode, uid=row.uid,
-                                    gid=row.gid, rdev=row.rdev,
-                                    source=current.source if row.kind == "file" else None,
-                                    size=current.size if row.kind == "file" else 0)
+        if row.source is not None:
+            st = row.source.stat()
+            link_id = (-1, groups[row.link_group]) if row.link_group else None
+            entries[path] = Entry(path, "file", row.mode, row.uid, row.gid, int(st.st_mtime),
+                                  st.st_size, row.source, link_id=link_id)
+        elif current is None or row.target or row.kind in ("chr", "blk", "fifo", "sock"):
+            entries[path] = Entry(path, row.kind, row.mode, row.uid, row.gid, rdev=row.rdev,
+                                  target=row.target,
+                                  mtime=current.mtime if current else 0)
+        elif current.kind == row.kind:
+            entries[path] = replace(current, mode=row.mode, uid=row.uid, gid=row.gid)
         else:
             file, line = row.where.rsplit(":", 1)
             raise ConfigError(file, int(line), f"/{path} is a {current.kind} in the tree, "
                               f"not a {row.kind}")
+        add_parents(entries, path)
 
 
 def add_parents(entries: dict[str, Entry], path: str) -> None:
@@ -198,12 +208,18 @@ def copy_exactly(source: Path, size: int, out: Sink) -> None:
             raise PackError(f"{source}: grew while being packed")
 
 
-def pack_tree(root: Path, tables: dict[str, TableEntry], output: Path, fmt: str, level: int,
-              epoch: int) -> None:
-    """Pack ``root`` with ``tables`` applied into ``output``, compressed, written atomically."""
+def pack_tree(root: Path, tables: dict[str, TableEntry], output: Path, fmt: str,
+              level: int | None, epoch: int, early: Path | None = None) -> None:
+    """Pack ``root`` with ``tables`` applied into ``output``, compressed, written atomically.
+
+    With ``early``, that folder goes first as an uncompressed segment with its own
+    trailer (padded to 512 bytes, so the compressed segment starts 4-byte aligned).
+    """
     entries = scan(root)
     apply_table(entries, tables)
     with atomic_output(output) as raw:
+        if early is not None:
+            write_archive(scan(early).values(), raw, epoch)
         stream = compressor(raw, fmt, level)
         write_archive(entries.values(), stream, epoch)
         stream.close()

@@ -1,22 +1,28 @@
-"""Buildroot-style device/permission tables: ownership, modes and nodes without root.
+"""Tables of entries: ownership, modes and nodes without root, in two formats.
 
-Each line is ``name type mode uid gid major minor start inc count`` (``-`` where a
-column does not apply); ``#`` starts a comment.  Types: ``f`` file, ``d`` directory,
-``c`` character device, ``b`` block device, ``p`` fifo.  With a count, a device line
+Buildroot-style device/permission tables: each line is ``name type mode uid gid major
+minor start inc count`` (``-`` where a column does not apply); ``#`` starts a comment.
+Types: ``f`` file, ``d`` directory, ``c`` character device, ``b`` block device, ``p``
+fifo.  With a count, a device line
 makes name<start> … name<start+count-1>, the minor number rising by ``inc`` each.
+
+The kernel's ``gen_init_cpio`` file lists: ``file NAME LOCATION MODE UID GID [LINKS…]``,
+``dir NAME MODE UID GID``, ``nod NAME MODE UID GID c|b MAJOR MINOR``, ``slink NAME TARGET
+MODE UID GID``, ``pipe NAME MODE UID GID``, ``sock NAME MODE UID GID``; a relative LOCATION
+is relative to the list's folder.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from khib_build.errors import ConfigError
 
 Fail = Callable[[str], ConfigError]
-KINDS = {"f": "file", "d": "dir", "c": "chr", "b": "blk", "p": "fifo"}
+KINDS = {"f": "file", "d": "dir", "c": "chr", "b": "blk", "p": "fifo"}  # device tables
 
 
 @dataclass(frozen=True)
@@ -30,10 +36,14 @@ class TableEntry:
     gid: int
     rdev: tuple[int, int]
     where: str  # "file:line"
+    source: Path | None = None  # a file's content, from a file list
+    target: str = ""  # a symlink's target
+    link_group: str = ""  # names listed together on one file line share one inode
 
     def same_as(self, other: TableEntry) -> bool:
-        return (self.kind, self.mode, self.uid, self.gid, self.rdev) == (
-            other.kind, other.mode, other.uid, other.gid, other.rdev)
+        return (self.kind, self.mode, self.uid, self.gid, self.rdev, self.source, self.target,
+                self.link_group) == (other.kind, other.mode, other.uid, other.gid, other.rdev,
+                                     other.source, other.target, other.link_group)
 
 
 def image_path(text: str, fail: Fail) -> str:
@@ -79,6 +89,54 @@ def parse_table(path: Path) -> list[TableEntry]:
     return entries
 
 
+LIST_COLUMNS = {"file": 6, "dir": 5, "nod": 8, "slink": 6, "pipe": 5, "sock": 5}
+LIST_KINDS = {"dir": "dir", "pipe": "fifo", "sock": "sock", "slink": "symlink"}
+
+
+def parse_file_list(path: Path) -> list[TableEntry]:
+    """Read a gen_init_cpio file list; every error names the file and line."""
+    entries: list[TableEntry] = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+
+        def fail(message: str, number: int = number) -> ConfigError:
+            return ConfigError(path, number, message)
+
+        columns = line.split()
+        kind = columns[0]
+        if kind not in LIST_COLUMNS:
+            raise fail(f"unknown type {kind!r}; expected one of {', '.join(LIST_COLUMNS)}")
+        want = LIST_COLUMNS[kind]
+        if len(columns) < want or (kind != "file" and len(columns) > want):
+            raise fail(f"'{kind}' takes {want - 1} fields, got {len(columns) - 1}")
+        name = image_path(columns[1], fail)
+        where = f"{path}:{number}"
+        at = 3 if kind in ("file", "slink") else 2
+        mode, uid, gid = (number_in(columns[at], 8, fail), number_in(columns[at + 1], 10, fail),
+                          number_in(columns[at + 2], 10, fail))
+        if kind == "file":
+            source = (path.parent / columns[2]).resolve()
+            if not source.is_file():
+                raise fail(f"file {columns[2]!r} does not exist (looked for {source})")
+            group = name if len(columns) > want else ""
+            for link in [name] + [image_path(c, fail) for c in columns[want:]]:
+                entries.append(TableEntry(link, "file", mode, uid, gid, (0, 0), where,
+                                          source=source, link_group=group))
+        elif kind == "nod":
+            if columns[5] not in ("c", "b"):
+                raise fail(f"device type {columns[5]!r}: expected c or b")
+            rdev = (number_in(columns[6], 10, fail), number_in(columns[7], 10, fail))
+            entries.append(TableEntry(name, "chr" if columns[5] == "c" else "blk", mode, uid,
+                                      gid, rdev, where))
+        else:
+            target = columns[2] if kind == "slink" else ""
+            entries.append(TableEntry(name, LIST_KINDS[kind], mode, uid, gid, (0, 0), where,
+                                      target=target))
+    return entries
+
+
 def number_in(text: str, base: int, fail: Fail, dash: int | None = None) -> int:
     if text == "-" and dash is not None:
         return dash
@@ -91,11 +149,13 @@ def number_in(text: str, base: int, fail: Fail, dash: int | None = None) -> int:
     return value
 
 
-def merge_tables(paths: list[Path]) -> dict[str, TableEntry]:
+def merge_tables(device_tables: Sequence[Path], file_lists: Sequence[Path] = ()
+                 ) -> dict[str, TableEntry]:
     """All tables' entries by path; two different definitions of one path are an error."""
     merged: dict[str, TableEntry] = {}
-    for path in paths:
-        for entry in parse_table(path):
+    parsed = [parse_table(p) for p in device_tables] + [parse_file_list(p) for p in file_lists]
+    for entries in parsed:
+        for entry in entries:
             previous = merged.get(entry.path)
             if previous and not previous.same_as(entry):
                 file, line = entry.where.rsplit(":", 1)

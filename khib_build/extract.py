@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import libarchive
@@ -28,25 +29,29 @@ class ExtractError(KhibError):
 
 
 def extract(archive: Path, dest: Path) -> Path:
-    """Unpack ``archive`` into ``dest``; return the source root (its single top folder, if any)."""
+    """Unpack a source archive into ``dest``; return its single top folder, if any."""
+    unpack(archive, dest, refused_nodes)
+    top = list(dest.iterdir())
+    return top[0] if len(top) == 1 and top[0].is_dir() else dest
+
+
+def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool]) -> None:
+    """Unpack ``archive`` into ``dest`` securely; ``on_node`` says whether to make a node."""
     dest.mkdir(parents=True, exist_ok=True)
     with _CWD_LOCK:
         previous = os.getcwd()
         os.chdir(dest)
         try:
             with libarchive.file_reader(str(archive)) as entries:
-                lae.extract_entries(checked(entries, archive), SECURE_FLAGS)
+                kept = (e for e in entries
+                        if not (e.isblk or e.ischr) or on_node(archive, e.pathname))
+                lae.extract_entries(kept, SECURE_FLAGS)
         except libarchive.ArchiveError as exc:
             raise ExtractError(f"{archive.name}: cannot unpack: {exc.msg}") from None
         finally:
             os.chdir(previous)
-    top = list(dest.iterdir())
-    return top[0] if len(top) == 1 and top[0].is_dir() else dest
 
 
-def checked(entries: libarchive.read.ArchiveRead, archive: Path):
-    """Pass entries through, refusing the kinds a source tarball never needs."""
-    for entry in entries:
-        if entry.isblk or entry.ischr:
-            raise ExtractError(f"{archive.name}: refusing device node entry {entry.pathname!r}")
-        yield entry
+def refused_nodes(archive: Path, name: str) -> bool:
+    """Source archives never need device nodes: one is an error."""
+    raise ExtractError(f"{archive.name}: refusing device node entry {name!r}")

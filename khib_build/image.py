@@ -65,7 +65,7 @@ class ImageResult:
 def plan_image(config_path: Path) -> Plan:
     config = load_config(config_path)
     recipes = resolve(config)
-    tables = merge_tables(list(config.device_tables))
+    tables = merge_tables(config.device_tables, config.file_lists)
     items = overlays.plan(config.overlays, template_context(config, recipes))
     return Plan(config, recipes, tables, items)
 
@@ -126,7 +126,7 @@ def build_image(plan: Plan, options: Options) -> ImageResult:
     assemble(trees, plan.overlay_items, outdir / "rootfs")
     image = outdir / plan.config.output
     pack_tree(outdir / "rootfs", plan.tables, image, plan.config.compression,
-              plan.config.compression_level, settings.epoch)
+              plan.config.compression_level, settings.epoch, plan.config.early_segment)
     digest = sha256_of(image)
     manifest = outdir / "manifest.json"
     write_atomically(manifest, manifest_json(plan, list(results.values()), image, digest))

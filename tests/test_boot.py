@@ -53,3 +53,32 @@ def test_boot_fails_when_the_text_never_appears(default_image: Path, debian_kern
                   "--expect", "NEVER-PRINTED", "--timeout", 120)
     assert result.returncode == 1
     assert "'NEVER-PRINTED' NOT found" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["gzip", "xz", "zstd", "lz4", "bzip2", "lzma"])
+def test_each_compression_boots_with_segments_around_it(fmt: str, default_image: Path,
+                                                        debian_kernel: Path,
+                                                        tmp_path: Path) -> None:
+    """The kernel unpacks an early uncompressed segment, the image, and a segment after it."""
+    early = tmp_path / "early" / "kernel" / "x86" / "microcode"
+    early.mkdir(parents=True)
+    (early / "GenuineIntel.bin").write_bytes(b"not really microcode\n")
+    image = tmp_path / f"rootfs.{fmt}"
+    assert_ok(khib("pack", default_image.parent / "rootfs", "-o", image, "--compress", fmt,
+                   "--device-table", REPO / "configs" / "device_table.txt",
+                   "--early", tmp_path / "early"))
+    extra = tmp_path / "extra"
+    (extra / "etc").mkdir(parents=True)
+    (extra / "etc" / "khib-extra").write_text(f"appended-after-{fmt}\n")
+    assert_ok(khib("pack", extra, "-o", tmp_path / "extra.cpio", "--compress", "none"))
+    data = image.read_bytes()
+    combined = tmp_path / "combined"
+    # An uncompressed segment must start on a 4-byte boundary; zeros between are skipped.
+    combined.write_bytes(data + b"\0" * (-len(data) % 4) + (tmp_path / "extra.cpio").read_bytes())
+    result = khib("boot", "-c", DEFAULT_CONFIG, "--kernel", debian_kernel, "--image", combined,
+                  "--run", "cat /etc/khib-extra /kernel/x86/microcode/GenuineIntel.bin",
+                  "--expect", "khib: run exited 0", "--timeout", 180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert f"appended-after-{fmt}" in result.stdout
+    assert "not really microcode" in result.stdout
+    assert "Initramfs unpacking failed" not in result.stdout

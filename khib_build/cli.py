@@ -20,7 +20,13 @@ from khib_build.cpio import pack_tree
 from khib_build.devtable import merge_tables
 from khib_build.errors import KhibError, UsageError
 from khib_build.extract import unpack
-from khib_build.image import Options, build_image, fetch_sources, plan_image
+from khib_build.image import (
+    Options,
+    build_image,
+    fetch_sources,
+    plan_image,
+    source_date_epoch,
+)
 from khib_build.listing import diff_trees, final_tree, read_image
 from khib_build.segments import segments
 
@@ -170,7 +176,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--level: {exc}") from None
     tables = merge_tables(args.device_table, args.file_list)
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
+    epoch = source_date_epoch(0)
     pack_tree(args.directory, tables, args.output, args.compress, args.level, epoch, args.early)
     print(f"{args.output}: {args.output.stat().st_size} bytes")
     return 0

@@ -78,13 +78,13 @@ def template_context(config: ImageConfig, recipes: list[Recipe]) -> dict[str, An
     }
 
 
-def source_date_epoch(config: ImageConfig) -> int:
-    """SOURCE_DATE_EPOCH from the environment if set, else the config's."""
+def source_date_epoch(default: int) -> int:
+    """SOURCE_DATE_EPOCH from the environment if set, else ``default``."""
     text = os.environ.get("SOURCE_DATE_EPOCH")
     if text is None:
-        return config.source_date_epoch
-    if not text.isdigit() or int(text) >= 2**32:
-        raise UsageError(f"SOURCE_DATE_EPOCH={text!r} is not a timestamp from 0 to 2^32-1")
+        return default
+    if not text.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH={text!r} is not a whole number of seconds")
     return int(text)
 
 
@@ -96,7 +96,7 @@ def settings_for(plan: Plan, options: Options) -> BuildSettings:
         cache=Cache(paths.cache_dir(options.cache_dir), enabled=not options.no_cache),
         offline=options.offline,
         jobs=max(1, options.jobs),
-        epoch=source_date_epoch(plan.config),
+        epoch=source_date_epoch(plan.config.source_date_epoch),
     )
 
 

@@ -143,7 +143,8 @@ def number_in(text: str, base: int, fail: Fail, dash: int | None = None) -> int:
     try:
         value = int(text, base)
     except ValueError:
-        raise fail(f"expected a number, got {text!r}") from None
+        what = "an octal mode" if base == 8 else "a number"
+        raise fail(f"expected {what}, got {text!r}") from None
     if value < 0:
         raise fail(f"expected a non-negative number, got {text!r}")
     return value

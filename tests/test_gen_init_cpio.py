@@ -1,7 +1,8 @@
 """For one file list, khib-build and the kernel's gen_init_cpio write the same entries.
 
 Intended differences in header fields, not compared here: gen_init_cpio stamps each
-member with device 3:1 (khib-build: 0:0), includes the NUL in a symlink's size, takes
+member with device 3:1 (khib-build: 0:0), includes the NUL in a symlink's size, gives
+fifos and sockets a link count of 2 (khib-build: 1, as GNU cpio does), takes
 regular files' mtimes from the files (khib-build clamps every mtime to
 SOURCE_DATE_EPOCH), and gives a hard-link group one inode number where khib-build
 numbers members in archive order and lets the group share the first one's.  Order:
@@ -48,8 +49,9 @@ def comparable(archive: bytes) -> list[tuple]:
         data = archive[start:start + values[6]]
         if (values[1] & 0o170000) == 0o120000:
             data = data.rstrip(b"\0")
-        found.append((name, values[1], values[2], values[3], values[4], values[9], values[10],
-                      data))
+        kind = values[1] & 0o170000
+        nlink = values[4] if kind in (0o100000, 0o040000) else None  # fifo, sock: see above
+        found.append((name, values[1], values[2], values[3], nlink, values[9], values[10], data))
         offset = start + values[6]
     return found
 

@@ -15,7 +15,7 @@ is relative to the list's folder.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,18 +54,21 @@ def image_path(text: str, fail: Fail) -> str:
     return norm.lstrip("/")
 
 
-def parse_table(path: Path) -> list[TableEntry]:
-    """Read one table; every error names the file and line."""
-    entries: list[TableEntry] = []
+def table_lines(path: Path) -> Iterator[tuple[list[str], Fail, str]]:
+    """The columns of each line that is not blank or a comment, with its error maker."""
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
+        if line:
+            def fail(message: str, number: int = number) -> ConfigError:
+                return ConfigError(path, number, message)
 
-        def fail(message: str, number: int = number) -> ConfigError:
-            return ConfigError(path, number, message)
+            yield line.split(), fail, f"{path}:{number}"
 
-        columns = line.split()
+
+def parse_table(path: Path) -> list[TableEntry]:
+    """Read one device table; every error names the file and line."""
+    entries: list[TableEntry] = []
+    for columns, fail, where in table_lines(path):
         if len(columns) != 10:
             raise fail(f"expected 10 columns (name type mode uid gid major minor start inc "
                        f"count), got {len(columns)}")
@@ -79,7 +82,6 @@ def parse_table(path: Path) -> list[TableEntry]:
         major, minor, start, inc, count = (
             number_in(c, 10, fail, dash=0) for c in columns[5:10])
         base = image_path(name, fail)
-        where = f"{path}:{number}"
         if kind in "cb" and count:
             for i in range(count):
                 entries.append(TableEntry(f"{base}{start + i}", KINDS[kind], mode, uid, gid,
@@ -96,15 +98,7 @@ LIST_KINDS = {"dir": "dir", "pipe": "fifo", "sock": "sock", "slink": "symlink"}
 def parse_file_list(path: Path) -> list[TableEntry]:
     """Read a gen_init_cpio file list; every error names the file and line."""
     entries: list[TableEntry] = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-
-        def fail(message: str, number: int = number) -> ConfigError:
-            return ConfigError(path, number, message)
-
-        columns = line.split()
+    for columns, fail, where in table_lines(path):
         kind = columns[0]
         if kind not in LIST_COLUMNS:
             raise fail(f"unknown type {kind!r}; expected one of {', '.join(LIST_COLUMNS)}")
@@ -112,7 +106,6 @@ def parse_file_list(path: Path) -> list[TableEntry]:
         if len(columns) < want or (kind != "file" and len(columns) > want):
             raise fail(f"'{kind}' takes {want - 1} fields, got {len(columns) - 1}")
         name = image_path(columns[1], fail)
-        where = f"{path}:{number}"
         at = 3 if kind in ("file", "slink") else 2
         mode, uid, gid = (number_in(columns[at], 8, fail), number_in(columns[at + 1], 10, fail),
                           number_in(columns[at + 2], 10, fail))

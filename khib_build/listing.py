@@ -121,7 +121,7 @@ def differences(a: Row, b: Row) -> list[str]:
         found.append(f"mode {stat.filemode(a.mode)} -> {stat.filemode(b.mode)}")
     if (a.uid, a.gid) != (b.uid, b.gid):
         found.append(f"owner {a.uid}:{a.gid} -> {b.uid}:{b.gid}")
-    if a.sha256 != b.sha256 or a.size != b.size:
+    if a.type == "-" and (a.sha256 != b.sha256 or a.size != b.size):
         found.append(f"content ({a.size} -> {b.size} bytes)")
     if a.type == "l" and a.target != b.target:
         found.append(f"target {a.target} -> {b.target}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import stat
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_ok, khib
+from tests.conftest import REPO, assert_ok, khib
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="extracting device nodes needs root")
 
@@ -122,22 +123,38 @@ def test_listing_shows_owners_nodes_and_links(packed: tuple[Path, Path]) -> None
     assert "link -> etc/deep/er/file.txt" in inspect
 
 
+RUNTIME_PACKAGES = ("khib_build", "yaml", "jinja2", "markupsafe", "libarchive", "requests",
+                    "urllib3", "idna", "charset_normalizer", "certifi", "zstandard", "lz4")
+
+
+def readable_copy_of_khib(dest: Path) -> Path:
+    """khib-build and its runtime packages where any user can read them (the checkout and
+    its venv may lie below a folder only root may enter)."""
+    for name in RUNTIME_PACKAGES:
+        package = Path(importlib.import_module(name).__file__).parent
+        shutil.copytree(package, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
 def test_packing_needs_no_privilege(default_image: Path) -> None:
     """The image's packing step as uid 65534 still yields dev/console as c 5,1."""
     tmp_path = Path(tempfile.mkdtemp(prefix="khib-nobody-"))  # outside root's private tmp
+    os.chmod(tmp_path, 0o755)
+    code = readable_copy_of_khib(tmp_path / "code")
     tree = tmp_path / "rootfs"
     subprocess.run(["cp", "-a", str(default_image.parent / "rootfs"), str(tree)], check=True)
-    subprocess.run(["chown", "-R", "65534:65534", str(tmp_path)], check=True)
-    os.chmod(tmp_path, 0o755)
-    table = Path(__file__).resolve().parent.parent / "configs" / "device_table.txt"
-    image = tmp_path / "image.gz"
+    shutil.copyfile(REPO / "configs" / "device_table.txt", tmp_path / "devices")
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["chown", "-R", "65534:65534", str(tree), str(out)], check=True)
+    image = out / "image.gz"
     result = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
-         sys.executable, "-m", "khib_build", "pack", str(tree),
-         "-o", str(image), "--device-table", str(table)],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
-        env={**os.environ, "HOME": str(tmp_path)})
+         os.path.realpath(sys.executable), "-m", "khib_build", "pack", str(tree),
+         "-o", str(image), "--device-table", str(tmp_path / "devices")],
+        capture_output=True, text=True, cwd=out, check=False,
+        env={"PATH": os.environ["PATH"], "HOME": str(out), "PYTHONPATH": str(code)})
     assert_ok(result)
     assert image.stat().st_uid == 65534
     assert "crw-------     0     0        5,1 dev/console" in khib("inspect", image).stdout

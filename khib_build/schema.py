@@ -110,13 +110,6 @@ class Int(Kind):
         return value
 
 
-class Bool(Kind):
-    expected = "true or false"
-
-    def parse(self, node: yaml.Node, src: Source) -> bool:
-        return self.scalar(node, src, ("bool",))
-
-
 class Choice(Kind):
     """One of a fixed set of strings."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from khib_build.errors import ConfigError
@@ -35,15 +35,10 @@ class TableEntry:
     uid: int
     gid: int
     rdev: tuple[int, int]
-    where: str  # "file:line"
+    where: str = field(compare=False)  # "file:line": two lines may define one entry alike
     source: Path | None = None  # a file's content, from a file list
     target: str = ""  # a symlink's target
     link_group: str = ""  # names listed together on one file line share one inode
-
-    def same_as(self, other: TableEntry) -> bool:
-        return (self.kind, self.mode, self.uid, self.gid, self.rdev, self.source, self.target,
-                self.link_group) == (other.kind, other.mode, other.uid, other.gid, other.rdev,
-                                     other.source, other.target, other.link_group)
 
 
 def image_path(text: str, fail: Fail) -> str:
@@ -151,7 +146,7 @@ def merge_tables(device_tables: Sequence[Path], file_lists: Sequence[Path] = ()
     for entries in parsed:
         for entry in entries:
             previous = merged.get(entry.path)
-            if previous and not previous.same_as(entry):
+            if previous and previous != entry:
                 file, line = entry.where.rsplit(":", 1)
                 raise ConfigError(file, int(line), f"/{entry.path} is defined differently "
                                   f"at {previous.where}")

@@ -16,10 +16,15 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "khib.yaml"
 
 
+def khib_argv(*args: object) -> list[str]:
+    """The khib-build command line with ``args``, run by this test run's interpreter."""
+    return [sys.executable, "-m", "khib_build", *map(str, args)]
+
+
 def khib(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None,
          timeout: float = 1800, umask: int = -1) -> subprocess.CompletedProcess[str]:
     """Run the khib-build command line as a user would; capture its output."""
-    return subprocess.run([sys.executable, "-m", "khib_build", *map(str, args)],
+    return subprocess.run(khib_argv(*args),
                           capture_output=True, text=True, env=env, cwd=cwd or REPO,
                           timeout=timeout, umask=umask, check=False)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gzip
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from khib_build.compress import FORMATS
-from tests.conftest import assert_ok, khib
+from tests.conftest import assert_ok, khib, khib_argv
 
 DECOMPRESS = {
     "gzip": ["gzip", "-dc"], "xz": ["xz", "-dc"], "zstd": ["zstd", "-dcq"],
@@ -28,9 +27,6 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "big").write_bytes(bytes(range(256)) * 40_000)  # several gzip blocks
     return root
 
-
-def khib_argv(*args: object) -> list[str]:
-    return [sys.executable, "-m", "khib_build", *map(str, args)]
 
 
 def names_via(tool: list[str], image: Path) -> list[str]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from khib_build.fetch import debian_like, sha256_of
-from tests.conftest import assert_ok, khib
+from tests.conftest import assert_ok, khib, khib_argv
 from tests.httpserver import serving
 from tests.sample import write_sample
 
@@ -84,9 +83,8 @@ needs_netns = pytest.mark.skipif(
 
 def offline_khib(*args: object) -> subprocess.CompletedProcess[str]:
     """khib-build in a network namespace of its own: any network use fails."""
-    return subprocess.run(["unshare", "--net", sys.executable, "-m", "khib_build",
-                           *map(str, args)], capture_output=True, text=True, check=False,
-                          timeout=900)
+    return subprocess.run(["unshare", "--net", *khib_argv(*args)], capture_output=True,
+                          text=True, check=False, timeout=900)
 
 
 @needs_netns

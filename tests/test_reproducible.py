@@ -5,21 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from khib_build import paths
-from tests.conftest import DEFAULT_CONFIG, REPO, assert_ok
+from tests.conftest import DEFAULT_CONFIG, REPO, assert_ok, khib_argv
 
 pytestmark = pytest.mark.slow
 
 
 def build_from_scratch(outdir: Path, cwd: Path, umask: int, env: dict[str, str],
                        offline: bool) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "khib_build", "rootfs", "-c", str(DEFAULT_CONFIG),
-               "-o", str(outdir), "--no-cache"]
+    command = khib_argv("rootfs", "-c", DEFAULT_CONFIG, "-o", outdir, "--no-cache")
     if offline:  # in a network namespace of its own: any network use would fail
         command = ["unshare", "--net", *command, "--offline"]
     return subprocess.run(command, cwd=cwd, umask=umask, env=env, capture_output=True,

@@ -2,6 +2,9 @@
 
 Exit status: 0 success, 1 a build, fetch or boot failure, 2 a bad config, recipe or usage,
 130 interrupted.  Errors are one message, never a traceback.
+
+Each handler imports the stages it drives, so a quick verb such as ``pack`` or
+``inspect`` does not pay for importing the whole build pipeline.
 """
 
 from __future__ import annotations
@@ -12,23 +15,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from khib_build import __version__, qemu, report
+from khib_build import __version__, report
 from khib_build.compress import FORMATS
-from khib_build.config import ARCHES
-from khib_build.cpio import pack_tree
-from khib_build.devtable import merge_tables
 from khib_build.errors import KhibError, UsageError
-from khib_build.extract import unpack
-from khib_build.image import (
-    Options,
-    build_image,
-    fetch_sources,
-    plan_image,
-    source_date_epoch,
-)
-from khib_build.listing import diff_trees, final_tree, read_image
-from khib_build.segments import segments
+
+if TYPE_CHECKING:
+    from khib_build.image import Options
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "khib.yaml"
 
@@ -62,6 +56,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> Options:
+    from khib_build.image import Options
+
     return Options(outdir=args.outdir, dl_dir=args.dl_dir, cache_dir=args.cache_dir,
                    no_cache=args.no_cache, offline=args.offline, jobs=args.jobs)
 
@@ -153,6 +149,8 @@ def shown(path: Path) -> str:
 
 
 def cmd_rootfs(args: argparse.Namespace) -> int:
+    from khib_build.image import build_image, plan_image
+
     plan = plan_image(args.config)
     result = build_image(plan, options_from(args))
     print(f"image: {shown(result.path)} ({result.size} bytes, {result.size / 2**20:.2f} MiB)")
@@ -162,6 +160,8 @@ def cmd_rootfs(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    from khib_build.image import fetch_sources, plan_image
+
     plan = plan_image(args.config)
     for path in fetch_sources(plan, options_from(args), args.packages):
         print(path)
@@ -169,6 +169,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from khib_build.cpio import pack_tree, source_date_epoch
+    from khib_build.devtable import merge_tables
+
     if not args.directory.is_dir():
         raise UsageError(f"{args.directory}: not a directory")
     try:
@@ -183,6 +186,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from khib_build.listing import read_image
+
     listings = read_image(args.image)
     if args.json:
         print(json.dumps([listing.as_dict() for listing in listings], indent=1))
@@ -196,6 +201,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from khib_build.extract import unpack
+    from khib_build.segments import segments
+
     skipped: list[str] = []
 
     def on_node(_archive: Path, name: str) -> bool:
@@ -212,6 +220,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from khib_build.listing import diff_trees, final_tree, read_image
+
     changes = diff_trees(final_tree(read_image(args.first)), final_tree(read_image(args.second)))
     for line in changes:
         print(line)
@@ -219,6 +229,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
+    from khib_build import qemu
+    from khib_build.config import ARCHES
+    from khib_build.image import plan_image
+
     plan = plan_image(args.config)
     image = args.image or Path("output") / plan.config.output
     for what, path in (("kernel", args.kernel), ("image", image)):

@@ -108,6 +108,20 @@ class Streaming:
             self.raw.write(self.engine.flush())
         self.raw.flush()
 
+    def copy_from(self, fd: int, size: int) -> int | None:
+        """Uncompressed into a real file: copy in the kernel (sendfile), not through Python."""
+        if self.engine is not None:
+            return None
+        try:
+            out = self.raw.fileno()
+        except (AttributeError, OSError):
+            return None
+        self.raw.flush()
+        copied = 0
+        while copied < size and (sent := os.sendfile(out, fd, None, size - copied)):
+            copied += sent
+        return copied
+
 
 class Blocks:
     """Cut the input into fixed blocks, compress them in threads, write results in order."""

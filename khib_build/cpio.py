@@ -15,12 +15,13 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from pathlib import Path
 from typing import Protocol
 
 from khib_build.compress import compressor
 from khib_build.devtable import TableEntry
-from khib_build.errors import ConfigError, PackError
+from khib_build.errors import ConfigError, PackError, UsageError
 from khib_build.fsutil import atomic_output
 from khib_build.report import say
 
@@ -38,11 +39,25 @@ TYPE_BITS = {
 KIND_OF_BITS = {bits: kind for kind, bits in TYPE_BITS.items()}
 
 
+def source_date_epoch(default: int) -> int:
+    """SOURCE_DATE_EPOCH from the environment if set, else ``default``."""
+    text = os.environ.get("SOURCE_DATE_EPOCH")
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH={text!r} is not a whole number of seconds")
+    return int(text)
+
+
 class Sink(Protocol):
-    def write(self, data: bytes, /) -> int: ...
+    """Where archive bytes go.  A writer that can take a file descriptor's bytes without
+    copying them through Python offers ``copy_from(fd, size)``, returning how many bytes
+    it copied, or None when it cannot."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """One archive member: what the header says, and where its content comes from."""
 
@@ -53,7 +68,7 @@ class Entry:
     gid: int = 0
     mtime: int = 0
     size: int = 0
-    source: Path | None = None  # a regular file's content
+    source: str | None = None  # the host path of a regular file's content
     target: str = ""  # a symlink's target
     rdev: tuple[int, int] = (0, 0)
     link_id: tuple[int, int] | None = None  # (st_dev, st_ino) of hard-linked files
@@ -62,20 +77,20 @@ class Entry:
 def scan(root: Path) -> dict[str, Entry]:
     """Every path below ``root`` (not ``root`` itself), read with lstat: links are not followed."""
     entries: dict[str, Entry] = {}
-    stack = [(root, "")]
+    stack: list[tuple[str | Path, str]] = [(root, "")]
     while stack:
         folder, prefix = stack.pop()
         with os.scandir(folder) as items:
             for item in items:
                 rel = prefix + item.name
                 st = item.stat(follow_symlinks=False)
-                entries[rel] = entry_from_stat(rel, Path(item.path), st)
+                entries[rel] = entry_from_stat(rel, item.path, st)
                 if item.is_dir(follow_symlinks=False):
-                    stack.append((Path(item.path), rel + "/"))
+                    stack.append((item.path, rel + "/"))
     return entries
 
 
-def entry_from_stat(rel: str, path: Path, st: os.stat_result) -> Entry:
+def entry_from_stat(rel: str, path: str, st: os.stat_result) -> Entry:
     kind = KIND_OF_BITS.get(stat.S_IFMT(st.st_mode))
     if kind is None:
         raise PackError(f"{path}: unsupported file type")
@@ -104,7 +119,7 @@ def apply_table(entries: dict[str, Entry], table: dict[str, TableEntry]) -> None
             st = row.source.stat()
             link_id = (-1, groups[row.link_group]) if row.link_group else None
             entries[path] = Entry(path, "file", row.mode, row.uid, row.gid, int(st.st_mtime),
-                                  st.st_size, row.source, link_id=link_id)
+                                  st.st_size, str(row.source), link_id=link_id)
         elif current is None or row.target or row.kind in ("chr", "blk", "fifo", "sock"):
             entries[path] = Entry(path, row.kind, row.mode, row.uid, row.gid, rdev=row.rdev,
                                   target=row.target,
@@ -128,12 +143,15 @@ def add_parents(entries: dict[str, Entry], path: str) -> None:
             raise PackError(f"/{parent} is a {entries[parent].kind}, so /{path} cannot be in it")
 
 
+HEADER = MAGIC + b"%08X" * 13
+
+
 def header(ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, size: int,
            rdev: tuple[int, int], name: bytes) -> bytes:
     """A newc header with its NUL-terminated name, padded to a multiple of four bytes."""
-    fields = (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
-    head = MAGIC + b"".join(b"%08X" % value for value in fields) + name + b"\0"
-    return head + b"\0" * (-len(head) % 4)
+    head = HEADER % (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1],
+                     len(name) + 1, 0) + name
+    return head + b"\0" * (4 - (len(head) & 3))  # the NUL, then padding
 
 
 def clamp_mtime(entry: Entry, epoch: int) -> int:
@@ -154,17 +172,65 @@ def check_limits(entry: Entry, name: bytes) -> None:
         raise PackError(f"/{entry.path}: {entry.size} bytes; cpio newc holds files below 4 GiB")
 
 
+class Output:
+    """Gathers small writes into large ones for the sink; counts what it was given."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.buffer = bytearray()
+        self.written = 0
+        self.copy_from = getattr(sink, "copy_from", None)
+
+    def put(self, data: bytes) -> None:
+        self.buffer += data
+        self.written += len(data)
+        if len(self.buffer) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.sink.write(self.buffer)
+            self.buffer = bytearray()
+
+    def put_file(self, source: str, size: int) -> None:
+        """Exactly ``size`` bytes of ``source``; a file that changed size meanwhile is an error."""
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if size < CHUNK:
+                data = os.read(fd, size + 1)  # a short read of a regular file means its end
+                check_size(source, len(data), size)
+                self.put(data)
+                return
+            self.flush()
+            self.written += size
+            copied = self.copy_from(fd, size) if self.copy_from else None
+            if copied is None:
+                copied = 0
+                while copied < size and (block := os.read(fd, min(CHUNK, size - copied))):
+                    self.sink.write(block)
+                    copied += len(block)
+            check_size(source, copied + len(os.read(fd, 1)), size)
+        finally:
+            os.close(fd)
+
+
+def check_size(source: str, got: int, size: int) -> None:
+    if got != size:
+        change = "shrank" if got < size else "grew"
+        raise PackError(f"{source}: {change} while being packed")
+
+
 def write_archive(entries: Iterable[Entry], out: Sink, epoch: int) -> int:
     """Write ``entries`` in byte order of their paths, then the trailer; return bytes written."""
-    ordered = sorted(entries, key=lambda e: os.fsencode(e.path))
+    ordered = sorted(((os.fsencode(e.path), e) for e in entries), key=itemgetter(0))
     groups: dict[tuple[int, int], list[Entry]] = {}
-    for entry in ordered:
+    for _, entry in ordered:
         if entry.kind == "file" and entry.link_id is not None:
             groups.setdefault(entry.link_id, []).append(entry)
     inodes: dict[tuple[int, int], int] = {}
-    written = 0
-    for ino, entry in enumerate(ordered, FIRST_INO):
-        name = os.fsencode(entry.path)
+    output = Output(out)
+    fits = min(epoch, MAX_MTIME)  # mtimes up to this go in as they are
+    for ino, (name, entry) in enumerate(ordered, FIRST_INO):
         check_limits(entry, name)
         group = groups.get(entry.link_id) if entry.link_id else None
         nlink, size = (2, 0) if entry.kind == "dir" else (1, entry.size)
@@ -175,37 +241,19 @@ def write_archive(entries: Iterable[Entry], out: Sink, epoch: int) -> int:
         data = entry.target.encode() if entry.kind == "symlink" else b""
         if entry.kind == "symlink":
             size = len(data)
-        mode = TYPE_BITS[entry.kind] | entry.mode
-        head = header(ino, mode, entry.uid, entry.gid, nlink, clamp_mtime(entry, epoch), size,
-                      entry.rdev, name)
-        out.write(head)
-        written += len(head)
+        mtime = entry.mtime if 0 <= entry.mtime <= fits else clamp_mtime(entry, epoch)
+        output.put(header(ino, TYPE_BITS[entry.kind] | entry.mode, entry.uid, entry.gid, nlink,
+                          mtime, size, entry.rdev, name))
         if entry.kind == "file" and size:
             assert entry.source is not None
-            copy_exactly(entry.source, size, out)
+            output.put_file(entry.source, size)
         elif data:
-            out.write(data)
-        pad = b"\0" * (-size % 4)
-        out.write(pad)
-        written += size + len(pad)
+            output.put(data)
+        output.put(b"\0" * (-size % 4))
     trailer = header(0, 0, 0, 0, 1, 0, 0, (0, 0), b"TRAILER!!!")
-    trailer += b"\0" * (-(written + len(trailer)) % 512)
-    out.write(trailer)
-    return written + len(trailer)
-
-
-def copy_exactly(source: Path, size: int, out: Sink) -> None:
-    """Stream ``size`` bytes of ``source``; a file that changed size meanwhile is an error."""
-    remaining = size
-    with source.open("rb") as handle:
-        while remaining:
-            block = handle.read(min(CHUNK, remaining))
-            if not block:
-                raise PackError(f"{source}: shrank while being packed")
-            out.write(block)
-            remaining -= len(block)
-        if handle.read(1):
-            raise PackError(f"{source}: grew while being packed")
+    output.put(trailer + b"\0" * (-(output.written + len(trailer)) % 512))
+    output.flush()
+    return output.written
 
 
 def pack_tree(root: Path, tables: dict[str, TableEntry], output: Path, fmt: str,

@@ -22,7 +22,7 @@ from khib_build.build import (
 )
 from khib_build.cache import Cache
 from khib_build.config import ImageConfig, load_config
-from khib_build.cpio import pack_tree
+from khib_build.cpio import pack_tree, source_date_epoch
 from khib_build.devtable import TableEntry, merge_tables
 from khib_build.errors import UsageError
 from khib_build.fetch import fetch, sha256_of
@@ -76,16 +76,6 @@ def template_context(config: ImageConfig, recipes: list[Recipe]) -> dict[str, An
         "image": {"name": config.name, "version": config.version, "arch": config.arch},
         "packages": {r.name: {"version": r.version, "license": r.license} for r in recipes},
     }
-
-
-def source_date_epoch(default: int) -> int:
-    """SOURCE_DATE_EPOCH from the environment if set, else ``default``."""
-    text = os.environ.get("SOURCE_DATE_EPOCH")
-    if text is None:
-        return default
-    if not text.isdigit():
-        raise UsageError(f"SOURCE_DATE_EPOCH={text!r} is not a whole number of seconds")
-    return int(text)
 
 
 def settings_for(plan: Plan, options: Options) -> BuildSettings:

@@ -7,7 +7,8 @@ the output depends on the bytes and the level alone, never on the thread count:
   as dictionary and ended with a sync flush, joined into one member with one CRC (the
   way pigz does it); no file name, no timestamp.
 * zstd: the binding's own multi-threaded compressor (always with threads >= 1, whose
-  output does not depend on the count).
+  output does not depend on the count), with 1 MiB jobs so that two cores stay busy
+  on images of a few MiB.
 * lz4: the legacy frame format the kernel reads, assembled from independent 8 MiB
   ``lz4.block`` chunks compressed in threads, and ended by a zero chunk size.
 * xz with a CRC32 check (the kernel refuses CRC64), lzma (the "alone" format), bzip2.
@@ -65,6 +66,7 @@ FORMATS = {f.name: f for f in (
 )}
 GZIP_BLOCK = 128 * 1024
 GZIP_WINDOW = 32 * 1024
+ZSTD_JOB = 1024 * 1024  # fixed, so the output never depends on the thread count
 LZ4_CHUNK = 8 * 1024 * 1024  # the legacy format's fixed uncompressed chunk size
 LZ4_LEGACY_MAGIC = 0x184C2102
 
@@ -79,8 +81,10 @@ def compressor(raw: BinaryIO, fmt: str, level: int | None = None) -> Writer:
     if fmt == "gzip":
         return ParallelGzip(raw, chosen)
     if fmt == "zstd":
-        cctx = zstandard.ZstdCompressor(level=chosen, threads=threads())
-        return cctx.stream_writer(raw, closefd=False)
+        params = zstandard.ZstdCompressionParameters.from_level(
+            chosen, threads=threads(), job_size=ZSTD_JOB)
+        return zstandard.ZstdCompressor(compression_params=params).stream_writer(
+            raw, closefd=False)
     if fmt == "lz4":
         return LegacyLz4(raw, chosen)
     if fmt == "xz":

@@ -94,15 +94,16 @@ def entry_from_stat(rel: str, path: str, st: os.stat_result) -> Entry:
     kind = KIND_OF_BITS.get(stat.S_IFMT(st.st_mode))
     if kind is None:
         raise PackError(f"{path}: unsupported file type")
-    common = dict(path=rel, kind=kind, mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime))
+    entry = Entry(rel, kind, st.st_mode & 0o7777, mtime=int(st.st_mtime))
     if kind == "file":
-        link_id = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-        return Entry(**common, size=st.st_size, source=path, link_id=link_id)
-    if kind == "symlink":
-        return Entry(**common, target=os.readlink(path))
-    if kind in ("chr", "blk"):
-        return Entry(**common, rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
-    return Entry(**common)
+        entry.size, entry.source = st.st_size, path
+        if st.st_nlink > 1:
+            entry.link_id = (st.st_dev, st.st_ino)
+    elif kind == "symlink":
+        entry.target = os.readlink(path)
+    elif kind in ("chr", "blk"):
+        entry.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return entry
 
 
 def apply_table(entries: dict[str, Entry], table: dict[str, TableEntry]) -> None:

@@ -33,7 +33,7 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs test lint docs clean distclean
+.PHONY: setup setup-test rootfs test lint docs bench clean distclean
 
 setup: $(VENV)/.runtime
 	$(call apt_ensure,$(APT_BUILD))
@@ -68,6 +68,11 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) build dist *.egg-info
+
+# The packing benchmark (bench/RESULTS.md records its figures); GNU time measures.
+bench: setup-test
+	$(call apt_ensure,time)
+	$(BIN)/python bench/pack.py
 
 # Regenerate the format reference from the settings declarations.
 docs: setup

@@ -12,9 +12,10 @@ at equal settings (none, gzip -6, zstd -3) by each tool end to end from a direct
 
 COMPRESSOR is gzip -6 or zstd -3 -T0 (zstd with all cores). Each figure is the median
 of --reps runs: wall seconds, CPU seconds (user + system, children included), peak RSS
-of the largest process, and output size; ratios are khib's wall time over each peer's.
+of the largest process (both from GNU time), and output size; ratios are khib's wall
+time over each peer's.
 
-Run: .venv/bin/python bench/pack.py [--large-mb 500] [--reps 3] [--work DIR]
+Run: make bench, or .venv/bin/python bench/pack.py [--large-mb 500] [--reps 3] [--work DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,14 +76,20 @@ def large_tree(root: Path, megabytes: int) -> Path:
 
 
 def run(command: str) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds and peak RSS (KiB) of a shell command and its children."""
-    start = time.monotonic()
-    process = subprocess.Popen(["sh", "-c", command])
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.monotonic() - start
-    if status != 0:
-        raise SystemExit(f"failed ({status}): {command}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    """Wall seconds, CPU seconds and peak RSS (KiB) of a shell command and its children.
+
+    GNU time measures, not this process: a child forked from Python would count the
+    Python process's own memory in its peak RSS.
+    """
+    with tempfile.NamedTemporaryFile("r") as report:
+        start = time.monotonic()
+        status = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", report.name,
+                                 "sh", "-c", command], check=False).returncode
+        wall = time.monotonic() - start
+        if status != 0:
+            raise SystemExit(f"failed ({status}): {command}")
+        user, system, rss = report.read().split()[-3:]
+    return wall, float(user) + float(system), int(rss)
 
 
 def commands(tree: Path, out: Path, setting: str, tools: Path, listing: Path) -> dict[str, str]:

@@ -65,7 +65,10 @@ class ImageResult:
 def plan_image(config_path: Path) -> Plan:
     config = load_config(config_path)
     recipes = resolve(config)
-    tables = merge_tables(config.device_tables, config.file_lists)
+    tables = merge_tables(
+        [*config.device_tables, *(t for r in recipes for t in r.device_tables)],
+        [*config.file_lists, *(t for r in recipes for t in r.file_lists)],
+    )
     items = overlays.plan(config.overlays, template_context(config, recipes))
     return Plan(config, recipes, tables, items)
 

@@ -86,6 +86,13 @@ class Recipe:
     patches: tuple[Path, ...] = setting(
         ListOf(FilePath(must_exist=True)), (), "patches applied with patch -p1, in order"
     )
+    device_tables: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True)), (),
+        "device/permission tables for what the package installs (owners, modes, nodes)",
+    )
+    file_lists: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True)), (), "gen_init_cpio file lists the package adds"
+    )
     depends: tuple[str, ...] = setting(
         ListOf(NAME, unique=True), (), "packages built and installed before this one"
     )

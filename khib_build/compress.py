@@ -7,11 +7,14 @@ the output depends on the bytes and the level alone, never on the thread count:
   as dictionary and ended with a sync flush, joined into one member with one CRC (the
   way pigz does it); no file name, no timestamp.
 * zstd: the binding's own multi-threaded compressor (always with threads >= 1, whose
-  output does not depend on the count), with 1 MiB jobs so that two cores stay busy
+  output does not depend on the count), with 4 MiB jobs so that two cores stay busy
   on images of a few MiB.
 * lz4: the legacy frame format the kernel reads, assembled from independent 8 MiB
   ``lz4.block`` chunks compressed in threads, and ended by a zero chunk size.
 * xz with a CRC32 check (the kernel refuses CRC64), lzma (the "alone" format), bzip2.
+
+The thread pool and the zstd and lz4 bindings are imported when a format needs them:
+an uncompressed pack, the benchmark's hot case, starts without them.
 """
 
 from __future__ import annotations
@@ -23,12 +26,11 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-import lz4.block
-import zstandard
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 class Writer(Protocol):
@@ -66,7 +68,7 @@ FORMATS = {f.name: f for f in (
 )}
 GZIP_BLOCK = 128 * 1024
 GZIP_WINDOW = 32 * 1024
-ZSTD_JOB = 1024 * 1024  # fixed, so the output never depends on the thread count
+ZSTD_JOB = 4 * 1024 * 1024  # fixed, so the output never depends on the thread count
 LZ4_CHUNK = 8 * 1024 * 1024  # the legacy format's fixed uncompressed chunk size
 LZ4_LEGACY_MAGIC = 0x184C2102
 
@@ -81,6 +83,8 @@ def compressor(raw: BinaryIO, fmt: str, level: int | None = None) -> Writer:
     if fmt == "gzip":
         return ParallelGzip(raw, chosen)
     if fmt == "zstd":
+        import zstandard
+
         params = zstandard.ZstdCompressionParameters.from_level(
             chosen, threads=threads(), job_size=ZSTD_JOB)
         return zstandard.ZstdCompressor(compression_params=params).stream_writer(
@@ -134,6 +138,8 @@ class Blocks:
         self.raw, self.block_size = raw, block_size
         self.buffer = bytearray()
         self.workers = threads()
+        from concurrent.futures import ThreadPoolExecutor
+
         self.pool = ThreadPoolExecutor(self.workers)
         self.pending: deque[Future[bytes]] = deque()
 
@@ -206,6 +212,8 @@ class LegacyLz4(Blocks):
         raw.write(struct.pack("<I", LZ4_LEGACY_MAGIC))
 
     def compress_block(self, block: bytes, last: bool) -> Callable[[], bytes]:
+        import lz4.block
+
         level = self.level
 
         def chunk() -> bytes:

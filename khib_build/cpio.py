@@ -145,6 +145,7 @@ def add_parents(entries: dict[str, Entry], path: str) -> None:
 
 
 HEADER = MAGIC + b"%08X" * 13
+PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")  # by size % 4: up to the next multiple of 4
 
 
 def header(ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, size: int,
@@ -193,15 +194,17 @@ class Output:
             self.sink.write(self.buffer)
             self.buffer = bytearray()
 
-    def put_file(self, source: str, size: int) -> None:
-        """Exactly ``size`` bytes of ``source``; a file that changed size meanwhile is an error."""
+    def put_member(self, head: bytes, source: str, size: int) -> None:
+        """A header, then exactly ``size`` bytes of ``source`` and their padding; a file that
+        changed size meanwhile is an error."""
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
             if size < CHUNK:
                 data = os.read(fd, size + 1)  # a short read of a regular file means its end
                 check_size(source, len(data), size)
-                self.put(data)
+                self.put(head + data + PADDING[size & 3])
                 return
+            self.put(head)
             self.flush()
             self.written += size
             copied = self.copy_from(fd, size) if self.copy_from else None
@@ -213,6 +216,7 @@ class Output:
             check_size(source, copied + len(os.read(fd, 1)), size)
         finally:
             os.close(fd)
+        self.put(PADDING[size & 3])
 
 
 def check_size(source: str, got: int, size: int) -> None:
@@ -232,7 +236,8 @@ def write_archive(entries: Iterable[Entry], out: Sink, epoch: int) -> int:
     output = Output(out)
     fits = min(epoch, MAX_MTIME)  # mtimes up to this go in as they are
     for ino, (name, entry) in enumerate(ordered, FIRST_INO):
-        check_limits(entry, name)
+        if len(name) >= MAX_NAME or entry.size >= MAX_SIZE:
+            check_limits(entry, name)
         group = groups.get(entry.link_id) if entry.link_id else None
         nlink, size = (2, 0) if entry.kind == "dir" else (1, entry.size)
         if group and len(group) > 1:
@@ -243,14 +248,13 @@ def write_archive(entries: Iterable[Entry], out: Sink, epoch: int) -> int:
         if entry.kind == "symlink":
             size = len(data)
         mtime = entry.mtime if 0 <= entry.mtime <= fits else clamp_mtime(entry, epoch)
-        output.put(header(ino, TYPE_BITS[entry.kind] | entry.mode, entry.uid, entry.gid, nlink,
-                          mtime, size, entry.rdev, name))
+        head = header(ino, TYPE_BITS[entry.kind] | entry.mode, entry.uid, entry.gid, nlink,
+                      mtime, size, entry.rdev, name)
         if entry.kind == "file" and size:
             assert entry.source is not None
-            output.put_file(entry.source, size)
-        elif data:
-            output.put(data)
-        output.put(b"\0" * (-size % 4))
+            output.put_member(head, entry.source, size)
+        else:
+            output.put(head + data + PADDING[size & 3])
     trailer = header(0, 0, 0, 0, 1, 0, 0, (0, 0), b"TRAILER!!!")
     output.put(trailer + b"\0" * (-(output.written + len(trailer)) % 512))
     output.flush()

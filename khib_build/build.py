@@ -176,7 +176,7 @@ class Builder:
         try:
             archive = fetch(source, self.settings.dl_dir, self.settings.config.mirrors,
                             self.settings.offline, self.settings.apt_state)
-            return extract(archive, self.workdir)
+            return extract(archive, self.workdir, self.recipe.max_expansion)
         except (FetchError, ExtractError) as exc:
             raise type(exc)(f"package {self.recipe.name}: {exc}") from None
 

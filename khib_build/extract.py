@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import libarchive
@@ -20,6 +20,8 @@ SECURE_FLAGS = (
     | lae.EXTRACT_PERM
     | lae.EXTRACT_TIME
 )
+DEFAULT_EXPANSION = 20  # a kernel source .tar.xz unpacks to about 9 times its size
+SLACK = 1 << 20
 # libarchive writes relative to the working directory, which is process-wide.
 _CWD_LOCK = threading.Lock()
 
@@ -28,26 +30,52 @@ class ExtractError(KhibError):
     """An archive that cannot be unpacked safely."""
 
 
-def extract(archive: Path, dest: Path) -> Path:
-    """Unpack a source archive into ``dest``; return its single top folder, if any."""
-    unpack(archive, dest, refused_nodes)
+def extract(archive: Path, dest: Path, max_expansion: int = DEFAULT_EXPANSION) -> Path:
+    """Unpack a source archive into ``dest``; return its single top folder, if any.
+
+    An archive whose entries add up to more than ``max_expansion`` times its own size
+    (plus 1 MiB) is refused as a decompression bomb before that much is written.
+    """
+    limit = max_expansion * archive.stat().st_size + SLACK
+    unpack(archive, dest, refused_nodes, limit)
     top = list(dest.iterdir())
     return top[0] if len(top) == 1 and top[0].is_dir() else dest
 
 
-def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool]) -> None:
-    """Unpack ``archive`` into ``dest`` securely; ``on_node`` says whether to make a node."""
+def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
+           limit: int | None = None) -> None:
+    """Unpack ``archive`` into ``dest`` securely; ``on_node`` says whether to make a node.
+
+    Every refusal names the entry: libarchive's own (a "..", an absolute path, writing
+    through a symlink, a hard link leading out) and ours (nodes, the expansion limit).
+    """
+    archive = archive.resolve()  # opened after the chdir below
     dest.mkdir(parents=True, exist_ok=True)
+    current = ""
+
+    def admitted(entries: libarchive.read.ArchiveRead) -> Iterator[libarchive.ArchiveEntry]:
+        nonlocal current
+        total = 0
+        for entry in entries:
+            current = entry.pathname + (f" -> {entry.linkpath}" if entry.linkpath else "")
+            total += entry.size or 0
+            if limit is not None and total > limit:
+                raise ExtractError(f"{archive.name}: entry {current!r} takes the unpacked size "
+                                   f"past {limit} bytes: refused as a decompression bomb (a "
+                                   "recipe may raise max_expansion)")
+            if (entry.isblk or entry.ischr) and not on_node(archive, entry.pathname):
+                continue
+            yield entry
+
     with _CWD_LOCK:
         previous = os.getcwd()
         os.chdir(dest)
         try:
             with libarchive.file_reader(str(archive)) as entries:
-                kept = (e for e in entries
-                        if not (e.isblk or e.ischr) or on_node(archive, e.pathname))
-                lae.extract_entries(kept, SECURE_FLAGS)
+                lae.extract_entries(admitted(entries), SECURE_FLAGS)
         except libarchive.ArchiveError as exc:
-            raise ExtractError(f"{archive.name}: cannot unpack: {exc.msg}") from None
+            where = f" at entry {current!r}" if current else ""
+            raise ExtractError(f"{archive.name}: refused{where}: {exc.msg}") from None
         finally:
             os.chdir(previous)
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import jinja2
 
 from khib_build.config import NAME, ImageConfig
+from khib_build.extract import DEFAULT_EXPANSION
 from khib_build.schema import (
     FilePath,
+    Int,
     ListOf,
     Optional,
     Origin,
@@ -82,6 +84,10 @@ class Recipe:
     license_files: tuple[str, ...] = setting(ListOf(Str()), (), "license files in the source")
     source: SourceSpec | None = setting(
         Optional(Record(SourceSpec)), None, "pinned upstream source; none for src/ packages"
+    )
+    max_expansion: int = setting(
+        Int(1, 100_000), DEFAULT_EXPANSION,
+        "how many times its own size the source may unpack to (a guard against bombs)",
     )
     patches: tuple[Path, ...] = setting(
         ListOf(FilePath(must_exist=True)), (), "patches applied with patch -p1, in order"

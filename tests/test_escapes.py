@@ -1,0 +1,56 @@
+"""Overlays and tables never write outside the image tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import khib
+
+
+def image_with_overlays(root: Path, overlays: list[str]) -> Path:
+    recipe = root / "recipes" / "base"
+    recipe.mkdir(parents=True)
+    (recipe / "recipe.yaml").write_text(
+        "name: base\nversion: '1'\nlicense: MIT\n"
+        "install:\n  - mkdir -p {{ destdir }}/usr && ln -s " + str(root / "outside")
+        + " {{ destdir }}/usr/lib\n")
+    config = root / "image.yaml"
+    config.write_text("recipe_dirs: [recipes]\npackages: [base]\n"
+                      f"overlays: [{', '.join(overlays)}]\n")
+    (root / "outside").mkdir()
+    return config
+
+
+def test_overlay_file_through_a_packaged_symlink_is_refused(tmp_path: Path) -> None:
+    config = image_with_overlays(tmp_path, ["ov"])
+    (tmp_path / "ov" / "usr" / "lib").mkdir(parents=True)
+    (tmp_path / "ov" / "usr" / "lib" / "pwned.j2").write_text("{{ image.name }}\n")
+    result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir",
+                  tmp_path / "cache")
+    assert result.returncode == 1
+    assert "khib-build: error: /usr/lib: overlay folder over a non-folder" in result.stderr
+    assert list((tmp_path / "outside").iterdir()) == []
+    assert not (tmp_path / "out" / "rootfs.gz").exists()
+
+
+def test_overlay_file_through_an_overlay_symlink_is_refused(tmp_path: Path) -> None:
+    config = image_with_overlays(tmp_path, ["first", "second"])
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "evil").symlink_to(tmp_path / "outside")
+    (tmp_path / "second" / "evil").mkdir(parents=True)
+    (tmp_path / "second" / "evil" / "pwned").write_text("x")
+    result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir",
+                  tmp_path / "cache")
+    assert result.returncode == 1
+    assert "khib-build: error: /evil: overlay folder over a non-folder" in result.stderr
+    assert list((tmp_path / "outside").iterdir()) == []
+
+
+def test_device_table_path_that_escapes_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "tree").mkdir()
+    table = tmp_path / "table"
+    table.write_text("/dev/../../etc/shadow f 600 0 0 - - - - -\n")
+    result = khib("pack", tmp_path / "tree", "-o", tmp_path / "image", "--device-table", table)
+    assert result.returncode == 2
+    assert f"{table}:1: path '/dev/../../etc/shadow' is not inside the image" in result.stderr
+    assert not (tmp_path / "image").exists()

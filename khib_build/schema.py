@@ -244,12 +244,12 @@ class Record(Kind):
             key = Str(expected="a key").parse(key_node, src)
             if key in seen:
                 first = seen[key].start_mark.line + 1
-                raise src.error(key_node, f"key '{key}' is given twice (first on line {first})")
+                raise src.error(key_node, f"key {key!r} is given twice (first on line {first})")
             seen[key] = key_node
             setting = self.settings.get(key)
             if setting is None:
                 raise src.error(
-                    key_node, f"unknown key '{key}'{suggest(key, self.settings)}; "
+                    key_node, f"unknown key {key!r}{suggest(key, self.settings)}; "
                     f"expected one of: {', '.join(self.settings)}"
                 )
             values[key] = setting.kind.parse(value_node, src)
@@ -286,8 +286,12 @@ def compose(path: Path) -> yaml.Node:
         line = mark.line + 1 if mark else None
         problem = " ".join(filter(None, [exc.context, exc.problem]))
         raise ConfigError(path, line, f"invalid YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(path, line, f"invalid YAML: character {exc.character!r} is not "
+                          "allowed in a YAML file") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path, None, f"invalid YAML: {exc}") from None
+        raise ConfigError(path, 1, f"invalid YAML: {' '.join(str(exc).split())}") from None
     if node is None:
         raise ConfigError(path, 1, "the file is empty; expected a mapping of settings")
     return node

@@ -23,7 +23,7 @@ from khib_build.cache import Cache, restore
 from khib_build.config import ImageConfig
 from khib_build.errors import BuildError, FetchError, KhibError
 from khib_build.extract import ExtractError, extract
-from khib_build.fetch import fetch
+from khib_build.fetch import Sources, fetch
 from khib_build.recipes import Recipe, recipe_digest, render_command
 from khib_build.report import say
 
@@ -38,15 +38,10 @@ class BuildSettings:
 
     config: ImageConfig
     outdir: Path
-    dl_dir: Path
+    sources: Sources
     cache: Cache
-    offline: bool
     jobs: int
     epoch: int
-
-    @property
-    def apt_state(self) -> Path:
-        return self.cache.root / "apt-sources"
 
 
 @dataclass(frozen=True)
@@ -174,8 +169,7 @@ class Builder:
                 dest.mkdir()
             return dest
         try:
-            archive = fetch(source, self.settings.dl_dir, self.settings.config.mirrors,
-                            self.settings.offline, self.settings.apt_state)
+            archive = fetch(source, self.settings.sources)
             return extract(archive, self.workdir, self.recipe.max_expansion)
         except (FetchError, ExtractError) as exc:
             raise type(exc)(f"package {self.recipe.name}: {exc}") from None

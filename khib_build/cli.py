@@ -51,6 +51,10 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="build every package from scratch; neither read nor write the cache")
     parser.add_argument("--offline", action="store_true",
                         help="use only the download dir and file:// mirrors")
+    parser.add_argument("--fetch-deadline", type=float, default=300.0, metavar="S",
+                        help="seconds one download attempt may take in all (default: 300)")
+    parser.add_argument("--fetch-retries", type=int, default=2, metavar="N",
+                        help="retries at one origin after a transient failure (default: 2)")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                         help="parallel jobs (default: %(default)s)")
 
@@ -59,7 +63,8 @@ def options_from(args: argparse.Namespace) -> Options:
     from khib_build.image import Options
 
     return Options(outdir=args.outdir, dl_dir=args.dl_dir, cache_dir=args.cache_dir,
-                   no_cache=args.no_cache, offline=args.offline, jobs=args.jobs)
+                   no_cache=args.no_cache, offline=args.offline, jobs=args.jobs,
+                   fetch_deadline=args.fetch_deadline, fetch_retries=max(0, args.fetch_retries))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -4,31 +4,65 @@ Origins are tried in order: the download dir, the configured mirrors, the upstre
 URLs, then (on Debian-like hosts) the distribution's source archive through
 ``apt-get source``, whose ``.orig`` tarballs are the upstream bytes.  Downloads land in
 ``<dl>/.partial/`` and are renamed to their final name only once the sha256 matches.
+
+Each HTTP attempt has connect and read timeouts and a total deadline (which also stops
+a server that trickles a few bytes a second); a transient failure (a 5xx answer, a
+reset or cut connection, a timeout) is retried at the same origin a bounded number of
+times with growing pauses, resuming the partial file with a Range request when the
+server allows it; then the next origin is tried.  The final error lists every origin
+and why it failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 
 from khib_build.errors import FetchError
 from khib_build.recipes import SourceSpec
 from khib_build.report import Progress, say
 
 CHUNK = 1 << 20
-TIMEOUTS = (10, 30)  # connect, read (seconds)
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
+BACKOFF = 0.5  # seconds before the first retry; doubled each time
 
 
 class AttemptFailed(Exception):
     """One origin did not yield the right bytes; the reason is for the final report."""
+
+    def __init__(self, reason: str, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.transient = transient  # worth trying the same origin again
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where and how sources are fetched."""
+
+    dl_dir: Path
+    mirrors: tuple[str, ...] = ()
+    offline: bool = False
+    apt_state: Path | None = None  # private apt lists for `apt-get source`
+    deadline: float = 300.0  # seconds one HTTP attempt may take in all
+    retries: int = 2  # further attempts at one origin after a transient failure
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.dl_dir / ".partial"
 
 
 def sha256_of(path: Path) -> str:
@@ -39,10 +73,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(spec: SourceSpec, dl_dir: Path, mirrors: Sequence[str] = (), offline: bool = False,
-          apt_state: Path | None = None) -> Path:
-    """Return the verified path of ``spec`` in ``dl_dir``, fetching it if needed."""
-    final = dl_dir / spec.filename
+def fetch(spec: SourceSpec, sources: Sources) -> Path:
+    """Return the verified path of ``spec`` in the download dir, fetching it if needed."""
+    final = sources.dl_dir / spec.filename
     tried: list[str] = []
     if final.is_file():
         if sha256_of(final) == spec.sha256:
@@ -51,81 +84,149 @@ def fetch(spec: SourceSpec, dl_dir: Path, mirrors: Sequence[str] = (), offline: 
         tried.append(f"{final}: wrong sha256, removed")
     else:
         tried.append(f"{final}: not there")
-    for label, attempt in origins(spec, mirrors, offline, apt_state):
+    for label, attempt in origins(spec, sources):
         try:
-            attempt(dl_dir)
+            with_retries(attempt, sources.retries, f"fetch {spec.filename}: {label}")
             say(f"fetch {spec.filename}: verified, from {label}")
             return final
         except AttemptFailed as exc:
             say(f"fetch {spec.filename}: {label}: {exc}")
             tried.append(f"{label}: {exc}")
-    hint = " (offline: only the download dir and file:// mirrors were used)" if offline else ""
+    hint = " (offline: only the download dir and file:// mirrors were used)" \
+        if sources.offline else ""
     raise FetchError(
         f"cannot obtain {spec.filename} (sha256 {spec.sha256}){hint}; tried:\n  "
         + "\n  ".join(tried)
-        + f"\nput the file in {dl_dir} or configure a mirror that has it"
+        + f"\nput the file in {sources.dl_dir} or configure a mirror that has it"
     )
 
 
-Attempt = Callable[[Path], None]
+def with_retries(attempt: Callable[[], None], retries: int, label: str) -> None:
+    """Run ``attempt``; after a transient failure, pause and try again, ``retries`` times."""
+    for number in range(retries + 1):
+        try:
+            attempt()
+            return
+        except AttemptFailed as exc:
+            if not exc.transient or number == retries:
+                raise
+            pause = BACKOFF * 2**number
+            say(f"{label}: {exc}; trying again in {pause:.1f} s")
+            time.sleep(pause)
 
 
-def origins(spec: SourceSpec, mirrors: Sequence[str], offline: bool, apt_state: Path | None
-            ) -> Iterator[tuple[str, Attempt]]:
+def origins(spec: SourceSpec, sources: Sources) -> Iterator[tuple[str, Callable[[], None]]]:
     """(label, attempt) pairs in the order they are tried."""
-    for mirror in mirrors:
+    for mirror in sources.mirrors:
         url = mirror.rstrip("/") + "/" + spec.filename
-        if offline and not url.startswith("file://"):
+        if sources.offline and not url.startswith("file://"):
             continue
-        yield url, lambda dl, url=url: download(url, spec, dl)
-    if offline:
+        yield url, lambda url=url: download(url, spec, sources)
+    if sources.offline:
         return
     for url in spec.urls:
-        yield url, lambda dl, url=url: download(url, spec, dl)
-    if spec.debian and apt_state and debian_like():
+        yield url, lambda url=url: download(url, spec, sources)
+    if spec.debian and sources.apt_state and debian_like():
         label = f"apt-get source {spec.debian.package} ({spec.debian.file})"
-        yield label, lambda dl: apt_source(spec, dl, apt_state)
+        yield label, lambda: apt_source(spec, sources)
 
 
-def download(url: str, spec: SourceSpec, dl_dir: Path) -> None:
-    """Stream ``url`` into the download dir, verified."""
-    store_verified(dl_dir, spec, read_url(url, Progress(f"fetch {spec.filename}", None)))
+def download(url: str, spec: SourceSpec, sources: Sources) -> None:
+    """Fetch ``url`` into ``.partial/<file>`` (resuming what is there), verify, rename.
+
+    A partial file stays for the next attempt or run only after a transient failure;
+    bytes of the wrong hash are deleted.  If a resumed download does not match, it is
+    fetched once more from its start, so stale partial bytes never cost a good origin.
+    """
+    sources.partial_dir.mkdir(parents=True, exist_ok=True)
+    partial = sources.partial_dir / spec.filename
+    with locked(sources.partial_dir):
+        resumed = partial.exists() and partial.stat().st_size > 0
+        fill(url, partial, sources.deadline, spec.filename)
+        if verified(partial, spec, sources.dl_dir):
+            return
+        if resumed:  # verified() removed the bytes: fetch the whole file once more
+            fill(url, partial, sources.deadline, spec.filename)
+            if verified(partial, spec, sources.dl_dir):
+                return
+        raise AttemptFailed("wrong sha256, rejected")
 
 
-def store_verified(dl_dir: Path, spec: SourceSpec, blocks: Iterator[bytes]) -> None:
-    """Write ``blocks`` under .partial/, then rename into place only if the sha256 matches."""
-    partial = dl_dir / ".partial"
-    partial.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=spec.filename + ".", dir=partial)
-    temporary = Path(name)
+def verified(partial: Path, spec: SourceSpec, dl_dir: Path) -> bool:
+    """Rename ``partial`` to its final name if its sha256 matches; else delete it."""
+    with partial.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    if sha256_of(partial) == spec.sha256:
+        os.replace(partial, dl_dir / spec.filename)
+        return True
+    partial.unlink()
+    return False
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the partial-downloads folder: two runs never write one file."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as handle:
-            for block in blocks:
-                handle.write(block)
-                digest.update(block)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if digest.hexdigest() != spec.sha256:
-            raise AttemptFailed(f"wrong sha256 {digest.hexdigest()}, rejected")
-        os.replace(temporary, dl_dir / spec.filename)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
-        temporary.unlink(missing_ok=True)
+        os.close(fd)
 
 
-def read_url(url: str, progress: Progress) -> Iterator[bytes]:
-    """The bytes at ``url`` (http, https or file), reported as they arrive."""
+def fill(url: str, partial: Path, deadline: float, label: str) -> None:
+    """Append what ``url`` holds beyond the bytes ``partial`` already has."""
+    progress = Progress(f"fetch {label}", None)
     parsed = urllib.parse.urlparse(url)
     try:
         if parsed.scheme == "file":
-            path = Path(urllib.parse.unquote(parsed.path))
-            progress.total = path.stat().st_size
-            yield from read_blocks(path, progress)
+            source = Path(urllib.parse.unquote(parsed.path))
+            progress.total = source.stat().st_size
+            with partial.open("wb") as out:
+                for block in read_blocks(source, progress):
+                    out.write(block)
         else:
-            yield from read_http(url, progress)
+            fill_http(url, partial, deadline, progress)
     except OSError as exc:
         raise AttemptFailed(exc.strerror or str(exc)) from None
     progress.finish()
+
+
+def fill_http(url: str, partial: Path, deadline: float, progress: Progress) -> None:
+    have = partial.stat().st_size if partial.exists() else 0
+    headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
+    started = time.monotonic()
+    try:
+        with requests.get(url, stream=True, headers=headers,
+                          timeout=(CONNECT_TIMEOUT, min(READ_TIMEOUT, deadline))) as response:
+            status = response.status_code
+            if status == 416 and have:  # nothing beyond what we have: let the hash decide
+                return
+            if status == 206 and not resumes_at(response, have):
+                partial.unlink()  # the next attempt starts over
+                raise AttemptFailed("the server resumed at the wrong offset", transient=True)
+            if status not in (200, 206):
+                raise AttemptFailed(f"HTTP {status} {response.reason}", transient=status >= 500)
+            mode = "ab" if status == 206 else "wb"
+            length = response.headers.get("Content-Length", "")
+            progress.total = int(length) if length.isdigit() else None
+            with partial.open(mode) as out:
+                while block := response.raw.read1(CHUNK, decode_content=False):
+                    out.write(block)
+                    progress.advance(len(block))
+                    if time.monotonic() - started > deadline:
+                        raise AttemptFailed(f"still downloading after the {deadline:g} s "
+                                            f"deadline ({progress.done} bytes)", transient=True)
+    except requests.TooManyRedirects as exc:
+        raise AttemptFailed(short_reason(exc)) from None
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise AttemptFailed(short_reason(exc), transient=True) from None
+
+
+def resumes_at(response: requests.Response, offset: int) -> bool:
+    """True if a 206 answer continues exactly at ``offset``."""
+    content_range = response.headers.get("Content-Range", "")
+    return content_range.startswith(f"bytes {offset}-")
 
 
 def read_blocks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
@@ -136,21 +237,7 @@ def read_blocks(path: Path, progress: Progress | None = None) -> Iterator[bytes]
             yield block
 
 
-def read_http(url: str, progress: Progress) -> Iterator[bytes]:
-    try:
-        with requests.get(url, stream=True, timeout=TIMEOUTS) as response:
-            if response.status_code != 200:
-                raise AttemptFailed(f"HTTP {response.status_code} {response.reason}")
-            length = response.headers.get("Content-Length", "")
-            progress.total = int(length) if length.isdigit() else None
-            for block in response.iter_content(CHUNK):
-                progress.advance(len(block))
-                yield block
-    except requests.RequestException as exc:
-        raise AttemptFailed(short_reason(exc)) from None
-
-
-def short_reason(exc: requests.RequestException) -> str:
+def short_reason(exc: BaseException) -> str:
     """The innermost cause of a requests failure, without its repr noise."""
     cause: BaseException = exc
     while cause.__context__ is not None:
@@ -173,17 +260,18 @@ def debian_like() -> bool:
     return "debian" in ids or "ubuntu" in ids
 
 
-def apt_source(spec: SourceSpec, dl_dir: Path, state: Path) -> None:
+def apt_source(spec: SourceSpec, sources: Sources) -> None:
     """Fetch the .orig tarball with ``apt-get source --download-only``, verified.
 
     The system's apt configuration is left alone: a private sources list holds a
     ``deb-src`` line for each Debian or Ubuntu archive the system already uses (as
     ``apt-get indextargets`` reports them), with its own lists dir under ``state``.
     """
-    assert spec.debian is not None
-    options = apt_options(state)
+    assert spec.debian is not None and sources.apt_state is not None
+    options = apt_options(sources.apt_state)
     update = run_apt(["apt-get", *options, "update"])
-    workdir = Path(tempfile.mkdtemp(prefix="apt-", dir=dl_dir / ".partial"))
+    sources.partial_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="apt-", dir=sources.partial_dir))
     try:
         result = run_apt(["apt-get", *options, "source", "--download-only", spec.debian.package],
                          cwd=workdir)
@@ -191,7 +279,11 @@ def apt_source(spec: SourceSpec, dl_dir: Path, state: Path) -> None:
         if not found.is_file():
             last = (result.stdout + update.stdout).strip().splitlines()[-1:] or ["no output"]
             raise AttemptFailed(f"{spec.debian.file} not obtained ({last[0]})")
-        store_verified(dl_dir, spec, read_blocks(found))
+        partial = sources.partial_dir / spec.filename
+        with locked(sources.partial_dir):
+            os.replace(found, partial)
+            if not verified(partial, spec, sources.dl_dir):
+                raise AttemptFailed("wrong sha256, rejected")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -25,7 +25,7 @@ from khib_build.config import ImageConfig, load_config
 from khib_build.cpio import pack_tree, source_date_epoch
 from khib_build.devtable import TableEntry, merge_tables
 from khib_build.errors import UsageError
-from khib_build.fetch import fetch, sha256_of
+from khib_build.fetch import Sources, fetch, sha256_of
 from khib_build.fsutil import write_atomically
 from khib_build.recipes import Recipe, resolve
 from khib_build.rootfs import assemble
@@ -40,6 +40,8 @@ class Options:
     cache_dir: Path | None = None
     no_cache: bool = False
     offline: bool = False
+    fetch_deadline: float = 300.0
+    fetch_retries: int = 2
     jobs: int = os.cpu_count() or 1
 
 
@@ -82,12 +84,20 @@ def template_context(config: ImageConfig, recipes: list[Recipe]) -> dict[str, An
 
 
 def settings_for(plan: Plan, options: Options) -> BuildSettings:
+    cache = Cache(paths.cache_dir(options.cache_dir), enabled=not options.no_cache)
+    sources = Sources(
+        dl_dir=paths.download_dir(options.dl_dir, plan.config.download_dir),
+        mirrors=plan.config.mirrors,
+        offline=options.offline,
+        apt_state=cache.root / "apt-sources",
+        deadline=options.fetch_deadline,
+        retries=options.fetch_retries,
+    )
     return BuildSettings(
         config=plan.config,
         outdir=options.outdir.resolve(),
-        dl_dir=paths.download_dir(options.dl_dir, plan.config.download_dir),
-        cache=Cache(paths.cache_dir(options.cache_dir), enabled=not options.no_cache),
-        offline=options.offline,
+        sources=sources,
+        cache=cache,
         jobs=max(1, options.jobs),
         epoch=source_date_epoch(plan.config.source_date_epoch),
     )
@@ -101,8 +111,7 @@ def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None) 
     if unknown:
         raise UsageError(f"not in the image: {', '.join(unknown)}; packages: {', '.join(known)}")
     wanted = [r for r in plan.recipes if r.source and (not names or r.name in names)]
-    return [fetch(r.source, settings.dl_dir, plan.config.mirrors, options.offline,
-                  settings.apt_state) for r in wanted if r.source]
+    return [fetch(r.source, settings.sources) for r in wanted if r.source]
 
 
 def build_image(plan: Plan, options: Options) -> ImageResult:

@@ -28,7 +28,7 @@ def test_wrong_bytes_rejected_next_mirror_used(tmp_path: Path) -> None:
         dl = tmp_path / "dl"
         result = khib("fetch", "-c", sample.config, "--dl-dir", dl)
     assert_ok(result)
-    assert server.requests == ["/bad/hello-1.0.tar.gz", "/good/hello-1.0.tar.gz"]
+    assert server.paths() == ["/bad/hello-1.0.tar.gz", "/good/hello-1.0.tar.gz"]
     assert "wrong sha256" in result.stderr
     assert (dl / "hello-1.0.tar.gz").read_bytes() == sample.tarball
     assert listing(dl) == ["hello-1.0.tar.gz"]  # nothing else kept, .partial/ empty

@@ -13,10 +13,12 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from khib_build import __version__
 from khib_build.cache import Cache, restore
@@ -122,6 +124,7 @@ def build_package(recipe: Recipe, settings: BuildSettings, key: str) -> PackageR
         return PackageResult(recipe, key, "cached", staging, time.monotonic() - started)
     say(f"{recipe.name} {recipe.version}: building")
     Builder(recipe, settings, staging).run()
+    say(f"{recipe.name} {recipe.version}: storing in the build cache")
     settings.cache.store(recipe.name, key, staging, {"name": recipe.name, "version":
                                                       recipe.version, "key": key})
     seconds = time.monotonic() - started
@@ -178,11 +181,22 @@ class Builder:
         with self.log.open("a") as log:
             log.write(f"\n=== {step}: {command}\n")
             log.flush()
-            result = subprocess.run(["/bin/sh", "-e", "-c", command], cwd=cwd, env=self.env,
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    umask=0o022, check=False)
-        if result.returncode != 0:
+            status = run_group(["/bin/sh", "-e", "-c", command], cwd, self.env, log)
+        if status != 0:
             raise BuildError(self.recipe.name, step, self.log, tail(self.log))
+
+
+def run_group(argv: list[str], cwd: Path, env: dict[str, str], log: TextIO) -> int:
+    """Run a step in a process group of its own; if khib-build is interrupted or fails
+    meanwhile, the whole group (make, its compilers) is killed, not left running."""
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, umask=0o022, start_new_session=True)
+    try:
+        return process.wait()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
 
 
 def tail(path: Path, lines: int = 15) -> str:

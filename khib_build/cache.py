@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from khib_build.errors import KhibError
+
 
 class Cache:
     """Package trees by key; a disabled cache finds nothing and stores nothing."""
@@ -46,8 +48,19 @@ class Cache:
             except OSError:
                 if not (final / "meta.json").is_file():  # not a concurrent twin: a real failure
                     raise
+        except OSError as exc:
+            raise KhibError(f"{name}: cannot store it in the build cache {self.root}: "
+                            f"{reason(exc)}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def reason(exc: OSError) -> str:
+    """What went wrong, in one line (shutil.copytree gathers its failures in a list)."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        source, _, why = exc.args[0][0]
+        return f"{why.split(': ', 1)[0]} (copying {source})"
+    return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
 
 
 def restore(tree: Path, dest: Path) -> None:

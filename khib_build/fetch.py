@@ -85,6 +85,7 @@ def fetch(spec: SourceSpec, sources: Sources) -> Path:
     else:
         tried.append(f"{final}: not there")
     for label, attempt in origins(spec, sources):
+        say(f"fetch {spec.filename}: trying {label}")
         try:
             with_retries(attempt, sources.retries, f"fetch {spec.filename}: {label}")
             say(f"fetch {spec.filename}: verified, from {label}")

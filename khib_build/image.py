@@ -28,6 +28,7 @@ from khib_build.errors import UsageError
 from khib_build.fetch import Sources, fetch, sha256_of
 from khib_build.fsutil import write_atomically
 from khib_build.recipes import Recipe, resolve
+from khib_build.report import say
 from khib_build.rootfs import assemble
 
 
@@ -127,6 +128,7 @@ def build_image(plan: Plan, options: Options) -> ImageResult:
     trees = [(name, result.staging) for name, result in results.items()]
     assemble(trees, plan.overlay_items, outdir / "rootfs")
     image = outdir / plan.config.output
+    say(f"packing {image.name} ({plan.config.compression})")
     pack_tree(outdir / "rootfs", plan.tables, image, plan.config.compression,
               plan.config.compression_level, settings.epoch, plan.config.early_segment)
     digest = sha256_of(image)

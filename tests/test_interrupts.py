@@ -1,0 +1,149 @@
+"""Killed and interrupted runs: at each stage, the next run succeeds with a correct image;
+SIGINT exits 130 with one line and leaves no temporary files or build processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_ok, khib, khib_argv
+from tests.httpserver import Fault, serving
+from tests.sample import make_tarball, write_sample
+
+BIG = 48 << 20  # a file large enough that storing and packing take a moment
+
+
+def slow_sample(root: Path, urls: list[str], mirrors: list[str]) -> Path:
+    sample = write_sample(root, urls, mirrors)
+    recipe = root / "recipes" / "hello" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace(
+        "build:\n", "build:\n  - sleep 3 # khib-interrupt-test\n").replace(
+        "install:\n", f"install:\n  - head -c {BIG} /dev/urandom > {{{{ destdir }}}}/big.bin\n"))
+    return sample.config
+
+
+def run_until(config: Path, root: Path, marker: str, sig: int) -> tuple[int, str]:
+    """Start a build, send ``sig`` once ``marker`` shows on its progress output."""
+    process = subprocess.Popen(
+        khib_argv("rootfs", "-c", config, "-o", root / "out", "--dl-dir", root / "dl",
+                  "--cache-dir", root / "cache", "--fetch-deadline", 60),
+        stderr=subprocess.PIPE, text=True)
+    seen = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        seen.append(line)
+        if marker in line:
+            process.send_signal(sig)
+            break
+    seen += process.stderr.readlines()
+    return process.wait(timeout=60), "".join(seen)
+
+
+def leftovers(root: Path) -> list[str]:
+    temporary = [p for p in root.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
+    return sorted(str(p.relative_to(root)) for p in temporary)
+
+
+def assert_next_run_is_correct(config: Path, root: Path) -> None:
+    result = khib("rootfs", "-c", config, "-o", root / "out", "--dl-dir", root / "dl",
+                  "--cache-dir", root / "cache")
+    assert_ok(result)
+    listing = khib("inspect", root / "out" / "rootfs.gz").stdout
+    assert f"{BIG} big.bin" in listing and "usr/bin/hello" in listing
+    assert khib("diff", root / "out" / "rootfs.gz", root / "out" / "rootfs.gz").returncode == 0
+
+
+@pytest.mark.parametrize(("marker", "stage"), [
+    ("hello 1.0: building", "build"),
+    ("storing in the build cache", "cache store"),
+    ("packing rootfs.gz", "pack"),
+])
+def test_sigkill_at_each_stage_then_the_next_run_succeeds(marker: str, stage: str,
+                                                          tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
+    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
+    status, _ = run_until(config, tmp_path, marker, signal.SIGKILL)
+    assert status == -signal.SIGKILL, stage
+    assert_next_run_is_correct(config, tmp_path)
+
+
+def test_sigkill_during_a_download_then_the_next_run_succeeds(tmp_path: Path) -> None:
+    with serving() as server:
+        config = slow_sample(tmp_path, [f"{server.url}/up/hello-1.0.tar.gz"], [])
+        tarball = (tmp_path / "recipes").exists() and __import__(
+            "tests.sample", fromlist=["make_tarball"]).make_tarball()
+        server.routes["/up/hello-1.0.tar.gz"] = Fault("trickle", tarball)
+        status, _ = run_until(config, tmp_path, "trying http", signal.SIGKILL)
+        assert status == -signal.SIGKILL
+        server.routes["/up/hello-1.0.tar.gz"] = tarball
+        assert_next_run_is_correct(config, tmp_path)
+    assert not (tmp_path / "dl" / ".partial" / "hello-1.0.tar.gz").exists()
+
+
+@pytest.mark.parametrize("marker", ["hello 1.0: building", "packing rootfs.gz"])
+def test_sigint_exits_130_cleanly(marker: str, tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
+    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
+    status, stderr = run_until(config, tmp_path, marker, signal.SIGINT)
+    assert status == 130
+    assert stderr.strip().splitlines()[-1] == "khib-build: interrupted"
+    assert "Traceback" not in stderr
+    assert leftovers(tmp_path) == []
+    assert not (tmp_path / "out" / "rootfs.gz").exists()
+    running = subprocess.run(["pgrep", "-f", "khib-interrupt-test"], capture_output=True)
+    assert running.returncode == 1  # no build step left behind
+    assert_next_run_is_correct(config, tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_disk_gives_a_clear_error_and_no_partial_output(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
+    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
+    try:
+        result = khib("rootfs", "-c", config, "-o", small / "out", "--dl-dir", tmp_path / "dl",
+                      "--cache-dir", tmp_path / "cache")
+        assert result.returncode == 1
+        assert "No space left on device" in result.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in result.stderr
+        assert not (small / "out" / "rootfs.gz").exists()
+        assert leftovers(small) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_cache_disk_gives_a_clear_error_and_no_half_entry(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
+    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
+    try:
+        result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--dl-dir",
+                      tmp_path / "dl", "--cache-dir", small / "cache")
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]
+        assert last == (f"khib-build: error: hello: cannot store it in the build cache "
+                        f"{small / 'cache'}: [Errno 28] No space left on device (copying "
+                        f"{tmp_path / 'out' / 'staging' / 'hello' / 'big.bin'})")
+        assert "Traceback" not in result.stderr
+        entries = small / "cache" / "packages" / "hello"
+        assert not entries.exists() or list(entries.iterdir()) == []
+        assert not (tmp_path / "out" / "rootfs.gz").exists()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

@@ -26,11 +26,12 @@ def slow_sample(root: Path, urls: list[str], mirrors: list[str]) -> Path:
     return sample.config
 
 
-def run_until(config: Path, root: Path, marker: str, sig: int) -> tuple[int, str]:
+def run_until(config: Path, root: Path, marker: str, sig: int, dl: Path | None = None,
+              cache: Path | None = None) -> tuple[int, str]:
     """Start a build, send ``sig`` once ``marker`` shows on its progress output."""
     process = subprocess.Popen(
-        khib_argv("rootfs", "-c", config, "-o", root / "out", "--dl-dir", root / "dl",
-                  "--cache-dir", root / "cache", "--fetch-deadline", 60),
+        khib_argv("rootfs", "-c", config, "-o", root / "out", "--dl-dir", dl or root / "dl",
+                  "--cache-dir", cache or root / "cache", "--fetch-deadline", 60),
         stderr=subprocess.PIPE, text=True)
     seen = []
     assert process.stderr is not None

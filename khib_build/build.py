@@ -173,6 +173,7 @@ class Builder:
             return dest
         try:
             archive = fetch(source, self.settings.sources)
+            say(f"{self.recipe.name} {self.recipe.version}: unpacking {archive.name}")
             return extract(archive, self.workdir, self.recipe.max_expansion)
         except (FetchError, ExtractError) as exc:
             raise type(exc)(f"package {self.recipe.name}: {exc}") from None

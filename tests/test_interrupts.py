@@ -58,50 +58,40 @@ def assert_next_run_is_correct(config: Path, root: Path) -> None:
     assert khib("diff", root / "out" / "rootfs.gz", root / "out" / "rootfs.gz").returncode == 0
 
 
-@pytest.mark.parametrize(("marker", "stage"), [
-    ("hello 1.0: building", "build"),
-    ("storing in the build cache", "cache store"),
-    ("packing rootfs.gz", "pack"),
-])
-def test_sigkill_at_each_stage_then_the_next_run_succeeds(marker: str, stage: str,
-                                                          tmp_path: Path) -> None:
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
-    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
-    status, _ = run_until(config, tmp_path, marker, signal.SIGKILL)
-    assert status == -signal.SIGKILL, stage
-    assert_next_run_is_correct(config, tmp_path)
+STAGES = {  # stage: the progress line after which the signal is sent
+    "fetch": "trying http",
+    "extract": "hello 1.0: unpacking",
+    "build": "hello 1.0: building",
+    "cache store": "storing in the build cache",
+    "pack": "packing rootfs.gz",
+}
 
 
-def test_sigkill_during_a_download_then_the_next_run_succeeds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_signal_at_each_stage_then_the_next_run_succeeds(stage: str, sig: int,
+                                                         tmp_path: Path) -> None:
+    tarball = make_tarball()
     with serving() as server:
-        config = slow_sample(tmp_path, [f"{server.url}/up/hello-1.0.tar.gz"], [])
-        tarball = (tmp_path / "recipes").exists() and __import__(
-            "tests.sample", fromlist=["make_tarball"]).make_tarball()
-        server.routes["/up/hello-1.0.tar.gz"] = Fault("trickle", tarball)
-        status, _ = run_until(config, tmp_path, "trying http", signal.SIGKILL)
-        assert status == -signal.SIGKILL
-        server.routes["/up/hello-1.0.tar.gz"] = tarball
+        config = slow_sample(tmp_path, [f"{server.url}/hello-1.0.tar.gz"], [])
+        # While fetching, the server trickles, so the signal lands mid-download.
+        server.routes["/hello-1.0.tar.gz"] = Fault("trickle", tarball) \
+            if stage == "fetch" else tarball
+        status, stderr = run_until(config, tmp_path, STAGES[stage], sig)
+        if sig == signal.SIGKILL:
+            assert status == -signal.SIGKILL
+        else:
+            assert status == 130, stderr
+            assert stderr.strip().splitlines()[-1] == "khib-build: interrupted"
+            assert "Traceback" not in stderr
+            assert leftovers(tmp_path) == []
+            running = subprocess.run(["pgrep", "-f", "khib-interrupt-test"], check=False,
+                                     capture_output=True)
+            assert running.returncode == 1  # no build step left behind
+        assert not (tmp_path / "out" / "rootfs.gz").exists()
+        server.routes["/hello-1.0.tar.gz"] = tarball
         assert_next_run_is_correct(config, tmp_path)
     assert not (tmp_path / "dl" / ".partial" / "hello-1.0.tar.gz").exists()
-
-
-@pytest.mark.parametrize("marker", ["hello 1.0: building", "packing rootfs.gz"])
-def test_sigint_exits_130_cleanly(marker: str, tmp_path: Path) -> None:
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
-    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
-    status, stderr = run_until(config, tmp_path, marker, signal.SIGINT)
-    assert status == 130
-    assert stderr.strip().splitlines()[-1] == "khib-build: interrupted"
-    assert "Traceback" not in stderr
-    assert leftovers(tmp_path) == []
-    assert not (tmp_path / "out" / "rootfs.gz").exists()
-    running = subprocess.run(["pgrep", "-f", "khib-interrupt-test"], capture_output=True)
-    assert running.returncode == 1  # no build step left behind
-    assert_next_run_is_correct(config, tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

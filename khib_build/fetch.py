@@ -142,6 +142,9 @@ def download(url: str, spec: SourceSpec, sources: Sources) -> None:
     sources.partial_dir.mkdir(parents=True, exist_ok=True)
     partial = sources.partial_dir / spec.filename
     with locked(sources.partial_dir):
+        final = sources.dl_dir / spec.filename
+        if final.is_file() and sha256_of(final) == spec.sha256:
+            return  # another run fetched it while this one waited for the lock
         resumed = partial.exists() and partial.stat().st_size > 0
         fill(url, partial, sources.deadline, spec.filename)
         if verified(partial, spec, sources.dl_dir):

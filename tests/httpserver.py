@@ -4,6 +4,7 @@
 ``Fault("500")``, ``"404"``, ``"short"`` (fewer bytes than Content-Length, then close),
 ``"reset"`` (half the body, then a TCP reset), ``"loop"`` (redirects to itself),
 ``"stall"`` (a few bytes, then silence), ``"trickle"`` (a few bytes a second),
+``"trickle-fast"`` (the whole body, slowly, in about two seconds),
 ``"cut-once"`` (the first answer stops halfway; later ones serve ranges).
 """
 
@@ -107,6 +108,15 @@ class Server:
                     if outer.stopping.wait(0.2):
                         break
                     self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                self.close_connection = True
+
+            def fault_trickle_fast(self, body: bytes) -> None:
+                self.head(len(body))
+                for i in range(0, len(body), 32):  # the whole body in about 2 s
+                    if outer.stopping.wait(0.2):
+                        break
+                    self.wfile.write(body[i:i + 32])
                     self.wfile.flush()
                 self.close_connection = True
 

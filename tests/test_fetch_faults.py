@@ -3,13 +3,14 @@ time, and only verified files in the download dir."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from khib_build.fetch import sha256_of
-from tests.conftest import khib
+from tests.conftest import khib, khib_argv
 from tests.httpserver import Fault, serving
 from tests.sample import write_sample
 
@@ -107,3 +108,18 @@ def test_partial_from_an_earlier_run_is_resumed_and_still_checked(stale: str,
     assert ranges == ([f"bytes={half}-"] if stale == "good" else [f"bytes={half}-", None])
     assert sha256_of(tmp_path / "dl" / "hello-1.0.tar.gz") == sample.sha256
     assert files_in(tmp_path / "dl") == ["hello-1.0.tar.gz"]
+
+
+def test_two_runs_fetching_one_file_at_once(tmp_path: Path) -> None:
+    """The .partial/ lock serialises them: both end with the one verified file."""
+    with serving() as server:
+        sample = write_sample(tmp_path, [f"{server.url}/slow/hello-1.0.tar.gz"], [])
+        server.routes["/slow/hello-1.0.tar.gz"] = Fault("trickle-fast", sample.tarball)
+        argv = khib_argv("fetch", "-c", sample.config, "--dl-dir", tmp_path / "dl")
+        runs = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(run.wait(timeout=120), run.stderr.read()) for run in runs]
+    assert [status for status, _ in results] == [0, 0], results
+    assert files_in(tmp_path / "dl") == ["hello-1.0.tar.gz"]
+    assert sha256_of(tmp_path / "dl" / "hello-1.0.tar.gz") == sample.sha256
+    # One of them downloaded it; the other found it verified once the lock was free.
+    assert server.paths() == ["/slow/hello-1.0.tar.gz"]

@@ -103,20 +103,18 @@ class Server:
                 self.close_connection = True
 
             def fault_trickle(self, body: bytes) -> None:
-                self.head(len(body))
-                for i in range(len(body)):
-                    if outer.stopping.wait(0.2):
-                        break
-                    self.wfile.write(body[i:i + 1])
-                    self.wfile.flush()
-                self.close_connection = True
+                self.dribble(body, 1)
 
             def fault_trickle_fast(self, body: bytes) -> None:
+                self.dribble(body, 32)  # a small body in about two seconds
+
+            def dribble(self, body: bytes, step: int) -> None:
+                """``step`` bytes every 0.2 s, until the body is sent or the server stops."""
                 self.head(len(body))
-                for i in range(0, len(body), 32):  # the whole body in about 2 s
+                for i in range(0, len(body), step):
                     if outer.stopping.wait(0.2):
                         break
-                    self.wfile.write(body[i:i + 32])
+                    self.wfile.write(body[i:i + step])
                     self.wfile.flush()
                 self.close_connection = True
 

@@ -53,3 +53,20 @@ def write_sample(root: Path, urls: list[str], mirrors: list[str], arch: str = "i
         f"packages: [hello]\nmirrors: [{', '.join(mirrors)}]\n"
     )
     return Sample(tarball, "hello-1.0.tar.gz", sha, config)
+
+
+def build_greet(root: Path, recipe_extra: str = "") -> str:
+    """Build an image of one package made from its own src/ folder; its inspect listing."""
+    from tests.conftest import assert_ok, khib
+
+    recipe = root / "recipes" / "greet"
+    (recipe / "src").mkdir(parents=True, exist_ok=True)
+    (recipe / "src" / "greet.sh").write_text("#!/bin/sh\necho greetings\n")
+    (recipe / "recipe.yaml").write_text(
+        f"name: greet\nversion: '2'\nlicense: MIT\n{recipe_extra}"
+        "install:\n  - install -D -m 755 greet.sh {{ destdir }}/bin/greet\n")
+    config = root / "img.yaml"
+    config.write_text("recipe_dirs: [recipes]\npackages: [greet]\ncompression: none\n"
+                      "output: rootfs.cpio\n")
+    assert_ok(khib("rootfs", "-c", config, "-o", root / "out", "--cache-dir", root / "cache"))
+    return khib("inspect", root / "out" / "rootfs.cpio").stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import assert_ok, khib
-from tests.sample import Sample, write_sample
+from tests.sample import Sample, build_greet, write_sample
 
 
 def sample_with_mirror(root: Path) -> Sample:
@@ -69,16 +69,5 @@ def test_recipe_change_misses_the_cache(tmp_path: Path) -> None:
 
 
 def test_package_from_its_own_src_folder(tmp_path: Path) -> None:
-    recipe_dir = tmp_path / "recipes" / "greet"
-    (recipe_dir / "src").mkdir(parents=True)
-    (recipe_dir / "src" / "greet.sh").write_text("#!/bin/sh\necho greetings\n")
-    (recipe_dir / "recipe.yaml").write_text(
-        "name: greet\nversion: '2'\nlicense: MIT\n"
-        "install:\n  - install -D -m 755 greet.sh {{ destdir }}/bin/greet\n")
-    config = tmp_path / "img.yaml"
-    config.write_text("recipe_dirs: [recipes]\npackages: [greet]\ncompression: none\n"
-                      "output: rootfs.cpio\n")
-    assert_ok(khib("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir",
-                   tmp_path / "cache"))
-    listing = khib("inspect", tmp_path / "out" / "rootfs.cpio").stdout
+    listing = build_greet(tmp_path)
     assert "-rwxr-xr-x     0     0         25 bin/greet" in listing

@@ -3,9 +3,11 @@ SIGINT exits 130 with one line and leaves no temporary files or build processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,25 @@ def slow_sample(root: Path, urls: list[str], mirrors: list[str]) -> Path:
         "build:\n", "build:\n  - sleep 3 # khib-interrupt-test\n").replace(
         "install:\n", f"install:\n  - head -c {BIG} /dev/urandom > {{{{ destdir }}}}/big.bin\n"))
     return sample.config
+
+
+def mirrored_slow_sample(root: Path) -> Path:
+    """slow_sample with its tarball on a file:// mirror; its image config."""
+    mirror = root / "mirror"
+    mirror.mkdir()
+    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
+    return slow_sample(root, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted at ``path`` for the duration."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 def run_until(config: Path, root: Path, marker: str, sig: int, dl: Path | None = None,
@@ -96,14 +117,8 @@ def test_signal_at_each_stage_then_the_next_run_succeeds(stage: str, sig: int,
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_full_disk_gives_a_clear_error_and_no_partial_output(tmp_path: Path) -> None:
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
-    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
-    try:
+    config = mirrored_slow_sample(tmp_path)
+    with small_tmpfs(tmp_path / "small") as small:
         result = khib("rootfs", "-c", config, "-o", small / "out", "--dl-dir", tmp_path / "dl",
                       "--cache-dir", tmp_path / "cache")
         assert result.returncode == 1
@@ -111,20 +126,12 @@ def test_full_disk_gives_a_clear_error_and_no_partial_output(tmp_path: Path) -> 
         assert "Traceback" not in result.stderr
         assert not (small / "out" / "rootfs.gz").exists()
         assert leftovers(small) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_full_cache_disk_gives_a_clear_error_and_no_half_entry(tmp_path: Path) -> None:
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
-    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
-    try:
+    config = mirrored_slow_sample(tmp_path)
+    with small_tmpfs(tmp_path / "small") as small:
         result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--dl-dir",
                       tmp_path / "dl", "--cache-dir", small / "cache")
         assert result.returncode == 1
@@ -136,5 +143,3 @@ def test_full_cache_disk_gives_a_clear_error_and_no_half_entry(tmp_path: Path) -
         entries = small / "cache" / "packages" / "hello"
         assert not entries.exists() or list(entries.iterdir()) == []
         assert not (tmp_path / "out" / "rootfs.gz").exists()
-    finally:
-        subprocess.run(["umount", str(small)], check=True)

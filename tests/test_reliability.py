@@ -13,7 +13,7 @@ from tests.conftest import assert_ok, khib
 from tests.httpserver import Fault, serving
 from tests.sample import make_tarball
 from tests.test_hostile_archives import cases, recipe_for
-from tests.test_interrupts import run_until, slow_sample
+from tests.test_interrupts import mirrored_slow_sample, run_until, slow_sample
 
 
 def build(config: Path, root: Path, dl: Path, cache: Path, out: str = "out"
@@ -23,10 +23,7 @@ def build(config: Path, root: Path, dl: Path, cache: Path, out: str = "out"
 
 
 def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path: Path) -> None:
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
-    config = slow_sample(tmp_path, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
+    config = mirrored_slow_sample(tmp_path)
     dl, cache = tmp_path / "dl", tmp_path / "cache"
     assert_ok(build(config, tmp_path, dl, cache, "a"))
     entry = next((cache / "packages" / "hello").iterdir())

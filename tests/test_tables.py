@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import assert_ok, khib
+from tests.sample import build_greet
 
 
 def test_conflicting_definitions_name_both_lines(tmp_path: Path) -> None:
@@ -42,21 +43,11 @@ def test_file_list_and_device_table_conflict(tmp_path: Path) -> None:
 
 
 def test_recipe_names_its_own_tables(tmp_path: Path) -> None:
-    recipe = tmp_path / "recipes" / "greet"
-    (recipe / "src").mkdir(parents=True)
-    (recipe / "files").mkdir()
-    (recipe / "src" / "greet.sh").write_text("#!/bin/sh\necho greetings\n")
-    (recipe / "files" / "perms.txt").write_text("/bin/greet f 4750 0 10 - - - - -\n")
-    (recipe / "files" / "nodes.list").write_text("nod /dev/kmsg 644 0 0 c 1 11\n")
-    (recipe / "recipe.yaml").write_text(
-        "name: greet\nversion: '2'\nlicense: MIT\n"
-        "device_tables: [files/perms.txt]\nfile_lists: [files/nodes.list]\n"
-        "install:\n  - install -D -m 755 greet.sh {{ destdir }}/bin/greet\n")
-    config = tmp_path / "img.yaml"
-    config.write_text("recipe_dirs: [recipes]\npackages: [greet]\ncompression: none\n"
-                      "output: rootfs.cpio\n")
-    assert_ok(khib("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir",
-                   tmp_path / "cache"))
-    listing = khib("inspect", tmp_path / "out" / "rootfs.cpio").stdout
+    files = tmp_path / "recipes" / "greet" / "files"
+    files.mkdir(parents=True)
+    (files / "perms.txt").write_text("/bin/greet f 4750 0 10 - - - - -\n")
+    (files / "nodes.list").write_text("nod /dev/kmsg 644 0 0 c 1 11\n")
+    listing = build_greet(tmp_path, "device_tables: [files/perms.txt]\n"
+                                    "file_lists: [files/nodes.list]\n")
     assert "-rwsr-x---     0    10         25 bin/greet" in listing
     assert "crw-r--r--     0     0       1,11 dev/kmsg" in listing

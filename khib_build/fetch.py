@@ -179,7 +179,8 @@ def locked(folder: Path) -> Iterator[None]:
 
 
 def fill(url: str, partial: Path, deadline: float, label: str) -> None:
-    """Append what ``url`` holds beyond the bytes ``partial`` already has."""
+    """Fill ``partial`` with what ``url`` holds, continuing after the bytes it already has
+    where the origin allows (HTTP ranges); a file:// origin is copied whole."""
     progress = Progress(f"fetch {label}", None)
     parsed = urllib.parse.urlparse(url)
     try:

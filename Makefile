@@ -13,13 +13,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages needed to build images (a C toolchain for i386 and x86_64, the tools
 # package builds run, libarchive for the Python binding, venv for the environment) ...
-APT_BUILD := gcc gcc-multilib libc6-dev make patch bzip2 xz-utils gzip libarchive13 \
+APT_BUILD := gcc gcc-multilib libc6-dev libc6-dev-i386 linux-libc-dev make patch bzip2 xz-utils \
+	gzip libarchive13 \
 	python3 python3-venv ca-certificates
 # ... and to test them: QEMU to boot them, GNU cpio and bsdtar as independent readers,
-# the reference decompressors, util-linux for unshare/setpriv, and the kernel source
-# (its gen_init_cpio is the reference packer).
+# the reference decompressors, util-linux for unshare/setpriv, the kernel source (its
+# gen_init_cpio is the reference packer), nginx (a WebDAV server as the shared cache)
+# and zlib1g-dev (a host library that package sysroots must keep out).
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
-	linux-source-6.1
+	linux-source-6.1 nginx zlib1g-dev
 
 # Install the named Debian packages that are not installed yet.
 define apt_ensure
@@ -33,7 +35,7 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs test lint docs bench clean distclean
+.PHONY: setup setup-test rootfs test lint docs bench bench-rebuild clean distclean
 
 setup: $(VENV)/.runtime
 	$(call apt_ensure,$(APT_BUILD))
@@ -73,6 +75,10 @@ distclean: clean
 bench: setup-test
 	$(call apt_ensure,time)
 	$(BIN)/python bench/pack.py
+
+# The rebuild benchmark: no-op and incremental builds (bench/RESULTS.md).
+bench-rebuild: setup-test
+	$(BIN)/python bench/rebuild.py
 
 # Regenerate the format reference from the settings declarations.
 docs: setup

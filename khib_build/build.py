@@ -1,9 +1,9 @@
 """Build one package: fetch, extract, patch, build and install into its own staging tree.
 
 Each step runs in a controlled environment (C locale, UTC, ``SOURCE_DATE_EPOCH``, umask
-022, no make job server inherited from a calling make) and appends to the package's log.
-A failure names the package, the step and the log.  Results are cached under a hash of
-every input that can change them.
+022, the run's own make job server, a compiler pointed at the package's sysroot), is
+timed, and appends to the package's log.  A failure names the package, the step and the
+log.  :func:`package_inputs` names everything that can change the output.
 """
 
 from __future__ import annotations
@@ -16,20 +16,23 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
-from khib_build import __version__
-from khib_build.cache import Cache, restore
+from khib_build import __version__, cancel
+from khib_build.cache import Cache
 from khib_build.config import ImageConfig
 from khib_build.errors import BuildError, FetchError, KhibError
 from khib_build.extract import ExtractError, extract
-from khib_build.fetch import Sources, fetch
-from khib_build.recipes import Recipe, recipe_digest, render_command
+from khib_build.fetch import Sources, fetch, sha256_of
+from khib_build.jobserver import JobServer
+from khib_build.recipes import Recipe, recipe_files, render_command
 from khib_build.report import say
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+T = TypeVar("T")
 DROPPED_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS",
                "CFLAGS", "CPPFLAGS", "LDFLAGS", "CC", "CROSS_COMPILE")
 
@@ -47,101 +50,94 @@ class BuildSettings:
 
 
 @dataclass(frozen=True)
-class PackageResult:
-    recipe: Recipe
-    key: str
-    status: str  # "built" or "cached"
-    staging: Path
+class Step:
+    name: str
     seconds: float
 
 
-def toolchain_identity(config: ImageConfig) -> dict[str, object]:
-    """What of the compiler can change a build's output: command, version, flags, libc."""
+def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str]:
+    """What of the compiler can change a build's output: command, version, flags, and the
+    versions of the C library whose code static binaries carry."""
     tc = config.toolchain
     try:
         version = subprocess.run([*tc.cc, "--version"], capture_output=True, text=True,
-                                 check=True).stdout
-        libc = subprocess.run([*tc.cc, "-print-file-name=libc.a"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError) as exc:
+                                 check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError) as exc:
         raise KhibError(f"toolchain {shlex.join(tc.cc)} does not run: {exc}") from None
-    libc_path = Path(libc)
-    libc_hash = hashlib.sha256(libc_path.read_bytes()).hexdigest() if libc_path.is_file() else ""
-    return {"cc": [shutil.which(tc.cc[0]) or tc.cc[0], *tc.cc[1:]], "version": version,
-            "cflags": tc.cflags, "ldflags": tc.ldflags, "libc.a": libc_hash}
-
-
-def package_key(recipe: Recipe, settings: BuildSettings, toolchain: dict[str, object],
-                dependency_keys: list[str]) -> str:
-    """The hash of every input of a package build."""
     inputs = {
-        "format": CACHE_FORMAT,
-        "recipe": recipe_digest(recipe),
-        "source": recipe.source.sha256 if recipe.source else None,
-        "arch": settings.config.arch,
-        "toolchain": toolchain,
-        "epoch": settings.epoch,
-        "depends": dependency_keys,
+        "toolchain cc": shlex.join([shutil.which(tc.cc[0]) or tc.cc[0], *tc.cc[1:]]),
+        "toolchain version": version,
+        "toolchain cflags": shlex.join(tc.cflags),
+        "toolchain ldflags": shlex.join(tc.ldflags),
     }
+    return inputs | {f"C library {name}": version for name, version in libc.items()}
+
+
+def package_inputs(recipe: Recipe, settings: BuildSettings, toolchain: dict[str, str],
+                   dependency_outputs: dict[str, str]) -> dict[str, str]:
+    """Every input of a package build, each named so a change can be explained."""
+    inputs = {
+        "khib-build cache format": str(CACHE_FORMAT),
+        "arch": settings.config.arch,
+        "SOURCE_DATE_EPOCH": str(settings.epoch),
+        "source sha256": recipe.source.sha256 if recipe.source else "none (src/ folder)",
+    }
+    inputs |= {f"recipe file {rel}": digest for rel, digest in recipe_files(recipe).items()}
+    inputs |= {f"patch {patch}": sha256_of(patch) for patch in recipe.patches
+               if not patch.is_relative_to(recipe.folder)}
+    inputs |= toolchain
+    inputs |= {f"dependency {name} output": digest for name, digest in
+               sorted(dependency_outputs.items())}
+    return inputs
+
+
+def key_of(inputs: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def build_env(settings: BuildSettings) -> dict[str, str]:
+def build_env(settings: BuildSettings, sysroot: Path, jobserver: JobServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV and not k.startswith("LC_")}
-    env.update(LC_ALL="C", LANG="C", TZ="UTC", SOURCE_DATE_EPOCH=str(settings.epoch))
+    env.update(LC_ALL="C", LANG="C", TZ="UTC", SOURCE_DATE_EPOCH=str(settings.epoch),
+               MAKEFLAGS=jobserver.makeflags, PKG_CONFIG_SYSROOT_DIR=str(sysroot),
+               PKG_CONFIG_LIBDIR=f"{sysroot}/usr/lib/pkgconfig:{sysroot}/usr/share/pkgconfig")
     return env
 
 
-def variables(recipe: Recipe, settings: BuildSettings, srcdir: Path, destdir: Path
-              ) -> dict[str, object]:
+def variables(recipe: Recipe, settings: BuildSettings, srcdir: Path, destdir: Path,
+              sysroot: Path) -> dict[str, object]:
     """The values of the documented build variables for one package."""
     tc = settings.config.toolchain
-    prefix_map = f"-ffile-prefix-map={srcdir}=/usr/src/{recipe.name}-{recipe.version}"
+    source_map = f"-ffile-prefix-map={srcdir}=/usr/src/{recipe.name}-{recipe.version}"
     return {
         "name": recipe.name,
         "version": recipe.version,
         "arch": settings.config.arch,
         "target": settings.config.target.triplet,
-        "cc": shlex.join(tc.cc),
-        "cflags": " ".join([*tc.cflags, prefix_map]),
+        "cc": shlex.join([*tc.cc, f"--sysroot={sysroot}"]),
+        "cflags": " ".join([*tc.cflags, source_map, f"-ffile-prefix-map={sysroot}=/"]),
         "ldflags": " ".join(tc.ldflags),
         "jobs": settings.jobs,
         "srcdir": str(srcdir),
         "destdir": str(destdir),
+        "sysroot": str(sysroot),
         "files": str(recipe.folder / "files"),
         "source_date_epoch": settings.epoch,
     }
 
 
-def build_package(recipe: Recipe, settings: BuildSettings, key: str) -> PackageResult:
-    """Restore the package from the cache, or build it and store it there."""
-    started = time.monotonic()
-    staging = settings.outdir / "staging" / recipe.name
-    cached = settings.cache.lookup(recipe.name, key)
-    if cached is not None:
-        restore(cached, staging)
-        say(f"{recipe.name} {recipe.version}: cached")
-        return PackageResult(recipe, key, "cached", staging, time.monotonic() - started)
-    say(f"{recipe.name} {recipe.version}: building")
-    Builder(recipe, settings, staging).run()
-    say(f"{recipe.name} {recipe.version}: storing in the build cache")
-    settings.cache.store(recipe.name, key, staging, {"name": recipe.name, "version":
-                                                      recipe.version, "key": key})
-    seconds = time.monotonic() - started
-    say(f"{recipe.name} {recipe.version}: built in {seconds:.1f} s")
-    return PackageResult(recipe, key, "built", staging, seconds)
-
-
 class Builder:
-    """The steps of one package build, each logged to ``<out>/logs/<name>.log``."""
+    """The steps of one package build, each logged to ``<out>/logs/<name>.log`` and timed."""
 
-    def __init__(self, recipe: Recipe, settings: BuildSettings, staging: Path) -> None:
+    def __init__(self, recipe: Recipe, settings: BuildSettings, staging: Path, sysroot: Path,
+                 jobserver: JobServer) -> None:
         self.recipe, self.settings, self.staging = recipe, settings, staging
+        self.sysroot, self.jobserver = sysroot, jobserver
         self.workdir = settings.outdir / "build" / recipe.name
         self.log = settings.outdir / "logs" / f"{recipe.name}.log"
-        self.env = build_env(settings)
+        self.env = build_env(settings, sysroot, jobserver)
+        self.steps: list[Step] = []
 
-    def run(self) -> None:
+    def run(self) -> list[Step]:
         for path in (self.workdir, self.staging):
             if path.exists():
                 shutil.rmtree(path)
@@ -149,16 +145,23 @@ class Builder:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.write_text(f"khib-build {__version__}: {self.recipe.name} "
                             f"{self.recipe.version}\n")
-        srcdir = self.unpack()
+        srcdir = self.timed("unpack", self.unpack)
         for patch in self.recipe.patches:
             command = f"patch -p1 --forward --batch -i {shlex.quote(str(patch))}"
             self.shell(f"patch {patch.name}", command, srcdir)
-        values = variables(self.recipe, self.settings, srcdir, self.staging)
+        values = variables(self.recipe, self.settings, srcdir, self.staging, self.sysroot)
         for step in ("build", "install"):
             commands = getattr(self.recipe, step)
             for index in range(len(commands)):
                 command = render_command(self.recipe, step, index, values)
                 self.shell(f"{step} {index + 1}/{len(commands)}", command, srcdir)
+        return self.steps
+
+    def timed(self, name: str, action: Callable[[], T]) -> T:
+        started = time.monotonic()
+        result = action()
+        self.steps.append(Step(name, time.monotonic() - started))
+        return result
 
     def unpack(self) -> Path:
         """The source tree: the fetched tarball unpacked, or the recipe's own src/."""
@@ -179,21 +182,29 @@ class Builder:
             raise type(exc)(f"package {self.recipe.name}: {exc}") from None
 
     def shell(self, step: str, command: str, cwd: Path) -> None:
+        say(f"{self.recipe.name} {self.recipe.version}: {step}")
         with self.log.open("a") as log:
             log.write(f"\n=== {step}: {command}\n")
             log.flush()
-            status = run_group(["/bin/sh", "-e", "-c", command], cwd, self.env, log)
+            status = self.timed(step, lambda: run_group(
+                ["/bin/sh", "-e", "-c", command], cwd, self.env, log, self.jobserver))
         if status != 0:
             raise BuildError(self.recipe.name, step, self.log, tail(self.log))
 
 
-def run_group(argv: list[str], cwd: Path, env: dict[str, str], log: TextIO) -> int:
-    """Run a step in a process group of its own; if khib-build is interrupted or fails
-    meanwhile, the whole group (make, its compilers) is killed, not left running."""
+def run_group(argv: list[str], cwd: Path, env: dict[str, str], log: TextIO,
+              jobserver: JobServer) -> int:
+    """Run a step in a process group of its own, with the run's job server; if the run is
+    cancelled or interrupted meanwhile, the whole group (make, its compilers) is killed."""
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                               stderr=subprocess.STDOUT, umask=0o022, start_new_session=True)
+                               stderr=subprocess.STDOUT, umask=0o022, start_new_session=True,
+                               pass_fds=jobserver.fds)
     try:
-        return process.wait()
+        while True:
+            try:
+                return process.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                cancel.check()
     except BaseException:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

@@ -4,23 +4,47 @@ An entry is ``<cache>/packages/<name>/<key>/`` holding ``tree/`` and ``meta.json
 It is assembled under a temporary name and renamed into place, so an entry either
 exists whole or not at all; a run killed while storing leaves only a ``.tmp-*``
 folder that no lookup trusts.  ``meta.json`` records a digest of the tree (names,
-types, modes, contents, link targets); a lookup recomputes it and treats an entry that
-no longer matches (a bad disk, a hand edit) as absent, and removes it.
+types, modes, contents, link targets); a restore recomputes it while copying and
+treats an entry that no longer matches (a bad disk, a hand edit) as absent, and
+removes it.
+
+A run holds a shared lock on every entry it uses until it ends; ``gc`` and the removal
+of a corrupt entry take the exclusive lock without waiting, so they never remove what
+a running build holds.  An entry's ``meta.json`` modification time is its last use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import stat
 import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from khib_build import cancel
 from khib_build.errors import KhibError
 from khib_build.report import say
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored package tree."""
+
+    name: str
+    key: str
+    path: Path
+    size: int
+    last_used: float
 
 
 class Cache:
@@ -29,60 +53,217 @@ class Cache:
     def __init__(self, root: Path, enabled: bool = True) -> None:
         self.root = root
         self.enabled = enabled
+        self.held: list[int] = []  # directory fds under a shared lock, closed at exit
 
     def entry(self, name: str, key: str) -> Path:
         return self.root / "packages" / name / key
 
-    def lookup(self, name: str, key: str) -> Path | None:
-        """The stored tree for ``key``, if there is a complete entry that verifies."""
-        entry = self.entry(name, key)
-        if not self.enabled or not (entry / "meta.json").is_file():
+    def meta(self, name: str, key: str) -> dict[str, Any] | None:
+        """The recorded metadata of a complete entry, without checking its tree."""
+        if not self.enabled:
             return None
-        if verify(entry):
-            return entry / "tree"
+        try:
+            meta: dict[str, Any] = json.loads((self.entry(name, key) / "meta.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return meta
+
+    def hold(self, entry: Path) -> int | None:
+        """Take a shared lock on an entry for the rest of the run; None if it is gone."""
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while gc is removing this very entry
+        if not (entry / "meta.json").is_file():
+            os.close(fd)
+            return None
+        self.held.append(fd)
+        return fd
+
+    def release(self, fd: int) -> None:
+        self.held.remove(fd)
+        os.close(fd)
+
+    def restore(self, name: str, key: str, dest: Path) -> dict[str, Any] | None:
+        """Copy the entry's tree to ``dest``, checking its digest on the way; its meta."""
+        entry = self.entry(name, key)
+        meta = self.meta(name, key)
+        fd = None if meta is None else self.hold(entry)
+        if meta is None or fd is None:
+            return None
+        replace_dir(dest)
+        if copy_tree(entry / "tree", dest) == meta.get("tree_sha256"):
+            with contextlib.suppress(OSError):
+                os.utime(entry / "meta.json")
+            return meta
+        shutil.rmtree(dest)
         say(f"{name}: cache entry {key[:12]} fails its digest; removed, building anew")
-        shutil.rmtree(entry, ignore_errors=True)
+        self.release(fd)
+        remove_entry(entry)
         return None
 
-    def store(self, name: str, key: str, tree: Path, meta: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
+    def store(self, name: str, key: str, tree: Path, meta: dict[str, Any],
+              replace: bool = False) -> dict[str, Any]:
+        """Store a copy of ``tree``; return the meta with the tree's digest added."""
         final = self.entry(name, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+        if not self.enabled:
+            return {**meta, "tree_sha256": tree_digest(tree)}
         try:
-            shutil.copytree(tree, staging / "tree", symlinks=True)
-            meta = {**meta, "tree_sha256": tree_digest(staging / "tree")}
-            (staging / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-            try:
-                staging.rename(final)
-            except OSError:
-                if not (final / "meta.json").is_file():  # not a concurrent twin: a real failure
-                    raise
+            with staged_entry(final.parent) as staging:
+                meta = {**meta, "tree_sha256": copy_tree(tree, staging / "tree")}
+                (staging / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+                if replace:
+                    discard(final)
+                try:
+                    staging.rename(final)
+                except OSError:
+                    if not (final / "meta.json").is_file():  # not a concurrent twin
+                        raise
         except OSError as exc:
             raise KhibError(f"{name}: cannot store it in the build cache {self.root}: "
-                            f"{reason(exc)}") from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                            f"{reason(exc)} (copying {tree})") from None
+        self.hold(final)
+        return meta
+
+    @contextlib.contextmanager
+    def adopting(self, name: str, key: str) -> Iterator[Path]:
+        """A temporary entry folder to fill (``tree/`` and ``meta.json``); renamed into
+        place if the block succeeds and the filled tree has the digest its meta says."""
+        final = self.entry(name, key)
+        with staged_entry(final.parent) as staging:
+            yield staging
+            if not verify(staging):
+                raise ValueError("the tree does not match its recorded digest")
+            with contextlib.suppress(OSError):  # a concurrent twin may have landed
+                staging.rename(final)
+
+    def latest_inputs(self, name: str) -> dict[str, str] | None:
+        """The inputs of the package's most recently used entry, if any."""
+        metas = [m for m in (self.root / "packages" / name).glob("*/meta.json")
+                 if not m.parent.name.startswith(".")]
+        for meta in sorted(metas, key=mtime, reverse=True):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                inputs: dict[str, str] = json.loads(meta.read_text())["inputs"]
+                return inputs
+        return None
+
+    def entries(self) -> list[Entry]:
+        """Every complete entry, with its size and last use."""
+        found = []
+        for meta in sorted((self.root / "packages").glob("*/*/meta.json")):
+            entry = meta.parent
+            if entry.name.startswith("."):
+                continue
+            try:
+                found.append(Entry(entry.parent.name, entry.name, entry, du(entry),
+                                   meta.stat().st_mtime))
+            except FileNotFoundError:  # removed meanwhile
+                continue
+        return found
+
+    def gc(self, max_size: int) -> tuple[list[Entry], list[Entry]]:
+        """Remove least recently used entries until the cache fits ``max_size`` bytes;
+        return what was removed and what was kept only because a run holds it."""
+        entries = sorted(self.entries(), key=lambda e: e.last_used)
+        total = sum(e.size for e in entries)
+        removed: list[Entry] = []
+        busy: list[Entry] = []
+        for entry in entries:
+            if total <= max_size:
+                break
+            if remove_entry(entry.path):
+                removed.append(entry)
+                total -= entry.size
+            else:
+                busy.append(entry)
+        return removed, busy
 
 
-def tree_digest(tree: Path) -> str:
-    """A hash of everything a tree holds: names, types, permission bits, data, targets."""
-    digest = hashlib.sha256()
+@contextlib.contextmanager
+def staged_entry(parent: Path) -> Iterator[Path]:
+    """A ``.tmp-*`` folder in ``parent``, removed afterwards unless renamed away."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_entry(entry: Path) -> bool:
+    """Remove an entry unless a run holds it; False if one does."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        discard(entry)
+        return True
+    finally:
+        os.close(fd)
+
+
+def discard(entry: Path) -> None:
+    """Move an entry out of the way at once, then delete it."""
+    doomed = entry.with_name(f".tmp-gone-{entry.name}-{time.monotonic_ns()}")
+    try:
+        entry.rename(doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def walk(tree: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Every path below ``tree`` in a fixed order, with its relative name and lstat."""
     for folder, dirs, files in os.walk(tree):
         dirs.sort()
         for name in sorted(dirs + files):
             path = Path(folder) / name
-            st = path.lstat()
-            rel = path.relative_to(tree).as_posix()
-            digest.update(f"{rel}\0{st.st_mode:o}\0".encode())
-            if stat.S_ISLNK(st.st_mode):
-                digest.update(os.readlink(path).encode())
-            elif stat.S_ISREG(st.st_mode):
-                with path.open("rb") as handle:
-                    while block := handle.read(1 << 20):
-                        digest.update(block)
-            digest.update(b"\0")
+            yield path.relative_to(tree).as_posix(), path, path.lstat()
+
+
+def tree_digest(tree: Path) -> str:
+    """A hash of everything a tree holds: names, types, permission bits, data, targets."""
+    return copy_tree(tree, None)
+
+
+def copy_tree(tree: Path, dest: Path | None) -> str:
+    """Copy ``tree`` to ``dest`` (if given) and return its digest, reading each file once."""
+    digest = hashlib.sha256()
+    modes: list[tuple[Path, int]] = []
+    if dest is not None:
+        dest.mkdir(parents=True, exist_ok=True)
+    for rel, path, st in walk(tree):
+        cancel.check()
+        digest.update(f"{rel}\0{st.st_mode:o}\0".encode())
+        target = None if dest is None else dest / rel
+        if stat.S_ISLNK(st.st_mode):
+            link = os.readlink(path)
+            digest.update(link.encode())
+            if target is not None:
+                os.symlink(link, target)
+        elif stat.S_ISDIR(st.st_mode):
+            if target is not None:
+                target.mkdir()
+        elif stat.S_ISREG(st.st_mode):
+            with path.open("rb") as source, contextlib.ExitStack() as stack:
+                out = None if target is None else stack.enter_context(target.open("wb"))
+                while block := source.read(CHUNK):
+                    digest.update(block)
+                    if out is not None:
+                        out.write(block)
+            if target is not None:
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        if target is not None and not stat.S_ISLNK(st.st_mode):
+            modes.append((target, stat.S_IMODE(st.st_mode)))
+        digest.update(b"\0")
+    for target, mode in reversed(modes):  # folders last, so read-only ones can be filled
+        os.chmod(target, mode)
     return digest.hexdigest()
 
 
@@ -95,16 +276,26 @@ def verify(entry: Path) -> bool:
     return tree_digest(entry / "tree") == recorded
 
 
+def mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def du(path: Path) -> int:
+    """Bytes of the regular files below ``path``."""
+    return sum(st.st_size for _, _, st in walk(path) if stat.S_ISREG(st.st_mode))
+
+
 def reason(exc: OSError) -> str:
-    """What went wrong, in one line (shutil.copytree gathers its failures in a list)."""
-    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
-        source, _, why = exc.args[0][0]
-        return f"{why.split(': ', 1)[0]} (copying {source})"
-    return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    """What went wrong, in one line."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
-def restore(tree: Path, dest: Path) -> None:
-    """Copy a cached tree to ``dest``, replacing whatever was there."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(tree, dest, symlinks=True)
+def replace_dir(path: Path) -> None:
+    """An empty folder at ``path``, whatever was there."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,16 +40,25 @@ def add_config(parser: argparse.ArgumentParser) -> None:
                         help="image config (default: %(default)s)")
 
 
-def add_build_options(parser: argparse.ArgumentParser) -> None:
-    add_config(parser)
-    parser.add_argument("-o", "--outdir", type=Path, default=Path("output"),
-                        help="output dir (default: %(default)s)")
-    parser.add_argument("--dl-dir", type=Path,
-                        help="download dir (default: KHIB_DL_DIR, the config's, or the cache's)")
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path,
                         help="build cache (default: KHIB_CACHE_DIR or ~/.cache/khib-build/cache)")
+
+
+def add_outdir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--outdir", type=Path, default=Path("output"),
+                        help="output dir (default: %(default)s)")
+
+
+def add_fetch_options(parser: argparse.ArgumentParser) -> None:
+    add_config(parser)
+    add_outdir(parser)
+    parser.add_argument("--dl-dir", type=Path,
+                        help="download dir (default: KHIB_DL_DIR, the config's, or the cache's)")
+    add_cache_dir(parser)
     parser.add_argument("--no-cache", action="store_true",
-                        help="build every package from scratch; neither read nor write the cache")
+                        help="build every package from scratch; neither read nor write cached "
+                        "packages")
     parser.add_argument("--offline", action="store_true",
                         help="use only the download dir and file:// mirrors")
     parser.add_argument("--fetch-deadline", type=float, default=300.0, metavar="S",
@@ -56,15 +66,50 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fetch-retries", type=int, default=2, metavar="N",
                         help="retries at one origin after a transient failure (default: 2)")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
-                        help="parallel jobs (default: %(default)s)")
+                        help="job budget shared by all package builds (default: %(default)s)")
 
 
-def options_from(args: argparse.Namespace) -> Options:
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    add_fetch_options(parser)
+    parser.add_argument("--no-wait", action="store_true",
+                        help="fail at once if another run holds the output dir, do not wait")
+    parser.add_argument("--remote-cache", metavar="URL",
+                        default=os.environ.get("KHIB_REMOTE_CACHE") or None,
+                        help="shared cache over HTTP GET/PUT (default: KHIB_REMOTE_CACHE)")
+    parser.add_argument("--remote-cache-read-only", action="store_true",
+                        default=bool(os.environ.get("KHIB_REMOTE_CACHE_READ_ONLY")),
+                        help="only read the shared cache (default: KHIB_REMOTE_CACHE_READ_ONLY)")
+    parser.add_argument("--remote-timeout", type=float, default=10.0, metavar="S",
+                        help="connect/read timeout of the shared cache (default: 10)")
+    parser.add_argument("--explain", action="store_true",
+                        help="say which inputs changed for each package that is built")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON summary object on standard output")
+
+
+def options_from(args: argparse.Namespace, force: tuple[str, ...] = ()) -> Options:
     from khib_build.image import Options
 
-    return Options(outdir=args.outdir, dl_dir=args.dl_dir, cache_dir=args.cache_dir,
-                   no_cache=args.no_cache, offline=args.offline, jobs=args.jobs,
-                   fetch_deadline=args.fetch_deadline, fetch_retries=max(0, args.fetch_retries))
+    given = vars(args)
+    return Options(outdir=args.outdir, dl_dir=given.get("dl_dir"), cache_dir=args.cache_dir,
+                   no_cache=given.get("no_cache", False), offline=given.get("offline", False),
+                   jobs=given.get("jobs", 1), fetch_deadline=given.get("fetch_deadline", 300.0),
+                   fetch_retries=max(0, given.get("fetch_retries", 2)),
+                   wait=not given.get("no_wait", False), remote_cache=given.get("remote_cache"),
+                   remote_read_only=given.get("remote_cache_read_only", False),
+                   remote_timeout=given.get("remote_timeout", 10.0), force=force,
+                   explain=given.get("explain", False))
+
+
+def parse_size(text: str) -> int:
+    """Bytes from 500M, 2G, 1.5GiB, 4096 ..."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in units else ""
+    try:
+        return int(float(number.removesuffix(unit)) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,10 +127,55 @@ def parser() -> argparse.ArgumentParser:
     add_build_options(rootfs)
     rootfs.set_defaults(handler=cmd_rootfs)
 
+    rebuild = verbs.add_parser("rebuild", help="rebuild packages regardless of the cache",
+                               description="Rebuild the named packages and every package that "
+                               "depends on them, replacing their cache entries, then the image.")
+    add_build_options(rebuild)
+    rebuild.add_argument("packages", nargs="+", metavar="PKG")
+    rebuild.set_defaults(handler=cmd_rebuild)
+
+    graph = verbs.add_parser("graph", help="print the package graph",
+                             description="Print the image's packages in build order with their "
+                             "dependencies and host tools, as text or Graphviz DOT.")
+    add_config(graph)
+    graph.add_argument("--format", choices=("text", "dot"), default="text")
+    graph.set_defaults(handler=cmd_graph)
+
+    status = verbs.add_parser("status", help="list packages as up to date, cached, stale...",
+                              description="For each package: up to date (in the output dir), "
+                              "cached (in the build cache), stale (built before, inputs changed) "
+                              "or never built. Builds nothing.")
+    add_config(status)
+    add_outdir(status)
+    add_cache_dir(status)
+    status.add_argument("--json", action="store_true", help="a JSON object per package")
+    status.set_defaults(handler=cmd_status)
+
+    explain = verbs.add_parser("explain", help="say why a package would be rebuilt",
+                               description="Compare a package's inputs with those of its last "
+                               "build in the output dir (else its newest cache entry): each "
+                               "changed input with its old and new value.")
+    add_config(explain)
+    add_outdir(explain)
+    add_cache_dir(explain)
+    explain.add_argument("package", metavar="PKG")
+    explain.set_defaults(handler=cmd_explain)
+
+    cache = verbs.add_parser("cache", help="report on or trim the build cache",
+                             description="stats: entries and sizes per package; gc: remove "
+                             "least recently used entries until the cache fits --max-size "
+                             "(entries a running build holds are kept).")
+    cache.add_argument("action", choices=("stats", "gc"))
+    add_cache_dir(cache)
+    cache.add_argument("--max-size", type=parse_size, metavar="SIZE",
+                       help="gc: the size to trim to (e.g. 500M, 2G)")
+    cache.add_argument("--json", action="store_true", help="stats: as a JSON object")
+    cache.set_defaults(handler=cmd_cache)
+
     fetch = verbs.add_parser("fetch", help="download and verify sources only",
                              description="Fill the download dir with the verified sources of "
                              "the image's packages (all, or those named).")
-    add_build_options(fetch)
+    add_fetch_options(fetch)
     fetch.add_argument("packages", nargs="*", metavar="PKG")
     fetch.set_defaults(handler=cmd_fetch)
 
@@ -153,14 +243,94 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def cmd_rootfs(args: argparse.Namespace) -> int:
+def cmd_rootfs(args: argparse.Namespace, force: tuple[str, ...] = ()) -> int:
     from khib_build.image import build_image, plan_image
 
     plan = plan_image(args.config)
-    result = build_image(plan, options_from(args))
+    unknown = sorted(set(force) - {r.name for r in plan.recipes})
+    if unknown:
+        raise UsageError(f"not in the image: {', '.join(unknown)}")
+    result = build_image(plan, options_from(args, force))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+        return 0
+    report.summary(result.packages, result.status, result.seconds)
     print(f"image: {shown(result.path)} ({result.size} bytes, {result.size / 2**20:.2f} MiB)")
     print(f"sha256: {result.sha256}")
     print(f"manifest: {shown(result.manifest)}")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    return cmd_rootfs(args, tuple(args.packages))
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from khib_build.graph import as_dot, as_text
+    from khib_build.image import plan_image
+
+    plan = plan_image(args.config)
+    print(as_dot(plan.recipes, plan.config.name) if args.format == "dot"
+          else as_text(plan.recipes), end="")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from khib_build.image import plan_image, survey_image
+
+    plan = plan_image(args.config)
+    found = survey_image(plan, options_from(args))
+    if args.json:
+        print(json.dumps({name: {"status": s.status, "key": s.key, "waits_on": s.waits_on}
+                          for name, s in found.items()}, indent=1))
+        return 0
+    for recipe in plan.recipes:
+        state = found[recipe.name]
+        detail = f" (waits on {state.waits_on})" if state.waits_on else ""
+        print(f"{recipe.name:<20} {recipe.version:<12} {state.status}{detail}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from khib_build.image import explain, plan_image
+
+    plan = plan_image(args.config)
+    if args.package not in plan.by_name:
+        raise UsageError(f"not in the image: {args.package}")
+    for line in explain(plan, options_from(args), args.package):
+        print(line)
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from khib_build import paths
+    from khib_build.cache import Cache
+
+    cache = Cache(paths.cache_dir(args.cache_dir))
+    if args.action == "gc":
+        if args.max_size is None:
+            raise UsageError("cache gc needs --max-size SIZE (e.g. 500M)")
+        removed, busy = cache.gc(args.max_size)
+        for entry in removed:
+            print(f"removed {entry.name} {entry.key[:12]} ({entry.size} bytes)")
+        for entry in busy:
+            print(f"kept {entry.name} {entry.key[:12]}: held by a running build")
+    entries = cache.entries()
+    total = sum(e.size for e in entries)
+    if args.json:
+        per_package: dict[str, dict[str, int]] = {}
+        for e in entries:
+            row = per_package.setdefault(e.name, {"entries": 0, "bytes": 0})
+            row["entries"] += 1
+            row["bytes"] += e.size
+        print(json.dumps({"root": str(cache.root), "entries": len(entries), "bytes": total,
+                          "packages": per_package}, indent=1))
+        return 0
+    print(f"cache {cache.root}: {len(entries)} entries, {total / 2**20:.1f} MiB")
+    if args.action == "stats":
+        for e in sorted(entries, key=lambda e: (e.name, -e.last_used)):
+            used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+            print(f"  {e.name:<20} {e.key[:12]}  {e.size / 2**20:8.2f} MiB  last used {used}")
     return 0
 
 

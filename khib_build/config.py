@@ -33,11 +33,16 @@ class Arch:
     qemu: str
     kernel_arch: str
     elf_class: int
+    libc_packages: tuple[str, ...]  # Debian's C library development files for the target
+    lib_dirs: tuple[str, ...]  # where those packages keep the target's libraries
 
 
 ARCHES = {
-    "i386": Arch("i386", "i686-linux-gnu", "qemu-system-x86_64", "i386", 32),
-    "x86_64": Arch("x86_64", "x86_64-linux-gnu", "qemu-system-x86_64", "x86_64", 64),
+    "i386": Arch("i386", "i686-linux-gnu", "qemu-system-x86_64", "i386", 32,
+                 ("libc6-dev-i386", "libc6-dev", "linux-libc-dev", "gcc-multilib"),
+                 ("usr/lib32",)),
+    "x86_64": Arch("x86_64", "x86_64-linux-gnu", "qemu-system-x86_64", "x86_64", 64,
+                   ("libc6-dev", "linux-libc-dev"), ("usr/lib/x86_64-linux-gnu",)),
 }
 
 
@@ -50,6 +55,12 @@ class Toolchain:
     )
     cflags: tuple[str, ...] = setting(ListOf(Str()), ("-Os",), "C compiler flags")
     ldflags: tuple[str, ...] = setting(ListOf(Str()), (), "linker flags")
+    libc_packages: tuple[str, ...] | None = setting(
+        Optional(ListOf(NAME, min_items=1)), None,
+        "installed Debian packages whose headers and static libraries form the target's C "
+        "library in every package's sysroot (default, by arch: i386 libc6-dev-i386 libc6-dev "
+        "linux-libc-dev gcc-multilib; x86_64 libc6-dev linux-libc-dev)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import libarchive
 import libarchive.extract as lae
 
+from khib_build import cancel
 from khib_build.errors import KhibError
 
 # No "..", no absolute paths, no writing through symlinks; keep modes and mtimes, never owners.
@@ -57,6 +58,7 @@ def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
         nonlocal current
         total = 0
         for entry in entries:
+            cancel.check()
             current = entry.pathname + (f" -> {entry.linkpath}" if entry.linkpath else "")
             total += entry.size or 0
             if limit is not None and total > limit:

@@ -31,6 +31,7 @@ from pathlib import Path
 import requests
 import urllib3
 
+from khib_build import cancel
 from khib_build.errors import FetchError
 from khib_build.recipes import SourceSpec
 from khib_build.report import Progress, say
@@ -217,6 +218,7 @@ def fill_http(url: str, partial: Path, deadline: float, progress: Progress) -> N
             progress.total = int(length) if length.isdigit() else None
             with partial.open(mode) as out:
                 while block := response.raw.read1(CHUNK, decode_content=False):
+                    cancel.check()
                     out.write(block)
                     progress.advance(len(block))
                     if time.monotonic() - started > deadline:
@@ -237,6 +239,7 @@ def resumes_at(response: requests.Response, offset: int) -> bool:
 def read_blocks(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
     with path.open("rb") as handle:
         while block := handle.read(CHUNK):
+            cancel.check()
             if progress:
                 progress.advance(len(block))
             yield block

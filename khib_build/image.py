@@ -6,30 +6,31 @@ templates) before anything is written; :func:`build_image` then carries the plan
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from khib_build import overlays, paths
-from khib_build.build import (
-    BuildSettings,
-    PackageResult,
-    build_package,
-    package_key,
-    toolchain_identity,
-)
-from khib_build.cache import Cache
+from khib_build import __version__, overlays, paths
+from khib_build.build import BuildSettings, key_of, toolchain_inputs
+from khib_build.cache import Cache, tree_digest
 from khib_build.config import ImageConfig, load_config
 from khib_build.cpio import pack_tree, source_date_epoch
 from khib_build.devtable import TableEntry, merge_tables
-from khib_build.errors import UsageError
+from khib_build.engine import Engine, PackageResult, Survey, changes, dependents, survey
+from khib_build.errors import KhibError, UsageError
 from khib_build.fetch import Sources, fetch, sha256_of
 from khib_build.fsutil import write_atomically
 from khib_build.recipes import Recipe, resolve
+from khib_build.remote import RemoteCache
 from khib_build.report import say
 from khib_build.rootfs import assemble
+from khib_build.state import OutputDir
+from khib_build.sysroot import base_sysroot, libc_packages, libc_versions
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class Options:
     fetch_deadline: float = 300.0
     fetch_retries: int = 2
     jobs: int = os.cpu_count() or 1
+    wait: bool = True  # for another run holding the output dir
+    remote_cache: str | None = None
+    remote_read_only: bool = False
+    remote_timeout: float = 10.0
+    force: tuple[str, ...] = ()  # packages rebuilt (with their dependents) regardless
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,14 +62,26 @@ class Plan:
     tables: dict[str, TableEntry]
     overlay_items: list[overlays.OverlayItem]
 
+    @property
+    def by_name(self) -> dict[str, Recipe]:
+        return {r.name: r for r in self.recipes}
+
 
 @dataclass(frozen=True)
 class ImageResult:
     path: Path
     size: int
     sha256: str
+    status: str  # "packed" or "up to date"
     packages: list[PackageResult]
     manifest: Path
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"image": str(self.path), "size": self.size, "sha256": self.sha256,
+                "status": self.status, "manifest": str(self.manifest),
+                "seconds": round(self.seconds, 3),
+                "packages": [r.as_dict() for r in self.packages]}
 
 
 def plan_image(config_path: Path) -> Plan:
@@ -115,26 +134,118 @@ def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None) 
     return [fetch(r.source, settings.sources) for r in wanted if r.source]
 
 
-def build_image(plan: Plan, options: Options) -> ImageResult:
-    """Build every package (or take it from the cache), assemble, pack and describe the image."""
+def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:
+    """Each package's state (up to date, cached, stale, never built), building nothing."""
     settings = settings_for(plan, options)
+    toolchain = toolchain_inputs(plan.config, libc_versions(libc_packages(plan.config)))
+    return survey(plan.by_name, settings, toolchain, OutputDir(settings.outdir))
+
+
+def explain(plan: Plan, options: Options, name: str) -> list[str]:
+    """Why a package would be rebuilt: each input changed since its last build."""
+    found = survey_image(plan, options)
+    state = found[name]
+    if state.waits_on is not None:
+        return [f"{name}: stale: its inputs include the output of {state.waits_on}, which "
+                "must be built first", *explain(plan, options, state.waits_on)]
+    assert state.inputs is not None and state.key is not None
+    if state.status in ("up to date", "cached"):
+        where = "in the output dir" if state.status == "up to date" else "in the build cache"
+        return [f"{name}: {state.status}: a build of these inputs is {where} "
+                f"(key {state.key[:12]})"]
+    outdir = OutputDir(options.outdir.resolve())
+    record = outdir.record(name)
+    settings = settings_for(plan, options)
+    previous = record.get("inputs") if record else settings.cache.latest_inputs(name)
+    where = "its last build in the output dir" if record else "its newest cache entry"
+    if previous is None:
+        return [f"{name}: never built"]
+    return [f"{name}: {state.status}; changed since {where}:",
+            *(f"  {line}" for line in changes(previous, state.inputs))]
+
+
+def check_host_tools(recipes: list[Recipe]) -> None:
+    """Every host tool a recipe names is on PATH, or the run stops before building."""
+    for recipe in recipes:
+        missing = [tool for tool in recipe.host_tools if shutil.which(tool) is None]
+        if missing:
+            raise KhibError(f"package {recipe.name} needs the host tool(s) {', '.join(missing)}"
+                            ", which are not on PATH; install them")
+
+
+def prepare(plan: Plan, options: Options) -> tuple[BuildSettings, dict[str, str], Path]:
+    """The run's settings, the toolchain's identity and the C library's sysroot."""
+    settings = settings_for(plan, options)
+    check_host_tools(plan.recipes)
+    versions = libc_versions(libc_packages(plan.config))
+    toolchain = toolchain_inputs(plan.config, versions)
+    return settings, toolchain, base_sysroot(plan.config, settings.cache.root, versions)
+
+
+def build_image(plan: Plan, options: Options) -> ImageResult:
+    """Bring every package up to date (from the cache, or built), then the image: packed
+    anew only when one of its inputs changed."""
+    started = time.monotonic()
     os.umask(0o022)
-    toolchain = toolchain_identity(plan.config)
-    results: dict[str, PackageResult] = {}
-    for recipe in plan.recipes:
-        key = package_key(recipe, settings, toolchain, [results[d].key for d in recipe.depends])
-        results[recipe.name] = build_package(recipe, settings, key)
-    outdir = settings.outdir
-    trees = [(name, result.staging) for name, result in results.items()]
-    assemble(trees, plan.overlay_items, outdir / "rootfs")
-    image = outdir / plan.config.output
-    say(f"packing {image.name} ({plan.config.compression})")
-    pack_tree(outdir / "rootfs", plan.tables, image, plan.config.compression,
-              plan.config.compression_level, settings.epoch, plan.config.early_segment)
-    digest = sha256_of(image)
-    manifest = outdir / "manifest.json"
-    write_atomically(manifest, manifest_json(plan, list(results.values()), image, digest))
-    return ImageResult(image, image.stat().st_size, digest, list(results.values()), manifest)
+    state = OutputDir(options.outdir.resolve())
+    state.lock(wait=options.wait)
+    settings, toolchain, sysroot_base = prepare(plan, options)
+    remote = None
+    if options.remote_cache and settings.cache.enabled:
+        remote = RemoteCache(options.remote_cache, settings.cache,
+                             writable=not options.remote_read_only,
+                             timeout=options.remote_timeout)
+    force = dependents(options.force, plan.by_name)
+    engine = Engine(plan.by_name, settings, toolchain, sysroot_base, state, remote, force,
+                    options.explain)
+    results = list(engine.run().values())
+    image = settings.outdir / plan.config.output
+    manifest = settings.outdir / "manifest.json"
+    inputs = image_inputs(plan, results, settings.epoch)
+    key = key_of(inputs)
+    record = state.image_record() or {}
+    digest = sha256_of(image) if image.is_file() else None
+    if record.get("key") == key and digest is not None and digest == record.get("sha256"):
+        say(f"{image.name}: up to date")
+        status = "up to date"
+    else:
+        state.forget_image()
+        assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
+                 settings.outdir / "rootfs")
+        say(f"packing {image.name} ({plan.config.compression})")
+        pack_tree(settings.outdir / "rootfs", plan.tables, image, plan.config.compression,
+                  plan.config.compression_level, settings.epoch, plan.config.early_segment)
+        digest = sha256_of(image)
+        state.remember_image({"key": key, "sha256": digest, "inputs": inputs})
+        status = "packed"
+    described = manifest_json(plan, results, image, digest)
+    if not manifest.is_file() or manifest.read_bytes() != described:
+        write_atomically(manifest, described)
+    return ImageResult(image, image.stat().st_size, digest, status, results, manifest,
+                       time.monotonic() - started)
+
+
+def image_inputs(plan: Plan, results: list[PackageResult], epoch: int) -> dict[str, str]:
+    """Everything the image's bytes are made of."""
+    config = plan.config
+    inputs = {
+        "khib-build": __version__,
+        "compression": f"{config.compression} {config.compression_level}",
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "early segment": tree_digest(config.early_segment) if config.early_segment else "",
+        "tables": digest_of([(repr(e), e.source and sha256_of(e.source))
+                             for e in plan.tables.values()]),
+    }
+    inputs |= {f"package {r.recipe.name} output": r.output for r in results}
+    for item in plan.overlay_items:
+        content = item.content if item.source is None else item.source.read_bytes()
+        inputs[f"overlay {item.path}"] = digest_of(
+            [item.kind, item.mode, item.target, hashlib.sha256(content or b"").hexdigest()])
+    return inputs
+
+
+def digest_of(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def manifest_json(plan: Plan, results: list[PackageResult], image: Path, digest: str) -> bytes:
@@ -145,16 +256,20 @@ def manifest_json(plan: Plan, results: list[PackageResult], image: Path, digest:
             "file": image.name, "size": image.stat().st_size, "sha256": digest,
             "compression": config.compression,
         },
-        "packages": [
-            {
-                "name": r.recipe.name, "version": r.recipe.version, "license": r.recipe.license,
-                "source": None if r.recipe.source is None else {
-                    "file": r.recipe.source.filename, "sha256": r.recipe.source.sha256,
-                    "urls": list(r.recipe.source.urls),
-                },
-                "cache_key": r.key,
-            }
-            for r in results
-        ],
+        "packages": package_entries(results),
     }
     return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def package_entries(results: list[PackageResult]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": r.recipe.name, "version": r.recipe.version, "license": r.recipe.license,
+            "source": None if r.recipe.source is None else {
+                "file": r.recipe.source.filename, "sha256": r.recipe.source.sha256,
+                "urls": list(r.recipe.source.urls),
+            },
+            "cache_key": r.key,
+        }
+        for r in results
+    ]

@@ -40,9 +40,10 @@ BUILD_VARIABLES = {
     "cc": "the target compiler command, with its fixed arguments (e.g. gcc -m32)",
     "cflags": "C compiler flags, reproducibility flags included",
     "ldflags": "linker flags",
-    "jobs": "parallel jobs for make -j",
+    "jobs": "the run's job budget, for tools other than make (make shares it by itself)",
     "srcdir": "the unpacked source (the working directory of each command)",
     "destdir": "the package's staging tree: install here, as if it were /",
+    "sysroot": "the C library plus the dependencies' staging trees ({{ cc }} points there)",
     "files": "the recipe's files/ folder",
     "source_date_epoch": "the timestamp to stamp into build outputs",
 }
@@ -100,7 +101,12 @@ class Recipe:
         ListOf(FilePath(must_exist=True)), (), "gen_init_cpio file lists the package adds"
     )
     depends: tuple[str, ...] = setting(
-        ListOf(NAME, unique=True), (), "packages built and installed before this one"
+        ListOf(NAME, unique=True), (),
+        "target packages this one builds against (in its sysroot) and ships with",
+    )
+    host_tools: tuple[str, ...] = setting(
+        ListOf(Str(r"[A-Za-z0-9][A-Za-z0-9+._-]*", "a command name"), unique=True), (),
+        "commands the build runs on the host (checked on PATH before any build starts)",
     )
     build: tuple[str, ...] = setting(ListOf(TEMPLATE), (), "build commands (jinja2 templates)")
     install: tuple[str, ...] = setting(
@@ -202,13 +208,12 @@ def build_order(recipes: dict[str, Recipe]) -> list[Recipe]:
     return order
 
 
-def recipe_digest(recipe: Recipe) -> str:
-    """A hash of every file in the recipe's folder: names, executable bits and contents."""
-    digest = hashlib.sha256()
+def recipe_files(recipe: Recipe) -> dict[str, str]:
+    """Every file of the recipe's folder (recipe.yaml, patches, files/, src/) with the
+    sha256 of its contents; an executable file's name ends in " (executable)"."""
+    found = {}
     for path in sorted(p for p in recipe.folder.rglob("*") if p.is_file()):
         rel = path.relative_to(recipe.folder).as_posix()
-        executable = os.access(path, os.X_OK)
-        digest.update(f"{rel}\0{int(executable)}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
+        executable = " (executable)" if os.access(path, os.X_OK) else ""
+        found[rel + executable] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from khib_build import overlays
+from khib_build import cancel, overlays
 from khib_build.errors import PackError
 
 
@@ -34,6 +34,7 @@ def merge(tree: Path, root: Path) -> list[str]:
     for folder, dirs, files in os.walk(tree):
         dirs.sort()
         for name in sorted(dirs + files):
+            cancel.check()
             source = Path(folder) / name
             rel = source.relative_to(tree).as_posix()
             dest = overlays.inside(root, rel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,3 +71,54 @@ def build_greet(root: Path, recipe_extra: str = "") -> str:
                       "output: rootfs.cpio\n")
     assert_ok(khib("rootfs", "-c", config, "-o", root / "out", "--cache-dir", root / "cache"))
     return khib("inspect", root / "out" / "rootfs.cpio").stdout
+
+
+GREET_H = "const char *greeting(void);\n"
+GREET_C = '#include "greet.h"\nconst char *greeting(void) { return "hello from libgreet"; }\n'
+APP_C = ('#include <stdio.h>\n#include <greet.h>\n'
+         'int main(void) { puts(greeting()); return 0; }\n')
+TOOL_C = '#include <stdio.h>\nint main(void) { puts("tool"); return 0; }\n'
+LIBGREET_BUILD = """#!/bin/sh
+# Builds the static library.
+set -e
+$CC $CFLAGS -c greet.c -o greet.o
+ar rcs libgreet.a greet.o
+"""
+
+
+def write_graph_sample(root: Path, extra_steps: str = "") -> Path:
+    """Three src/ packages for i386: libgreet (a static library), app (links it) and tool
+    (independent); ``extra_steps`` are build commands every package runs first.  The
+    image config's path."""
+    packages = {
+        "libgreet": ({"greet.h": GREET_H, "greet.c": GREET_C}, [],
+                     ["CC=\"{{ cc }}\" CFLAGS=\"{{ cflags }}\" sh {{ files }}/build.sh"],
+                     ["install -D -m 644 greet.h {{ destdir }}/usr/include/greet.h",
+                      "install -D -m 644 libgreet.a {{ destdir }}/usr/lib/libgreet.a"]),
+        "app": ({"app.c": APP_C}, ["libgreet"],
+                ["{{ cc }} {{ cflags }} -static -o app app.c -L{{ sysroot }}/usr/lib -lgreet"
+                 " {{ ldflags }}"],
+                ["install -D -m 755 app {{ destdir }}/usr/bin/app"]),
+        "tool": ({"tool.c": TOOL_C}, [],
+                 ["{{ cc }} {{ cflags }} -static -o tool tool.c {{ ldflags }}"],
+                 ["install -D -m 755 tool {{ destdir }}/usr/bin/tool"]),
+    }
+    for name, (sources, depends, build, install) in packages.items():
+        folder = root / "recipes" / name
+        (folder / "src").mkdir(parents=True)
+        for file, text in sources.items():
+            (folder / "src" / file).write_text(text)
+        steps = [line for line in extra_steps.splitlines() if line] + build
+        (folder / "recipe.yaml").write_text(
+            f"name: {name}\nversion: '1'\nlicense: MIT\ndepends: {depends}\n"
+            f"build:\n{yaml_list(steps)}install:\n{yaml_list(install)}")
+    (root / "recipes" / "libgreet" / "files").mkdir()
+    (root / "recipes" / "libgreet" / "files" / "build.sh").write_text(LIBGREET_BUILD)
+    config = root / "graph.yaml"
+    config.write_text("name: graph\narch: i386\ntoolchain: {cc: [gcc, -m32], ldflags: [-m32]}\n"
+                      "recipe_dirs: [recipes]\npackages: [app, tool]\n")
+    return config
+
+
+def yaml_list(items: list[str]) -> str:
+    return "".join(f"  - {json.dumps(item)}\n" for item in items)

@@ -85,9 +85,11 @@ def test_hostile_archive_is_refused(attack: str, tmp_path: Path) -> None:
     # Outside the package's build dir, only what khib-build owns was written.
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
                      if not any(p.is_relative_to(tmp_path / d)
-                                for d in ("out/build", "mirror", "recipes", "outside")))
-    assert written == ["dl", "dl/.partial", "dl/pkg-1.tar", "image.yaml", "out", "out/logs",
-                       "out/logs/pkg.log", "out/staging", "out/staging/pkg"]
+                                for d in ("out/build", "out/sysroot", "mirror", "recipes",
+                                          "outside")))
+    assert written == ["dl", "dl/.partial", "dl/pkg-1.tar", "image.yaml", "out", "out/.khib",
+                       "out/.khib/lock", "out/logs", "out/logs/pkg.log", "out/staging",
+                       "out/staging/pkg"]
     assert not (out / "rootfs.gz").exists()
 
 

@@ -1,0 +1,81 @@
+"""What an output dir remembers between runs, and the lock that keeps runs apart.
+
+``<out>/.khib/`` holds ``lock`` (one run at a time per output dir), one record per
+package (``packages/<name>.json``: the inputs and key of the tree now in
+``staging/<name>``, and that tree's digest) and ``image.json`` (the inputs of the image
+now in the output dir).  A record is removed before what it describes is touched and
+written, atomically, only once that is complete, so a run killed at any point leaves
+no record that a later run could wrongly trust.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from khib_build.errors import KhibError
+from khib_build.fsutil import write_atomically
+from khib_build.report import say
+
+
+class OutputDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.meta = root / ".khib"
+        self.lock_fd: int | None = None
+
+    def lock(self, wait: bool = True) -> None:
+        """Take the output dir for this run; wait for another run holding it, or fail."""
+        self.meta.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            if not wait:
+                os.close(fd)
+                raise KhibError(f"output dir {self.root} is in use by another khib-build run "
+                                f"(pid {holder}); run again later, or without --no-wait to "
+                                "wait for it") from None
+            say(f"output dir {self.root} is in use by another khib-build run (pid {holder}); "
+                "waiting for it to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.lock_fd = fd
+
+    def record_path(self, name: str) -> Path:
+        return self.meta / "packages" / f"{name}.json"
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        return read_json(self.record_path(name))
+
+    def forget(self, name: str) -> None:
+        self.record_path(name).unlink(missing_ok=True)
+
+    def remember(self, name: str, record: dict[str, Any]) -> None:
+        write_json(self.record_path(name), record)
+
+    def image_record(self) -> dict[str, Any] | None:
+        return read_json(self.meta / "image.json")
+
+    def forget_image(self) -> None:
+        (self.meta / "image.json").unlink(missing_ok=True)
+
+    def remember_image(self, record: dict[str, Any]) -> None:
+        write_json(self.meta / "image.json", record)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    write_atomically(path, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())

@@ -1,0 +1,239 @@
+"""The build engine on small real C packages: what is rebuilt, what is not, and why."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import assert_ok, khib, khib_argv
+from tests.sample import write_graph_sample
+
+pytestmark = pytest.mark.slow
+
+
+def build(root: Path, *extra: object, verb: str = "rootfs", out: str = "out"
+          ) -> dict[str, Any]:
+    """Build the sample; the run's JSON summary, with each package's status by name."""
+    result = khib(verb, *extra, "-c", root / "graph.yaml", "-o", root / out,
+                  "--cache-dir", root / "cache", "--json")
+    assert_ok(result)
+    summary: dict[str, Any] = json.loads(result.stdout)
+    summary["by_name"] = {p["name"]: p["status"] for p in summary["packages"]}
+    summary["stderr"] = result.stderr
+    return summary
+
+
+def run_app(root: Path, out: str = "out") -> str:
+    """What the image's app prints (it is a static i386 binary: the host runs it)."""
+    app = root / out / "staging" / "app" / "usr" / "bin" / "app"
+    return subprocess.run([app], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    write_graph_sample(tmp_path)
+    first = build(tmp_path)
+    assert first["by_name"] == {"libgreet": "built", "app": "built", "tool": "built"}
+    assert first["status"] == "packed"
+    return tmp_path
+
+
+def test_nothing_changed_nothing_done(sample: Path) -> None:
+    again = build(sample)
+    assert set(again["by_name"].values()) == {"up to date"}
+    assert again["status"] == "up to date"
+    assert "packing" not in again["stderr"]
+
+
+def test_cache_hit_after_the_output_dir_is_removed(sample: Path) -> None:
+    image = (sample / "out" / "rootfs.gz").read_bytes()
+    subprocess.run(["rm", "-rf", sample / "out"], check=True)
+    again = build(sample)
+    assert set(again["by_name"].values()) == {"cached"}
+    assert (sample / "out" / "rootfs.gz").read_bytes() == image
+    # Another output dir on the same cache builds nothing either.
+    other = build(sample, out="other")
+    assert set(other["by_name"].values()) == {"cached"}
+
+
+def test_a_change_rebuilds_the_package_and_its_dependents_only(sample: Path) -> None:
+    greet = sample / "recipes" / "libgreet" / "src" / "greet.c"
+    greet.write_text(greet.read_text().replace("hello from libgreet", "hi from libgreet"))
+    again = build(sample)
+    assert again["by_name"] == {"libgreet": "built", "app": "built", "tool": "up to date"}
+    assert again["status"] == "packed"
+    assert run_app(sample) == "hi from libgreet\n"
+    tool = sample / "recipes" / "tool" / "src" / "tool.c"
+    tool.write_text(tool.read_text().replace('"tool"', '"tool 2"'))
+    leaf = build(sample)
+    assert leaf["by_name"] == {"libgreet": "up to date", "app": "up to date", "tool": "built"}
+
+
+def test_same_output_stops_the_rebuild_early(sample: Path) -> None:
+    script = sample / "recipes" / "libgreet" / "files" / "build.sh"
+    script.write_text(script.read_text().replace("# Builds", "# Compiles and archives"))
+    again = build(sample, "--explain")
+    # libgreet's inputs changed, its library did not: app keeps its key.
+    assert again["by_name"] == {"libgreet": "built", "app": "up to date", "tool": "up to date"}
+    assert again["status"] == "up to date"
+    why = next(p["why"] for p in again["packages"] if p["name"] == "libgreet")
+    assert len(why) == 1 and why[0].startswith("recipe file files/build.sh: ")
+    assert "libgreet 1: building because recipe file files/build.sh" in again["stderr"]
+
+
+def test_an_undeclared_dependency_fails_to_build(sample: Path) -> None:
+    recipe = sample / "recipes" / "app" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("depends: ['libgreet']", "depends: []"))
+    result = khib("rootfs", "-c", sample / "graph.yaml", "-o", sample / "out2",
+                  "--cache-dir", sample / "cache")
+    assert result.returncode == 1
+    assert "package app: step 'build 1/1' failed" in result.stderr
+    assert "greet.h: No such file or directory" in result.stderr
+
+
+def test_host_headers_and_libraries_stay_out(tmp_path: Path) -> None:
+    assert Path("/usr/include/zlib.h").is_file()  # the host has it; the target must not see it
+    config = write_graph_sample(tmp_path)
+    app = tmp_path / "recipes" / "app" / "src" / "app.c"
+    app.write_text("#include <zlib.h>\n" + app.read_text())
+    result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir",
+                  tmp_path / "cache")
+    assert result.returncode == 1
+    assert "zlib.h: No such file or directory" in result.stderr
+    app.write_text(app.read_text().replace("#include <zlib.h>\n", "") +
+                   "int deflateEnd(void *);\nint use(void) { return deflateEnd(0); }\n")
+    recipe = tmp_path / "recipes" / "app" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("-lgreet", "-lgreet -lz"))
+    result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir",
+                  tmp_path / "cache")
+    assert result.returncode == 1
+    assert "cannot find -lz" in result.stderr
+
+
+def test_explain_status_and_rebuild(sample: Path) -> None:
+    common = ("-c", sample / "graph.yaml", "-o", sample / "out", "--cache-dir", sample / "cache")
+    greet = sample / "recipes" / "libgreet" / "src" / "greet.c"
+    before = khib("status", *common)
+    assert_ok(before)
+    assert [line.split(None, 2) for line in before.stdout.splitlines()] == [
+        ["libgreet", "1", "up to date"], ["tool", "1", "up to date"], ["app", "1", "up to date"]]
+    greet.write_text(greet.read_text() + "/* changed */\n")
+    status = khib("status", *common, "--json")
+    assert_ok(status)
+    states = json.loads(status.stdout)
+    assert states["libgreet"]["status"] == "stale"
+    assert states["app"] == {"status": "stale", "key": None, "waits_on": "libgreet"}
+    assert states["tool"]["status"] == "up to date"
+    explained = khib("explain", "libgreet", *common)
+    assert_ok(explained)
+    lines = explained.stdout.splitlines()
+    assert lines[0] == "libgreet: stale; changed since its last build in the output dir:"
+    assert len(lines) == 2 and lines[1].startswith("  recipe file src/greet.c: ")
+    old, new = lines[1].split(": ", 1)[1].split(" -> ")
+    assert old != new and len(old) == len(new) == 16
+    # rebuild forces a package and its dependents, even when nothing changed.
+    greet.write_text(greet.read_text().replace("/* changed */\n", ""))
+    forced = build(sample, "libgreet", verb="rebuild")
+    assert forced["by_name"] == {"libgreet": "built", "app": "built", "tool": "up to date"}
+    assert next(p["why"] for p in forced["packages"] if p["name"] == "app") == [
+        "forced (rebuild)"]
+
+
+def test_graph_as_text_and_dot(tmp_path: Path) -> None:
+    config = write_graph_sample(tmp_path)
+    text = khib("graph", "-c", config)
+    assert_ok(text)
+    assert text.stdout == "libgreet 1\ntool 1\napp 1: depends on libgreet\n"
+    dot = khib("graph", "-c", config, "--format", "dot")
+    assert_ok(dot)
+    assert '"app" -> "libgreet";' in dot.stdout
+    assert '"image graph" -> "app";' in dot.stdout and '"image graph" -> "tool";' in dot.stdout
+    assert '"image graph" -> "libgreet"' not in dot.stdout
+
+
+JOBS_MK = """all: a b
+a b:
+\t@echo start $$(date +%s.%N) >> $(TIMES); sleep 1; echo end $$(date +%s.%N) >> $(TIMES)
+"""
+
+
+def most_at_once(times: Path) -> int:
+    """The most intervals open at one moment, from 'start T' / 'end T' lines."""
+    events = sorted((float(t), 0 if kind == "end" else 1)
+                    for kind, t in (line.split() for line in times.read_text().splitlines()))
+    running = peak = 0
+    for _, starting in events:
+        running += 1 if starting else -1
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 4])
+def test_one_job_budget_for_packages_and_their_makes(jobs: int, tmp_path: Path) -> None:
+    """libgreet and tool build side by side, each running a make of two one-second jobs:
+    all of them together never exceed -j, and fill it."""
+    (tmp_path / "jobs.mk").write_text(JOBS_MK)
+    times = tmp_path / "times"
+    config = write_graph_sample(tmp_path, f"make -f {tmp_path / 'jobs.mk'} TIMES={times}")
+    assert_ok(khib("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir",
+                   tmp_path / "cache", "-j", jobs))
+    assert most_at_once(times) == min(jobs, 4)
+
+
+def test_two_runs_on_one_output_dir(tmp_path: Path) -> None:
+    config = write_graph_sample(tmp_path, "sleep 2")
+    argv = ("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir", tmp_path / "cache")
+    runs = [subprocess.Popen(khib_argv(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    waited = [err for _, err in outputs if "is in use by another khib-build run" in err]
+    assert len(waited) == 1 and "waiting for it to finish" in waited[0]
+    assert khib("inspect", tmp_path / "out" / "rootfs.gz").stdout.count("usr/bin/") == 2
+    # --no-wait fails at once while another run holds the output dir.
+    holder = subprocess.Popen(khib_argv(*argv, "--no-cache"), stderr=subprocess.PIPE, text=True)
+    assert holder.stderr is not None
+    for line in holder.stderr:
+        if "building" in line:
+            break
+    refused = khib(*argv, "--no-wait")
+    holder.wait(timeout=300)
+    assert refused.returncode == 1
+    assert f"output dir {tmp_path / 'out'} is in use by another khib-build run (pid " \
+        f"{holder.pid})" in refused.stderr
+
+
+def remaining(root: Path) -> list[str]:
+    return sorted(p.parent.parent.name for p in (root / "cache" / "packages").glob("*/*/tree"))
+
+
+def test_cache_stats_and_gc_least_recently_used_first(sample: Path) -> None:
+    cache = ("--cache-dir", sample / "cache")
+    stats = khib("cache", "stats", *cache, "--json")
+    assert_ok(stats)
+    found = json.loads(stats.stdout)
+    assert found["entries"] == 3 and set(found["packages"]) == {"libgreet", "app", "tool"}
+    entries = {p.parent.name: p for p in (sample / "cache" / "packages").glob("*/*")}
+    for age, name in enumerate(["tool", "libgreet", "app"]):  # app used longest ago
+        os.utime(entries[name] / "meta.json", (1e9 + age, 1e9 - age))
+    app_size = found["packages"]["app"]["bytes"]
+    assert_ok(khib("cache", "gc", *cache, "--max-size", found["bytes"] - app_size))
+    assert remaining(sample) == ["libgreet", "tool"]
+    # An entry a running build holds (a shared lock) is never removed.
+    held = os.open(entries["tool"], os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_SH)
+    try:
+        gc = khib("cache", "gc", *cache, "--max-size", 0)
+        assert_ok(gc)
+        assert "kept tool" in gc.stdout and "held by a running build" in gc.stdout
+        assert remaining(sample) == ["tool"]
+    finally:
+        os.close(held)
+    assert_ok(khib("cache", "gc", *cache, "--max-size", "0"))
+    assert json.loads(khib("cache", "stats", *cache, "--json").stdout)["entries"] == 0

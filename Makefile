@@ -16,12 +16,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_BUILD := gcc gcc-multilib libc6-dev libc6-dev-i386 linux-libc-dev make patch bzip2 xz-utils \
 	gzip libarchive13 \
 	python3 python3-venv ca-certificates
+# ... to build their kernel: Debian's kernel source and what building it needs ...
+APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # ... and to test them: QEMU to boot them, GNU cpio and bsdtar as independent readers,
-# the reference decompressors, util-linux for unshare/setpriv, the kernel source (its
-# gen_init_cpio is the reference packer), nginx (a WebDAV server as the shared cache)
-# and zlib1g-dev (a host library that package sysroots must keep out).
+# the reference decompressors, util-linux for unshare/setpriv, nginx (a WebDAV server as
+# the shared cache) and zlib1g-dev (a host library that package sysroots must keep out);
+# the kernel source's gen_init_cpio is the reference packer.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
-	linux-source-6.1 nginx zlib1g-dev
+	nginx zlib1g-dev $(APT_KERNEL)
 
 # Install the named Debian packages that are not installed yet.
 define apt_ensure
@@ -35,7 +37,7 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs test lint docs bench bench-rebuild clean distclean
+.PHONY: setup setup-test rootfs kernel test lint docs bench bench-rebuild clean distclean
 
 setup: $(VENV)/.runtime
 	$(call apt_ensure,$(APT_BUILD))
@@ -58,6 +60,11 @@ $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 
 rootfs: setup
 	$(BIN)/khib-build rootfs -c $(CONFIG) -o $(OUTDIR)
+
+# The kernel the image needs (output/bzImage), from Debian's linux-source-6.1.
+kernel: setup
+	$(call apt_ensure,$(APT_KERNEL))
+	$(BIN)/khib-build kernel -c $(CONFIG) -o $(OUTDIR)
 
 lint: setup-test
 	$(BIN)/ruff check .

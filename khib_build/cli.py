@@ -13,6 +13,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -218,12 +219,49 @@ def parser() -> argparse.ArgumentParser:
     diff.add_argument("second", type=Path, metavar="B")
     diff.set_defaults(handler=cmd_diff)
 
+    kconfig = verbs.add_parser(
+        "kconfig", help="check the kernel config fragment against a kernel tree",
+        description="Merge the image's kernel fragment (or the given fragments) into a base "
+        "config with the kernel tree's own tools, then report every requested symbol that "
+        "did not land, with its unmet dependencies. Exit 1 if any did not land (with "
+        "--resolve: if any still does not land with the proposed extra symbols).")
+    add_config(kconfig)
+    kconfig.add_argument("--kernel-src", type=Path, metavar="PATH",
+                         help="kernel tree or tarball (default: the config's kernel_source)")
+    kconfig.add_argument("--arch", choices=("i386", "x86_64"),
+                         help="target architecture (default: the config's)")
+    kconfig.add_argument("--base", metavar="BASE",
+                         help="tinyconfig, defconfig or a config file (default: the config's "
+                         "kernel_base)")
+    kconfig.add_argument("--fragment", type=Path, action="append", default=[], metavar="FILE",
+                         help="check these fragments instead of the image's (repeatable)")
+    kconfig.add_argument("--resolve", action="store_true",
+                         help="propose the extra symbols that make every request land")
+    add_outdir(kconfig)
+    add_cache_dir(kconfig)
+    kconfig.set_defaults(handler=cmd_kconfig)
+
+    kernel = verbs.add_parser(
+        "kernel", help="build the kernel the image needs",
+        description="Build a bzImage for the config's arch from a kernel source, with the "
+        "linux recipe's patches and the image's fragment merged into the base config; "
+        "write OUTDIR/bzImage and OUTDIR/kernel.full.config. Cached like a package.")
+    add_config(kernel)
+    kernel.add_argument("--kernel-src", type=Path, metavar="PATH",
+                        help="kernel tree or tarball (default: the config's kernel_source)")
+    add_outdir(kernel)
+    add_cache_dir(kernel)
+    kernel.add_argument("--no-cache", action="store_true", help="build even if cached")
+    kernel.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                        help="parallel jobs (default: %(default)s)")
+    kernel.set_defaults(handler=cmd_kernel)
+
     boot = verbs.add_parser("boot", help="boot an image in QEMU",
                             description="Boot an image in QEMU (TCG, serial console). With "
                             "--expect, exit 0 only if the text appears on the console.")
     add_config(boot)
-    boot.add_argument("--kernel", type=Path, required=True, metavar="FILE",
-                      help="kernel image (bzImage) to boot")
+    boot.add_argument("--kernel", type=Path, metavar="FILE",
+                      help="kernel image (default: output/bzImage, from khib-build kernel)")
     boot.add_argument("--image", type=Path, metavar="FILE",
                       help="initramfs (default: output/<the config's output>)")
     boot.add_argument("--run", metavar="CMD", help="shell command the image runs (khib.run=)")
@@ -403,19 +441,70 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if changes else 0
 
 
+def cmd_kconfig(args: argparse.Namespace) -> int:
+    from khib_build import paths
+    from khib_build.image import plan_image
+    from khib_build.kconfig import fragment_requests, image_requests
+    from khib_build.kernel import base_of, check, kernel_source, report_check
+
+    plan = plan_image(args.config)
+    arch = args.arch or plan.config.arch
+    source = kernel_source(args.kernel_src, plan.config, paths.cache_dir(args.cache_dir))
+    base = args.base or base_of(plan.config)
+    if base not in ("tinyconfig", "defconfig"):
+        base = str(Path(base).resolve())
+    requests = (fragment_requests(args.fragment) if args.fragment
+                else image_requests(plan.config, plan.linux, plan.recipes, arch))
+    work = (args.outdir / f"kconfig-{arch}").resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    log = work / "kconfig.log"
+    with log.open("w") as handle:
+        result = check(source.tree, arch, base, requests, work, handle, args.resolve)
+    for line in report_check(result):
+        print(line)
+    print(f"{len(requests) - len(result.missing)} of {len(requests)} requested symbols landed "
+          f"({Path(base).name}, {arch}); merged config: {work / 'merged' / '.config'}")
+    if args.resolve and result.extra:
+        print(f"with the proposal: {len(requests) - len(result.extra_missing)} of "
+              f"{len(requests)} landed; proposal: {work / 'resolved.config'}")
+        return 1 if result.extra_missing else 0
+    return 1 if result.missing else 0
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    from khib_build import paths
+    from khib_build.cache import Cache
+    from khib_build.cpio import source_date_epoch
+    from khib_build.image import plan_image
+    from khib_build.kernel import base_of, build_kernel, kernel_source
+
+    plan = plan_image(args.config)
+    cache = Cache(paths.cache_dir(args.cache_dir), enabled=not args.no_cache)
+    source = kernel_source(args.kernel_src, plan.config, cache.root)
+    result = build_kernel(source, plan.linux, plan.kernel_requests, base_of(plan.config),
+                          plan.config.arch, args.outdir.resolve(), cache, max(1, args.jobs),
+                          source_date_epoch(plan.config.source_date_epoch))
+    print(f"kernel: {shown(result.bzimage)} ({result.status}, {result.seconds:.1f} s)")
+    print(f"config: {shown(result.config)}")
+    return 0
+
+
 def cmd_boot(args: argparse.Namespace) -> int:
     from khib_build import qemu
-    from khib_build.config import ARCHES
     from khib_build.image import plan_image
 
     plan = plan_image(args.config)
     image = args.image or Path("output") / plan.config.output
-    for what, path in (("kernel", args.kernel), ("image", image)):
-        if not path.is_file():
-            raise UsageError(f"{what} {path} does not exist")
+    kernel = args.kernel or Path("output") / "bzImage"
+    if not kernel.is_file():
+        raise UsageError(f"kernel {kernel} does not exist: build one with `khib-build kernel`"
+                         ", or give --kernel")
+    if not image.is_file():
+        raise UsageError(f"image {image} does not exist")
     cmdline = qemu.kernel_cmdline(args.run, args.append)
-    command = qemu.qemu_command(ARCHES[plan.config.arch].qemu, args.kernel, image, cmdline,
-                                args.memory)
+    command = qemu.qemu_command(qemu.qemu_for(kernel), kernel, image, cmdline, args.memory)
     result = qemu.boot(command, args.expect, args.timeout, echo=not args.quiet)
     if args.expect is not None:
         verdict = "found" if result.found else "NOT found"

@@ -22,6 +22,8 @@ from khib_build.schema import (
 
 PACKAGE_NAME = r"[a-z0-9][a-z0-9+._-]*"
 NAME = Str(PACKAGE_NAME, "a name of lower-case letters, digits and + . _ -")
+KERNEL_OPTION = Str(r"[A-Z0-9_]+=(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|\"[^\"]*\")",
+                    "SYMBOL=value without the CONFIG_ prefix, e.g. KEXEC=y")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,20 @@ class ImageConfig:
     download_dir: Path | None = setting(
         Optional(FilePath(is_dir=True)), None,
         "download dir (default: KHIB_DL_DIR, else the user's cache dir)",
+    )
+    kernel_options: tuple[str, ...] = setting(
+        ListOf(KERNEL_OPTION, unique=True),
+        (), "kernel config symbols the image itself needs (beyond its recipes')",
+    )
+    kernel_source: Path | None = setting(
+        Optional(FilePath()), None,
+        "kernel source: a tarball (e.g. /usr/src/linux-source-6.1.tar.xz) or an unpacked "
+        "tree; --kernel-src overrides",
+    )
+    kernel_base: str = setting(
+        Str(r"\S+", "tinyconfig, defconfig or a config file"), "tinyconfig",
+        "the config the kernel fragment is merged into: tinyconfig, defconfig, or a file "
+        "(relative to this config)",
     )
     source_date_epoch: int = setting(
         Int(0, 2**32 - 1), 0, "timestamp clamp for the image (SOURCE_DATE_EPOCH overrides)"

@@ -25,7 +25,16 @@ from khib_build.engine import Engine, PackageResult, Survey, changes, dependents
 from khib_build.errors import KhibError, UsageError
 from khib_build.fetch import Sources, fetch, sha256_of
 from khib_build.fsutil import write_atomically
-from khib_build.recipes import Recipe, resolve
+from khib_build.kconfig import Request, fragment_text, image_requests
+from khib_build.recipes import (
+    BUILTIN_RECIPES,
+    KERNEL_RECIPE,
+    Recipe,
+    find_recipe,
+    load_recipe,
+    resolve,
+    search_path,
+)
 from khib_build.remote import RemoteCache
 from khib_build.report import say
 from khib_build.rootfs import assemble
@@ -61,6 +70,8 @@ class Plan:
     recipes: list[Recipe]
     tables: dict[str, TableEntry]
     overlay_items: list[overlays.OverlayItem]
+    linux: Recipe  # the kernel recipe: its options and patches
+    kernel_requests: dict[str, Request]
 
     @property
     def by_name(self) -> dict[str, Recipe]:
@@ -92,7 +103,9 @@ def plan_image(config_path: Path) -> Plan:
         [*config.file_lists, *(t for r in recipes for t in r.file_lists)],
     )
     items = overlays.plan(config.overlays, template_context(config, recipes))
-    return Plan(config, recipes, tables, items)
+    linux = load_recipe(find_recipe(KERNEL_RECIPE, search_path(config)) or
+                        BUILTIN_RECIPES / KERNEL_RECIPE / "recipe.yaml")
+    return Plan(config, recipes, tables, items, linux, image_requests(config, linux, recipes))
 
 
 def template_context(config: ImageConfig, recipes: list[Recipe]) -> dict[str, Any]:
@@ -218,9 +231,11 @@ def build_image(plan: Plan, options: Options) -> ImageResult:
         digest = sha256_of(image)
         state.remember_image({"key": key, "sha256": digest, "inputs": inputs})
         status = "packed"
-    described = manifest_json(plan, results, image, digest)
-    if not manifest.is_file() or manifest.read_bytes() != described:
-        write_atomically(manifest, described)
+    for path, content in ((manifest, manifest_json(plan, results, image, digest)),
+                          (settings.outdir / "kernel.config",
+                           fragment_text(plan.kernel_requests).encode())):
+        if not path.is_file() or path.read_bytes() != content:
+            write_atomically(path, content)
     return ImageResult(image, image.stat().st_size, digest, status, results, manifest,
                        time.monotonic() - started)
 

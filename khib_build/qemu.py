@@ -37,6 +37,15 @@ def kernel_cmdline(run: str | None, extra: str = "") -> str:
     return " ".join(parts)
 
 
+def qemu_for(kernel: Path) -> str:
+    """qemu-system-x86_64 for a 64-bit bzImage, qemu-system-i386 for a 32-bit one (the
+    boot protocol's xloadflags bit 0 says whether the kernel has a 64-bit entry)."""
+    with kernel.open("rb") as handle:
+        header = handle.read(0x240)
+    is_bzimage = header[0x202:0x206] == b"HdrS"
+    return "qemu-system-x86_64" if not is_bzimage or header[0x236] & 1 else "qemu-system-i386"
+
+
 def qemu_command(qemu: str, kernel: Path, initrd: Path, cmdline: str, memory: int) -> list[str]:
     return [qemu, "-m", str(memory), "-nographic", "-no-reboot", "-kernel", str(kernel),
             "-initrd", str(initrd), "-append", cmdline]

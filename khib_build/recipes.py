@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jinja2
 
-from khib_build.config import NAME, ImageConfig
+from khib_build.config import KERNEL_OPTION, NAME, ImageConfig
 from khib_build.extract import DEFAULT_EXPANSION
 from khib_build.schema import (
     FilePath,
@@ -26,6 +26,7 @@ from khib_build.schema import (
 )
 
 BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+KERNEL_RECIPE = "linux"  # the kernel's recipe: not a package, read by kconfig and kernel
 URL = Str(r"(https?|ftp|file)://\S+", "a URL")
 SHA256 = Str(r"[0-9a-f]{64}", "a sha256 of 64 lower-case hex digits", verbatim=True)
 FILE_NAME = Str(r"[A-Za-z0-9][A-Za-z0-9+._~-]*", "a plain file name")
@@ -107,6 +108,16 @@ class Recipe:
     host_tools: tuple[str, ...] = setting(
         ListOf(Str(r"[A-Za-z0-9][A-Za-z0-9+._-]*", "a command name"), unique=True), (),
         "commands the build runs on the host (checked on PATH before any build starts)",
+    )
+    kernel_options: tuple[str, ...] = setting(
+        ListOf(KERNEL_OPTION, unique=True), (),
+        "kernel config symbols the package needs at run time, as SYMBOL=value",
+    )
+    kernel_options_i386: tuple[str, ...] = setting(
+        ListOf(KERNEL_OPTION, unique=True), (), "more kernel config symbols, for i386 only"
+    )
+    kernel_options_x86_64: tuple[str, ...] = setting(
+        ListOf(KERNEL_OPTION, unique=True), (), "more kernel config symbols, for x86_64 only"
     )
     build: tuple[str, ...] = setting(ListOf(TEMPLATE), (), "build commands (jinja2 templates)")
     install: tuple[str, ...] = setting(

@@ -14,6 +14,7 @@ from khib_build import paths
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "khib.yaml"
+X86_64_CONFIG = REPO / "configs" / "khib-x86_64.yaml"
 
 
 def khib_argv(*args: object) -> list[str]:
@@ -73,3 +74,28 @@ def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copyfile(vmlinuz, cached.with_suffix(".tmp"))
     os.replace(cached.with_suffix(".tmp"), cached)
     return cached
+
+
+def built_kernel(factory: pytest.TempPathFactory, config: Path) -> Path:
+    """The bzImage `khib-build kernel` builds for ``config`` (through the user's cache)."""
+    outdir = factory.mktemp("kernel")
+    assert_ok(khib("kernel", "-c", config, "-o", outdir, timeout=3600))
+    return outdir / "bzImage"
+
+
+@pytest.fixture(scope="session")
+def kernel_i386(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_kernel(tmp_path_factory, DEFAULT_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def kernel_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_kernel(tmp_path_factory, X86_64_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def image_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default x86_64 image, built once per run."""
+    outdir = tmp_path_factory.mktemp("image-x86_64")
+    assert_ok(khib("rootfs", "-c", X86_64_CONFIG, "-o", outdir))
+    return outdir / "rootfs.gz"

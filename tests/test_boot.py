@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_CONFIG, REPO, assert_ok, khib
+from tests.conftest import DEFAULT_CONFIG, REPO, X86_64_CONFIG, assert_ok, khib
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +34,9 @@ def test_default_image_boots_and_powers_off(default_image: Path, debian_kernel: 
     assert "reboot: Power down" in console  # poweroff -f ended QEMU, not the timeout
 
 
-def test_x86_64_image_boots(tmp_path: Path, debian_kernel: Path) -> None:
-    config = REPO / "configs" / "khib-x86_64.yaml"
-    assert_ok(khib("rootfs", "-c", config, "-o", tmp_path))
-    result = khib("boot", "-c", config, "--kernel", debian_kernel, "--image",
-                  tmp_path / "rootfs.gz", "--run", PROBE, "--expect", "khib: run exited 0",
+def test_x86_64_image_boots(image_x86_64: Path, debian_kernel: Path) -> None:
+    result = khib("boot", "-c", X86_64_CONFIG, "--kernel", debian_kernel, "--image",
+                  image_x86_64, "--run", PROBE, "--expect", "khib: run exited 0",
                   "--timeout", 180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "khib: khib 0.1 (x86_64), busybox 1.35.0" in result.stdout

@@ -1,0 +1,253 @@
+"""The kernel: its source, the image's config checked against it, and a cached bzImage.
+
+A tarball source is unpacked once into ``<cache>/kernel-src/`` and shared; a build that
+must patch it works on a hard-linked copy whose patched files are real copies, so the
+shared tree is never written to.  The configuration is the image's fragment (see
+:mod:`kconfig`) merged into the base with the tree's own tools; a request that does not
+land stops the build with the reason.  The result (``bzImage`` and the full config) is
+cached under a hash of the source, the linux recipe (its patches), the fragment, the
+base, the architecture and the compiler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from khib_build.build import CACHE_FORMAT, key_of
+from khib_build.cache import Cache, reason, tree_digest
+from khib_build.config import ImageConfig
+from khib_build.errors import KhibError, UsageError
+from khib_build.extract import extract
+from khib_build.fetch import sha256_of
+from khib_build.kconfig import (
+    BASES,
+    KernelKconfig,
+    Request,
+    fragment_text,
+    kernel_make,
+    merge,
+    not_landed,
+    run_logged,
+)
+from khib_build.recipes import Recipe, recipe_files
+from khib_build.report import say
+from khib_build.state import OutputDir
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    tree: Path  # the unpacked source
+    identity: str  # the tarball's sha256, or a digest of the tree
+
+
+def kernel_source(given: Path | None, config: ImageConfig, cache_root: Path) -> KernelSource:
+    """The tree to build from: ``--kernel-src``, else the config's ``kernel_source``."""
+    path = given or config.kernel_source
+    if path is None:
+        raise UsageError("no kernel source: give --kernel-src (a tarball such as "
+                         "/usr/src/linux-source-6.1.tar.xz, or a tree) or set kernel_source "
+                         "in the image config")
+    if path.is_dir():
+        if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
+            raise UsageError(f"{path} is not a kernel tree (no Makefile and Kconfig)")
+        say(f"kernel: hashing the tree {path}")
+        return KernelSource(path.resolve(), "tree " + tree_digest(path))
+    if not path.is_file():
+        raise UsageError(f"kernel source {path} does not exist")
+    sha = sha256_of(path)
+    final = cache_root / "kernel-src" / sha[:24]
+    if not final.is_dir():
+        say(f"kernel: unpacking {path.name} (once; kept in {final.parent})")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+        try:
+            extract(path, staging)
+            try:
+                staging.rename(final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+        except OSError as exc:
+            raise KhibError(f"kernel: cannot unpack {path} into {final.parent}: "
+                            f"{reason(exc)}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    tops = [p for p in final.iterdir() if p.is_dir()]
+    tree = tops[0] if len(tops) == 1 else final
+    return KernelSource(tree, sha)
+
+
+def base_of(config: ImageConfig) -> str:
+    """tinyconfig, defconfig, or the path of a base config file."""
+    if config.kernel_base in BASES:
+        return config.kernel_base
+    assert config.origin is not None
+    path = (config.origin.path.parent / config.kernel_base).resolve()
+    if not path.is_file():
+        raise config.origin.error("kernel_base", f"kernel_base {config.kernel_base}: no such "
+                                  "file (tinyconfig, defconfig, or a config file)")
+    return str(path)
+
+
+@dataclass(frozen=True)
+class Check:
+    """What the kernel's tools made of a fragment."""
+
+    missing: list[Request]
+    reasons: dict[str, str]
+    extra: dict[str, str]  # proposed by --resolve
+    extra_missing: list[Request]  # still not landed with the proposal applied
+
+
+def check(src: Path, arch: str, base: str, requests: dict[str, Request], work: Path,
+          log: TextIO, resolve: bool = False) -> Check:
+    """Merge ``requests`` into ``base`` with the tree's tools; what did not land and why;
+    with ``resolve``, the extra symbols that make everything land (checked the same way)."""
+    work.mkdir(parents=True, exist_ok=True)
+    fragment = work / "fragment.config"
+    fragment.write_text(fragment_text(requests))
+    actual = merge(src, work / "merged", arch, base, [fragment], log)
+    missing = not_landed(requests, actual)
+    if not missing:
+        return Check([], {}, {}, [])
+    say(f"kconfig: {len(missing)} request(s) did not land; reading Kconfig to say why")
+    kconfig = KernelKconfig(src, arch)
+    kconfig.load(work / "merged" / ".config")
+    reasons = {r.symbol: kconfig.why(r.symbol) for r in missing}
+    if not resolve:
+        return Check(missing, reasons, {}, [])
+    extra = kconfig.resolve(work / "merged" / "base.config", requests)
+    proposal = work / "resolved.config"
+    proposal.write_text("".join(f"CONFIG_{s}={v}\n" for s, v in extra.items()))
+    resolved = merge(src, work / "resolved", arch, base, [fragment, proposal], log)
+    return Check(missing, reasons, extra, not_landed(requests, resolved))
+
+
+def report_check(result: Check) -> list[str]:
+    lines = [f"{r.symbol}={r.value}: not landed (asked by {', '.join(r.askers)}): "
+             f"{result.reasons[r.symbol]}" for r in result.missing]
+    if result.extra:
+        lines.append("--resolve proposes: " + " ".join(f"CONFIG_{s}={v}"
+                                                       for s, v in result.extra.items()))
+        lines += [f"{r.symbol}={r.value}: still not landed with the proposal"
+                  for r in result.extra_missing]
+    return lines
+
+
+def kernel_inputs(source: KernelSource, linux: Recipe, fragment: str, base: str, arch: str,
+                  epoch: int) -> dict[str, str]:
+    compiler = subprocess.run(["gcc", "--version"], capture_output=True, text=True,
+                              check=False).stdout.split("\n", 1)[0]
+    inputs = {
+        "khib-build cache format": str(CACHE_FORMAT),
+        "kernel source": source.identity,
+        "fragment": hashlib.sha256(fragment.encode()).hexdigest(),
+        "base": base if base in BASES else f"{Path(base).name} {sha256_of(Path(base))}",
+        "arch": arch,
+        "compiler": compiler,
+        "SOURCE_DATE_EPOCH": str(epoch),
+    }
+    return inputs | {f"recipe file {rel}": d for rel, d in recipe_files(linux).items()}
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    bzimage: Path
+    config: Path
+    status: str  # "built" or "cached"
+    seconds: float
+
+
+def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Request],
+                 base: str, arch: str, outdir: Path, cache: Cache, jobs: int, epoch: int
+                 ) -> KernelResult:
+    """``outdir/bzImage`` and ``outdir/kernel.full.config``, from the cache or built."""
+    started = time.monotonic()
+    state = OutputDir(outdir)
+    state.lock()
+    fragment = fragment_text(requests)
+    inputs = kernel_inputs(source, linux, fragment, base, arch, epoch)
+    key = key_of(inputs)
+    name = f"linux-{arch}"
+    work = outdir / "kernel-build"
+    if cache.restore(name, key, work / "result") is not None:
+        status = "cached"
+    else:
+        status = "built"
+        log_path = outdir / "logs" / "kernel.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as log:
+            tree = patched_tree(source.tree, linux, work, log)
+            say(f"kernel: configuring for {arch} ({Path(base).name} + the image's fragment)")
+            result = check(tree, arch, base, requests, work / "config", log)
+            if result.missing:
+                raise KhibError("kernel config: requests did not land (khib-build kconfig "
+                                "--resolve proposes what to add):\n" +
+                                "\n".join(report_check(result)))
+            build = work / "config" / "merged"
+            say(f"kernel: building bzImage with -j{jobs} (log: {log_path})")
+            kernel_make(tree, build, arch, ["bzImage"], log, jobs, kbuild_env(epoch))
+        replace = work / "result"
+        if replace.exists():
+            shutil.rmtree(replace)
+        replace.mkdir(parents=True)
+        shutil.copyfile(build / "arch" / "x86" / "boot" / "bzImage", replace / "bzImage")
+        shutil.copyfile(build / ".config", replace / "kernel.full.config")
+        cache.store(name, key, replace, {"name": name, "key": key, "inputs": inputs})
+    for file in ("bzImage", "kernel.full.config"):
+        tmp = outdir / f".{file}.tmp"
+        shutil.copyfile(work / "result" / file, tmp)
+        os.replace(tmp, outdir / file)
+    (outdir / "kernel.json").write_text(json.dumps({"key": key, "inputs": inputs},
+                                                   indent=1, sort_keys=True) + "\n")
+    return KernelResult(outdir / "bzImage", outdir / "kernel.full.config", status,
+                        time.monotonic() - started)
+
+
+def kbuild_env(epoch: int) -> dict[str, str]:
+    """What makes a kernel build reproducible: no build time, user or host in it."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+    return {"KBUILD_BUILD_TIMESTAMP": stamp, "KBUILD_BUILD_USER": "khib",
+            "KBUILD_BUILD_HOST": "khib-build", "KBUILD_BUILD_VERSION": "1"}
+
+
+def patched_tree(src: Path, linux: Recipe, work: Path, log: TextIO) -> Path:
+    """``src`` itself when no patch is needed; otherwise a hard-linked copy with each
+    patched file made a copy of its own before ``patch`` touches it."""
+    needed = []
+    for patch in linux.patches:
+        present = subprocess.run(["patch", "-p1", "-R", "--dry-run", "-s", "-f", "-i",
+                                  str(patch)], cwd=src, capture_output=True, check=False)
+        if present.returncode == 0:
+            say(f"kernel: {patch.name}: already in this tree, skipped")
+        else:
+            needed.append(patch)
+    if not needed:
+        return src
+    tree = work / "src"
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    say("kernel: linking a private copy of the tree to patch")
+    run_logged(["cp", "-al", str(src), str(tree)], log, "cp -al")
+    for patch in needed:
+        for rel in re.findall(r"(?m)^\+\+\+ b/(\S+)", patch.read_text()):
+            target = tree / rel
+            if target.is_file():
+                copy = target.with_name(target.name + ".khib-copy")
+                shutil.copy2(target, copy)
+                os.replace(copy, target)
+        say(f"kernel: applying {patch.name}")
+        run_logged(["patch", "-p1", "--forward", "--batch", "-i", str(patch), "-d", str(tree)],
+                   log, f"patch {patch.name}")
+    return tree

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from khib_build import __version__, cancel
+from khib_build import __version__, cancel, pyinstall
 from khib_build.cache import Cache
 from khib_build.config import ImageConfig
 from khib_build.errors import BuildError, FetchError, KhibError
@@ -149,6 +149,13 @@ class Builder:
         for patch in self.recipe.patches:
             command = f"patch -p1 --forward --batch -i {shlex.quote(str(patch))}"
             self.shell(f"patch {patch.name}", command, srcdir)
+        if self.recipe.kind == "python":
+            try:
+                self.timed("install python package",
+                           lambda: pyinstall.install(srcdir, self.staging, self.sysroot))
+            except KhibError as exc:
+                raise BuildError(self.recipe.name, "install python package", self.log,
+                                 str(exc)) from None
         values = variables(self.recipe, self.settings, srcdir, self.staging, self.sysroot)
         for step in ("build", "install"):
             commands = getattr(self.recipe, step)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from khib_build import __version__, overlays, paths
+from khib_build import __version__, overlays, paths, pyclosure, pythonlib
 from khib_build.build import BuildSettings, key_of, toolchain_inputs
 from khib_build.cache import Cache, tree_digest
 from khib_build.config import ImageConfig, load_config
@@ -225,6 +225,7 @@ def build_image(plan: Plan, options: Options) -> ImageResult:
         state.forget_image()
         assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
                  settings.outdir / "rootfs")
+        pythonlib.prune(settings.outdir / "rootfs", plan.recipes, settings.outdir)
         say(f"packing {image.name} ({plan.config.compression})")
         pack_tree(settings.outdir / "rootfs", plan.tables, image, plan.config.compression,
                   plan.config.compression_level, settings.epoch, plan.config.early_segment)
@@ -248,6 +249,8 @@ def image_inputs(plan: Plan, results: list[PackageResult], epoch: int) -> dict[s
         "compression": f"{config.compression} {config.compression_level}",
         "SOURCE_DATE_EPOCH": str(epoch),
         "early segment": tree_digest(config.early_segment) if config.early_segment else "",
+        "python modules": " ".join(sorted({m for r in plan.recipes for m in r.python_modules})),
+        "python closure": sha256_of(Path(pyclosure.__file__)),
         "tables": digest_of([(repr(e), e.source and sha256_of(e.source))
                              for e in plan.tables.values()]),
     }

@@ -13,6 +13,7 @@ import jinja2
 from khib_build.config import KERNEL_OPTION, NAME, ImageConfig
 from khib_build.extract import DEFAULT_EXPANSION
 from khib_build.schema import (
+    Choice,
     FilePath,
     Int,
     ListOf,
@@ -27,6 +28,7 @@ from khib_build.schema import (
 
 BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 KERNEL_RECIPE = "linux"  # the kernel's recipe: not a package, read by kconfig and kernel
+PYTHON_RECIPE = "python3"  # the interpreter python packages run on
 URL = Str(r"(https?|ftp|file)://\S+", "a URL")
 SHA256 = Str(r"[0-9a-f]{64}", "a sha256 of 64 lower-case hex digits", verbatim=True)
 FILE_NAME = Str(r"[A-Za-z0-9][A-Za-z0-9+._~-]*", "a plain file name")
@@ -83,6 +85,11 @@ class Recipe:
     name: str = setting(NAME, help="package name, the same as the recipe's folder")
     version: str = setting(Str(verbatim=True), help="upstream version")
     license: str = setting(Str(), help="SPDX license expression")
+    kind: str = setting(
+        Choice(("commands", "python")), "commands",
+        "commands: build and install run the recipe's commands; python: a pure-Python "
+        "package (its src/ or source) installed by khib-build with its console scripts",
+    )
     license_files: tuple[str, ...] = setting(ListOf(Str()), (), "license files in the source")
     source: SourceSpec | None = setting(
         Optional(Record(SourceSpec)), None, "pinned upstream source; none for src/ packages"
@@ -118,6 +125,10 @@ class Recipe:
     )
     kernel_options_x86_64: tuple[str, ...] = setting(
         ListOf(KERNEL_OPTION, unique=True), (), "more kernel config symbols, for x86_64 only"
+    )
+    python_modules: tuple[str, ...] = setting(
+        ListOf(Str(r"[A-Za-z_][A-Za-z0-9_.]*", "a module name"), unique=True), (),
+        "standard library modules the package imports in ways a scan cannot see",
     )
     build: tuple[str, ...] = setting(ListOf(TEMPLATE), (), "build commands (jinja2 templates)")
     install: tuple[str, ...] = setting(
@@ -163,6 +174,10 @@ def load_recipe(path: Path) -> Recipe:
             "name", f"name '{recipe.name}' differs from the recipe's folder '{path.parent.name}'"
         )
     check_templates(recipe)
+    if recipe.kind == "python" and PYTHON_RECIPE not in recipe.depends:
+        assert recipe.origin is not None
+        raise recipe.origin.error("kind", f"a python package runs on the image's interpreter:"
+                                  f" add {PYTHON_RECIPE} to its depends")
     return recipe
 
 

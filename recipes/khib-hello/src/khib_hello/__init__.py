@@ -1,0 +1,1 @@
+"""khib-hello: a tiny tool that runs on the image's Python."""

@@ -1,0 +1,158 @@
+"""khib-save and khib-restore on the host, with files standing in for /dev/mem."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import struct
+import subprocess
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PAGE = 4096
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C core built for the host from recipes/khib-core/src (warnings are errors)."""
+    build = tmp_path_factory.mktemp("core")
+    shutil.copytree(REPO / "recipes" / "khib-core" / "src", build, dirs_exist_ok=True)
+    subprocess.run(["make", "-s", "CC=gcc"], cwd=build, check=True)
+    return build
+
+
+@dataclass(frozen=True)
+class Load:
+    paddr: int
+    memsz: int
+    filesz: int
+    offset: int
+
+
+def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
+    """The image's PT_LOADs and its KHIB note records."""
+    data = image.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64
+    assert struct.unpack_from("<H", data, 16)[0] == 4  # ET_CORE
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phnum, = struct.unpack_from("<H", data, 56)
+    found, records = [], []
+    for i in range(phnum):
+        kind, _, offset, _, paddr, filesz, memsz, _ = struct.unpack_from(
+            "<IIQQQQQQ", data, phoff + 56 * i)
+        if kind == 1:
+            found.append(Load(paddr, memsz, filesz, offset))
+        elif kind == 4:
+            _, descsz, _ = struct.unpack_from("<III", data, offset)
+            assert data[offset + 12:offset + 16] == b"KHIB"
+            desc = offset + 12 + 8
+            records = [struct.unpack_from("<QQII", data, desc + 24 * k)
+                       for k in range(descsz // 24)]
+    return found, records
+
+
+def memory(path: Path, size: int) -> bytes:
+    """A memory file: random pages, runs of zero pages, and a token at a known place."""
+    rng = random.Random(7)
+    pages = []
+    for index in range(size // PAGE):
+        zero = (index // 16) % 3 == 1 or index % 7 == 3
+        pages.append(bytes(PAGE) if zero else rng.randbytes(PAGE))
+    data = bytearray(b"".join(pages))
+    data[0x12345:0x12345 + 16] = b"KHIB-TOKEN-12345"
+    path.write_bytes(data)
+    return bytes(data)
+
+
+def run(core: Path, program: str, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([core / program, *map(str, args)], capture_output=True, text=True,
+                          check=False)
+
+
+def test_save_stores_data_records_zero_pages_and_checksums(core: Path, tmp_path: Path) -> None:
+    mem = memory(tmp_path / "mem", 4 * MiB)
+    # Two RAM ranges with a hole between, as /proc/iomem lists them; the hole is not saved.
+    (tmp_path / "ranges").write_text("00001000-0009fbff : System RAM\n"
+                                     "000a0000-000fffff : PCI Bus 0000:00\n"
+                                     "00100000-003fffff : System RAM\n")
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "-o", tmp_path / "image")
+    assert result.returncode == 0, result.stderr
+    segments, records = loads(tmp_path / "image")
+    assert len(segments) == len(records) > 2
+    image = (tmp_path / "image").read_bytes()
+    covered = 0
+    for load, (paddr, memsz, crc, zero_pages) in zip(segments, records, strict=True):
+        assert (load.paddr, load.memsz) == (paddr, memsz)
+        content = mem[paddr:paddr + memsz]
+        assert zlib.crc32(content) == crc
+        if load.filesz == 0:  # recorded, not stored: all zeros
+            assert content == bytes(memsz) and zero_pages == (memsz + PAGE - 1) // PAGE
+        else:
+            assert image[load.offset:load.offset + memsz] == content and zero_pages == 0
+        assert not 0xa0000 <= paddr < 0x100000
+        covered += memsz
+    assert covered == (0x9fc00 - 0x1000) + (0x400000 - 0x100000)
+    assert sum(r[3] for r in records) > 100  # many zero pages, none of them stored
+    assert len(image) < 4 * MiB * 0.8
+    assert image.count(b"KHIB-TOKEN-12345") == 1
+    assert "zero pages recorded" in result.stdout
+
+
+def test_restore_writes_back_and_verifies(core: Path, tmp_path: Path) -> None:
+    mem = memory(tmp_path / "mem", 2 * MiB)
+    (tmp_path / "ranges").write_text("00000000-001fffff\n")
+    assert run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+               "-o", tmp_path / "image").returncode == 0
+    target = tmp_path / "target"
+    target.write_bytes(os.urandom(2 * MiB))  # another kernel's garbage
+    check = run(core, "khib-restore", tmp_path / "image", "--mem", target, "--verify")
+    assert check.returncode == 1 and "differs from the image" in check.stderr
+    result = run(core, "khib-restore", tmp_path / "image", "--mem", target)
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == mem
+    assert "verified" in result.stdout
+
+
+def test_a_damaged_image_is_refused(core: Path, tmp_path: Path) -> None:
+    memory(tmp_path / "mem", MiB)
+    (tmp_path / "ranges").write_text("00000000-000fffff\n")
+    run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+        "-o", tmp_path / "image")
+    data = bytearray((tmp_path / "image").read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the stored pages
+    (tmp_path / "image").write_bytes(data)
+    target = tmp_path / "target"
+    target.write_bytes(bytes(MiB))
+    result = run(core, "khib-restore", tmp_path / "image", "--mem", target)
+    assert result.returncode == 1 and "differs from the image" in result.stderr
+
+
+def test_resume_image_fits_kexec_segment_limit(core: Path, tmp_path: Path) -> None:
+    mem = memory(tmp_path / "mem", 4 * MiB)
+    (tmp_path / "ranges").write_text("00001000-0009ffff\n00100000-003fffff\n")
+    run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+        "-o", tmp_path / "image")
+    segments, _ = loads(tmp_path / "image")
+    assert len(segments) > 16  # zero runs and data alternate
+    result = run(core, "khib-restore", tmp_path / "image", "--resume-image",
+                 tmp_path / "resume.elf")
+    assert result.returncode == 0, result.stderr
+    data = (tmp_path / "resume.elf").read_bytes()
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phnum, = struct.unpack_from("<H", data, 56)
+    assert phnum == 2  # one per contiguous range
+    for i in range(phnum):
+        _, _, offset, _, paddr, filesz, memsz, _ = struct.unpack_from(
+            "<IIQQQQQQ", data, phoff + 56 * i)
+        assert filesz == memsz and data[offset:offset + filesz] == mem[paddr:paddr + memsz]
+    too_few = run(core, "khib-restore", tmp_path / "image", "--resume-image",
+                  tmp_path / "r1.elf", "--max-segments", 1)
+    assert too_few.returncode == 1 and "2 separate ranges" in too_few.stderr

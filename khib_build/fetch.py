@@ -170,7 +170,8 @@ def verified(partial: Path, spec: SourceSpec, dl_dir: Path) -> bool:
 
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on the partial-downloads folder: two runs never write one file."""
+    """An exclusive lock on a folder (the partial downloads, apt's private state), held
+    against other runs and other threads of this one."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -276,13 +277,17 @@ def apt_source(spec: SourceSpec, sources: Sources) -> None:
     ``apt-get indextargets`` reports them), with its own lists dir under ``state``.
     """
     assert spec.debian is not None and sources.apt_state is not None
-    options = apt_options(sources.apt_state)
-    update = run_apt(["apt-get", *options, "update"])
+    sources.apt_state.mkdir(parents=True, exist_ok=True)
     sources.partial_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="apt-", dir=sources.partial_dir))
     try:
-        result = run_apt(["apt-get", *options, "source", "--download-only", spec.debian.package],
-                         cwd=workdir)
+        # One apt at a time on the private state (apt runs without its own locks here):
+        # packages fetched side by side, or two runs, would corrupt each other's lists.
+        with locked(sources.apt_state):
+            options = apt_options(sources.apt_state)
+            update = run_apt(["apt-get", *options, "update"])
+            result = run_apt(["apt-get", *options, "source", "--download-only",
+                              spec.debian.package], cwd=workdir)
         found = workdir / spec.debian.file
         if not found.is_file():
             last = (result.stdout + update.stdout).strip().splitlines()[-1:] or ["no output"]

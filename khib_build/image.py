@@ -11,11 +11,12 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from khib_build import __version__, overlays, paths, pyclosure, pythonlib
+from khib_build import __version__, cancel, overlays, paths, pyclosure, pythonlib
 from khib_build.build import BuildSettings, key_of, toolchain_inputs
 from khib_build.cache import Cache, tree_digest
 from khib_build.config import ImageConfig, load_config
@@ -137,14 +138,21 @@ def settings_for(plan: Plan, options: Options) -> BuildSettings:
 
 
 def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None) -> list[Path]:
-    """Download and verify the sources of the named packages (all by default)."""
+    """Download and verify the sources of the named packages (all by default), side by
+    side."""
     settings = settings_for(plan, options)
     known = {r.name for r in plan.recipes}
     unknown = sorted(set(names or ()) - known)
     if unknown:
         raise UsageError(f"not in the image: {', '.join(unknown)}; packages: {', '.join(known)}")
-    wanted = [r for r in plan.recipes if r.source and (not names or r.name in names)]
-    return [fetch(r.source, settings.sources) for r in wanted if r.source]
+    wanted = [r.source for r in plan.recipes if r.source and (not names or r.name in names)]
+    cancel.STOP.clear()
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        try:
+            return list(pool.map(lambda spec: fetch(spec, settings.sources), wanted))
+        except BaseException:
+            cancel.STOP.set()  # the other downloads stop too
+            raise
 
 
 def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:

@@ -119,12 +119,15 @@ def test_offline_with_empty_download_dir_names_the_missing_file(tmp_path: Path) 
 
 @pytest.mark.skipif(not debian_like(), reason="Debian's source archive needs a Debian-like host")
 def test_debian_source_archive_supplies_the_upstream_tarball(tmp_path: Path) -> None:
-    """busybox.net is out of reach here; apt-get source yields the same bytes."""
+    """busybox.net is out of reach here; apt-get source yields the same bytes, for two
+    packages fetched side by side on one fresh private apt state."""
     dl = tmp_path / "dl"
-    result = khib("fetch", "--dl-dir", dl, "--cache-dir", tmp_path / "cache", "busybox")
+    result = khib("fetch", "--dl-dir", dl, "--cache-dir", tmp_path / "cache", "busybox",
+                  "kexec-tools")
     assert_ok(result)
     assert "from apt-get source busybox (busybox_1.35.0.orig.tar.bz2)" in result.stderr
-    assert listing(dl) == ["busybox-1.35.0.tar.bz2"]
+    assert "from apt-get source kexec-tools (kexec-tools_2.0.25.orig.tar.xz)" in result.stderr
+    assert listing(dl) == ["busybox-1.35.0.tar.bz2", "kexec-tools-2.0.25.tar.xz"]
     assert sha256_of(dl / "busybox-1.35.0.tar.bz2") == (
         "faeeb244c35a348a334f4a59e44626ee870fb07b6884d68c10ae8bc19f83a694")
     sources = (tmp_path / "cache" / "apt-sources" / "sources.list").read_text()

@@ -144,14 +144,16 @@ def report_check(result: Check) -> list[str]:
     return lines
 
 
-def kernel_inputs(source: KernelSource, linux: Recipe, fragment: str, base: str, arch: str,
-                  epoch: int) -> dict[str, str]:
+def kernel_inputs(source: KernelSource, linux: Recipe, requests: dict[str, Request],
+                  base: str, arch: str, epoch: int) -> dict[str, str]:
+    """What the kernel is built from; the requests count, not who asked for them."""
     compiler = subprocess.run(["gcc", "--version"], capture_output=True, text=True,
                               check=False).stdout.split("\n", 1)[0]
     inputs = {
         "khib-build cache format": str(CACHE_FORMAT),
         "kernel source": source.identity,
-        "fragment": hashlib.sha256(fragment.encode()).hexdigest(),
+        "requests": hashlib.sha256("\n".join(r.line for r in requests.values()).encode()
+                                   ).hexdigest(),
         "base": base if base in BASES else f"{Path(base).name} {sha256_of(Path(base))}",
         "arch": arch,
         "compiler": compiler,
@@ -175,8 +177,7 @@ def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Reques
     started = time.monotonic()
     state = OutputDir(outdir)
     state.lock()
-    fragment = fragment_text(requests)
-    inputs = kernel_inputs(source, linux, fragment, base, arch, epoch)
+    inputs = kernel_inputs(source, linux, requests, base, arch, epoch)
     key = key_of(inputs)
     name = f"linux-{arch}"
     work = outdir / "kernel-build"

@@ -1,0 +1,1 @@
+"""khib: kexec jump, save and restore, run inside a khib image."""

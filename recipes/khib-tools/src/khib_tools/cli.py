@@ -137,7 +137,7 @@ def info(args: argparse.Namespace) -> int:
         image.seek(phoff)
         phdrs = [struct.unpack("<IIQQQQQQ", image.read(56)) for _ in range(phnum)]
         records = []
-        for kind, _, offset, _, _, filesz, _, _ in phdrs:
+        for kind, _, offset, _, _, _, _, _ in phdrs:
             if kind == 4:
                 image.seek(offset)
                 _, descsz, _ = struct.unpack("<III", image.read(12))

@@ -107,8 +107,9 @@ def test_the_image_fragment_lands_on_tinyconfig_for_both_arches(tmp_path: Path) 
 def test_rootfs_writes_the_fragment_with_who_asked(default_image: Path) -> None:
     fragment = (default_image.parent / "kernel.config").read_text().splitlines()
     pairs = dict(zip(fragment[2::2], fragment[1::2], strict=False))
-    assert pairs["CONFIG_KEXEC=y"] == "# recipe kexec-tools"
+    assert pairs["CONFIG_KEXEC=y"] == "# recipe kexec-tools, recipe khib-tools"
     assert pairs["CONFIG_DEVTMPFS=y"] == "# recipe linux, recipe busybox"
     assert pairs["CONFIG_X86_32=y"] == "# arch i386"
-    assert pairs["CONFIG_KEXEC_JUMP=y"] == "# image khib"
+    assert pairs["CONFIG_KEXEC_JUMP=y"] == "# recipe khib-tools, image khib"
+    assert pairs["CONFIG_STRICT_DEVMEM=n"] == "# recipe khib-core, recipe khib-tools"
     assert pairs["CONFIG_RD_GZIP=y"] == "# compression gzip"

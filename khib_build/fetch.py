@@ -27,14 +27,15 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
-import urllib3
+from typing import TYPE_CHECKING
 
 from khib_build import cancel
 from khib_build.errors import FetchError
 from khib_build.recipes import SourceSpec
 from khib_build.report import Progress, say
+
+if TYPE_CHECKING:
+    import requests
 
 CHUNK = 1 << 20
 CONNECT_TIMEOUT = 10.0
@@ -200,6 +201,9 @@ def fill(url: str, partial: Path, deadline: float, label: str) -> None:
 
 
 def fill_http(url: str, partial: Path, deadline: float, progress: Progress) -> None:
+    import requests  # here, not at the top: a build with everything cached starts faster
+    import urllib3
+
     have = partial.stat().st_size if partial.exists() else 0
     headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
     started = time.monotonic()

@@ -22,8 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import requests
-
 from khib_build import cancel
 from khib_build.cache import CHUNK, Cache, walk
 from khib_build.errors import KhibError
@@ -62,6 +60,8 @@ class RemoteCache:
         """Fetch an entry into the local cache; False on a miss or a failure."""
         if self.off:
             return False
+        import requests  # only when the shared cache is used
+
         try:
             answer = requests.get(self.url(name, key, ".json"),
                                   timeout=(CONNECT_TIMEOUT, self.timeout))
@@ -87,6 +87,8 @@ class RemoteCache:
 
     def get_file(self, url: str, dest: Path, meta: dict[str, object]) -> None:
         """Download ``url`` into ``dest`` within a total deadline; check its sha256."""
+        import requests
+
         digest = hashlib.sha256()
         deadline = time.monotonic() + 10 * self.timeout
         with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, self.timeout),
@@ -106,6 +108,8 @@ class RemoteCache:
         """Publish a local entry, unless read-only or off."""
         if self.off or not self.writable:
             return
+        import requests
+
         entry = self.cache.entry(name, key)
         try:
             meta = json.loads((entry / "meta.json").read_text())
@@ -121,6 +125,8 @@ class RemoteCache:
             self.turn_off(name, "storing", exc)
 
     def put(self, url: str, body: object) -> None:
+        import requests
+
         answer = requests.put(url, data=body, timeout=(CONNECT_TIMEOUT, self.timeout))
         answer.raise_for_status()
 

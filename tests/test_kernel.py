@@ -17,17 +17,20 @@ PROBE = ("echo loader-options=$(kexec --help | grep -c -e --load-preserve-contex
 
 
 @pytest.mark.parametrize("arch", ["i386", "x86_64"])
-def test_built_kernel_boots_the_default_image(arch: str, request: pytest.FixtureRequest
-                                              ) -> None:
+def test_built_kernel_boots_the_default_image(arch: str, request: pytest.FixtureRequest,
+                                              tmp_path: Path) -> None:
     kernel: Path = request.getfixturevalue(f"kernel_{arch}")
     image: Path = request.getfixturevalue("default_image" if arch == "i386"
                                           else "image_x86_64")
     config = read_config(kernel.parent / "kernel.full.config")
     assert config["KEXEC_JUMP"] == "y" and config["X86_64" if arch == "x86_64"
                                                   else "X86_32"] == "y"
+    # Without --kernel, boot takes output/bzImage, where `khib-build kernel` puts it.
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "bzImage").symlink_to(kernel)
     result = khib("boot", "-c", DEFAULT_CONFIG if arch == "i386" else X86_64_CONFIG,
-                  "--kernel", kernel, "--image", image, "--run", PROBE,
-                  "--expect", "khib: run exited 0", "--timeout", 180)
+                  "--image", image, "--run", PROBE, "--expect", "khib: run exited 0",
+                  "--timeout", 180, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert f"khib: khib 0.1 ({arch})" in result.stdout
     assert "loader-options=2" in result.stdout and "KHIB-KERNEL-MARKER" in result.stdout

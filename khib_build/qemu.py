@@ -46,9 +46,13 @@ def qemu_for(kernel: Path) -> str:
     return "qemu-system-x86_64" if not is_bzimage or header[0x236] & 1 else "qemu-system-i386"
 
 
-def qemu_command(qemu: str, kernel: Path, initrd: Path, cmdline: str, memory: int) -> list[str]:
-    return [qemu, "-m", str(memory), "-nographic", "-no-reboot", "-kernel", str(kernel),
-            "-initrd", str(initrd), "-append", cmdline]
+def qemu_command(qemu: str, kernel: Path, initrd: Path, cmdline: str, memory: int,
+                 disk: Path | None = None) -> list[str]:
+    command = [qemu, "-m", str(memory), "-nographic", "-no-reboot", "-kernel", str(kernel),
+               "-initrd", str(initrd), "-append", cmdline]
+    if disk is not None:  # a raw virtio disk: /dev/vda in the guest
+        command += ["-drive", f"file={disk},format=raw,if=virtio"]
+    return command
 
 
 def boot(command: list[str], expect: str | None, timeout: float, echo: bool = False,

@@ -57,3 +57,15 @@ def test_jump_to_b_and_back_keeps_a_intact(image_x86_64: Path, kernel_x86_64: Pa
     resumed = console.index("khib: resumed after the jump")
     assert jumping < b_marker.start() < resumed < console.index("A result=0")
     assert f"A result=0 token-now={token[1]} file-now={token[1]}" in console
+
+
+def test_boot_attaches_a_raw_virtio_disk(image_x86_64: Path, kernel_x86_64: Path,
+                                         tmp_path: Path) -> None:
+    """Where B will write A's image: a raw disk the test attaches, /dev/vda in the guest."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"KHIB-DISK-MARKER".ljust(1 << 20, b"\0"))
+    result = khib("boot", "-c", X86_64_CONFIG, "--kernel", kernel_x86_64, "--image",
+                  image_x86_64, "--disk", disk, "--run", "head -c 16 /dev/vda; echo",
+                  "--expect", "khib: run exited", "--timeout", 180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "KHIB-DISK-MARKER" in result.stdout.split("khib.run=")[-1]

@@ -70,6 +70,11 @@ def add_fetch_options(parser: argparse.ArgumentParser) -> None:
                         help="job budget shared by all package builds (default: %(default)s)")
 
 
+def add_kernel_src(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel-src", type=Path, metavar="PATH",
+                        help="kernel tree or tarball (default: the config's kernel_source)")
+
+
 def add_build_options(parser: argparse.ArgumentParser) -> None:
     add_fetch_options(parser)
     parser.add_argument("--no-wait", action="store_true",
@@ -226,8 +231,7 @@ def parser() -> argparse.ArgumentParser:
         "did not land, with its unmet dependencies. Exit 1 if any did not land (with "
         "--resolve: if any still does not land with the proposed extra symbols).")
     add_config(kconfig)
-    kconfig.add_argument("--kernel-src", type=Path, metavar="PATH",
-                         help="kernel tree or tarball (default: the config's kernel_source)")
+    add_kernel_src(kconfig)
     kconfig.add_argument("--arch", choices=("i386", "x86_64"),
                          help="target architecture (default: the config's)")
     kconfig.add_argument("--base", metavar="BASE",
@@ -247,8 +251,7 @@ def parser() -> argparse.ArgumentParser:
         "linux recipe's patches and the image's fragment merged into the base config; "
         "write OUTDIR/bzImage and OUTDIR/kernel.full.config. Cached like a package.")
     add_config(kernel)
-    kernel.add_argument("--kernel-src", type=Path, metavar="PATH",
-                        help="kernel tree or tarball (default: the config's kernel_source)")
+    add_kernel_src(kernel)
     add_outdir(kernel)
     add_cache_dir(kernel)
     kernel.add_argument("--no-cache", action="store_true", help="build even if cached")

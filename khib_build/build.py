@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -55,18 +55,22 @@ class Step:
     seconds: float
 
 
+def compiler_version(cc: Sequence[str]) -> str:
+    """The first line of the compiler's ``--version``."""
+    try:
+        return subprocess.run([*cc, "--version"], capture_output=True, text=True,
+                              check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError) as exc:
+        raise KhibError(f"toolchain {shlex.join(cc)} does not run: {exc}") from None
+
+
 def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str]:
     """What of the compiler can change a build's output: command, version, flags, and the
     versions of the C library whose code static binaries carry."""
     tc = config.toolchain
-    try:
-        version = subprocess.run([*tc.cc, "--version"], capture_output=True, text=True,
-                                 check=True).stdout.splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError) as exc:
-        raise KhibError(f"toolchain {shlex.join(tc.cc)} does not run: {exc}") from None
     inputs = {
         "toolchain cc": shlex.join([shutil.which(tc.cc[0]) or tc.cc[0], *tc.cc[1:]]),
-        "toolchain version": version,
+        "toolchain version": compiler_version(tc.cc),
         "toolchain cflags": shlex.join(tc.cflags),
         "toolchain ldflags": shlex.join(tc.ldflags),
     }
@@ -91,7 +95,7 @@ def package_inputs(recipe: Recipe, settings: BuildSettings, toolchain: dict[str,
     return inputs
 
 
-def key_of(inputs: dict[str, str]) -> str:
+def key_of(inputs: object) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 

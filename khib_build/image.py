@@ -259,19 +259,15 @@ def image_inputs(plan: Plan, results: list[PackageResult], epoch: int) -> dict[s
         "early segment": tree_digest(config.early_segment) if config.early_segment else "",
         "python modules": " ".join(sorted({m for r in plan.recipes for m in r.python_modules})),
         "python closure": sha256_of(Path(pyclosure.__file__)),
-        "tables": digest_of([(repr(e), e.source and sha256_of(e.source))
-                             for e in plan.tables.values()]),
+        "tables": key_of([(repr(e), e.source and sha256_of(e.source))
+                          for e in plan.tables.values()]),
     }
     inputs |= {f"package {r.recipe.name} output": r.output for r in results}
     for item in plan.overlay_items:
         content = item.content if item.source is None else item.source.read_bytes()
-        inputs[f"overlay {item.path}"] = digest_of(
+        inputs[f"overlay {item.path}"] = key_of(
             [item.kind, item.mode, item.target, hashlib.sha256(content or b"").hexdigest()])
     return inputs
-
-
-def digest_of(value: object) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def manifest_json(plan: Plan, results: list[PackageResult], image: Path, digest: str) -> bytes:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from khib_build.build import compiler_version
 from khib_build.config import ARCHES, ImageConfig
 from khib_build.errors import ConfigError, KhibError
 from khib_build.recipes import Recipe
@@ -171,8 +172,7 @@ class KernelKconfig:
         import kconfiglib
 
         self.lib = kconfiglib
-        version = subprocess.run(["gcc", "--version"], capture_output=True, text=True,
-                                 check=False).stdout.split("\n", 1)[0]
+        version = compiler_version(["gcc"])
         os.environ.update(srctree=str(src), ARCH=ARCHES[arch].kernel_arch, SRCARCH="x86",
                           KERNELVERSION=kernel_version(src), CC="gcc", LD="ld",
                           HOSTCC="gcc", HOSTCXX="g++", CC_VERSION_TEXT=version)

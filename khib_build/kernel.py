@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from khib_build.build import CACHE_FORMAT, key_of
+from khib_build.build import CACHE_FORMAT, compiler_version, key_of
 from khib_build.cache import Cache, reason, tree_digest
 from khib_build.config import ImageConfig
 from khib_build.errors import KhibError, UsageError
@@ -147,8 +147,6 @@ def report_check(result: Check) -> list[str]:
 def kernel_inputs(source: KernelSource, linux: Recipe, requests: dict[str, Request],
                   base: str, arch: str, epoch: int) -> dict[str, str]:
     """What the kernel is built from; the requests count, not who asked for them."""
-    compiler = subprocess.run(["gcc", "--version"], capture_output=True, text=True,
-                              check=False).stdout.split("\n", 1)[0]
     inputs = {
         "khib-build cache format": str(CACHE_FORMAT),
         "kernel source": source.identity,
@@ -156,7 +154,7 @@ def kernel_inputs(source: KernelSource, linux: Recipe, requests: dict[str, Reque
                                    ).hexdigest(),
         "base": base if base in BASES else f"{Path(base).name} {sha256_of(Path(base))}",
         "arch": arch,
-        "compiler": compiler,
+        "compiler": compiler_version(["gcc"]),
         "SOURCE_DATE_EPOCH": str(epoch),
     }
     return inputs | {f"recipe file {rel}": d for rel, d in recipe_files(linux).items()}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from khib_build.errors import KhibError
+from khib_build.pythonlib import interpreter_lib
 
 SKIPPED = {"setup.py", "conftest.py"}
 SCRIPT = """#!/usr/bin/python3
@@ -30,11 +31,11 @@ sys.exit({call}())
 
 def python_dir(sysroot: Path) -> str:
     """``usr/lib/python3.X`` as the interpreter in the sysroot lays it out."""
-    found = sorted(p for p in (sysroot / "usr" / "lib").glob("python3.*") if p.is_dir())
-    if not found:
+    lib = interpreter_lib(sysroot)
+    if lib is None:
         raise KhibError("no usr/lib/python3.X in the sysroot: the package must depend on the "
                         "python3 package")
-    return found[-1].relative_to(sysroot).as_posix()
+    return lib.relative_to(sysroot).as_posix()
 
 
 def install(project: Path, destdir: Path, sysroot: Path) -> list[str]:

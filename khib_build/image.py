@@ -163,25 +163,26 @@ def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:
 
 
 def explain(plan: Plan, options: Options, name: str) -> list[str]:
-    """Why a package would be rebuilt: each input changed since its last build."""
+    """Why a package would be rebuilt: each input changed since its last build (for a
+    package waiting on a stale dependency, that dependency's reasons)."""
     found = survey_image(plan, options)
-    state = found[name]
-    if state.waits_on is not None:
-        return [f"{name}: stale: its inputs include the output of {state.waits_on}, which "
-                "must be built first", *explain(plan, options, state.waits_on)]
+    lines = []
+    while (state := found[name]).waits_on is not None:
+        lines.append(f"{name}: stale: its inputs include the output of {state.waits_on}, "
+                     "which must be built first")
+        name = state.waits_on
     assert state.inputs is not None and state.key is not None
     if state.status in ("up to date", "cached"):
         where = "in the output dir" if state.status == "up to date" else "in the build cache"
-        return [f"{name}: {state.status}: a build of these inputs is {where} "
+        return [*lines, f"{name}: {state.status}: a build of these inputs is {where} "
                 f"(key {state.key[:12]})"]
-    outdir = OutputDir(options.outdir.resolve())
-    record = outdir.record(name)
     settings = settings_for(plan, options)
+    record = OutputDir(settings.outdir).record(name)
     previous = record.get("inputs") if record else settings.cache.latest_inputs(name)
     where = "its last build in the output dir" if record else "its newest cache entry"
     if previous is None:
-        return [f"{name}: never built"]
-    return [f"{name}: {state.status}; changed since {where}:",
+        return [*lines, f"{name}: never built"]
+    return [*lines, f"{name}: {state.status}; changed since {where}:",
             *(f"  {line}" for line in changes(previous, state.inputs))]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
@@ -104,6 +105,27 @@ def test_save_stores_data_records_zero_pages_and_checksums(core: Path, tmp_path:
     assert len(image) < 4 * MiB * 0.8
     assert image.count(b"KHIB-TOKEN-12345") == 1
     assert "zero pages recorded" in result.stdout
+
+
+def test_save_leaves_out_the_running_kernels_own_ram(core: Path, tmp_path: Path) -> None:
+    """--exclude takes B's /proc/iomem: its System RAM holds B, not the old kernel."""
+    memory(tmp_path / "mem", 4 * MiB)
+    (tmp_path / "ranges").write_text("00000000-003fffff : System RAM\n")
+    (tmp_path / "iomem").write_text("00000000-00000fff : Reserved\n"
+                                    "00001000-0009ffff : System RAM\n"
+                                    "00200000-002fffff : System RAM\n"
+                                    "  00200000-0020ffff : Kernel code\n")
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "--exclude", tmp_path / "iomem", "-o", tmp_path / "image")
+    assert result.returncode == 0, result.stderr
+    segments, _ = loads(tmp_path / "image")
+    spans = sorted((load.paddr, load.paddr + load.memsz) for load in segments)
+    assert spans[0][0] == 0 and spans[-1][1] == 4 * MiB
+    gaps = [(end, start) for (_, end), (start, _) in itertools.pairwise(spans)
+            if end != start]
+    assert gaps == [(0x1000, 0xa0000), (0x200000, 0x300000)]
+    # The token at 0x12345 lies in the excluded low RAM.
+    assert b"KHIB-TOKEN-12345" not in (tmp_path / "image").read_bytes()
 
 
 def test_restore_writes_back_and_verifies(core: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,99 @@ def test_boot_attaches_a_raw_virtio_disk(image_x86_64: Path, kernel_x86_64: Path
                   "--expect", "khib: run exited", "--timeout", 180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "KHIB-DISK-MARKER" in result.stdout.split("khib.run=")[-1]
+
+
+# In B: find every copy of A's token in the saved image and overwrite it in A's memory
+# at its physical address, through a shared mapping of /dev/mem (read and write stop
+# at the end of B's own RAM; a mapping reaches A's RAM beyond it).
+DAMAGE_PY = """import mmap, os, struct, sys
+image, token = sys.argv[1], sys.argv[2].encode()
+hits = []
+with open(image, "rb") as f:
+    header = f.read(64)
+    phoff, = struct.unpack_from("<Q", header, 32)
+    phnum, = struct.unpack_from("<H", header, 56)
+    f.seek(phoff)
+    loads = [struct.unpack("<IIQQQQQQ", f.read(56)) for _ in range(phnum)]
+    for kind, _, offset, _, paddr, filesz, _, _ in loads:
+        if kind != 1 or not filesz:
+            continue
+        done, tail = 0, b""
+        f.seek(offset)
+        while done < filesz:
+            chunk = f.read(min(1 << 20, filesz - done))
+            data = tail + chunk
+            at = data.find(token)
+            while at >= 0:
+                hits.append(paddr + done - len(tail) + at)
+                at = data.find(token, at + 1)
+            done += len(chunk)
+            tail = data[-(len(token) - 1):]
+mem = os.open("/dev/mem", os.O_RDWR | os.O_SYNC)
+for paddr in hits:
+    page = paddr & ~4095
+    view = mmap.mmap(mem, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=page)
+    view[paddr - page:paddr - page + len(token)] = b"X" * len(token)
+    view.close()
+print("B damaged", len(hits), "copies at", " ".join(hex(a) for a in hits[:8]))
+"""
+SAVE_A_SCRIPT = """#!/bin/sh
+token={token}
+echo "$token" > /tmp/token
+khib jump --kernel /boot/bzImage --initrd /boot/initrd --b-run /boot/b.sh
+echo "A result=$? token-now=$token file-now=$(cat /tmp/token)"
+"""
+SAVE_B_SCRIPT = """#!/bin/sh
+echo "B-MARKER"
+khib save /dev/vda && khib info /dev/vda | head -n 1
+python3 /boot/damage.py /dev/vda {token}
+{restore}
+khib back
+"""
+
+
+def jump_run(image: Path, kernel: Path, tmp_path: Path, restore: bool) -> tuple[str, str, Path]:
+    """A keeps a token and jumps; B saves A to a disk, damages the token in A's memory,
+    restores A from the disk if asked, and jumps back.  The console, token and disk."""
+    token = f"tok-{secrets.token_hex(12)}"
+    data = image.read_bytes()
+    b_script = SAVE_B_SCRIPT.format(token=token, restore="khib restore /dev/vda" if restore
+                                    else "echo B-NO-RESTORE")
+    b_initrd = appended(data, {"boot/b.sh": b_script.encode(),
+                               "boot/damage.py": DAMAGE_PY.encode()}, tmp_path)
+    a_initrd = tmp_path / "a-initrd"
+    a_initrd.write_bytes(appended(data, {"boot/bzImage": kernel.read_bytes(),
+                                         "boot/initrd": b_initrd,
+                                         "boot/a.sh": SAVE_A_SCRIPT.format(token=token).encode()},
+                                  tmp_path))
+    disk = tmp_path / "disk.img"
+    with disk.open("wb") as sparse:
+        sparse.truncate(384 << 20)
+    result = khib("boot", "-c", X86_64_CONFIG, "--kernel", kernel, "--image", a_initrd,
+                  "--memory", 384, "--disk", disk, "--run", "/boot/a.sh",
+                  "--expect", "A result=", "--timeout", 600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    return result.stdout, token, disk
+
+
+def test_b_saves_a_to_disk_and_restores_it(image_x86_64: Path, kernel_x86_64: Path,
+                                           tmp_path: Path) -> None:
+    console, token, disk = jump_run(image_x86_64, kernel_x86_64, tmp_path, restore=True)
+    info = re.search(r"/dev/vda: (\d+) segments, (\d+) MiB of memory, (\d+) MiB stored, "
+                     r"(\d+) zero pages", console)
+    assert info and int(info[4]) > 0, console[-6000:]
+    assert token.encode() in disk.read_bytes()  # A's token, saved by B
+    damaged = re.search(r"B damaged (\d+) copies", console)
+    assert damaged and int(damaged[1]) > 0, console[-6000:]
+    assert "segments written and verified" in console, console[-6000:]
+    assert f"A result=0 token-now={token} file-now={token}" in console, console[-6000:]
+
+
+def test_without_restore_a_finds_its_token_damaged(image_x86_64: Path, kernel_x86_64: Path,
+                                                   tmp_path: Path) -> None:
+    """The proof that the overwrite reaches A: without khib restore, A sees it."""
+    console, token, _ = jump_run(image_x86_64, kernel_x86_64, tmp_path, restore=False)
+    assert "B-NO-RESTORE" in console and "B damaged" in console, console[-6000:]
+    result = re.search(r"A result=0 token-now=(\S*) file-now=(\S*)", console)
+    assert result, console[-6000:]
+    assert result[1] != token and result[2] != token

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 uint32_t khib_crc32(uint32_t crc, const void *data, size_t size)
@@ -108,6 +110,36 @@ int khib_pwrite_full(int fd, const void *buffer, size_t size, uint64_t offset)
 	return 0;
 }
 
+/*
+ * Copy between memory and a buffer through a shared mapping of the memory file: on
+ * /dev/mem, read() and write() stop at the end of the running kernel's own RAM
+ * (EFAULT), while mmap() reaches the old kernel's RAM beyond it.  Regular files (the
+ * tests' memory) and /proc/vmcore map the same way.
+ */
+int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory)
+{
+	uint64_t page = offset & ~(uint64_t)(KHIB_PAGE - 1);
+	size_t lead = (size_t)(offset - page);
+	unsigned char *mapped;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -1;
+	if (S_ISREG(st.st_mode) && offset + size > (uint64_t)st.st_size) {
+		errno = EIO; /* past the end of a file: a mapping would fault */
+		return -1;
+	}
+	mapped = mmap(NULL, lead + size, to_memory ? PROT_READ | PROT_WRITE : PROT_READ,
+		      MAP_SHARED, fd, (off_t)page);
+	if (mapped == MAP_FAILED)
+		return -1;
+	if (to_memory)
+		memcpy(mapped + lead, buffer, size);
+	else
+		memcpy(buffer, mapped + lead, size);
+	return munmap(mapped, lead + size);
+}
+
 static int add_range(struct khib_range **ranges, size_t *count, uint64_t paddr,
 		     uint64_t size, uint64_t offset)
 {
@@ -157,6 +189,46 @@ int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count
 		}
 	}
 	fclose(file);
+	return 0;
+}
+
+/*
+ * Cut the holes (the running kernel's own RAM, say) out of the ranges; a range split in
+ * two keeps its offsets in step with its physical addresses.
+ */
+int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
+		 size_t nholes)
+{
+	for (size_t h = 0; h < nholes; h++) {
+		struct khib_range *kept = NULL;
+		size_t nkept = 0;
+		uint64_t cut_start = holes[h].paddr, cut_end = holes[h].paddr + holes[h].size;
+
+		for (size_t r = 0; r < *count; r++) {
+			const struct khib_range *range = &(*ranges)[r];
+			uint64_t end = range->paddr + range->size;
+			int failed = 0;
+
+			if (cut_end <= range->paddr || end <= cut_start) {
+				failed = add_range(&kept, &nkept, range->paddr, range->size,
+						   range->offset) < 0;
+			} else {
+				if (range->paddr < cut_start)
+					failed = add_range(&kept, &nkept, range->paddr,
+							   cut_start - range->paddr, range->offset) < 0;
+				if (!failed && cut_end < end)
+					failed = add_range(&kept, &nkept, cut_end, end - cut_end,
+							   range->offset + (cut_end - range->paddr)) < 0;
+			}
+			if (failed) {
+				free(kept);
+				return -1;
+			}
+		}
+		free(*ranges);
+		*ranges = kept;
+		*count = nkept;
+	}
 	return 0;
 }
 

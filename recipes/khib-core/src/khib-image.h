@@ -52,10 +52,13 @@ void khib_free(struct khib_image *image);
 int khib_read_image(FILE *file, const char *name, struct khib_image *image,
 		    uint16_t *machine);
 int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count);
+int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
+		 size_t nholes);
 int khib_vmcore_ranges(int fd, const char *name, struct khib_range **ranges,
 		       size_t *count);
 int khib_pread_full(int fd, void *buffer, size_t size, uint64_t offset);
 int khib_pwrite_full(int fd, const void *buffer, size_t size, uint64_t offset);
+int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory);
 int khib_is_zero(const unsigned char *page, size_t size);
 void khib_progress(const char *what, uint64_t done, uint64_t total);
 

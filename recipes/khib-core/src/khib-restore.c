@@ -45,7 +45,7 @@ static int write_back(int image_fd, int mem, const struct khib_image *image,
 		for (uint64_t at = 0; at < s->memsz;) {
 			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
 			if (segment_chunk(image_fd, s, at, buffer, length) < 0 ||
-			    khib_pwrite_full(mem, buffer, length, s->paddr + at) < 0) {
+			    khib_mem_copy(mem, buffer, length, s->paddr + at, 1) < 0) {
 				fprintf(stderr, "khib-restore: writing 0x%llx: %s\n",
 					(unsigned long long)(s->paddr + at), strerror(errno));
 				return -1;
@@ -66,7 +66,7 @@ static long verify(int mem, const struct khib_image *image, unsigned char *buffe
 		uint32_t crc = 0;
 		for (uint64_t at = 0; at < s->memsz;) {
 			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
-			if (khib_pread_full(mem, buffer, length, s->paddr + at) < 0) {
+			if (khib_mem_copy(mem, buffer, length, s->paddr + at, 0) < 0) {
 				fprintf(stderr, "khib-restore: reading 0x%llx: %s\n",
 					(unsigned long long)(s->paddr + at), strerror(errno));
 				return -1;

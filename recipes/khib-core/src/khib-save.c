@@ -1,8 +1,11 @@
 /*
  * khib-save: stream the old kernel's memory into a khib image (see khib-image.h).
  *
- *   khib-save --vmcore /proc/vmcore -o IMAGE
- *   khib-save --mem /dev/mem --ranges RANGES -o IMAGE
+ *   khib-save --vmcore /proc/vmcore -o IMAGE [--exclude RANGES]
+ *   khib-save --mem /dev/mem --ranges RANGES -o IMAGE [--exclude RANGES]
+ *
+ * --exclude leaves out the System RAM its file lists (in B: B's own /proc/iomem, the
+ * memory B runs in, which holds B and not the old kernel).
  *
  * Two passes over the memory: the first finds the runs of zero pages and the CRC-32 of
  * every segment, which fixes the image's headers; the second writes the stored pages
@@ -30,7 +33,8 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: khib-save (--vmcore FILE | --mem FILE --ranges FILE) -o IMAGE\n");
+	fprintf(stderr, "usage: khib-save (--vmcore FILE | --mem FILE --ranges FILE) -o IMAGE "
+		"[--exclude RANGES]\n");
 	return 2;
 }
 
@@ -43,7 +47,7 @@ static int scan(int fd, const struct khib_range *ranges, size_t count, uint64_t 
 	for (size_t r = 0; r < count; r++) {
 		for (uint64_t at = 0; at < ranges[r].size;) {
 			size_t length = ranges[r].size - at < CHUNK ? (size_t)(ranges[r].size - at) : CHUNK;
-			if (khib_pread_full(fd, buffer, length, ranges[r].offset + at) < 0)
+			if (khib_mem_copy(fd, buffer, length, ranges[r].offset + at, 0) < 0)
 				return -1;
 			for (size_t page = 0; page < length; page += KHIB_PAGE) {
 				size_t size = length - page < KHIB_PAGE ? length - page : KHIB_PAGE;
@@ -160,7 +164,7 @@ static int copy(int fd, int out, const struct khib_range *ranges, size_t count,
 				length = (size_t)available;
 			if (s->memsz - at < length)
 				length = (size_t)(s->memsz - at);
-			if (from == UINT64_MAX || khib_pread_full(fd, buffer, length, from) < 0 ||
+			if (from == UINT64_MAX || khib_mem_copy(fd, buffer, length, from, 0) < 0 ||
 			    khib_pwrite_full(out, buffer, length, s->offset + at) < 0)
 				return -1;
 			crc = khib_crc32(crc, buffer, length);
@@ -183,9 +187,10 @@ static int copy(int fd, int out, const struct khib_range *ranges, size_t count,
 int main(int argc, char **argv)
 {
 	const char *vmcore = NULL, *mem = NULL, *ranges_path = NULL, *output = NULL;
-	struct khib_range *ranges = NULL;
+	const char *exclude = NULL;
+	struct khib_range *ranges = NULL, *holes = NULL;
 	struct khib_image image = {0};
-	size_t count = 0;
+	size_t count = 0, nholes = 0;
 	uint64_t total = 0, stored = 0, zero_pages = 0, data_start = 0;
 	unsigned char *buffer = malloc(CHUNK);
 	int fd, out, status = 1;
@@ -194,6 +199,7 @@ int main(int argc, char **argv)
 		const char **slot = !strcmp(argv[i], "--vmcore") ? &vmcore :
 				    !strcmp(argv[i], "--mem") ? &mem :
 				    !strcmp(argv[i], "--ranges") ? &ranges_path :
+				    !strcmp(argv[i], "--exclude") ? &exclude :
 				    !strcmp(argv[i], "-o") ? &output : NULL;
 		if (!slot || ++i == argc)
 			return usage();
@@ -207,8 +213,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if ((vmcore ? khib_vmcore_ranges(fd, vmcore, &ranges, &count)
-		    : khib_read_ranges(ranges_path, &ranges, &count)) < 0)
+		    : khib_read_ranges(ranges_path, &ranges, &count)) < 0 ||
+	    (exclude && (khib_read_ranges(exclude, &holes, &nholes) < 0 ||
+			 khib_exclude(&ranges, &count, holes, nholes) < 0)))
 		return 1;
+	free(holes);
 	for (size_t r = 0; r < count; r++)
 		total += ranges[r].size;
 	out = open(output, O_WRONLY | O_CREAT, 0644);

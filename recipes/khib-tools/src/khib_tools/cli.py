@@ -21,6 +21,8 @@ from khib_tools.newc import archive
 HANDOFF = Path("/khib")  # where B finds what A recorded
 LOW_WINDOWS = "memmap=636K@4K memmap=15M@1M"  # BIOS area and where A's kernel sits
 RESERVE = "crashkernel=15M@1M"  # keeps B's allocations away from A's control page
+# Physical KASLR ignores memmap=exactmap and would decompress B anywhere in A's RAM.
+STAY = "nokaslr"
 
 
 class Failure(Exception):
@@ -72,7 +74,7 @@ def jump(args: argparse.Namespace) -> int:
     combined.write_bytes(initrd + b"\0" * (-len(initrd) % 4) + handoff)
     consoles = re.findall(r"console=\S+", Path("/proc/cmdline").read_text())
     cmdline = [*consoles, "memmap=exactmap", LOW_WINDOWS, f"memmap={length >> 20}M@{start >> 20}M",
-               RESERVE]
+               RESERVE, STAY]
     if args.b_run:
         if '"' in args.b_run:
             raise Failure("--b-run cannot hold double quotes")
@@ -99,12 +101,11 @@ def back(_args: argparse.Namespace) -> int:
         raise Failure("no kexec_jump_back_entry= on the command line: not a kernel that "
                       "khib jump started")
     entry = match[1]
-    helper = run("kexec", "--load-jump-back-helper", f"--entry={entry}")
-    if helper.returncode != 0:
-        raise Failure(f"kexec --load-jump-back-helper failed: {helper.stderr.strip()}")
+    # Not kexec --load-jump-back-helper: khib-jump-back also maps A's control page,
+    # which may lie outside B's memory (see khib-jump-back.c).
+    require("/dev/mem", "CONFIG_DEVMEM")
     print(f"khib: jumping back (entry {entry})", flush=True)
-    result = run("kexec", "-e")
-    raise Failure(f"kexec -e returned instead of jumping back: {result.stderr.strip()}")
+    return subprocess.run(["khib-jump-back", entry], check=False).returncode
 
 
 def save(args: argparse.Namespace) -> int:
@@ -116,7 +117,8 @@ def save(args: argparse.Namespace) -> int:
         if not ranges.is_file():
             raise Failure(f"{ranges} is missing: A's RAM ranges come with khib jump")
         command = ["khib-save", "--mem", "/dev/mem", "--ranges", str(ranges), "-o", args.dest]
-    return subprocess.run(command, check=False).returncode
+    # B's own RAM holds B, not A: leave it out (restoring it would overwrite B).
+    return subprocess.run([*command, "--exclude", "/proc/iomem"], check=False).returncode
 
 
 def restore(args: argparse.Namespace) -> int:

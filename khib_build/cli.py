@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 from khib_build import __version__, report
 from khib_build.compress import FORMATS
 from khib_build.errors import KhibError, UsageError
+from khib_build.paths import data_dir
 
 if TYPE_CHECKING:
     from khib_build.image import Options
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "khib.yaml"
+DEFAULT_CONFIG = data_dir("configs") / "khib.yaml"
 
 
 class Parser(argparse.ArgumentParser):
@@ -182,8 +183,55 @@ def parser() -> argparse.ArgumentParser:
                              description="Fill the download dir with the verified sources of "
                              "the image's packages (all, or those named).")
     add_fetch_options(fetch)
+    fetch.add_argument("--all", action="store_true",
+                       help="every recipe on the search path, not only the image's: all a "
+                       "later offline build of any image may need")
     fetch.add_argument("packages", nargs="*", metavar="PKG")
     fetch.set_defaults(handler=cmd_fetch)
+
+    show_info = verbs.add_parser(
+        "show-info", help="describe the image and its packages",
+        description="Every package of the image (version, license, sources and sha256s, "
+        "patches, dependencies, cache key and status) and the image's settings. With --json, "
+        "one object of the documented schema (docs/show-info.schema.json).")
+    add_config(show_info)
+    add_outdir(show_info)
+    add_cache_dir(show_info)
+    show_info.add_argument("--json", action="store_true", help="one JSON object")
+    show_info.set_defaults(handler=cmd_show_info)
+
+    legal = verbs.add_parser(
+        "legal-info", help="write the SBOM and collect licenses and patches",
+        description="Write OUTDIR/legal-info/: sbom.spdx.json (SPDX 2.3: the image, its "
+        "packages with versions, declared licenses, download locations and checksums, and "
+        "their relationships), licenses/<pkg>/ (each package's license files) and "
+        "patches/<pkg>/. Fetches the sources it reads license files from.")
+    add_fetch_options(legal)
+    legal.set_defaults(handler=cmd_legal_info)
+
+    size = verbs.add_parser(
+        "size-report", help="what takes the space in the image",
+        description="Every entry of the built image with the package that put it there, "
+        "per-package totals (uncompressed, and an estimate of each one's share of the "
+        "compressed image), and a chart of that beside the image (size-report.svg).")
+    add_config(size)
+    add_outdir(size)
+    size.add_argument("--json", action="store_true", help="one JSON object")
+    size.add_argument("--files", action="store_true", help="list every entry, not only totals")
+    size.set_defaults(handler=cmd_size_report)
+
+    lint = verbs.add_parser(
+        "lint", help="check recipes",
+        description="Check recipes (all on the search path, or those named): schema, a "
+        "license and license file, sources pinned, patches listed, named NNNN-*.patch and "
+        "applying in order, no unused patch or file. Exit 1 on findings.")
+    add_config(lint)
+    lint.add_argument("--dl-dir", type=Path,
+                      help="download dir holding the sources patches are tried on")
+    lint.add_argument("--json", action="store_true", help="one JSON object")
+    lint.add_argument("recipes", nargs="*", metavar="RECIPE",
+                      help="a recipe name on the search path, or a recipe folder")
+    lint.set_defaults(handler=cmd_lint)
 
     pack = verbs.add_parser("pack", help="pack a directory into an image",
                             description="Pack DIR as a cpio newc image, the way rootfs does.")
@@ -379,11 +427,118 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from khib_build.image import fetch_sources, plan_image
+    from khib_build.recipes import all_recipes
 
     plan = plan_image(args.config)
-    for path in fetch_sources(plan, options_from(args), args.packages):
+    if args.all and args.packages:
+        raise UsageError("give --all or package names, not both")
+    recipes = all_recipes(plan.config) if args.all else None
+    for path in fetch_sources(plan, options_from(args), args.packages, recipes):
         print(path)
     return 0
+
+
+def cmd_show_info(args: argparse.Namespace) -> int:
+    from khib_build.image import plan_image, survey_image
+    from khib_build.info import show_info
+
+    plan = plan_image(args.config)
+    found = show_info(plan, survey_image(plan, options_from(args)))
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return 0
+    image = found["image"]
+    print(f"image {image['name']} {image['version']} ({image['arch']}), "
+          f"{image['compression']} -> {image['output']}")
+    for package in found["packages"]:
+        source = package["source"]
+        origin = source["urls"][0] if source else package["local_source"]
+        print(f"{package['name']:<14} {package['version']:<10} {package['license']:<14} "
+              f"{package['cache_status']:<12} {origin}")
+    return 0
+
+
+def cmd_legal_info(args: argparse.Namespace) -> int:
+    from khib_build.cpio import source_date_epoch
+    from khib_build.fetch import sha256_of
+    from khib_build.image import fetch_sources, plan_image
+    from khib_build.legal import write_legal_info
+
+    plan = plan_image(args.config)
+    options = options_from(args)
+    with_source = [r for r in plan.recipes if r.source]
+    tarballs = dict(zip((r.name for r in with_source),
+                        fetch_sources(plan, options, [r.name for r in with_source]),
+                        strict=True)) if with_source else {}
+    image = args.outdir / plan.config.output
+    document = write_legal_info(plan, tarballs, sha256_of(image) if image.is_file() else None,
+                                source_date_epoch(plan.config.source_date_epoch),
+                                args.outdir / "legal-info")
+    print(f"sbom: {shown(document)}")
+    return 0
+
+
+def cmd_size_report(args: argparse.Namespace) -> int:
+    from khib_build.fsutil import atomic_output
+    from khib_build.image import plan_image
+    from khib_build.sizereport import draw, report
+    from khib_build.state import OutputDir
+
+    plan = plan_image(args.config)
+    image = args.outdir / plan.config.output
+    record = OutputDir(args.outdir.resolve()).image_record()
+    if not image.is_file() or record is None:
+        raise UsageError(f"no image in {args.outdir}: build it with `khib-build rootfs` first")
+    found = report(image, record.get("owners", {}), set(plan.tables))
+    chart = image.with_name("size-report.svg")
+    with atomic_output(chart) as handle:
+        draw(found, handle)
+    if not args.files:
+        del found["files"]
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return 0
+    for entry in found.get("files", []):
+        print(f"{entry['size']:>10} {entry['owner']:<16} {entry['path']}")
+    print(f"{'package':<16} {'files':>6} {'uncompressed':>14} {'compressed (est.)':>18}")
+    for row in found["packages"]:
+        print(f"{row['owner']:<16} {row['files']:>6} {row['size']:>14} {row['compressed']:>18}")
+    print(f"{'total':<16} {'':>6} {found['uncompressed_size']:>14} "
+          f"{found['compressed_size']:>18}")
+    print(f"chart: {shown(chart)}")
+    return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from khib_build import paths
+    from khib_build.config import load_config
+    from khib_build.lint import lint_recipe, source_for
+    from khib_build.recipes import find_recipe, search_path
+
+    config = load_config(args.config)
+    dirs = search_path(config)
+    if args.recipes:
+        folders = []
+        for name in args.recipes:
+            found = Path(name) if Path(name).is_dir() else find_recipe(name, dirs)
+            if found is None:
+                raise UsageError(f"no recipe {name} on the search path "
+                                 f"({', '.join(map(str, dirs))})")
+            folders.append(found if found.is_dir() else found.parent)
+    else:
+        folders = sorted({p.parent for d in dirs for p in d.glob("*/recipe.yaml")})
+    dl_dir = paths.download_dir(args.dl_dir, config.download_dir)
+    findings = []
+    for folder in folders:
+        findings += lint_recipe(folder, source_for(folder, dl_dir, config.kernel_source))
+    if args.json:
+        print(json.dumps({"recipes": [f.name for f in folders],
+                          "findings": [f.as_dict() for f in findings]}, indent=1))
+    else:
+        for item in findings:
+            print(item.text())
+        report.say(f"{len(folders)} recipe(s), {len(findings)} finding(s)")
+    return 1 if findings else 0
 
 
 def cmd_pack(args: argparse.Namespace) -> int:

@@ -137,15 +137,17 @@ def settings_for(plan: Plan, options: Options) -> BuildSettings:
     )
 
 
-def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None) -> list[Path]:
-    """Download and verify the sources of the named packages (all by default), side by
-    side."""
+def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None,
+                  recipes: list[Recipe] | None = None) -> list[Path]:
+    """Download and verify the sources of the named packages (all the image's by default,
+    or all of ``recipes``), side by side."""
     settings = settings_for(plan, options)
-    known = {r.name for r in plan.recipes}
+    among = plan.recipes if recipes is None else recipes
+    known = {r.name for r in among}
     unknown = sorted(set(names or ()) - known)
     if unknown:
         raise UsageError(f"not in the image: {', '.join(unknown)}; packages: {', '.join(known)}")
-    wanted = [r.source for r in plan.recipes if r.source and (not names or r.name in names)]
+    wanted = [r.source for r in among if r.source and (not names or r.name in names)]
     cancel.STOP.clear()
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
         try:
@@ -227,19 +229,22 @@ def build_image(plan: Plan, options: Options) -> ImageResult:
     key = key_of(inputs)
     record = state.image_record() or {}
     digest = sha256_of(image) if image.is_file() else None
-    if record.get("key") == key and digest is not None and digest == record.get("sha256"):
+    # (A record without owners predates size-report: packed again once to keep them.)
+    if (record.get("key") == key and digest is not None and digest == record.get("sha256")
+            and "owners" in record):
         say(f"{image.name}: up to date")
         status = "up to date"
     else:
         state.forget_image()
-        assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
-                 settings.outdir / "rootfs")
+        owners = assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
+                          settings.outdir / "rootfs")
         pythonlib.prune(settings.outdir / "rootfs", plan.recipes, settings.outdir)
         say(f"packing {image.name} ({plan.config.compression})")
         pack_tree(settings.outdir / "rootfs", plan.tables, image, plan.config.compression,
                   plan.config.compression_level, settings.epoch, plan.config.early_segment)
         digest = sha256_of(image)
-        state.remember_image({"key": key, "sha256": digest, "inputs": inputs})
+        state.remember_image({"key": key, "sha256": digest, "inputs": inputs,
+                              "owners": owners})
         status = "packed"
     for path, content in ((manifest, manifest_json(plan, results, image, digest)),
                           (settings.outdir / "kernel.config",

@@ -1,9 +1,18 @@
-"""Where khib-build keeps things outside the output dir: the cache and the downloads."""
+"""Where khib-build finds its own data and keeps things outside the output dir."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def data_dir(name: str) -> Path:
+    """The built-in recipes, configs or overlays: inside the package when installed from
+    a wheel, at the top of the source tree when run from it."""
+    installed = PACKAGE / "data" / name
+    return installed if installed.is_dir() else PACKAGE.parent / name
 
 
 def user_cache_root() -> Path:

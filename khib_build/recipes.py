@@ -12,6 +12,7 @@ import jinja2
 
 from khib_build.config import KERNEL_OPTION, NAME, ImageConfig
 from khib_build.extract import DEFAULT_EXPANSION
+from khib_build.paths import data_dir
 from khib_build.schema import (
     Choice,
     FilePath,
@@ -26,7 +27,7 @@ from khib_build.schema import (
     setting,
 )
 
-BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+BUILTIN_RECIPES = data_dir("recipes")
 KERNEL_RECIPE = "linux"  # the kernel's recipe: not a package, read by kconfig and kernel
 PYTHON_RECIPE = "python3"  # the interpreter python packages run on
 URL = Str(r"(https?|ftp|file)://\S+", "a URL")
@@ -183,6 +184,15 @@ def load_recipe(path: Path) -> Recipe:
 
 def search_path(config: ImageConfig) -> list[Path]:
     return [*config.recipe_dirs, BUILTIN_RECIPES]
+
+
+def all_recipes(config: ImageConfig) -> list[Recipe]:
+    """Every recipe on the config's search path (the first of each name wins)."""
+    found: dict[str, Recipe] = {}
+    for folder in search_path(config):
+        for path in sorted(folder.glob("*/recipe.yaml")):
+            found.setdefault(path.parent.name, load_recipe(path))
+    return list(found.values())
 
 
 def find_recipe(name: str, dirs: list[Path]) -> Path | None:

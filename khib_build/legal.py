@@ -1,0 +1,127 @@
+"""legal-info: an SPDX 2.3 SBOM of the image, and each package's license files and patches.
+
+Upstream license files are read straight out of the verified source tarball (libarchive,
+one member), so nothing has to be unpacked or built first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import libarchive
+
+from khib_build import __version__
+from khib_build.errors import KhibError
+from khib_build.fsutil import write_atomically
+from khib_build.image import Plan
+from khib_build.recipes import Recipe
+
+
+def spdx_id(name: str) -> str:
+    return "SPDXRef-Package-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in name)
+
+
+def spdx_package(recipe: Recipe) -> dict[str, Any]:
+    source = recipe.source
+    package: dict[str, Any] = {
+        "SPDXID": spdx_id(recipe.name),
+        "name": recipe.name,
+        "versionInfo": recipe.version,
+        "downloadLocation": source.urls[0] if source else "NOASSERTION",
+        "filesAnalyzed": False,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": recipe.license,
+        "copyrightText": "NOASSERTION",
+        "primaryPackagePurpose": "APPLICATION",
+    }
+    if source:
+        package["packageFileName"] = source.filename
+        package["checksums"] = [{"algorithm": "SHA256", "checksumValue": source.sha256}]
+    return package
+
+
+def sbom(plan: Plan, image_sha256: str | None, epoch: int) -> dict[str, Any]:
+    """The SPDX 2.3 document: the image, its packages, what contains and depends on what.
+    Deterministic: its time is SOURCE_DATE_EPOCH and its namespace a digest of its inputs."""
+    config = plan.config
+    packages = [spdx_package(r) for r in plan.recipes]
+    image: dict[str, Any] = {
+        "SPDXID": "SPDXRef-Image", "name": f"{config.name}-{config.arch}",
+        "versionInfo": config.version, "packageFileName": config.output,
+        "downloadLocation": "NOASSERTION", "filesAnalyzed": False,
+        "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION", "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "supplier": "NOASSERTION",
+    }
+    if image_sha256:
+        image["checksums"] = [{"algorithm": "SHA256", "checksumValue": image_sha256}]
+    relationships = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
+                      "relatedSpdxElement": "SPDXRef-Image"}]
+    for recipe in plan.recipes:
+        relationships.append({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS",
+                              "relatedSpdxElement": spdx_id(recipe.name)})
+        relationships += [{"spdxElementId": spdx_id(recipe.name),
+                           "relationshipType": "DEPENDS_ON",
+                           "relatedSpdxElement": spdx_id(dep)} for dep in recipe.depends]
+    digest = hashlib.sha256(json.dumps([image, packages], sort_keys=True).encode()).hexdigest()
+    return {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": f"{config.name}-{config.version}-{config.arch}",
+        "documentNamespace": f"https://spdx.org/spdxdocs/khib-build/{config.name}-{digest}",
+        "creationInfo": {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)),
+            "creators": [f"Tool: khib-build-{__version__}"],
+        },
+        "packages": [image, *packages],
+        "relationships": relationships,
+    }
+
+
+def license_texts(recipe: Recipe, tarball: Path | None) -> dict[str, bytes]:
+    """The recipe's license files: from its src/, or from the source tarball's top folder."""
+    if tarball is None:
+        found = {name: (recipe.folder / "src" / name) for name in recipe.license_files}
+        missing = [name for name, path in found.items() if not path.is_file()]
+        if missing:
+            raise KhibError(f"package {recipe.name}: license file(s) {', '.join(missing)} "
+                            f"not in {recipe.folder / 'src'}")
+        return {name: path.read_bytes() for name, path in found.items()}
+    wanted = set(recipe.license_files)
+    texts: dict[str, bytes] = {}
+    with libarchive.file_reader(str(tarball)) as archive:
+        for entry in archive:
+            inner = entry.pathname.split("/", 1)[-1]
+            if inner in wanted and entry.isfile:
+                texts[inner] = b"".join(entry.get_blocks())
+    missing = sorted(wanted - texts.keys())
+    if missing:
+        raise KhibError(f"package {recipe.name}: license file(s) {', '.join(missing)} "
+                        f"not in {tarball.name}")
+    return texts
+
+
+def write_legal_info(plan: Plan, tarballs: dict[str, Path], image_sha256: str | None,
+                     epoch: int, folder: Path) -> Path:
+    """Fill ``folder`` with sbom.spdx.json, licenses/<pkg>/… and patches/<pkg>/…."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    for recipe in plan.recipes:
+        for name, text in license_texts(recipe, tarballs.get(recipe.name)).items():
+            target = folder / "licenses" / recipe.name / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(text)
+        for patch in recipe.patches:
+            target = folder / "patches" / recipe.name / patch.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(patch, target)
+    document = folder / "sbom.spdx.json"
+    write_atomically(document, (json.dumps(sbom(plan, image_sha256, epoch), indent=2)
+                                + "\n").encode())
+    return document

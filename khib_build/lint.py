@@ -1,0 +1,142 @@
+"""lint: check recipes the way a reviewer would, before anything is built.
+
+Schema (with file and line), a license and a license file named (and present), every
+upstream source pinned by sha256, patches that are listed, exist, are named NNNN-*.patch
+and apply to the source in order, no unused patch or file, the folder named after the
+package.  A patch is tried on the files it touches only, read from the source tarball
+(libarchive), so no source is unpacked whole.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import libarchive
+
+from khib_build.errors import ConfigError
+from khib_build.recipes import KERNEL_RECIPE, Recipe, load_recipe
+
+PATCH_NAME = re.compile(r"\d{4}-[a-z0-9][a-z0-9.+_-]*\.patch")
+PATCHED_FILE = re.compile(r"^\+\+\+ (?:b/)?(\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    recipe: str
+    file: str
+    line: int | None
+    check: str
+    message: str
+
+    def text(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: [{self.check}] {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def line_of(recipe: Recipe, key: str) -> int | None:
+    return recipe.origin.lines.get(key) if recipe.origin else None
+
+
+def lint_recipe(folder: Path, tarball: Path | None) -> list[Finding]:
+    """Every finding for the recipe in ``folder``; ``tarball`` is its source, when at hand."""
+    path = folder / "recipe.yaml"
+    name = folder.name
+    try:
+        recipe = load_recipe(path)
+    except ConfigError as exc:
+        return [Finding(name, str(exc.path), exc.line, "schema", exc.message)]
+    found: list[Finding] = []
+
+    def finding(check: str, message: str, key: str | None = None,
+                file: Path | None = None) -> None:
+        line = line_of(recipe, key) if key else None
+        found.append(Finding(name, str(file or path), line, check, message))
+
+    if not recipe.license_files:
+        finding("license", "no license file named: add license_files (e.g. [COPYING])",
+                "license")
+    local = folder / "src"
+    if recipe.source is None and recipe.name != KERNEL_RECIPE:
+        if not local.is_dir():
+            finding("source", "no source: pin an upstream tarball (urls and sha256) or "
+                    "keep the package's own code in src/")
+        for license_file in recipe.license_files:
+            if not (local / license_file).is_file():
+                finding("license", f"license file {license_file} is not in src/",
+                        "license_files")
+    elif tarball is not None:
+        present = members(tarball, set(recipe.license_files))
+        for license_file in recipe.license_files:
+            if license_file not in present:
+                finding("license", f"license file {license_file} is not in {tarball.name}",
+                        "license_files")
+    listed = {p.resolve() for p in recipe.patches}
+    for patch in sorted((folder / "patches").glob("*")):
+        if patch.resolve() not in listed:
+            finding("unused", f"{patch.name} is in patches/ but not listed in patches:",
+                    file=patch)
+    for patch in recipe.patches:
+        if not PATCH_NAME.fullmatch(patch.name):
+            finding("naming", f"patch {patch.name}: name patches NNNN-short-description.patch",
+                    "patches")
+    if recipe.patches and tarball is not None:
+        failure = apply_patches(recipe.patches, tarball)
+        if failure:
+            finding("patch", failure, "patches")
+    text = path.read_text()
+    for extra in sorted((folder / "files").rglob("*")):
+        rel = extra.relative_to(folder).as_posix()
+        if extra.is_file() and extra.name not in text:
+            finding("unused", f"{rel} is not used by the recipe", file=extra)
+    return found
+
+
+def source_for(folder: Path, dl_dir: Path, kernel_source: Path | None) -> Path | None:
+    """The recipe's source tarball if it is at hand: in the download dir, or for the kernel
+    recipe, the image config's kernel source."""
+    try:
+        recipe = load_recipe(folder / "recipe.yaml")
+    except ConfigError:
+        return None
+    if recipe.source is not None:
+        tarball = dl_dir / recipe.source.filename
+        return tarball if tarball.is_file() else None
+    if recipe.name == KERNEL_RECIPE and kernel_source is not None and kernel_source.is_file():
+        return kernel_source
+    return None
+
+
+def members(tarball: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The named files of a source tarball, by their path below its top folder."""
+    found: dict[str, bytes] = {}
+    with libarchive.file_reader(str(tarball)) as archive:
+        for entry in archive:
+            inner = entry.pathname.split("/", 1)[-1]
+            if inner in wanted and entry.isfile:
+                found[inner] = b"".join(entry.get_blocks())
+    return found
+
+
+def apply_patches(patches: tuple[Path, ...], tarball: Path) -> str | None:
+    """Apply the patches in order to the files they touch; what failed, or None."""
+    touched = {m for p in patches for m in PATCHED_FILE.findall(p.read_text(errors="replace"))}
+    with tempfile.TemporaryDirectory(prefix="khib-lint-") as tree:
+        for inner, data in members(tarball, touched).items():
+            target = Path(tree) / inner
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        for patch in patches:
+            result = subprocess.run(["patch", "-p1", "--batch", "--forward", "-i", str(patch)],
+                                    cwd=tree, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                detail = (result.stdout + result.stderr).strip().splitlines()
+                return (f"{patch.name} does not apply to {tarball.name}: "
+                        f"{detail[-1] if detail else 'patch failed'}")
+    return None

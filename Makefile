@@ -37,7 +37,8 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs kernel test lint docs bench bench-rebuild clean distclean
+.PHONY: setup setup-test rootfs kernel test lint docs bench bench-rebuild clean distclean \
+	dist install
 
 setup: $(VENV)/.runtime
 	$(call apt_ensure,$(APT_BUILD))
@@ -52,6 +53,10 @@ $(VENV)/bin/python:
 
 $(VENV)/.runtime: pyproject.toml $(VENV)/bin/python
 	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dist: pyproject.toml $(VENV)/.runtime
+	$(BIN)/pip install -q -e '.[dist]'
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime
@@ -71,6 +76,29 @@ lint: setup-test
 
 test: setup-test lint
 	$(BIN)/python -m pytest
+
+# For packagers: the sdist and wheel (recipes, configs and overlays inside), a man page and
+# bash completion generated from the argument parser, all in dist/.
+dist: $(VENV)/.dist
+	rm -rf dist
+	$(BIN)/python -m build -q -o dist .
+	$(BIN)/argparse-manpage --module khib_build.cli --function parser --prog khib-build \
+		--project-name khib-build --manual-title "khib-build manual" --output dist/khib-build.1
+	$(BIN)/shtab --shell=bash --prog khib-build khib_build.cli.parser > dist/khib-build.bash
+
+# make install PREFIX=/usr DESTDIR=pkgroot: the wheel installed for $(PYTHON), in its
+# distribution layout (Debian: PREFIX/lib/python3/dist-packages; its scripts
+# start with $(PYTHON)), the man page and the completion. Runtime dependencies are the
+# system's (see pyproject.toml).
+PREFIX ?= /usr/local
+DESTDIR ?=
+install: dist
+	PYTHONPATH="$$($(BIN)/python -c 'import installer, os; print(os.path.dirname(os.path.dirname(installer.__file__)))')" \
+		DEB_PYTHON_INSTALL_LAYOUT=deb $(PYTHON) -m installer --destdir "$(DESTDIR)/" \
+		--prefix "$(PREFIX)" dist/*.whl
+	install -D -m 644 dist/khib-build.1 "$(DESTDIR)$(PREFIX)/share/man/man1/khib-build.1"
+	install -D -m 644 dist/khib-build.bash \
+		"$(DESTDIR)$(PREFIX)/share/bash-completion/completions/khib-build"
 
 clean:
 	rm -rf $(OUTDIR)

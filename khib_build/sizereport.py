@@ -105,6 +105,7 @@ def draw(found: dict[str, Any], chart: BinaryIO) -> None:
     from matplotlib import pyplot
 
     matplotlib.rcParams["svg.hashsalt"] = "khib-build"
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable
     rows = found["packages"]
     names = [r["owner"] for r in rows]
     figure, axes = pyplot.subplots(figsize=(8, 0.45 * len(rows) + 1.5))

@@ -1,0 +1,94 @@
+"""Machine-readable output for packagers and pipelines: show-info, legal-info, size-report."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from spdx_tools.spdx.parser.parse_anything import parse_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+from tests.conftest import DEFAULT_CONFIG, REPO, assert_ok, khib
+
+pytestmark = pytest.mark.slow  # they read the built default image
+
+
+def test_show_info_json_follows_its_schema(default_image: Path) -> None:
+    result = khib("show-info", "-c", DEFAULT_CONFIG, "-o", default_image.parent, "--json")
+    assert_ok(result)
+    found = json.loads(result.stdout)
+    schema = json.loads((REPO / "docs" / "show-info.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(found, schema, cls=jsonschema.Draft202012Validator)
+    packages = {p["name"]: p for p in found["packages"]}
+    assert list(packages) == found["image"]["packages"]  # build order, here as configured
+    assert {p["cache_status"] for p in packages.values()} == {"up to date"}
+    manifest = json.loads((default_image.parent / "manifest.json").read_text())
+    assert {p["name"]: p["cache_key"] for p in manifest["packages"]} == {
+        name: p["cache_key"] for name, p in packages.items()}
+    assert packages["busybox"]["source"]["sha256"] == manifest["packages"][0]["source"]["sha256"]
+    assert found["kernel"]["patches"][0].endswith(".patch")
+    assert "python3" in packages["khib-tools"]["depends"]
+
+
+def test_legal_info_writes_a_valid_spdx_document_and_the_license_texts(
+        default_image: Path, tmp_path: Path) -> None:
+    outdir = default_image.parent
+    assert_ok(khib("legal-info", "-c", DEFAULT_CONFIG, "-o", outdir))
+    folder = outdir / "legal-info"
+    document = parse_file(str(folder / "sbom.spdx.json"))
+    assert validate_full_spdx_document(document) == []
+    raw = json.loads((folder / "sbom.spdx.json").read_text())
+    by_name = {p["name"]: p for p in raw["packages"]}
+    assert by_name["python3"]["licenseDeclared"] == "PSF-2.0"
+    assert by_name["busybox"]["checksums"][0]["checksumValue"].startswith("faeeb244")
+    image_sha = json.loads((outdir / "manifest.json").read_text())["image"]["sha256"]
+    assert by_name["khib-i386"]["checksums"][0]["checksumValue"] == image_sha
+    contains = {(r["spdxElementId"], r["relationshipType"], r["relatedSpdxElement"])
+                for r in raw["relationships"]}
+    assert ("SPDXRef-Image", "CONTAINS", "SPDXRef-Package-kexec-tools") in contains
+    assert ("SPDXRef-Package-khib-tools", "DEPENDS_ON", "SPDXRef-Package-python3") in contains
+    licenses = folder / "licenses"
+    assert b"GNU GENERAL PUBLIC LICENSE" in (licenses / "busybox" / "LICENSE").read_bytes()
+    assert b"PYTHON SOFTWARE FOUNDATION" in (licenses / "python3" / "LICENSE").read_bytes()
+    assert (licenses / "khib-core" / "COPYING").read_bytes() == (
+        REPO / "recipes" / "khib-core" / "src" / "COPYING").read_bytes()
+    # Deterministic: a second run writes the same document.
+    first = (folder / "sbom.spdx.json").read_bytes()
+    assert_ok(khib("legal-info", "-c", DEFAULT_CONFIG, "-o", outdir))
+    assert (folder / "sbom.spdx.json").read_bytes() == first
+
+
+def test_size_report_accounts_for_every_byte_of_the_image(default_image: Path) -> None:
+    outdir = default_image.parent
+    result = khib("size-report", "-c", DEFAULT_CONFIG, "-o", outdir, "--json", "--files")
+    assert_ok(result)
+    found = json.loads(result.stdout)
+    unpacked = len(gzip.decompress(default_image.read_bytes()))
+    assert found["uncompressed_size"] == unpacked
+    assert sum(p["size"] for p in found["packages"]) == unpacked
+    assert sum(f["size"] for f in found["files"]) == unpacked
+    assert found["compressed_size"] == default_image.stat().st_size
+    assert abs(sum(p["compressed"] for p in found["packages"]) - found["compressed_size"]) < 16
+    owners = {f["path"]: f["owner"] for f in found["files"]}
+    assert owners["usr/sbin/kexec"] == "kexec-tools"
+    assert owners["usr/sbin/khib-save"] == "khib-core"
+    assert owners["usr/bin/python3"] == "python3"
+    assert owners["usr/lib/python3.11/argparse.pyc"] == "python3"  # compiled from its source
+    assert owners["init"] == "overlay"
+    assert owners["dev/console"] == "(device table)"
+    assert "(unclaimed)" in {f["owner"] for f in found["files"]}  # listed as such
+    chart = outdir / "size-report.svg"
+    assert chart.read_bytes().startswith(b"<?xml") and b"python3" in chart.read_bytes()
+
+
+def test_rootfs_piped_prints_no_escape_codes(default_image: Path) -> None:
+    """Output to a pipe (as in CI logs) is plain lines: no colour, no cursor movement."""
+    for args in ((), ("--json",)):
+        result = khib("rootfs", "-c", DEFAULT_CONFIG, "-o", default_image.parent, *args)
+        assert_ok(result)
+        assert "\x1b" not in result.stdout + result.stderr and "\r" not in result.stderr
+    assert json.loads(result.stdout)["sha256"]  # --json: one summary object

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from khib_build import __version__, cancel, pyinstall
+from khib_build import __version__, cancel, pyinstall, report
 from khib_build.cache import Cache
 from khib_build.config import ImageConfig
 from khib_build.errors import BuildError, FetchError, KhibError
@@ -194,6 +194,8 @@ class Builder:
 
     def shell(self, step: str, command: str, cwd: Path) -> None:
         say(f"{self.recipe.name} {self.recipe.version}: {step}")
+        report.step(self.recipe.name, step)
+        report.detail(f"{self.recipe.name}: $ {command}")
         with self.log.open("a") as log:
             log.write(f"\n=== {step}: {command}\n")
             log.flush()

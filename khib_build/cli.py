@@ -126,6 +126,8 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true",
                         help="print only results and errors")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="also print the commands package builds run")
     verbs = top.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     verbs.add_parser = functools.partial(verbs.add_parser, parents=[common])  # type: ignore
 
@@ -341,7 +343,8 @@ def cmd_rootfs(args: argparse.Namespace, force: tuple[str, ...] = ()) -> int:
     unknown = sorted(set(force) - {r.name for r in plan.recipes})
     if unknown:
         raise UsageError(f"not in the image: {', '.join(unknown)}")
-    result = build_image(plan, options_from(args, force))
+    with report.live():
+        result = build_image(plan, options_from(args, force))
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
         return 0
@@ -433,7 +436,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if args.all and args.packages:
         raise UsageError("give --all or package names, not both")
     recipes = all_recipes(plan.config) if args.all else None
-    for path in fetch_sources(plan, options_from(args), args.packages, recipes):
+    with report.live():
+        paths = fetch_sources(plan, options_from(args), args.packages, recipes)
+    for path in paths:
         print(path)
     return 0
 
@@ -467,9 +472,9 @@ def cmd_legal_info(args: argparse.Namespace) -> int:
     plan = plan_image(args.config)
     options = options_from(args)
     with_source = [r for r in plan.recipes if r.source]
-    tarballs = dict(zip((r.name for r in with_source),
-                        fetch_sources(plan, options, [r.name for r in with_source]),
-                        strict=True)) if with_source else {}
+    with report.live():
+        fetched = fetch_sources(plan, options, [r.name for r in with_source])
+    tarballs = dict(zip((r.name for r in with_source), fetched, strict=True))
     image = args.outdir / plan.config.output
     document = write_legal_info(plan, tarballs, sha256_of(image) if image.is_file() else None,
                                 source_date_epoch(plan.config.source_date_epoch),
@@ -681,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb is None:
             parser().print_help()
             return 2
-        report.QUIET = args.quiet
+        report.QUIET, report.VERBOSE = args.quiet, args.verbose
         return args.handler(args)
     except KhibError as exc:
         print(f"khib-build: error: {exc}", file=sys.stderr)

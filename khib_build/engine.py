@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from khib_build import cancel
+from khib_build import cancel, report
 from khib_build.build import Builder, BuildSettings, Step, key_of, package_inputs
 from khib_build.jobserver import JobServer
 from khib_build.recipes import Recipe
@@ -126,14 +126,16 @@ class Engine:
         pool = ThreadPoolExecutor(max_workers=max(1, self.settings.jobs))
         running: dict[Future[PackageResult], str] = {}
         try:
-            while sorter.is_active():
-                for name in sorted(sorter.get_ready()):
-                    running[pool.submit(self.package, self.recipes[name], jobserver)] = name
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: running[f]):
-                    name = running.pop(future)
-                    self.results[name] = future.result()
-                    sorter.done(name)
+            with report.counting(len(self.recipes)):
+                while sorter.is_active():
+                    for name in sorted(sorter.get_ready()):
+                        running[pool.submit(self.package, self.recipes[name], jobserver)] = name
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in sorted(done, key=lambda f: running[f]):
+                        name = running.pop(future)
+                        self.results[name] = future.result()
+                        sorter.done(name)
+                        report.done(name)
         except BaseException:
             cancel.STOP.set()
             raise
@@ -191,9 +193,11 @@ class Engine:
                                   self.settings.outdir / "sysroot" / recipe.name)
         with jobserver.slot():
             say(f"{label}: building")
+            report.step(recipe.name, "building")
             steps = Builder(recipe, self.settings, staging, sysroot, jobserver).run()
         cancel.check()
         say(f"{label}: storing in the build cache")
+        report.step(recipe.name, "storing in the cache")
         started = time.monotonic()
         meta = self.settings.cache.store(
             recipe.name, key, staging, {"name": recipe.name, "version": recipe.version,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import pty
+import re
 from pathlib import Path
 
 import jsonschema
@@ -11,7 +14,7 @@ import pytest
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from tests.conftest import DEFAULT_CONFIG, REPO, assert_ok, khib
+from tests.conftest import DEFAULT_CONFIG, REPO, assert_ok, khib, khib_argv
 
 pytestmark = pytest.mark.slow  # they read the built default image
 
@@ -92,3 +95,38 @@ def test_rootfs_piped_prints_no_escape_codes(default_image: Path) -> None:
         assert_ok(result)
         assert "\x1b" not in result.stdout + result.stderr and "\r" not in result.stderr
     assert json.loads(result.stdout)["sha256"]  # --json: one summary object
+
+
+def run_in_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as its standard output and error."""
+    output = bytearray()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec, never return into pytest
+        os.chdir(REPO)
+        os.execve(argv[0], argv, env)
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        output.extend(data)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_a_terminal_gets_progress_bars_and_no_color_drops_their_colour(
+        default_image: Path) -> None:
+    argv = khib_argv("rebuild", "khib-core", "-c", DEFAULT_CONFIG, "-o", default_image.parent)
+    status, shown = run_in_terminal(argv, dict(os.environ))
+    assert status == 0, shown[-3000:]
+    assert re.search(r"packages .*\d/5", shown)  # the packages' bar, counting
+    assert re.search(r"\x1b\[[0-9;]*3\dm", shown)  # in colour
+    assert "khib-core 0.1: building" in shown  # the plain lines stay
+    status, shown = run_in_terminal([*argv, "-v"], dict(os.environ, NO_COLOR="1"))
+    assert status == 0, shown[-3000:]
+    assert re.search(r"packages .*\d/5", shown)
+    assert "khib-core: $ make CC=" in shown  # -v: the commands builds run
+    assert not re.search(r"\x1b\[[0-9;]*m", shown)  # no colour or style at all

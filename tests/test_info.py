@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import pty
 import re
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -130,3 +132,33 @@ def test_a_terminal_gets_progress_bars_and_no_color_drops_their_colour(
     assert re.search(r"packages .*\d/5", shown)
     assert "khib-core: $ make CC=" in shown  # -v: the commands builds run
     assert not re.search(r"\x1b\[[0-9;]*m", shown)  # no colour or style at all
+
+
+def test_fetch_all_fills_the_download_dir_with_every_recipes_source(
+        default_image: Path, tmp_path: Path) -> None:
+    """--all takes every recipe on the search path, also those the image leaves out."""
+    from khib_build.paths import download_dir
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    payload = tmp_path / "extra-1.0"
+    payload.mkdir()
+    (payload / "COPYING").write_text("MIT\n")
+    subprocess.run(["tar", "-czf", mirror / "extra-1.0.tar.gz", "-C", tmp_path, "extra-1.0"],
+                   check=True)
+    sha = hashlib.sha256((mirror / "extra-1.0.tar.gz").read_bytes()).hexdigest()
+    recipe = tmp_path / "recipes" / "extra"
+    recipe.mkdir(parents=True)
+    (recipe / "recipe.yaml").write_text(
+        f"name: extra\nversion: '1.0'\nlicense: MIT\nlicense_files: [COPYING]\nsource:\n"
+        f"  urls: [https://example.invalid/extra-1.0.tar.gz]\n  sha256: {sha}\n")
+    config = tmp_path / "image.yaml"
+    config.write_text(f"packages: [busybox]\nrecipe_dirs: [recipes]\n"
+                      f"mirrors: [file://{mirror}, file://{download_dir()}]\n")
+    dl = tmp_path / "dl"
+    assert_ok(khib("fetch", "-c", config, "--dl-dir", dl, "--offline"))
+    assert sorted(p.name for p in dl.iterdir() if p.is_file()) == ["busybox-1.35.0.tar.bz2"]
+    assert_ok(khib("fetch", "-c", config, "--dl-dir", dl, "--offline", "--all"))
+    fetched = {p.name for p in dl.iterdir() if p.is_file()}
+    assert {"extra-1.0.tar.gz", "busybox-1.35.0.tar.bz2", "kexec-tools-2.0.25.tar.xz",
+            "Python-3.11.2.tgz"} <= fetched

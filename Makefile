@@ -79,6 +79,8 @@ test: setup-test lint
 
 # For packagers: the sdist and wheel (recipes, configs and overlays inside), a man page and
 # bash completion generated from the argument parser, all in dist/.
+# Dated by the last commit (SOURCE_DATE_EPOCH), so the same tree gives the same files.
+dist: export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 dist: $(VENV)/.dist
 	rm -rf dist
 	$(BIN)/python -m build -q -o dist .

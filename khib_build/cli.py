@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 
 def add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
-                        help="image config (default: %(default)s)")
+                        help="image config (default: the built-in configs/khib.yaml)")
 
 
 def add_cache_dir(parser: argparse.ArgumentParser) -> None:

@@ -1,14 +1,16 @@
-"""A kexec jump round trip with the image's own tools, on the kernel khib-build built."""
+"""A kexec jump round trip with the image's own tools, on the kernels khib-build built:
+x86_64 and i386, each with its own default image."""
 
 from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import X86_64_CONFIG, assert_ok, khib
+from tests.conftest import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +27,24 @@ khib back
 """
 
 
+@dataclass(frozen=True)
+class Target:
+    config: Path
+    image: Path
+    kernel: Path
+
+
+FIXTURES = {"x86_64": (X86_64_CONFIG, "image_x86_64", "kernel_x86_64"),
+            "i386": (DEFAULT_CONFIG, "default_image", "kernel_i386")}
+
+
+@pytest.fixture(params=list(FIXTURES))
+def target(request: pytest.FixtureRequest) -> Target:
+    """Each arch's config, default image and built kernel."""
+    config, image, kernel = FIXTURES[request.param]
+    return Target(config, request.getfixturevalue(image), request.getfixturevalue(kernel))
+
+
 def appended(image: bytes, files: dict[str, bytes], root: Path) -> bytes:
     """``image`` with an uncompressed segment holding ``files`` (scripts executable)."""
     tree = root / f"segment-{len(list(root.iterdir()))}"
@@ -37,15 +57,14 @@ def appended(image: bytes, files: dict[str, bytes], root: Path) -> bytes:
     return image + b"\0" * (-len(image) % 4) + tree.with_suffix(".cpio").read_bytes()
 
 
-def test_jump_to_b_and_back_keeps_a_intact(image_x86_64: Path, kernel_x86_64: Path,
-                                           tmp_path: Path) -> None:
-    image = image_x86_64.read_bytes()
+def test_jump_to_b_and_back_keeps_a_intact(target: Target, tmp_path: Path) -> None:
+    image = target.image.read_bytes()
     b_initrd = appended(image, {"boot/b.sh": B_SCRIPT.encode()}, tmp_path)
     a_initrd = tmp_path / "a-initrd"
-    a_initrd.write_bytes(appended(image, {"boot/bzImage": kernel_x86_64.read_bytes(),
+    a_initrd.write_bytes(appended(image, {"boot/bzImage": target.kernel.read_bytes(),
                                           "boot/initrd": b_initrd,
                                           "boot/a.sh": A_SCRIPT.encode()}, tmp_path))
-    result = khib("boot", "-c", X86_64_CONFIG, "--kernel", kernel_x86_64, "--image", a_initrd,
+    result = khib("boot", "-c", target.config, "--kernel", target.kernel, "--image", a_initrd,
                   "--run", "/boot/a.sh", "--expect", "A result=", "--timeout", 300)
     console = result.stdout
     assert result.returncode == 0, console[-4000:] + result.stderr
@@ -121,33 +140,32 @@ khib back
 """
 
 
-def jump_run(image: Path, kernel: Path, tmp_path: Path, restore: bool) -> tuple[str, str, Path]:
+def jump_run(target: Target, tmp_path: Path, restore: bool) -> tuple[str, str, Path]:
     """A keeps a token and jumps; B saves A to a disk, damages the token in A's memory,
     restores A from the disk if asked, and jumps back.  The console, token and disk."""
     token = f"tok-{secrets.token_hex(12)}"
-    data = image.read_bytes()
+    data = target.image.read_bytes()
     b_script = SAVE_B_SCRIPT.format(token=token, restore="khib restore /dev/vda" if restore
                                     else "echo B-NO-RESTORE")
     b_initrd = appended(data, {"boot/b.sh": b_script.encode(),
                                "boot/damage.py": DAMAGE_PY.encode()}, tmp_path)
     a_initrd = tmp_path / "a-initrd"
-    a_initrd.write_bytes(appended(data, {"boot/bzImage": kernel.read_bytes(),
+    a_initrd.write_bytes(appended(data, {"boot/bzImage": target.kernel.read_bytes(),
                                          "boot/initrd": b_initrd,
                                          "boot/a.sh": SAVE_A_SCRIPT.format(token=token).encode()},
                                   tmp_path))
     disk = tmp_path / "disk.img"
     with disk.open("wb") as sparse:
         sparse.truncate(384 << 20)
-    result = khib("boot", "-c", X86_64_CONFIG, "--kernel", kernel, "--image", a_initrd,
+    result = khib("boot", "-c", target.config, "--kernel", target.kernel, "--image", a_initrd,
                   "--memory", 384, "--disk", disk, "--run", "/boot/a.sh",
                   "--expect", "A result=", "--timeout", 600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
     return result.stdout, token, disk
 
 
-def test_b_saves_a_to_disk_and_restores_it(image_x86_64: Path, kernel_x86_64: Path,
-                                           tmp_path: Path) -> None:
-    console, token, disk = jump_run(image_x86_64, kernel_x86_64, tmp_path, restore=True)
+def test_b_saves_a_to_disk_and_restores_it(target: Target, tmp_path: Path) -> None:
+    console, token, disk = jump_run(target, tmp_path, restore=True)
     info = re.search(r"/dev/vda: (\d+) segments, (\d+) MiB of memory, (\d+) MiB stored, "
                      r"(\d+) zero pages", console)
     assert info and int(info[4]) > 0, console[-6000:]
@@ -161,7 +179,8 @@ def test_b_saves_a_to_disk_and_restores_it(image_x86_64: Path, kernel_x86_64: Pa
 def test_without_restore_a_finds_its_token_damaged(image_x86_64: Path, kernel_x86_64: Path,
                                                    tmp_path: Path) -> None:
     """The proof that the overwrite reaches A: without khib restore, A sees it."""
-    console, token, _ = jump_run(image_x86_64, kernel_x86_64, tmp_path, restore=False)
+    console, token, _ = jump_run(Target(X86_64_CONFIG, image_x86_64, kernel_x86_64), tmp_path,
+                                 restore=False)
     assert "B-NO-RESTORE" in console and "B damaged" in console, console[-6000:]
     result = re.search(r"A result=0 token-now=(\S*) file-now=(\S*)", console)
     assert result, console[-6000:]

@@ -85,3 +85,15 @@ def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
 def refused_nodes(archive: Path, name: str) -> bool:
     """Source archives never need device nodes: one is an error."""
     raise ExtractError(f"{archive.name}: refusing device node entry {name!r}")
+
+
+def source_members(tarball: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The named regular files of a source tarball, by their path below its top folder,
+    read without unpacking anything else."""
+    found: dict[str, bytes] = {}
+    with libarchive.file_reader(str(tarball)) as archive:
+        for entry in archive:
+            inner = entry.pathname.split("/", 1)[-1]
+            if inner in wanted and entry.isfile:
+                found[inner] = b"".join(entry.get_blocks())
+    return found

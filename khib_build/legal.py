@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import libarchive
-
 from khib_build import __version__
 from khib_build.errors import KhibError
+from khib_build.extract import source_members
 from khib_build.fsutil import write_atomically
 from khib_build.image import Plan
 from khib_build.recipes import Recipe
@@ -94,12 +93,7 @@ def license_texts(recipe: Recipe, tarball: Path | None) -> dict[str, bytes]:
                             f"not in {recipe.folder / 'src'}")
         return {name: path.read_bytes() for name, path in found.items()}
     wanted = set(recipe.license_files)
-    texts: dict[str, bytes] = {}
-    with libarchive.file_reader(str(tarball)) as archive:
-        for entry in archive:
-            inner = entry.pathname.split("/", 1)[-1]
-            if inner in wanted and entry.isfile:
-                texts[inner] = b"".join(entry.get_blocks())
+    texts = source_members(tarball, wanted)
     missing = sorted(wanted - texts.keys())
     if missing:
         raise KhibError(f"package {recipe.name}: license file(s) {', '.join(missing)} "

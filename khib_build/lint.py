@@ -15,9 +15,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import libarchive
-
 from khib_build.errors import ConfigError
+from khib_build.extract import source_members
 from khib_build.recipes import KERNEL_RECIPE, Recipe, load_recipe
 
 PATCH_NAME = re.compile(r"\d{4}-[a-z0-9][a-z0-9.+_-]*\.patch")
@@ -72,7 +71,7 @@ def lint_recipe(folder: Path, tarball: Path | None) -> list[Finding]:
                 finding("license", f"license file {license_file} is not in src/",
                         "license_files")
     elif tarball is not None:
-        present = members(tarball, set(recipe.license_files))
+        present = source_members(tarball, set(recipe.license_files))
         for license_file in recipe.license_files:
             if license_file not in present:
                 finding("license", f"license file {license_file} is not in {tarball.name}",
@@ -113,22 +112,11 @@ def source_for(folder: Path, dl_dir: Path, kernel_source: Path | None) -> Path |
     return None
 
 
-def members(tarball: Path, wanted: set[str]) -> dict[str, bytes]:
-    """The named files of a source tarball, by their path below its top folder."""
-    found: dict[str, bytes] = {}
-    with libarchive.file_reader(str(tarball)) as archive:
-        for entry in archive:
-            inner = entry.pathname.split("/", 1)[-1]
-            if inner in wanted and entry.isfile:
-                found[inner] = b"".join(entry.get_blocks())
-    return found
-
-
 def apply_patches(patches: tuple[Path, ...], tarball: Path) -> str | None:
     """Apply the patches in order to the files they touch; what failed, or None."""
     touched = {m for p in patches for m in PATCHED_FILE.findall(p.read_text(errors="replace"))}
     with tempfile.TemporaryDirectory(prefix="khib-lint-") as tree:
-        for inner, data in members(tarball, touched).items():
+        for inner, data in source_members(tarball, touched).items():
             target = Path(tree) / inner
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)

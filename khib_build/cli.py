@@ -517,6 +517,7 @@ def cmd_size_report(args: argparse.Namespace) -> int:
 def cmd_lint(args: argparse.Namespace) -> int:
     from khib_build import paths
     from khib_build.config import load_config
+    from khib_build.kernel import kernel_source
     from khib_build.lint import lint_recipe, source_for
     from khib_build.recipes import find_recipe, search_path
 
@@ -533,9 +534,15 @@ def cmd_lint(args: argparse.Namespace) -> int:
     else:
         folders = sorted({p.parent for d in dirs for p in d.glob("*/recipe.yaml")})
     dl_dir = paths.download_dir(args.dl_dir, config.download_dir)
+
+    def kernel_tree() -> Path | None:  # unpacked once into the cache, as `kernel` does
+        if config.kernel_source is None or not config.kernel_source.exists():
+            return None
+        return kernel_source(None, config, paths.cache_dir()).tree
+
     findings = []
     for folder in folders:
-        findings += lint_recipe(folder, source_for(folder, dl_dir, config.kernel_source))
+        findings += lint_recipe(folder, source_for(folder, dl_dir, kernel_tree))
     if args.json:
         print(json.dumps({"recipes": [f.name for f in folders],
                           "findings": [f.as_dict() for f in findings]}, indent=1))

@@ -4,7 +4,7 @@ Schema (with file and line), a license and a license file named (and present), e
 upstream source pinned by sha256, patches that are listed, exist, are named NNNN-*.patch
 and apply to the source in order, no unused patch or file, the folder named after the
 package.  A patch is tried on the files it touches only, read from the source tarball
-(libarchive), so no source is unpacked whole.
+(libarchive) or, for the kernel, from the tree khib-build keeps unpacked in its cache.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def line_of(recipe: Recipe, key: str) -> int | None:
     return recipe.origin.lines.get(key) if recipe.origin else None
 
 
-def lint_recipe(folder: Path, tarball: Path | None) -> list[Finding]:
-    """Every finding for the recipe in ``folder``; ``tarball`` is its source, when at hand."""
+def lint_recipe(folder: Path, source: Path | None) -> list[Finding]:
+    """Every finding for the recipe in ``folder``; ``source`` is its tarball or tree, when
+    at hand."""
     path = folder / "recipe.yaml"
     name = folder.name
     try:
@@ -70,11 +72,11 @@ def lint_recipe(folder: Path, tarball: Path | None) -> list[Finding]:
             if not (local / license_file).is_file():
                 finding("license", f"license file {license_file} is not in src/",
                         "license_files")
-    elif tarball is not None:
-        present = source_members(tarball, set(recipe.license_files))
+    elif source is not None:
+        present = members(source, set(recipe.license_files))
         for license_file in recipe.license_files:
             if license_file not in present:
-                finding("license", f"license file {license_file} is not in {tarball.name}",
+                finding("license", f"license file {license_file} is not in {source.name}",
                         "license_files")
     listed = {p.resolve() for p in recipe.patches}
     for patch in sorted((folder / "patches").glob("*")):
@@ -85,8 +87,8 @@ def lint_recipe(folder: Path, tarball: Path | None) -> list[Finding]:
         if not PATCH_NAME.fullmatch(patch.name):
             finding("naming", f"patch {patch.name}: name patches NNNN-short-description.patch",
                     "patches")
-    if recipe.patches and tarball is not None:
-        failure = apply_patches(recipe.patches, tarball)
+    if recipe.patches and source is not None:
+        failure = apply_patches(recipe.patches, source)
         if failure:
             finding("patch", failure, "patches")
     text = path.read_text()
@@ -97,9 +99,10 @@ def lint_recipe(folder: Path, tarball: Path | None) -> list[Finding]:
     return found
 
 
-def source_for(folder: Path, dl_dir: Path, kernel_source: Path | None) -> Path | None:
-    """The recipe's source tarball if it is at hand: in the download dir, or for the kernel
-    recipe, the image config's kernel source."""
+def source_for(folder: Path, dl_dir: Path, kernel_tree: Callable[[], Path | None]
+               ) -> Path | None:
+    """The recipe's source if it is at hand: its tarball in the download dir, or for the
+    kernel recipe, the image's kernel tree."""
     try:
         recipe = load_recipe(folder / "recipe.yaml")
     except ConfigError:
@@ -107,16 +110,21 @@ def source_for(folder: Path, dl_dir: Path, kernel_source: Path | None) -> Path |
     if recipe.source is not None:
         tarball = dl_dir / recipe.source.filename
         return tarball if tarball.is_file() else None
-    if recipe.name == KERNEL_RECIPE and kernel_source is not None and kernel_source.is_file():
-        return kernel_source
-    return None
+    return kernel_tree() if recipe.name == KERNEL_RECIPE else None
 
 
-def apply_patches(patches: tuple[Path, ...], tarball: Path) -> str | None:
+def members(source: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The named files of a source tarball or tree."""
+    if source.is_file():
+        return source_members(source, wanted)
+    return {name: (source / name).read_bytes() for name in wanted if (source / name).is_file()}
+
+
+def apply_patches(patches: tuple[Path, ...], source: Path) -> str | None:
     """Apply the patches in order to the files they touch; what failed, or None."""
     touched = {m for p in patches for m in PATCHED_FILE.findall(p.read_text(errors="replace"))}
     with tempfile.TemporaryDirectory(prefix="khib-lint-") as tree:
-        for inner, data in source_members(tarball, touched).items():
+        for inner, data in members(source, touched).items():
             target = Path(tree) / inner
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
@@ -125,6 +133,6 @@ def apply_patches(patches: tuple[Path, ...], tarball: Path) -> str | None:
                                     cwd=tree, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 detail = (result.stdout + result.stderr).strip().splitlines()
-                return (f"{patch.name} does not apply to {tarball.name}: "
+                return (f"{patch.name} does not apply to {source.name}: "
                         f"{detail[-1] if detail else 'patch failed'}")
     return None

@@ -62,4 +62,9 @@ int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_mem
 int khib_is_zero(const unsigned char *page, size_t size);
 void khib_progress(const char *what, uint64_t done, uint64_t total);
 
+/* The programs of the one khib-core binary, chosen by the name it runs as. */
+int khib_save_main(int argc, char **argv);
+int khib_restore_main(int argc, char **argv);
+int khib_jump_back_main(int argc, char **argv);
+
 #endif

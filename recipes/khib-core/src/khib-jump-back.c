@@ -29,7 +29,7 @@ static int usage(void)
 	return 2;
 }
 
-int main(int argc, char **argv)
+int khib_jump_back_main(int argc, char **argv)
 {
 	const char *mem_path = "/dev/mem";
 	int load_only = 0, fd;

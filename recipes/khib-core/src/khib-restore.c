@@ -158,7 +158,7 @@ fail:
 	return -1;
 }
 
-int main(int argc, char **argv)
+int khib_restore_main(int argc, char **argv)
 {
 	const char *image_path = NULL, *mem_path = NULL, *resume = NULL;
 	size_t max_segments = 16;

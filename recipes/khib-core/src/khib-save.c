@@ -184,7 +184,7 @@ static int copy(int fd, int out, const struct khib_range *ranges, size_t count,
 	return 0;
 }
 
-int main(int argc, char **argv)
+int khib_save_main(int argc, char **argv)
 {
 	const char *vmcore = NULL, *mem = NULL, *ranges_path = NULL, *output = NULL;
 	const char *exclude = NULL;

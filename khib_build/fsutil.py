@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -14,9 +14,11 @@ from typing import BinaryIO
 def atomic_output(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     """Write to a temporary file beside ``path``; rename it into place only on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    temporary = Path(name)
+    # The name is chosen before the file exists, so that an interrupt arriving just after
+    # it is created still finds it to remove (mkstemp leaves a window where it cannot).
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()

@@ -59,9 +59,11 @@ $(VENV)/.dist: pyproject.toml $(VENV)/.runtime
 	$(BIN)/pip install -q -e '.[dist]'
 	touch $@
 
+# The test extras include the dist ones (test_packaging runs make install), so .dist is
+# fresh too: nothing reinstalls the package while the suite runs.
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 	$(BIN)/pip install -q -e '.[test]'
-	touch $@
+	touch $(VENV)/.dist $@
 
 rootfs: setup
 	$(BIN)/khib-build rootfs -c $(CONFIG) -o $(OUTDIR)
@@ -74,8 +76,11 @@ kernel: setup
 lint: setup-test
 	$(BIN)/ruff check .
 
+# Two workers, whole test files each (a file's fixtures are built once per run). Session
+# fixtures (images, kernels) are built per worker through the shared build cache: warm,
+# the second worker restores what the first built.
 test: setup-test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # For packagers: the sdist and wheel (recipes, configs and overlays inside), a man page and
 # bash completion generated from the argument parser, all in dist/.

@@ -29,7 +29,6 @@ from khib_build.extract import ExtractError, extract
 from khib_build.fetch import Sources, fetch, sha256_of
 from khib_build.jobserver import JobServer
 from khib_build.recipes import Recipe, recipe_files, render_command
-from khib_build.report import say
 
 CACHE_FORMAT = 2
 T = TypeVar("T")
@@ -187,14 +186,13 @@ class Builder:
             return dest
         try:
             archive = fetch(source, self.settings.sources)
-            say(f"{self.recipe.name} {self.recipe.version}: unpacking {archive.name}")
+            report.step(self.recipe.name, self.recipe.version, f"unpacking {archive.name}")
             return extract(archive, self.workdir, self.recipe.max_expansion)
         except (FetchError, ExtractError) as exc:
             raise type(exc)(f"package {self.recipe.name}: {exc}") from None
 
     def shell(self, step: str, command: str, cwd: Path) -> None:
-        say(f"{self.recipe.name} {self.recipe.version}: {step}")
-        report.step(self.recipe.name, step)
+        report.step(self.recipe.name, self.recipe.version, step)
         report.detail(f"{self.recipe.name}: $ {command}")
         with self.log.open("a") as log:
             log.write(f"\n=== {step}: {command}\n")

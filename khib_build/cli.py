@@ -486,7 +486,7 @@ def cmd_legal_info(args: argparse.Namespace) -> int:
 def cmd_size_report(args: argparse.Namespace) -> int:
     from khib_build.fsutil import atomic_output
     from khib_build.image import plan_image
-    from khib_build.sizereport import draw, report
+    from khib_build.sizereport import breakdown, draw
     from khib_build.state import OutputDir
 
     plan = plan_image(args.config)
@@ -494,7 +494,7 @@ def cmd_size_report(args: argparse.Namespace) -> int:
     record = OutputDir(args.outdir.resolve()).image_record()
     if not image.is_file() or record is None:
         raise UsageError(f"no image in {args.outdir}: build it with `khib-build rootfs` first")
-    found = report(image, record.get("owners", {}), set(plan.tables))
+    found = breakdown(image, record.get("owners", {}), set(plan.tables))
     chart = image.with_name("size-report.svg")
     with atomic_output(chart) as handle:
         draw(found, handle)
@@ -519,7 +519,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     from khib_build.config import load_config
     from khib_build.kernel import kernel_source
     from khib_build.lint import lint_recipe, source_for
-    from khib_build.recipes import find_recipe, search_path
+    from khib_build.recipes import find_recipe, recipe_folders, search_path
 
     config = load_config(args.config)
     dirs = search_path(config)
@@ -532,7 +532,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
                                  f"({', '.join(map(str, dirs))})")
             folders.append(found if found.is_dir() else found.parent)
     else:
-        folders = sorted({p.parent for d in dirs for p in d.glob("*/recipe.yaml")})
+        folders = recipe_folders(dirs)
     dl_dir = paths.download_dir(args.dl_dir, config.download_dir)
 
     def kernel_tree() -> Path | None:  # unpacked once into the cache, as `kernel` does

@@ -187,17 +187,14 @@ class Engine:
 
     def build(self, recipe: Recipe, key: str, inputs: dict[str, str], staging: Path,
               jobserver: JobServer) -> tuple[tuple[Step, ...], dict[str, Any]]:
-        label = f"{recipe.name} {recipe.version}"
         deps = [self.results[d].staging for d in closure(recipe, self.recipes)]
         sysroot = package_sysroot(recipe.name, self.sysroot_base, deps,
                                   self.settings.outdir / "sysroot" / recipe.name)
         with jobserver.slot():
-            say(f"{label}: building")
-            report.step(recipe.name, "building")
+            report.step(recipe.name, recipe.version, "building")
             steps = Builder(recipe, self.settings, staging, sysroot, jobserver).run()
         cancel.check()
-        say(f"{label}: storing in the build cache")
-        report.step(recipe.name, "storing in the cache")
+        report.step(recipe.name, recipe.version, "storing in the build cache")
         started = time.monotonic()
         meta = self.settings.cache.store(
             recipe.name, key, staging, {"name": recipe.name, "version": recipe.version,

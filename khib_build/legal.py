@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 from khib_build import __version__
 from khib_build.errors import KhibError
 from khib_build.extract import source_members
-from khib_build.fsutil import write_atomically
 from khib_build.image import Plan
 from khib_build.recipes import Recipe
 
@@ -103,19 +103,26 @@ def license_texts(recipe: Recipe, tarball: Path | None) -> dict[str, bytes]:
 
 def write_legal_info(plan: Plan, tarballs: dict[str, Path], image_sha256: str | None,
                      epoch: int, folder: Path) -> Path:
-    """Fill ``folder`` with sbom.spdx.json, licenses/<pkg>/… and patches/<pkg>/…."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    for recipe in plan.recipes:
-        for name, text in license_texts(recipe, tarballs.get(recipe.name)).items():
-            target = folder / "licenses" / recipe.name / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(text)
-        for patch in recipe.patches:
-            target = folder / "patches" / recipe.name / patch.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(patch, target)
-    document = folder / "sbom.spdx.json"
-    write_atomically(document, (json.dumps(sbom(plan, image_sha256, epoch), indent=2)
-                                + "\n").encode())
-    return document
+    """Fill ``folder`` with sbom.spdx.json, licenses/<pkg>/… and patches/<pkg>/…: made
+    beside it and swapped in whole, so a failed run leaves the previous one intact."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for recipe in plan.recipes:
+            for name, text in license_texts(recipe, tarballs.get(recipe.name)).items():
+                target = work / "licenses" / recipe.name / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(text)
+            for patch in recipe.patches:
+                target = work / "patches" / recipe.name / patch.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(patch, target)
+        (work / "sbom.spdx.json").write_text(json.dumps(sbom(plan, image_sha256, epoch),
+                                                         indent=2) + "\n")
+        work.chmod(0o755)
+        if folder.exists():
+            shutil.rmtree(folder)
+        work.rename(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return folder / "sbom.spdx.json"

@@ -186,13 +186,18 @@ def search_path(config: ImageConfig) -> list[Path]:
     return [*config.recipe_dirs, BUILTIN_RECIPES]
 
 
-def all_recipes(config: ImageConfig) -> list[Recipe]:
-    """Every recipe on the config's search path (the first of each name wins)."""
-    found: dict[str, Recipe] = {}
-    for folder in search_path(config):
+def recipe_folders(dirs: list[Path]) -> list[Path]:
+    """Every recipe folder in ``dirs``; the first of each name wins, as in find_recipe."""
+    found: dict[str, Path] = {}
+    for folder in dirs:
         for path in sorted(folder.glob("*/recipe.yaml")):
-            found.setdefault(path.parent.name, load_recipe(path))
+            found.setdefault(path.parent.name, path.parent)
     return list(found.values())
+
+
+def all_recipes(config: ImageConfig) -> list[Recipe]:
+    """Every recipe on the config's search path."""
+    return [load_recipe(folder / "recipe.yaml") for folder in recipe_folders(search_path(config))]
 
 
 def find_recipe(name: str, dirs: list[Path]) -> Path | None:

@@ -120,8 +120,9 @@ def counting(total: int) -> Iterator[None]:
         _board = None
 
 
-def step(name: str, what: str) -> None:
-    """Package ``name`` is now at step ``what``."""
+def step(name: str, version: str, what: str) -> None:
+    """Package ``name`` is now at step ``what``: a line, and its place on the bar."""
+    say(f"{name} {version}: {what}")
     if _board is not None:
         with _LINES:
             _board.steps[name] = what

@@ -75,7 +75,7 @@ def members(cpio: Path, owners: dict[str, str], tables: set[str],
     return found
 
 
-def report(image: Path, owners: dict[str, str], tables: set[str]) -> dict[str, Any]:
+def breakdown(image: Path, owners: dict[str, str], tables: set[str]) -> dict[str, Any]:
     contents: dict[str, list[bytes]] = defaultdict(list)
     entries: list[Member] = []
     for segment in segments(image):

@@ -542,7 +542,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
     findings = []
     for folder in folders:
-        findings += lint_recipe(folder, source_for(folder, dl_dir, kernel_tree))
+        findings += lint_recipe(folder,
+                                lambda recipe: source_for(recipe, dl_dir, kernel_tree))
     if args.json:
         print(json.dumps({"recipes": [f.name for f in folders],
                           "findings": [f.as_dict() for f in findings]}, indent=1))

@@ -87,11 +87,14 @@ def refused_nodes(archive: Path, name: str) -> bool:
     raise ExtractError(f"{archive.name}: refusing device node entry {name!r}")
 
 
-def source_members(tarball: Path, wanted: set[str]) -> dict[str, bytes]:
-    """The named regular files of a source tarball, by their path below its top folder,
-    read without unpacking anything else."""
+def source_members(source: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The named regular files of a source, by their path below its top: from a tree, or
+    from a tarball's top folder without unpacking anything else."""
+    if source.is_dir():
+        return {name: (source / name).read_bytes() for name in wanted
+                if (source / name).is_file()}
     found: dict[str, bytes] = {}
-    with libarchive.file_reader(str(tarball)) as archive:
+    with libarchive.file_reader(str(source)) as archive:
         for entry in archive:
             inner = entry.pathname.split("/", 1)[-1]
             if inner in wanted and entry.isfile:

@@ -84,20 +84,14 @@ def sbom(plan: Plan, image_sha256: str | None, epoch: int) -> dict[str, Any]:
 
 
 def license_texts(recipe: Recipe, tarball: Path | None) -> dict[str, bytes]:
-    """The recipe's license files: from its src/, or from the source tarball's top folder."""
-    if tarball is None:
-        found = {name: (recipe.folder / "src" / name) for name in recipe.license_files}
-        missing = [name for name, path in found.items() if not path.is_file()]
-        if missing:
-            raise KhibError(f"package {recipe.name}: license file(s) {', '.join(missing)} "
-                            f"not in {recipe.folder / 'src'}")
-        return {name: path.read_bytes() for name, path in found.items()}
+    """The recipe's license files: from the source tarball's top folder, or its src/."""
+    source = tarball or recipe.folder / "src"
     wanted = set(recipe.license_files)
-    texts = source_members(tarball, wanted)
+    texts = source_members(source, wanted)
     missing = sorted(wanted - texts.keys())
     if missing:
         raise KhibError(f"package {recipe.name}: license file(s) {', '.join(missing)} "
-                        f"not in {tarball.name}")
+                        f"not in {source}")
     return texts
 
 

@@ -44,9 +44,9 @@ def line_of(recipe: Recipe, key: str) -> int | None:
     return recipe.origin.lines.get(key) if recipe.origin else None
 
 
-def lint_recipe(folder: Path, source: Path | None) -> list[Finding]:
-    """Every finding for the recipe in ``folder``; ``source`` is its tarball or tree, when
-    at hand."""
+def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> list[Finding]:
+    """Every finding for the recipe in ``folder``; ``source_of`` gives its tarball or tree,
+    when at hand."""
     path = folder / "recipe.yaml"
     name = folder.name
     try:
@@ -63,17 +63,15 @@ def lint_recipe(folder: Path, source: Path | None) -> list[Finding]:
     if not recipe.license_files:
         finding("license", "no license file named: add license_files (e.g. [COPYING])",
                 "license")
-    local = folder / "src"
+    source = source_of(recipe)
     if recipe.source is None and recipe.name != KERNEL_RECIPE:
-        if not local.is_dir():
+        source = folder / "src"  # the package's own code
+        if not source.is_dir():
             finding("source", "no source: pin an upstream tarball (urls and sha256) or "
                     "keep the package's own code in src/")
-        for license_file in recipe.license_files:
-            if not (local / license_file).is_file():
-                finding("license", f"license file {license_file} is not in src/",
-                        "license_files")
-    elif source is not None:
-        present = members(source, set(recipe.license_files))
+            source = None
+    if source is not None:
+        present = source_members(source, set(recipe.license_files))
         for license_file in recipe.license_files:
             if license_file not in present:
                 finding("license", f"license file {license_file} is not in {source.name}",
@@ -99,32 +97,21 @@ def lint_recipe(folder: Path, source: Path | None) -> list[Finding]:
     return found
 
 
-def source_for(folder: Path, dl_dir: Path, kernel_tree: Callable[[], Path | None]
+def source_for(recipe: Recipe, dl_dir: Path, kernel_tree: Callable[[], Path | None]
                ) -> Path | None:
-    """The recipe's source if it is at hand: its tarball in the download dir, or for the
-    kernel recipe, the image's kernel tree."""
-    try:
-        recipe = load_recipe(folder / "recipe.yaml")
-    except ConfigError:
-        return None
+    """The recipe's upstream source if it is at hand: its tarball in the download dir, or
+    for the kernel recipe, the image's kernel tree."""
     if recipe.source is not None:
         tarball = dl_dir / recipe.source.filename
         return tarball if tarball.is_file() else None
     return kernel_tree() if recipe.name == KERNEL_RECIPE else None
 
 
-def members(source: Path, wanted: set[str]) -> dict[str, bytes]:
-    """The named files of a source tarball or tree."""
-    if source.is_file():
-        return source_members(source, wanted)
-    return {name: (source / name).read_bytes() for name in wanted if (source / name).is_file()}
-
-
 def apply_patches(patches: tuple[Path, ...], source: Path) -> str | None:
     """Apply the patches in order to the files they touch; what failed, or None."""
     touched = {m for p in patches for m in PATCHED_FILE.findall(p.read_text(errors="replace"))}
     with tempfile.TemporaryDirectory(prefix="khib-lint-") as tree:
-        for inner, data in members(source, touched).items():
+        for inner, data in source_members(source, touched).items():
             target = Path(tree) / inner
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)

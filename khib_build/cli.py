@@ -321,6 +321,8 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--expect", metavar="TEXT", help="text that must appear on the console")
     boot.add_argument("--timeout", type=float, default=120, metavar="S")
     boot.add_argument("--memory", type=int, default=512, metavar="MiB")
+    boot.add_argument("--cpus", type=int, default=1, metavar="N",
+                      help="virtual CPUs (QEMU -smp; default: %(default)s)")
     boot.add_argument("--append", default="", metavar="ARGS", help="more kernel arguments")
     boot.add_argument("--disk", type=Path, metavar="FILE",
                       help="a raw disk image, attached as virtio (/dev/vda in the guest)")
@@ -677,8 +679,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if not image.is_file():
         raise UsageError(f"image {image} does not exist")
     cmdline = qemu.kernel_cmdline(args.run, args.append)
+    if args.cpus < 1:
+        raise UsageError(f"--cpus {args.cpus}: give at least one CPU")
     command = qemu.qemu_command(qemu.qemu_for(kernel), kernel, image, cmdline, args.memory,
-                                args.disk)
+                                args.disk, args.cpus)
     result = qemu.boot(command, args.expect, args.timeout, echo=not args.quiet)
     if args.expect is not None:
         verdict = "found" if result.found else "NOT found"

@@ -47,9 +47,9 @@ def qemu_for(kernel: Path) -> str:
 
 
 def qemu_command(qemu: str, kernel: Path, initrd: Path, cmdline: str, memory: int,
-                 disk: Path | None = None) -> list[str]:
-    command = [qemu, "-m", str(memory), "-nographic", "-no-reboot", "-kernel", str(kernel),
-               "-initrd", str(initrd), "-append", cmdline]
+                 disk: Path | None = None, cpus: int = 1) -> list[str]:
+    command = [qemu, "-m", str(memory), "-smp", str(cpus), "-nographic", "-no-reboot",
+               "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
     if disk is not None:  # a raw virtio disk: /dev/vda in the guest
         command += ["-drive", f"file={disk},format=raw,if=virtio"]
     return command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import random
@@ -37,25 +38,38 @@ class Load:
     offset: int
 
 
+def notes(data: bytes) -> dict[int, bytes]:
+    """The image's KHIB notes by type: 1 segment records, 2 what was recorded, 3 the seal."""
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phnum, = struct.unpack_from("<H", data, 56)
+    found = {}
+    for i in range(phnum):
+        kind, _, offset, _, _, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data,
+                                                                  phoff + 56 * i)
+        at = offset
+        while kind == 4 and at < offset + filesz:
+            namesz, descsz, note_type = struct.unpack_from("<III", data, at)
+            assert namesz == 5 and data[at + 12:at + 16] == b"KHIB"
+            found[note_type] = data[at + 20:at + 20 + descsz]
+            at += 20 + (descsz + 3) // 4 * 4
+    return found
+
+
 def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
     """The image's PT_LOADs and its KHIB note records."""
     data = image.read_bytes()
-    assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64
+    assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64, complete
     assert struct.unpack_from("<H", data, 16)[0] == 4  # ET_CORE
     phoff, = struct.unpack_from("<Q", data, 32)
     phnum, = struct.unpack_from("<H", data, 56)
-    found, records = [], []
+    found = []
     for i in range(phnum):
         kind, _, offset, _, paddr, filesz, memsz, _ = struct.unpack_from(
             "<IIQQQQQQ", data, phoff + 56 * i)
         if kind == 1:
             found.append(Load(paddr, memsz, filesz, offset))
-        elif kind == 4:
-            _, descsz, _ = struct.unpack_from("<III", data, offset)
-            assert data[offset + 12:offset + 16] == b"KHIB"
-            desc = offset + 12 + 8
-            records = [struct.unpack_from("<QQII", data, desc + 24 * k)
-                       for k in range(descsz // 24)]
+    desc = notes(data)[1]
+    records = [struct.unpack_from("<QQII", desc, 24 * k) for k in range(len(desc) // 24)]
     return found, records
 
 
@@ -154,7 +168,102 @@ def test_a_damaged_image_is_refused(core: Path, tmp_path: Path) -> None:
     target = tmp_path / "target"
     target.write_bytes(bytes(MiB))
     result = run(core, "khib-restore", tmp_path / "image", "--mem", target)
-    assert result.returncode == 1 and "differs from the image" in result.stderr
+    assert result.returncode == 1
+    assert "does not match its checksum" in result.stderr, result.stderr
+    assert "does not match its SHA-256 seal" in result.stderr
+    assert "nothing written" in result.stderr
+    assert target.read_bytes() == bytes(MiB)  # checked before a byte was written
+    check = run(core, "khib-restore", tmp_path / "image", "--check")
+    assert check.returncode == 1 and "segment" in check.stderr
+
+
+def saved(core: Path, tmp_path: Path, size: int, *extra: object) -> bytes:
+    """Save a memory file of ``size`` bytes to tmp_path/image; the memory's bytes."""
+    mem = memory(tmp_path / "mem", size)
+    (tmp_path / "ranges").write_text(f"00000000-{size - 1:08x}\n")
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "-o", tmp_path / "image", *extra)
+    assert result.returncode == 0, result.stderr
+    return mem
+
+
+def test_the_seal_covers_records_meta_and_every_stored_byte(core: Path, tmp_path: Path) -> None:
+    (tmp_path / "meta.json").write_text('{"entry": "0x1bf0fb", "boot_id": "abc"}')
+    saved(core, tmp_path, 2 * MiB, "--meta", tmp_path / "meta.json")
+    data = (tmp_path / "image").read_bytes()
+    found = notes(data)
+    assert found[2] == b'{"entry": "0x1bf0fb", "boot_id": "abc"}'
+    image_size, digest = struct.unpack("<Q32s", found[3])
+    assert image_size == len(data)
+    segments, _ = loads(tmp_path / "image")
+    stored = b"".join(data[s.offset:s.offset + s.memsz] for s in segments if s.filesz)
+    assert hashlib.sha256(found[1] + found[2] + stored).digest() == digest
+    check = run(core, "khib-restore", tmp_path / "image", "--check")
+    assert check.returncode == 0 and "the seal holds" in check.stdout
+
+
+def test_a_save_that_does_not_fit_leaves_no_complete_image(core: Path, tmp_path: Path) -> None:
+    """The room is checked before any data is written; an earlier image no longer counts."""
+    saved(core, tmp_path, 2 * MiB)  # an earlier, complete image in the same place
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "-o", tmp_path / "image", "--limit", MiB)
+    assert result.returncode == 1
+    assert "the image needs 2 MiB, there is room for 1 MiB: nothing saved" in result.stderr
+    assert (tmp_path / "image").read_bytes()[:PAGE] == bytes(PAGE)
+    for args in (("--check",), ("--mem", tmp_path / "mem")):
+        refused = run(core, "khib-restore", tmp_path / "image", *args)
+        assert refused.returncode == 1
+        assert "no complete image (a save did not finish" in refused.stderr
+
+
+def test_a_used_image_is_not_restored_again(core: Path, tmp_path: Path) -> None:
+    saved(core, tmp_path, MiB)
+    with (tmp_path / "image").open("r+b") as image:
+        image.write(b"KUSD")  # what a resume leaves
+    target = tmp_path / "target"
+    target.write_bytes(bytes(MiB))
+    result = run(core, "khib-restore", tmp_path / "image", "--mem", target)
+    assert result.returncode == 1 and "no hibernation image" in result.stderr
+    assert target.read_bytes() == bytes(MiB)
+
+
+def test_restore_refuses_to_write_over_the_running_kernel(core: Path, tmp_path: Path) -> None:
+    """Segments in the running kernel's System RAM are refused, before any write; RAM it
+    set aside with crashkernel= (and never allocates from) is not its own."""
+    mem = saved(core, tmp_path, 2 * MiB)
+    target = tmp_path / "target"
+    target.write_bytes(bytes(2 * MiB))
+    (tmp_path / "iomem").write_text("00000000-00000fff : Reserved\n"
+                                    "00100000-001fffff : System RAM\n")
+    result = run(core, "khib-restore", tmp_path / "image", "--mem", target,
+                 "--running", tmp_path / "iomem")
+    assert result.returncode == 1
+    assert "overlaps this kernel's own RAM 0x100000-0x1fffff" in result.stderr
+    assert target.read_bytes() == bytes(2 * MiB)
+    (tmp_path / "iomem").write_text("00100000-001fffff : System RAM\n"
+                                    "  00100000-001fffff : Crash kernel\n")
+    result = run(core, "khib-restore", tmp_path / "image", "--mem", target,
+                 "--running", tmp_path / "iomem")
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == mem
+
+
+def test_save_keeps_what_the_running_kernel_reserved_for_a_crash_kernel(core: Path,
+                                                                        tmp_path: Path) -> None:
+    """B runs with crashkernel=15M@1M over A's 1-16 MiB: that RAM holds A, and is saved."""
+    memory(tmp_path / "mem", 4 * MiB)
+    (tmp_path / "ranges").write_text("00000000-003fffff : System RAM\n")
+    (tmp_path / "iomem").write_text("00001000-0009ffff : System RAM\n"
+                                    "00100000-002fffff : System RAM\n"
+                                    "  00100000-001fffff : Crash kernel\n")
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "--exclude", tmp_path / "iomem", "-o", tmp_path / "image")
+    assert result.returncode == 0, result.stderr
+    segments, _ = loads(tmp_path / "image")
+    spans = sorted((load.paddr, load.paddr + load.memsz) for load in segments)
+    gaps = [(end, start) for (_, end), (start, _) in itertools.pairwise(spans)
+            if end != start]
+    assert gaps == [(0x1000, 0xa0000), (0x200000, 0x300000)]
 
 
 def test_resume_image_fits_kexec_segment_limit(core: Path, tmp_path: Path) -> None:

@@ -67,6 +67,8 @@ int khib_append(struct khib_image *image, uint64_t paddr, uint64_t size, int zer
 void khib_free(struct khib_image *image)
 {
 	free(image->segments);
+	free(image->records);
+	free(image->meta);
 	*image = (struct khib_image){0};
 }
 
@@ -153,15 +155,18 @@ static int add_range(struct khib_range **ranges, size_t *count, uint64_t paddr,
 }
 
 /*
- * RAM ranges as A recorded them: one "start-end" (hex, end inclusive) per line, as in
- * /proc/iomem; a line with a " : label" counts only if the label is "System RAM".
- * On /dev/mem a physical address is its own file offset.
+ * RAM ranges as A recorded them, or as /proc/iomem lists them: one "start-end" (hex, end
+ * inclusive) per line; a line with a " : label" counts only if the label is "System RAM".
+ * A "Crash kernel" line (a crashkernel= reservation: RAM the kernel never allocates
+ * from) is cut out of them.  On /dev/mem a physical address is its own file offset.
  */
 int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count)
 {
 	FILE *file = fopen(path, "r");
+	struct khib_range *reserved = NULL;
+	size_t nreserved = 0;
 	char line[256];
-	int number = 0;
+	int number = 0, status = -1;
 
 	if (!file) {
 		fprintf(stderr, "khib: %s: %s\n", path, strerror(errno));
@@ -178,18 +183,23 @@ int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count
 			continue;
 		if (sscanf(line, " %llx-%llx", &start, &end) != 2 || end < start) {
 			fprintf(stderr, "khib: %s:%d: expected START-END in hex\n", path, number);
-			fclose(file);
-			return -1;
+			goto out;
+		}
+		if (label && strstr(label, "Crash kernel")) {
+			if (add_range(&reserved, &nreserved, start, end - start + 1, start) < 0)
+				goto out;
+			continue;
 		}
 		if (label && !strstr(label, "System RAM"))
 			continue;
-		if (add_range(ranges, count, start, end - start + 1, start) < 0) {
-			fclose(file);
-			return -1;
-		}
+		if (add_range(ranges, count, start, end - start + 1, start) < 0)
+			goto out;
 	}
+	status = khib_exclude(ranges, count, reserved, nreserved);
+out:
+	free(reserved);
 	fclose(file);
-	return 0;
+	return status;
 }
 
 /*
@@ -257,57 +267,118 @@ int khib_vmcore_ranges(int fd, const char *name, struct khib_range **ranges, siz
 	return 0;
 }
 
-/* Read an image's segments back: program headers, checked against the KHIB note. */
+/* Whether the image is complete, and if not, why: its first four bytes. */
+static int complete(FILE *file, const char *name, Elf64_Ehdr *header)
+{
+	static const unsigned char nothing[SELFMAG];
+
+	if (fseeko(file, 0, SEEK_SET) || fread(header, sizeof(*header), 1, file) != 1) {
+		fprintf(stderr, "khib: %s: no complete image (too short to hold one)\n", name);
+		return 0;
+	}
+	if (!memcmp(header->e_ident, KHIB_USED_MAGIC, SELFMAG)) {
+		fprintf(stderr, "khib: %s: no hibernation image: the one here was used "
+			"(the system resumed from it)\n", name);
+		return 0;
+	}
+	if (!memcmp(header->e_ident, nothing, SELFMAG)) {
+		fprintf(stderr, "khib: %s: no complete image (a save did not finish, or none "
+			"was made)\n", name);
+		return 0;
+	}
+	if (memcmp(header->e_ident, ELFMAG, SELFMAG) || header->e_ident[EI_CLASS] != ELFCLASS64 ||
+	    header->e_type != ET_CORE || header->e_phentsize != sizeof(Elf64_Phdr)) {
+		fprintf(stderr, "khib: %s: not a khib image (an ELF64 core)\n", name);
+		return 0;
+	}
+	return 1;
+}
+
+/* The KHIB notes of one PT_NOTE: segment records, what was recorded, the seal. */
+static int read_notes(FILE *file, const char *name, const Elf64_Phdr *p,
+		      struct khib_image *image, size_t *nrecords, int *sealed)
+{
+	for (uint64_t at = 0; at + sizeof(Elf64_Nhdr) + 8 <= p->p_filesz;) {
+		Elf64_Nhdr note;
+		char owner[8];
+		uint32_t descsz;
+		void *desc;
+
+		if (fseeko(file, (off_t)(p->p_offset + at), SEEK_SET) ||
+		    fread(&note, sizeof(note), 1, file) != 1 || note.n_namesz != 5 ||
+		    fread(owner, 8, 1, file) != 1 || memcmp(owner, KHIB_NOTE_NAME, 5))
+			return 0;
+		descsz = note.n_descsz;
+		if (descsz > p->p_filesz - at || (note.n_type == KHIB_NOTE_META &&
+						   descsz > KHIB_META_MAX)) {
+			fprintf(stderr, "khib: %s: a note is larger than its segment\n", name);
+			return -1;
+		}
+		desc = malloc(descsz + 1);
+		if (!desc || fread(desc, 1, descsz, file) != descsz) {
+			free(desc);
+			fprintf(stderr, "khib: %s: cannot read its notes\n", name);
+			return -1;
+		}
+		if (note.n_type == KHIB_NOTE_SEGMENTS && !image->records) {
+			image->records = desc;
+			*nrecords = descsz / sizeof(struct khib_record);
+		} else if (note.n_type == KHIB_NOTE_META && !image->meta) {
+			image->meta = desc;
+			image->meta[descsz] = '\0';
+			image->meta_size = descsz;
+		} else if (note.n_type == KHIB_NOTE_SEAL && descsz == sizeof(image->seal)) {
+			memcpy(&image->seal, desc, sizeof(image->seal));
+			*sealed = 1;
+			free(desc);
+		} else {
+			free(desc);
+		}
+		at += sizeof(note) + 8 + ((descsz + 3u) & ~3u);
+	}
+	return 0;
+}
+
+/* Read an image's segments back: program headers, checked against the KHIB notes. */
 int khib_read_image(FILE *file, const char *name, struct khib_image *image,
 		    uint16_t *machine)
 {
 	Elf64_Ehdr header;
 	Elf64_Phdr *phdrs = NULL;
-	struct khib_record *records = NULL;
 	size_t loads = 0, nrecords = 0;
-	int status = -1;
+	int sealed = 0, status = -1;
 
 	*image = (struct khib_image){0};
-	if (fseeko(file, 0, SEEK_SET) || fread(&header, sizeof(header), 1, file) != 1 ||
-	    memcmp(header.e_ident, ELFMAG, SELFMAG) || header.e_ident[EI_CLASS] != ELFCLASS64 ||
-	    header.e_type != ET_CORE || header.e_phentsize != sizeof(Elf64_Phdr)) {
-		fprintf(stderr, "khib: %s: not a khib image (an ELF64 core)\n", name);
+	if (!complete(file, name, &header))
 		return -1;
-	}
 	*machine = header.e_machine;
 	phdrs = calloc(header.e_phnum ? header.e_phnum : 1, sizeof(*phdrs));
 	if (!phdrs || fseeko(file, (off_t)header.e_phoff, SEEK_SET) ||
 	    fread(phdrs, sizeof(*phdrs), header.e_phnum, file) != header.e_phnum)
 		goto out;
-	for (unsigned i = 0; i < header.e_phnum; i++) {
-		Elf64_Phdr *p = &phdrs[i];
-		if (p->p_type == PT_NOTE) {
-			Elf64_Nhdr note;
-			char owner[8];
-			if (fseeko(file, (off_t)p->p_offset, SEEK_SET) ||
-			    fread(&note, sizeof(note), 1, file) != 1 || note.n_namesz != 5 ||
-			    fread(owner, 8, 1, file) != 1 || memcmp(owner, KHIB_NOTE_NAME, 5) ||
-			    note.n_type != KHIB_NOTE_SEGMENTS)
-				continue;
-			nrecords = note.n_descsz / sizeof(*records);
-			records = calloc(nrecords ? nrecords : 1, sizeof(*records));
-			if (!records || fread(records, sizeof(*records), nrecords, file) != nrecords)
-				goto out;
-		}
+	for (unsigned i = 0; i < header.e_phnum; i++)
+		if (phdrs[i].p_type == PT_NOTE &&
+		    read_notes(file, name, &phdrs[i], image, &nrecords, &sealed) < 0)
+			goto out;
+	if (!sealed) {
+		fprintf(stderr, "khib: %s: the image has no seal (made by an older khib-save?)\n",
+			name);
+		goto out;
 	}
 	for (unsigned i = 0; i < header.e_phnum; i++) {
 		Elf64_Phdr *p = &phdrs[i];
+		const struct khib_record *record = &image->records[loads];
 		if (p->p_type != PT_LOAD)
 			continue;
-		if (loads >= nrecords || records[loads].paddr != p->p_paddr ||
-		    records[loads].memsz != p->p_memsz ||
-		    (p->p_filesz && p->p_filesz != p->p_memsz)) {
+		if (loads >= nrecords || record->paddr != p->p_paddr ||
+		    record->memsz != p->p_memsz || (p->p_filesz && p->p_filesz != p->p_memsz) ||
+		    (p->p_filesz && p->p_offset + p->p_filesz > image->seal.image_size)) {
 			fprintf(stderr, "khib: %s: segment %zu does not match its record\n", name,
 				loads);
 			goto out;
 		}
 		if (khib_append(image, p->p_paddr, p->p_memsz, p->p_filesz == 0,
-				records[loads].crc32, 0) < 0)
+				record->crc32, 0) < 0)
 			goto out;
 		image->segments[image->count - 1].offset = p->p_offset;
 		loads++;
@@ -321,8 +392,78 @@ out:
 	if (status)
 		khib_free(image);
 	free(phdrs);
-	free(records);
 	return status;
+}
+
+/*
+ * Read the whole image and check it against its own checksums before anything is written
+ * from it: every segment's CRC-32 (zero runs included) and the SHA-256 of the seal.
+ * Returns the number of problems found (each named on standard error), or -1.
+ */
+int khib_check_image(int fd, const char *name, const struct khib_image *image,
+		     unsigned char *buffer, size_t chunk)
+{
+	struct khib_sha256 sha;
+	unsigned char digest[32];
+	int bad = 0;
+
+	khib_sha256_init(&sha);
+	khib_sha256_update(&sha, image->records, image->count * sizeof(*image->records));
+	khib_sha256_update(&sha, image->meta, image->meta_size);
+	memset(buffer, 0, chunk);
+	for (size_t i = 0; i < image->count; i++) {
+		const struct khib_segment *s = &image->segments[i];
+		uint32_t crc = 0;
+		for (uint64_t at = 0; at < s->memsz;) {
+			size_t length = s->memsz - at < chunk ? (size_t)(s->memsz - at) : chunk;
+			if (!s->zero) {
+				if (khib_pread_full(fd, buffer, length, s->offset + at) < 0) {
+					fprintf(stderr, "khib: %s: reading segment %zu: %s\n", name, i,
+						strerror(errno));
+					return -1;
+				}
+				khib_sha256_update(&sha, buffer, length);
+			}
+			crc = khib_crc32(crc, buffer, length);
+			at += length;
+		}
+		if (!s->zero)
+			memset(buffer, 0, chunk);
+		if (crc != s->crc32) {
+			fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) does not match its "
+				"checksum\n", name, i, (unsigned long long)s->paddr,
+				(unsigned long long)(s->paddr + s->memsz - 1));
+			bad++;
+		}
+	}
+	khib_sha256_final(&sha, digest);
+	if (memcmp(digest, image->seal.sha256, sizeof(digest))) {
+		fprintf(stderr, "khib: %s: the image does not match its SHA-256 seal\n", name);
+		bad++;
+	}
+	return bad;
+}
+
+/* Whether a segment of the image lies in the given ranges (the running kernel's RAM). */
+int khib_overlaps(const struct khib_image *image, const struct khib_range *ranges,
+		  size_t count, const char *name)
+{
+	for (size_t i = 0; i < image->count; i++) {
+		const struct khib_segment *s = &image->segments[i];
+		for (size_t r = 0; r < count; r++) {
+			if (s->paddr < ranges[r].paddr + ranges[r].size &&
+			    ranges[r].paddr < s->paddr + s->memsz) {
+				fprintf(stderr, "khib: %s: segment 0x%llx-0x%llx overlaps this "
+					"kernel's own RAM 0x%llx-0x%llx\n", name,
+					(unsigned long long)s->paddr,
+					(unsigned long long)(s->paddr + s->memsz - 1),
+					(unsigned long long)ranges[r].paddr,
+					(unsigned long long)(ranges[r].paddr + ranges[r].size - 1));
+				return 1;
+			}
+		}
+	}
+	return 0;
 }
 
 void khib_progress(const char *what, uint64_t done, uint64_t total)

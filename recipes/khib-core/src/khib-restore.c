@@ -1,7 +1,12 @@
 /*
  * khib-restore: put a khib image back into memory, or make it loadable by kexec.
  *
- *   khib-restore IMAGE --mem /dev/mem            write every segment back, then verify
+ *   khib-restore IMAGE --check                   check the image against its checksums
+ *   khib-restore IMAGE --mem /dev/mem [--running /proc/iomem]
+ *        check the whole image first (every CRC-32 and the SHA-256 seal) and that no
+ *        segment lies in the running kernel's own RAM (the System RAM --running lists,
+ *        less a crashkernel= reservation); only then write every segment back, and
+ *        verify it
  *   khib-restore IMAGE --mem /dev/mem --verify   only compare memory with the image
  *   khib-restore IMAGE --resume-image OUT [--max-segments 16]
  *        an ELF file whose PT_LOADs kexec can load (kexec -l --args-none
@@ -21,8 +26,8 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: khib-restore IMAGE (--mem FILE [--verify] | "
-		"--resume-image OUT [--max-segments N])\n");
+	fprintf(stderr, "usage: khib-restore IMAGE (--check | --mem FILE [--running IOMEM] "
+		"[--verify] | --resume-image OUT [--max-segments N])\n");
 	return 2;
 }
 
@@ -158,11 +163,30 @@ fail:
 	return -1;
 }
 
+/* Nothing is written before the whole image is checked and found to fit around us. */
+static int safe_to_write(int image_fd, const char *image_path, const struct khib_image *image,
+			 const char *running, unsigned char *buffer)
+{
+	struct khib_range *own = NULL;
+	size_t nown = 0;
+	int overlaps;
+
+	if (khib_check_image(image_fd, image_path, image, buffer, CHUNK) != 0)
+		return 0;
+	if (!running)
+		return 1;
+	if (khib_read_ranges(running, &own, &nown) < 0)
+		return 0;
+	overlaps = khib_overlaps(image, own, nown, image_path);
+	free(own);
+	return !overlaps;
+}
+
 int khib_restore_main(int argc, char **argv)
 {
-	const char *image_path = NULL, *mem_path = NULL, *resume = NULL;
+	const char *image_path = NULL, *mem_path = NULL, *resume = NULL, *running = NULL;
 	size_t max_segments = 16;
-	int verify_only = 0, status = 1;
+	int verify_only = 0, check_only = 0, status = 1;
 	struct khib_image image;
 	uint16_t machine;
 	unsigned char *buffer = malloc(CHUNK);
@@ -171,30 +195,42 @@ int khib_restore_main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
 			mem_path = argv[++i];
+		else if (!strcmp(argv[i], "--running") && i + 1 < argc)
+			running = argv[++i];
 		else if (!strcmp(argv[i], "--resume-image") && i + 1 < argc)
 			resume = argv[++i];
 		else if (!strcmp(argv[i], "--max-segments") && i + 1 < argc)
 			max_segments = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--verify"))
 			verify_only = 1;
+		else if (!strcmp(argv[i], "--check"))
+			check_only = 1;
 		else if (argv[i][0] != '-' && !image_path)
 			image_path = argv[i];
 		else
 			return usage();
 	}
-	if (!buffer || !image_path || !!mem_path == !!resume || max_segments == 0)
+	if (!buffer || !image_path || !!mem_path + !!resume + check_only != 1 ||
+	    max_segments == 0 || (verify_only && !mem_path))
 		return usage();
 	file = fopen(image_path, "rb");
 	if (!file) {
 		fprintf(stderr, "khib-restore: %s: %s\n", image_path, strerror(errno));
 		return 1;
 	}
-	if (khib_read_image(file, image_path, &image, &machine) < 0)
+	if (khib_read_image(file, image_path, &image, &machine) < 0) {
+		fclose(file);
 		return 1;
-	if (resume) {
+	}
+	if (check_only) {
+		status = khib_check_image(fileno(file), image_path, &image, buffer, CHUNK) != 0;
+		if (!status)
+			printf("khib-restore: %s: %zu segments checked, the seal holds\n", image_path,
+			       image.count);
+	} else if (resume) {
 		status = resume_image(fileno(file), &image, resume, max_segments, machine,
 				      buffer) < 0;
-	} else {
+	} else if (verify_only || safe_to_write(fileno(file), image_path, &image, running, buffer)) {
 		int mem = open(mem_path, verify_only ? O_RDONLY : O_RDWR);
 		long bad;
 		if (mem < 0) {
@@ -208,6 +244,8 @@ int khib_restore_main(int argc, char **argv)
 		}
 		if (mem >= 0)
 			close(mem);
+	} else {
+		fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
 	}
 	khib_free(&image);
 	free(buffer);

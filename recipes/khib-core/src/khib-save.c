@@ -1,25 +1,34 @@
 /*
  * khib-save: stream the old kernel's memory into a khib image (see khib-image.h).
  *
- *   khib-save --vmcore /proc/vmcore -o IMAGE [--exclude RANGES]
- *   khib-save --mem /dev/mem --ranges RANGES -o IMAGE [--exclude RANGES]
+ *   khib-save --vmcore /proc/vmcore -o IMAGE [--exclude RANGES] [--meta FILE] [--limit N]
+ *   khib-save --mem /dev/mem --ranges RANGES -o IMAGE [--exclude RANGES] [--meta FILE]
+ *             [--limit N]
  *
  * --exclude leaves out the System RAM its file lists (in B: B's own /proc/iomem, the
- * memory B runs in, which holds B and not the old kernel).
+ * memory B runs in, which holds B and not the old kernel; a crashkernel= reservation in
+ * it is RAM B never touches, so it stays in).  --meta records a file's bytes in the
+ * image; --limit: the image must fit in the first N bytes of IMAGE.
  *
- * Two passes over the memory: the first finds the runs of zero pages and the CRC-32 of
- * every segment, which fixes the image's headers; the second writes the stored pages
- * and checks that they still have the same CRC-32 (the old kernel is frozen, so a
- * difference means the source is not what it seems).  IMAGE may be a file or a block
- * device.
+ * The first page of IMAGE is zeroed before anything else, so a save that fails leaves no
+ * image that looks complete.  Two passes over the memory: the first finds the runs of
+ * zero pages and the CRC-32 of every segment, which fixes the image's headers and its
+ * size (checked against the room IMAGE has before a byte of data is written); the second
+ * writes the stored pages and checks that they still have the same CRC-32 (the old kernel
+ * is frozen, so a difference means the source is not what it seems).  Then the headers
+ * with the SHA-256 seal, and last the ELF magic.  IMAGE may be a file or a block device.
  */
 #define _GNU_SOURCE
 #include "khib-image.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define CHUNK (1u << 20)
@@ -34,7 +43,7 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-save (--vmcore FILE | --mem FILE --ranges FILE) -o IMAGE "
-		"[--exclude RANGES]\n");
+		"[--exclude RANGES] [--meta FILE] [--limit BYTES]\n");
 	return 2;
 }
 
@@ -88,29 +97,54 @@ static uint64_t source_span(const struct khib_range *ranges, size_t count, uint6
 	return UINT64_MAX;
 }
 
-static int write_headers(int out, struct khib_image *image, uint64_t *data_start)
+/* The note header and name of one KHIB note, followed by its descriptor at 4-byte alignment. */
+static unsigned char *put_note(unsigned char *at, uint32_t type, const void *desc, size_t size)
+{
+	Elf64_Nhdr *note = (Elf64_Nhdr *)at;
+
+	*note = (Elf64_Nhdr){.n_namesz = 5, .n_descsz = (uint32_t)size, .n_type = type};
+	memcpy(note + 1, KHIB_NOTE_NAME, 5);
+	at += sizeof(*note) + 8;
+	if (desc)
+		memcpy(at, desc, size);
+	return at + ((size + 3u) & ~(size_t)3u);
+}
+
+static size_t note_size(size_t desc)
+{
+	return sizeof(Elf64_Nhdr) + 8 + ((desc + 3u) & ~(size_t)3u);
+}
+
+/*
+ * The headers of the image, all but its magic (written last): ELF header, program
+ * headers, the three notes; each segment's offset in the image is fixed here.  *records
+ * and *seal point into the returned buffer; the seal's digest is filled in after the
+ * data is written.
+ */
+static unsigned char *build_headers(struct khib_image *image, const char *meta, size_t meta_size,
+				    size_t *size, uint64_t *image_size,
+				    struct khib_record **records, struct khib_seal **seal)
 {
 	size_t phnum = image->count + 1;
-	size_t note_size = sizeof(Elf64_Nhdr) + 8 + image->count * sizeof(struct khib_record);
+	size_t notes = note_size(image->count * sizeof(**records)) + note_size(meta_size) +
+		       note_size(sizeof(**seal));
 	uint64_t note_offset = sizeof(Elf64_Ehdr) + phnum * sizeof(Elf64_Phdr);
-	uint64_t offset = (note_offset + note_size + KHIB_PAGE - 1) & ~(uint64_t)(KHIB_PAGE - 1);
-	size_t size = (size_t)offset;
-	unsigned char *headers = calloc(1, size);
-	Elf64_Ehdr *eh = (Elf64_Ehdr *)headers;
-	Elf64_Phdr *ph = (Elf64_Phdr *)(headers + sizeof(*eh));
-	Elf64_Nhdr *note = (Elf64_Nhdr *)(headers + note_offset);
-	struct khib_record *records = (struct khib_record *)((unsigned char *)(note + 1) + 8);
-	int status;
+	uint64_t offset = (note_offset + notes + KHIB_PAGE - 1) & ~(uint64_t)(KHIB_PAGE - 1);
+	unsigned char *headers, *at;
+	Elf64_Ehdr *eh;
+	Elf64_Phdr *ph;
 
-	if (!headers)
-		return -1;
 	if (phnum > 0xfffe) {
 		fprintf(stderr, "khib-save: %zu segments: more than an ELF header can count\n",
 			image->count);
-		free(headers);
-		return -1;
+		return NULL;
 	}
-	memcpy(eh->e_ident, ELFMAG, SELFMAG);
+	*size = (size_t)offset;
+	headers = calloc(1, *size);
+	if (!headers)
+		return NULL;
+	eh = (Elf64_Ehdr *)headers;
+	ph = (Elf64_Phdr *)(headers + sizeof(*eh));
 	eh->e_ident[EI_CLASS] = ELFCLASS64;
 	eh->e_ident[EI_DATA] = ELFDATA2LSB;
 	eh->e_ident[EI_VERSION] = EV_CURRENT;
@@ -121,11 +155,13 @@ static int write_headers(int out, struct khib_image *image, uint64_t *data_start
 	eh->e_ehsize = sizeof(*eh);
 	eh->e_phentsize = sizeof(*ph);
 	eh->e_phnum = (uint16_t)phnum;
-	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = note_offset, .p_filesz = note_size};
-	note->n_namesz = 5;
-	note->n_descsz = (uint32_t)(image->count * sizeof(*records));
-	note->n_type = KHIB_NOTE_SEGMENTS;
-	memcpy(note + 1, KHIB_NOTE_NAME, 5);
+	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = note_offset, .p_filesz = notes};
+	at = headers + note_offset;
+	*records = (struct khib_record *)(at + sizeof(Elf64_Nhdr) + 8);
+	at = put_note(at, KHIB_NOTE_SEGMENTS, NULL, image->count * sizeof(**records));
+	at = put_note(at, KHIB_NOTE_META, meta, meta_size);
+	*seal = (struct khib_seal *)(at + sizeof(Elf64_Nhdr) + 8);
+	put_note(at, KHIB_NOTE_SEAL, NULL, sizeof(**seal));
 	for (size_t i = 0; i < image->count; i++) {
 		struct khib_segment *s = &image->segments[i];
 		s->offset = s->zero ? 0 : offset;
@@ -134,20 +170,44 @@ static int write_headers(int out, struct khib_image *image, uint64_t *data_start
 			.p_paddr = s->paddr, .p_filesz = s->zero ? 0 : s->memsz,
 			.p_memsz = s->memsz, .p_align = KHIB_PAGE,
 		};
-		records[i] = (struct khib_record){s->paddr, s->memsz, s->crc32,
+		(*records)[i] = (struct khib_record){s->paddr, s->memsz, s->crc32,
 			s->zero ? (uint32_t)((s->memsz + KHIB_PAGE - 1) / KHIB_PAGE) : 0};
 		if (!s->zero)
 			offset += s->memsz;
 	}
-	status = khib_pwrite_full(out, headers, size, 0);
-	free(headers);
-	*data_start = offset;
-	return status;
+	*image_size = offset;
+	(*seal)->image_size = offset;
+	return headers;
+}
+
+/* How many bytes the output can hold: a block device's size, a file's room to grow. */
+static uint64_t room(int out)
+{
+	struct stat st;
+	struct statvfs fs;
+	uint64_t bytes;
+
+	if (fstat(out, &st) < 0)
+		return UINT64_MAX;
+	if (S_ISBLK(st.st_mode))
+		return ioctl(out, BLKGETSIZE64, &bytes) < 0 ? UINT64_MAX : bytes;
+	if (S_ISREG(st.st_mode) && fstatvfs(out, &fs) == 0)
+		return (uint64_t)fs.f_bavail * fs.f_frsize + (uint64_t)st.st_blocks * 512u;
+	return UINT64_MAX;
+}
+
+/* Any earlier image in the output stops looking complete before anything else is written. */
+static int invalidate(int out)
+{
+	static const unsigned char zeros[KHIB_PAGE];
+
+	return khib_pwrite_full(out, zeros, sizeof(zeros), 0) < 0 || fsync(out) < 0 ? -1 : 0;
 }
 
 /* Pass 2: the stored segments' bytes, checked against pass 1. */
 static int copy(int fd, int out, const struct khib_range *ranges, size_t count,
-		struct khib_image *image, unsigned char *buffer, uint64_t stored)
+		struct khib_image *image, unsigned char *buffer, uint64_t stored,
+		struct khib_sha256 *sha)
 {
 	uint64_t done = 0, shown = 0;
 
@@ -168,6 +228,7 @@ static int copy(int fd, int out, const struct khib_range *ranges, size_t count,
 			    khib_pwrite_full(out, buffer, length, s->offset + at) < 0)
 				return -1;
 			crc = khib_crc32(crc, buffer, length);
+			khib_sha256_update(sha, buffer, length);
 			at += length;
 			done += length;
 			if (done - shown >= PROGRESS_EVERY || done == stored) {
@@ -184,15 +245,55 @@ static int copy(int fd, int out, const struct khib_range *ranges, size_t count,
 	return 0;
 }
 
+/* What the caller asked to be recorded with the image (--meta FILE). */
+static char *read_meta(const char *path, size_t *size)
+{
+	FILE *file = fopen(path, "rb");
+	char *meta = malloc(KHIB_META_MAX + 1);
+
+	*size = 0;
+	if (!file || !meta) {
+		fprintf(stderr, "khib-save: %s: %s\n", path, strerror(errno));
+		if (file)
+			fclose(file);
+		free(meta);
+		return NULL;
+	}
+	*size = fread(meta, 1, KHIB_META_MAX + 1, file);
+	fclose(file);
+	if (*size > KHIB_META_MAX) {
+		fprintf(stderr, "khib-save: %s: more than %u bytes\n", path, KHIB_META_MAX);
+		free(meta);
+		return NULL;
+	}
+	return meta;
+}
+
+/*
+ * Headers and data are on the disk: the magic goes last, so that an image is complete
+ * exactly when it has one.
+ */
+static int seal(int out, unsigned char *headers, size_t size)
+{
+	if (khib_pwrite_full(out, headers, size, 0) < 0 || fsync(out) < 0)
+		return -1;
+	memcpy(headers, ELFMAG, SELFMAG);
+	return khib_pwrite_full(out, headers, SELFMAG, 0) < 0 || fsync(out) < 0 ? -1 : 0;
+}
+
 int khib_save_main(int argc, char **argv)
 {
 	const char *vmcore = NULL, *mem = NULL, *ranges_path = NULL, *output = NULL;
-	const char *exclude = NULL;
+	const char *exclude = NULL, *meta_path = NULL, *limit_text = NULL;
 	struct khib_range *ranges = NULL, *holes = NULL;
 	struct khib_image image = {0};
-	size_t count = 0, nholes = 0;
-	uint64_t total = 0, stored = 0, zero_pages = 0, data_start = 0;
-	unsigned char *buffer = malloc(CHUNK);
+	struct khib_record *records;
+	struct khib_seal *sealed;
+	struct khib_sha256 sha;
+	size_t count = 0, nholes = 0, meta_size = 0, header_size = 0;
+	uint64_t total = 0, stored = 0, zero_pages = 0, image_size = 0, limit;
+	unsigned char *buffer = malloc(CHUNK), *headers = NULL;
+	char *meta = NULL, *end = NULL;
 	int fd, out, status = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -200,13 +301,19 @@ int khib_save_main(int argc, char **argv)
 				    !strcmp(argv[i], "--mem") ? &mem :
 				    !strcmp(argv[i], "--ranges") ? &ranges_path :
 				    !strcmp(argv[i], "--exclude") ? &exclude :
+				    !strcmp(argv[i], "--meta") ? &meta_path :
+				    !strcmp(argv[i], "--limit") ? &limit_text :
 				    !strcmp(argv[i], "-o") ? &output : NULL;
 		if (!slot || ++i == argc)
 			return usage();
 		*slot = argv[i];
 	}
-	if (!buffer || !output || !!vmcore == !!mem || (mem && !ranges_path))
+	limit = limit_text ? strtoull(limit_text, &end, 0) : UINT64_MAX;
+	if (!buffer || !output || !!vmcore == !!mem || (mem && !ranges_path) ||
+	    (limit_text && (*end || !limit)))
 		return usage();
+	if (meta_path && !(meta = read_meta(meta_path, &meta_size)))
+		return 1;
 	fd = open(vmcore ? vmcore : mem, O_RDONLY);
 	if (fd < 0) {
 		fprintf(stderr, "khib-save: %s: %s\n", vmcore ? vmcore : mem, strerror(errno));
@@ -221,7 +328,7 @@ int khib_save_main(int argc, char **argv)
 	for (size_t r = 0; r < count; r++)
 		total += ranges[r].size;
 	out = open(output, O_WRONLY | O_CREAT, 0644);
-	if (out < 0) {
+	if (out < 0 || invalidate(out) < 0) {
 		fprintf(stderr, "khib-save: %s: %s\n", output, strerror(errno));
 		return 1;
 	}
@@ -232,15 +339,31 @@ int khib_save_main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < image.count; i++)
 		stored += image.segments[i].zero ? 0 : image.segments[i].memsz;
-	if (write_headers(out, &image, &data_start) < 0 ||
-	    copy(fd, out, ranges, count, &image, buffer, stored) < 0) {
+	headers = build_headers(&image, meta, meta_size, &header_size, &image_size, &records,
+				&sealed);
+	if (!headers)
+		goto out;
+	if (room(out) < limit)
+		limit = room(out);
+	if (image_size > limit) {
+		fprintf(stderr, "khib-save: %s: the image needs %llu MiB, there is room for %llu "
+			"MiB: nothing saved\n", output, (unsigned long long)((image_size + (1u << 20) - 1) >> 20),
+			(unsigned long long)(limit >> 20));
+		goto out;
+	}
+	khib_sha256_init(&sha);
+	khib_sha256_update(&sha, records, image.count * sizeof(*records));
+	khib_sha256_update(&sha, meta, meta_size);
+	if (copy(fd, out, ranges, count, &image, buffer, stored, &sha) < 0) {
 		fprintf(stderr, "khib-save: writing %s: %s\n", output, strerror(errno));
 		goto out;
 	}
-	if (ftruncate(out, (off_t)data_start) < 0 && errno != EINVAL) /* a block device */
+	khib_sha256_final(&sha, sealed->sha256);
+	if ((ftruncate(out, (off_t)image_size) < 0 && errno != EINVAL) || /* EINVAL: a device */
+	    seal(out, headers, header_size) < 0) {
+		fprintf(stderr, "khib-save: writing %s: %s\n", output, strerror(errno));
 		goto out;
-	if (fsync(out) < 0)
-		goto out;
+	}
 	printf("khib-save: %s: %zu segments, %llu MiB of %llu stored, %llu zero pages recorded\n",
 	       output, image.count, (unsigned long long)(stored >> 20),
 	       (unsigned long long)(total >> 20), (unsigned long long)zero_pages);
@@ -249,6 +372,8 @@ out:
 	khib_free(&image);
 	free(ranges);
 	free(buffer);
+	free(headers);
+	free(meta);
 	close(fd);
 	close(out);
 	return status;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from tests.conftest import REPO
 from tests.test_core import core, memory  # noqa: F401 (a fixture)
 
 sys.path.insert(0, str(REPO / "recipes" / "khib-tools" / "src"))
-from khib_tools import cli, newc
+from khib_tools import bootarea, cli, image, newc, status
 
 IOMEM = """00000000-00000fff : Reserved
 00001000-0009fbff : System RAM
@@ -52,3 +53,68 @@ def test_info_describes_a_saved_image(core: Path, tmp_path: Path,  # noqa: F811
     assert out[0].startswith(f"{tmp_path / 'image'}: ") and "zero pages" in out[0]
     assert any(" zero " in line for line in out[1:]) and any(" data " in line for line in out[1:])
     assert all("crc32=" in line for line in out[1:])
+
+
+def test_info_says_why_there_is_no_image(core: Path, tmp_path: Path,  # noqa: F811
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A save that never finished, and an image a resume has used, are no images."""
+    (tmp_path / "blank").write_bytes(bytes(1 << 20))
+    assert cli.main(["info", str(tmp_path / "blank")]) == 1
+    assert "no complete image (a save did not finish" in capsys.readouterr().err
+    memory(tmp_path / "mem", 1 << 20)
+    (tmp_path / "ranges").write_text("00000000-000fffff\n")
+    (tmp_path / "meta.json").write_text('{"entry": "0x1bf0fb"}')
+    subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                    tmp_path / "ranges", "-o", tmp_path / "image", "--meta",
+                    tmp_path / "meta.json"], check=True, capture_output=True)
+    assert cli.main(["info", str(tmp_path / "image")]) == 0
+    assert "  entry: 0x1bf0fb" in capsys.readouterr().out
+    image.mark(str(tmp_path / "image"), image.USED_MAGIC)
+    assert cli.main(["info", str(tmp_path / "image")]) == 1
+    assert "no hibernation image: the one here was used" in capsys.readouterr().err
+
+
+def test_a_window_under_a_memmap_reservation_is_refused() -> None:
+    meminfo = "MemAvailable:     400000 kB\n"
+    with pytest.raises(cli.Failure, match=r"reserved by memmap=64M\$128M.*Boot A without it"):
+        cli.check_window(128 << 20, 64 << 20, "console=ttyS0 memmap=64M$128M", meminfo)
+    cli.check_window(256 << 20, 64 << 20, "console=ttyS0 memmap=64M$128M", meminfo)
+
+
+def test_a_window_a_cannot_spare_is_refused() -> None:
+    with pytest.raises(cli.Failure, match="A has 70 MiB available; a 64 MiB window needs "
+                                          "80 MiB"):
+        cli.check_window(128 << 20, 64 << 20, "", "MemAvailable:      71680 kB\n")
+    cli.check_window(128 << 20, 64 << 20, "", "MemAvailable:      81920 kB\n")
+
+
+def test_the_boot_area_comes_back_checked(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    with disk.open("wb") as sparse:
+        sparse.truncate(64 << 20)
+    area = bootarea.BootArea(b"K" * 3000, b"I" * 5000, "memmap=exactmap", (128 << 20, 64 << 20),
+                             0)
+    limit = bootarea.write(str(disk), area)
+    assert limit == 63 << 20  # the image may use everything below the boot area
+    back = bootarea.read(str(disk))
+    assert (back.kernel, back.initrd, back.cmdline, back.window, back.limit) == (
+        area.kernel, area.initrd, area.cmdline, area.window, limit)
+    with disk.open("r+b") as damaged:
+        damaged.seek(limit + 10)
+        damaged.write(b"X")
+    with pytest.raises(bootarea.NoBootArea, match="the saved kernel does not match"):
+        bootarea.read(str(disk))
+    (tmp_path / "empty").write_bytes(bytes(1 << 20))
+    with pytest.raises(bootarea.NoBootArea, match="has no khib boot area"):
+        bootarea.read(str(tmp_path / "empty"))
+
+
+def test_the_status_page_has_a_physical_address(tmp_path: Path) -> None:
+    """The page B writes into: page-aligned, looked up in /proc/self/pagemap (as root)."""
+    page = status.StatusPage(tmp_path)
+    assert page.address and page.address % 4096 == 0
+    assert re.fullmatch(r"0x[0-9a-f]+:[0-9a-f]{16}", page.handle)
+    assert page.message() == ""
+    page.page[status.MESSAGE_AT:status.MESSAGE_AT + 6] = b"failed"
+    assert page.message() == "failed"
+    assert not list(tmp_path.iterdir())  # the mapping keeps the page, not the file

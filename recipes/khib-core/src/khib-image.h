@@ -100,5 +100,6 @@ void khib_progress(const char *what, uint64_t done, uint64_t total);
 int khib_save_main(int argc, char **argv);
 int khib_restore_main(int argc, char **argv);
 int khib_jump_back_main(int argc, char **argv);
+int khib_report_main(int argc, char **argv);
 
 #endif

@@ -1,28 +1,35 @@
-"""khib jump | back | save | restore | info.
+"""khib jump | hibernate | back | save | restore | resume | info.
 
 In the original kernel A, ``khib jump`` records A's RAM ranges, hands them to B in a
 small cpio segment appended to B's initrd, confines B to a window of memory, loads B
-with ``kexec --load-preserve-context`` and jumps.  In B, ``khib save`` writes A's memory
-to a disk, ``khib restore`` writes an image back, and ``khib back`` returns to A.
+with ``kexec --load-preserve-context`` and jumps; ``khib hibernate`` does the same, and B
+saves A to a disk and powers off. In B, ``khib save`` writes A's memory to a disk,
+``khib restore`` writes an image back, and ``khib back`` returns to A. A later boot with
+``khib.resume=DEV`` runs ``khib resume``, which puts A back and jumps into it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
+from khib_tools import bootarea
+from khib_tools.image import USED_MAGIC, NoImage, mark, read_image
 from khib_tools.newc import archive
+from khib_tools.status import StatusPage
 
 HANDOFF = Path("/khib")  # where B finds what A recorded
 LOW_WINDOWS = "memmap=636K@4K memmap=15M@1M"  # BIOS area and where A's kernel sits
-RESERVE = "crashkernel=15M@1M"  # keeps B's allocations away from A's control page
+RESERVE = "crashkernel=15M@1M"  # keeps B's allocations away from A's 1-16 MiB
 # Physical KASLR ignores memmap=exactmap and would decompress B anywhere in A's RAM.
 STAY = "nokaslr"
+HEADROOM = 16 << 20  # free RAM A needs beyond the window while B runs
+HIBERNATED = "hibernated"  # what B leaves in A's status page before saving A
 
 
 class Failure(Exception):
@@ -48,6 +55,12 @@ def ram_ranges(iomem: str) -> list[tuple[int, int]]:
     return found
 
 
+def cmdline_arg(name: str) -> str | None:
+    """The value of ``name=`` on this kernel's command line."""
+    match = re.search(rf"(?:^|\s){re.escape(name)}=(\S+)", Path("/proc/cmdline").read_text())
+    return match[1] if match else None
+
+
 def restarts() -> int:
     """How often this kernel has thawed its tasks: one more after a jump and return."""
     return run("dmesg").stdout.count("Restarting tasks")
@@ -58,27 +71,90 @@ def require(path: str, option: str) -> None:
         raise Failure(f"{path} is missing: this kernel lacks {option}")
 
 
-def jump(args: argparse.Namespace) -> int:
+def reservations(cmdline: str) -> list[tuple[str, int, int]]:
+    """memmap=SIZE$START (or ! or #) reservations: (argument, start, end exclusive)."""
+    found = []
+    for match in re.finditer(r"memmap=(\w+)[$!#](\w+)", cmdline):
+        start = size(match[2])
+        found.append((match[0], start, start + size(match[1])))
+    return found
+
+
+def check_window(start: int, length: int, cmdline: str, meminfo: str) -> None:
+    """Refuse a window kexec cannot use, or one A cannot spare while B runs."""
+    for argument, low, high in reservations(cmdline):
+        if low < start + length and start < high:
+            raise Failure(f"the window {start >> 20}M:{length >> 20}M lies in memory reserved "
+                          f"by {argument}: kexec cannot load B there (\"Could not find a free "
+                          "area of memory\"). Boot A without it (the window needs no "
+                          "reservation: kexec backs it up) or choose another --window")
+    available = re.search(r"MemAvailable:\s+(\d+) kB", meminfo)
+    if available and int(available[1]) << 10 < length + HEADROOM:
+        raise Failure(f"A has {int(available[1]) >> 10} MiB available; a {length >> 20} MiB "
+                      f"window needs {(length + HEADROOM) >> 20} MiB while B runs: free "
+                      "memory or choose a smaller --window")
+
+
+def kernel_identity() -> dict[str, str]:
+    """This kernel's release, version string and build id (/sys/kernel/notes)."""
+    uname = os.uname()
+    identity = {"release": uname.release, "version": uname.version}
+    notes = Path("/sys/kernel/notes")
+    data = notes.read_bytes() if notes.exists() else b""
+    at = 0
+    while at + 12 <= len(data):
+        namesz, descsz, kind = (int.from_bytes(data[at + 4 * i:at + 4 * i + 4], "little")
+                                for i in range(3))
+        name_end = at + 12 + (namesz + 3) // 4 * 4
+        if kind == 3 and data[at + 12:at + 12 + namesz] == b"GNU\0":  # NT_GNU_BUILD_ID
+            identity["build_id"] = data[name_end:name_end + descsz].hex()
+        at = name_end + (descsz + 3) // 4 * 4
+    return identity
+
+
+def confinement(start: int, length: int) -> str:
+    """B's command line: only the window and the low ranges B may use, placed as asked."""
+    return " ".join(["memmap=exactmap", LOW_WINDOWS, f"memmap={length >> 20}M@{start >> 20}M",
+                     RESERVE, STAY])
+
+
+def consoles() -> list[str]:
+    return re.findall(r"console=\S+", Path("/proc/cmdline").read_text())
+
+
+def b_initrd(initrd: str, handoff: dict[str, bytes]) -> bytes:
+    """B's initrd with what A recorded appended as an uncompressed cpio segment."""
+    data = Path(initrd).read_bytes()
+    return data + b"\0" * (-len(data) % 4) + archive(handoff)
+
+
+def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
+           extra: dict[str, object]) -> tuple[bytes, str]:
+    """Load B (kexec --load-preserve-context); B's initrd and its confinement."""
     require("/proc/kcore", "CONFIG_PROC_KCORE")
     require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
     start, length = (size(part) for part in args.window.split(":"))
+    check_window(start, length, Path("/proc/cmdline").read_text(),
+                 Path("/proc/meminfo").read_text())
     ranges = ram_ranges(Path("/proc/iomem").read_text())
     if not ranges:
         raise Failure("no System RAM in /proc/iomem (not root?)")
-    handoff = archive({
+    record = {"window": [start, length], "ranges": [list(r) for r in ranges],
+              "kernel": kernel_identity(), "cpus": os.cpu_count(),
+              "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(), **extra}
+    initrd = b_initrd(args.initrd, {
         "khib/ranges": "".join(f"{a:08x}-{b:08x} : System RAM\n" for a, b in ranges).encode(),
-        "khib/jump.json": json.dumps({"window": [start, length]}).encode(),
+        "khib/jump.json": json.dumps(record).encode(),
     })
-    initrd = Path(args.initrd).read_bytes()
     combined = Path("/tmp/khib-b-initrd")
-    combined.write_bytes(initrd + b"\0" * (-len(initrd) % 4) + handoff)
-    consoles = re.findall(r"console=\S+", Path("/proc/cmdline").read_text())
-    cmdline = [*consoles, "memmap=exactmap", LOW_WINDOWS, f"memmap={length >> 20}M@{start >> 20}M",
-               RESERVE, STAY]
-    if args.b_run:
-        if '"' in args.b_run:
+    combined.write_bytes(initrd)
+    confined = confinement(start, length)
+    cmdline = [*consoles(), confined, f"khib.status={status.handle}",
+               f"khib.deadline={args.deadline}"]
+    if b_run:
+        if '"' in b_run:
             raise Failure("--b-run cannot hold double quotes")
-        cmdline.append(f'khib.run="{args.b_run}"')
+        cmdline.append(f'khib.run="{b_run}"')
     load = run("kexec", "--load-preserve-context", f"--mem-min={start:#x}",
                f"--mem-max={start + length - 1:#x}", f"--initrd={combined}",
                f"--append={' '.join(cmdline)}", args.kernel)
@@ -86,21 +162,56 @@ def jump(args: argparse.Namespace) -> int:
         hint = ("; this kernel lacks CONFIG_KEXEC_JUMP" if "Invalid argument" in load.stderr
                 else "")
         raise Failure(f"kexec --load-preserve-context failed: {load.stderr.strip()}{hint}")
+    return initrd, confined
+
+
+def jump_now(args: argparse.Namespace) -> None:
+    """Jump to the loaded B; returns once A runs again (B came back, or A resumed)."""
     before = restarts()
+    start, length = (size(part) for part in args.window.split(":"))
     print(f"khib: jumping to {args.kernel} (window {start >> 20}M+{length >> 20}M)", flush=True)
     run("kexec", "-e")  # returns when B jumps back; its status is not the verdict
     if restarts() <= before:
         raise Failure("the jump did not happen: kexec -e returned without freezing")
-    print("khib: resumed after the jump", flush=True)
+
+
+def jump(args: argparse.Namespace) -> int:
+    status = StatusPage()
+    load_b(args, status, args.b_run, {})
+    jump_now(args)
+    verdict = status.message()
+    print(f"khib: resumed after the jump{f' ({verdict})' if verdict else ''}", flush=True)
+    if verdict.startswith("failed"):
+        raise Failure(f"in B: {verdict}")
+    return 0
+
+
+def hibernate(args: argparse.Namespace) -> int:
+    """Jump to B, which saves A to the device and powers off; return once A resumes."""
+    device = args.device
+    if not Path(device).is_block_device():
+        raise Failure(f"{device} is not a block device")
+    status = StatusPage()
+    initrd, confined = load_b(args, status, f"khib b-hibernate {device}",
+                              {"device": device})
+    start, length = (size(part) for part in args.window.split(":"))
+    limit = bootarea.write(device, bootarea.BootArea(
+        Path(args.kernel).read_bytes(), initrd, confined, (start, length), 0))
+    mark(device, bytes(4))  # an earlier image on the device no longer counts
+    print(f"khib: hibernating to {device} (room for a {limit >> 20} MiB image)", flush=True)
+    jump_now(args)
+    verdict = status.message()
+    if verdict != HIBERNATED:
+        raise Failure(f"hibernation failed, A carries on: {verdict or 'B gave no reason'}")
+    print(f"khib: resumed from hibernation ({device})", flush=True)
     return 0
 
 
 def back(_args: argparse.Namespace) -> int:
-    match = re.search(r"kexec_jump_back_entry=(0x[0-9a-fA-F]+)", Path("/proc/cmdline").read_text())
-    if not match:
+    entry = cmdline_arg("kexec_jump_back_entry")
+    if not entry:
         raise Failure("no kexec_jump_back_entry= on the command line: not a kernel that "
                       "khib jump started")
-    entry = match[1]
     # Not kexec --load-jump-back-helper: khib-jump-back also maps A's control page,
     # which may lie outside B's memory (see khib-jump-back.c).
     require("/dev/mem", "CONFIG_DEVMEM")
@@ -108,75 +219,168 @@ def back(_args: argparse.Namespace) -> int:
     return subprocess.run(["khib-jump-back", entry], check=False).returncode
 
 
-def save(args: argparse.Namespace) -> int:
+def save_command(dest: str, meta: Path | None = None, limit: int | None = None) -> list[str]:
+    """khib-save over A's memory, leaving out B's own RAM (it holds B, not A)."""
     if Path("/proc/vmcore").exists():
-        command = ["khib-save", "--vmcore", "/proc/vmcore", "-o", args.dest]
+        command = ["khib-save", "--vmcore", "/proc/vmcore", "-o", dest]
     else:
         require("/dev/mem", "CONFIG_DEVMEM")
         ranges = HANDOFF / "ranges"
         if not ranges.is_file():
             raise Failure(f"{ranges} is missing: A's RAM ranges come with khib jump")
-        command = ["khib-save", "--mem", "/dev/mem", "--ranges", str(ranges), "-o", args.dest]
-    # B's own RAM holds B, not A: leave it out (restoring it would overwrite B).
-    return subprocess.run([*command, "--exclude", "/proc/iomem"], check=False).returncode
+        command = ["khib-save", "--mem", "/dev/mem", "--ranges", str(ranges), "-o", dest]
+    command += ["--exclude", "/proc/iomem"]
+    if meta is not None:
+        command += ["--meta", str(meta)]
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    return command
+
+
+def save(args: argparse.Namespace) -> int:
+    return subprocess.run(save_command(args.dest), check=False).returncode
+
+
+def b_hibernate(args: argparse.Namespace) -> int:
+    """In B: save A with what a resume needs, then power off (a failure returns to A)."""
+    entry = cmdline_arg("kexec_jump_back_entry")
+    handle = cmdline_arg("khib.status")
+    if not entry or not handle:
+        raise Failure("not a kernel that khib hibernate started")
+    record = json.loads((HANDOFF / "jump.json").read_text())
+    area = bootarea.read(args.device)
+    meta = Path("/tmp/khib-meta.json")
+    meta.write_text(json.dumps({**record, "entry": entry,
+                                "control_page": int(entry, 16) & ~0xFFF}))
+    # Before the save, so that the saved A finds it once resumed.
+    if subprocess.run(["khib-report", handle, HIBERNATED], check=False).returncode:
+        raise Failure("cannot leave the verdict in A's status page")
+    saved = subprocess.run(save_command(args.device, meta, area.limit), check=False)
+    if saved.returncode:
+        raise Failure(f"khib-save exited {saved.returncode}")
+    os.sync()
+    print("khib: A is saved; powering off", flush=True)
+    subprocess.run(["poweroff", "-f"], check=False)
+    return 1
 
 
 def restore(args: argparse.Namespace) -> int:
     require("/dev/mem", "CONFIG_DEVMEM")
     command = ["khib-restore", args.image, "--mem", "/dev/mem"]
-    return subprocess.run([*command, *(["--verify"] if args.verify else [])],
-                          check=False).returncode
+    command += ["--verify"] if args.verify else ["--running", "/proc/iomem"]
+    return subprocess.run(command, check=False).returncode
+
+
+def resume(args: argparse.Namespace) -> int:
+    """A boot with khib.resume=DEV: check everything, then move out of A's way (first
+    stage) or write A back and jump into it (khib.stage=restore, confined like B)."""
+    device = args.device
+    try:
+        image = read_image(device)
+        if cmdline_arg("khib.stage") == "restore":
+            return restore_and_enter(device, image.meta)
+        area = bootarea.read(device)
+    except (NoImage, bootarea.NoBootArea) as exc:
+        raise Failure(f"not resuming: {exc}") from exc
+    ranges = [tuple(r) for r in image.meta.get("ranges", [])]
+    here = ram_ranges(Path("/proc/iomem").read_text())
+    if ranges != here:
+        raise Failure(f"not resuming: this machine's RAM ({sum(b - a + 1 for a, b in here) >> 20}"
+                      f" MiB in {len(here)} ranges) is not the RAM A ran with "
+                      f"({sum(b - a + 1 for a, b in ranges) >> 20} MiB in {len(ranges)} ranges)")
+    checked = run("khib-restore", device, "--check")
+    if checked.returncode:
+        raise Failure(f"not resuming: {device}: {checked.stderr.strip().splitlines()[-1]}"
+                      if checked.stderr.strip() else f"not resuming: {device} fails its check")
+    print(f"khib: the image on {device} is whole; moving into the window to restore it",
+          flush=True)
+    kernel, initrd = Path("/tmp/khib-kernel"), Path("/tmp/khib-initrd")
+    kernel.write_bytes(area.kernel)
+    initrd.write_bytes(area.initrd)
+    start, length = area.window
+    cmdline = [*consoles(), area.cmdline, f"khib.resume={device}", "khib.stage=restore"]
+    load = run("kexec", "-l", f"--mem-min={start:#x}", f"--mem-max={start + length - 1:#x}",
+               f"--initrd={initrd}", f"--append={' '.join(cmdline)}", str(kernel))
+    if load.returncode:
+        raise Failure(f"not resuming: kexec -l failed: {load.stderr.strip()}")
+    run("kexec", "-e")
+    raise Failure("not resuming: kexec -e returned")
+
+
+def restore_and_enter(device: str, meta: dict[str, object]) -> int:
+    """Confined in the window: write A back (checked first), mark the image used, enter A."""
+    entry = str(meta.get("entry", ""))
+    if not entry:
+        raise Failure("not resuming: the image records no jump-back entry")
+    restored = subprocess.run(["khib-restore", device, "--mem", "/dev/mem", "--running",
+                               "/proc/iomem"], check=False)
+    if restored.returncode:
+        raise Failure("not resuming: khib-restore failed")
+    mark(device, USED_MAGIC)
+    print(f"khib: A is back in memory; entering it (entry {entry})", flush=True)
+    entered = subprocess.run(["khib-jump-back", entry], check=False)
+    # Back here only if the jump did not happen: the image is still good.
+    mark(device, b"\x7fELF")
+    raise Failure(f"not resuming: khib-jump-back exited {entered.returncode}")
 
 
 def info(args: argparse.Namespace) -> int:
-    """Segments, sizes, zero pages and checksums of a saved image."""
-    with open(args.image, "rb") as image:
-        header = image.read(64)
-        if header[:4] != b"\x7fELF" or header[4] != 2:
-            raise Failure(f"{args.image}: not a khib image")
-        phoff, = struct.unpack_from("<Q", header, 32)
-        phnum, = struct.unpack_from("<H", header, 56)
-        image.seek(phoff)
-        phdrs = [struct.unpack("<IIQQQQQQ", image.read(56)) for _ in range(phnum)]
-        records = []
-        for kind, _, offset, _, _, _, _, _ in phdrs:
-            if kind == 4:
-                image.seek(offset)
-                _, descsz, _ = struct.unpack("<III", image.read(12))
-                if image.read(8)[:4] == b"KHIB":
-                    records = [struct.unpack("<QQII", image.read(24))
-                               for _ in range(descsz // 24)]
-    loads = [p for p in phdrs if p[0] == 1]
-    stored = sum(p[5] for p in loads)
-    total = sum(p[6] for p in loads)
-    zero_pages = sum(r[3] for r in records)
-    print(f"{args.image}: {len(loads)} segments, {total >> 20} MiB of memory, "
+    """Segments, sizes, zero pages and checksums of a saved image; what it records."""
+    try:
+        image = read_image(args.image)
+    except NoImage as exc:
+        raise Failure(f"{args.image}: {exc}") from exc
+    stored = sum(s.memsz for s in image.segments if s.stored)
+    total = sum(s.memsz for s in image.segments)
+    zero_pages = sum(s.zero_pages for s in image.segments)
+    print(f"{args.image}: {len(image.segments)} segments, {total >> 20} MiB of memory, "
           f"{stored >> 20} MiB stored, {zero_pages} zero pages")
-    for (_, _, _, _, paddr, filesz, memsz, _), record in zip(loads, records, strict=False):
-        kind = "zero" if filesz == 0 else "data"
-        print(f"  {paddr:#012x}-{paddr + memsz - 1:#012x} {kind} {memsz:>12} "
-              f"crc32={record[2]:08x}")
+    for key, value in sorted(image.meta.items()):
+        if key != "ranges":
+            print(f"  {key}: {value}")
+    for s in image.segments:
+        kind = "data" if s.stored else "zero"
+        print(f"  {s.paddr:#012x}-{s.paddr + s.memsz - 1:#012x} {kind} {s.memsz:>12} "
+              f"crc32={s.crc32:08x}")
     return 0
+
+
+def jump_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", required=True, help="the kernel to jump to (bzImage)")
+    p.add_argument("--initrd", required=True, help="its initrd (a khib image)")
+    p.add_argument("--window", default="256M:64M", help="START:SIZE of memory B may use")
+    p.add_argument("--deadline", type=int, default=600, metavar="S",
+                   help="B returns to A if its command runs longer (default: %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="khib", description=__doc__.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     p = verbs.add_parser("jump", help="jump to another kernel, preserving this one")
-    p.add_argument("--kernel", required=True, help="the kernel to jump to (bzImage)")
-    p.add_argument("--initrd", required=True, help="its initrd (a khib image)")
-    p.add_argument("--window", default="256M:64M", help="START:SIZE of memory B may use")
+    jump_options(p)
     p.add_argument("--b-run", help="a command B runs (khib.run=) instead of a shell")
     p.set_defaults(handler=jump)
+    p = verbs.add_parser("hibernate", help="save this kernel to a disk (through B) and "
+                         "power off; returns once resumed")
+    jump_options(p)
+    p.add_argument("--device", required=True, help="the disk to save to (its whole size)")
+    p.set_defaults(handler=hibernate)
     verbs.add_parser("back", help="in B: jump back to the original kernel").set_defaults(
         handler=back)
     p = verbs.add_parser("save", help="in B: write A's memory to a file or disk")
     p.add_argument("dest")
     p.set_defaults(handler=save)
+    p = verbs.add_parser("b-hibernate", help="in B (khib hibernate runs it): save A to the "
+                         "device, power off")
+    p.add_argument("device")
+    p.set_defaults(handler=b_hibernate)
     p = verbs.add_parser("restore", help="in B: write a saved image back into A's memory")
     p.add_argument("image")
     p.add_argument("--verify", action="store_true", help="only compare")
     p.set_defaults(handler=restore)
+    p = verbs.add_parser("resume", help="at boot (khib.resume=DEV): resume A from DEV")
+    p.add_argument("device")
+    p.set_defaults(handler=resume)
     p = verbs.add_parser("info", help="describe a saved image")
     p.add_argument("image")
     p.set_defaults(handler=info)

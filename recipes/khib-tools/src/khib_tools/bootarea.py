@@ -1,0 +1,88 @@
+"""The boot area at the end of a hibernation device: the kernel and initrd that saved A.
+
+``khib hibernate`` writes them there before it jumps, with a footer in the device's last
+page; a resume boot reads them back (checking their SHA-256) and runs them confined to
+the same window as when they saved A. The memory image itself starts at the device's
+first byte and may use everything below the boot area (the limit in the footer).
+
+Footer: ``KHIBBOOT``, a little-endian 32-bit length, then that many bytes of JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+
+PAGE = 4096
+MAGIC = b"KHIBBOOT"
+ALIGN = 1 << 20
+
+
+class NoBootArea(Exception):
+    """The device holds no usable boot area: the message says why."""
+
+
+@dataclass(frozen=True)
+class BootArea:
+    kernel: bytes
+    initrd: bytes
+    cmdline: str  # the confinement B ran with, without its console= arguments
+    window: tuple[int, int]  # start, size
+    limit: int  # the image may use the device's first ``limit`` bytes
+
+
+def device_size(fd: int) -> int:
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
+def write(path: str, area: BootArea) -> int:
+    """Write ``area`` at the end of the device; the limit left for the image."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = device_size(fd)
+        kernel_at = (size - PAGE - len(area.kernel) - len(area.initrd)) // ALIGN * ALIGN
+        if kernel_at < ALIGN:
+            raise OSError(f"{path} holds {size >> 20} MiB: too small for the boot area "
+                          "and an image")
+        initrd_at = kernel_at + len(area.kernel)
+        footer = json.dumps({
+            "kernel": [kernel_at, len(area.kernel), hashlib.sha256(area.kernel).hexdigest()],
+            "initrd": [initrd_at, len(area.initrd), hashlib.sha256(area.initrd).hexdigest()],
+            "cmdline": area.cmdline, "window": list(area.window), "limit": kernel_at,
+        }).encode()
+        os.pwrite(fd, area.kernel, kernel_at)
+        os.pwrite(fd, area.initrd, initrd_at)
+        os.pwrite(fd, MAGIC + struct.pack("<I", len(footer)) + footer, size - PAGE)
+        os.fsync(fd)
+        return kernel_at
+    finally:
+        os.close(fd)
+
+
+def read(path: str) -> BootArea:
+    """The boot area of a device, its kernel and initrd checked against their digests."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = device_size(fd)
+        tail = os.pread(fd, PAGE, size - PAGE) if size >= PAGE else b""
+        if tail[:8] != MAGIC:
+            raise NoBootArea(f"no hibernation image: {path} has no khib boot area")
+        length, = struct.unpack_from("<I", tail, 8)
+        try:
+            footer = json.loads(tail[12:12 + length])
+        except ValueError as exc:
+            raise NoBootArea(f"{path}: the boot area's footer is damaged ({exc})") from exc
+        parts = {}
+        for name in ("kernel", "initrd"):
+            at, length, digest = footer[name]
+            data = os.pread(fd, length, at)
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise NoBootArea(f"{path}: the saved {name} does not match its SHA-256")
+            parts[name] = data
+    finally:
+        os.close(fd)
+    return BootArea(parts["kernel"], parts["initrd"], footer["cmdline"],
+                    tuple(footer["window"]), footer["limit"])

@@ -1,0 +1,112 @@
+"""Read a khib image's headers (see khib-core's khib-image.h): its state, segments and notes."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import struct
+from dataclasses import dataclass, field
+
+ELF_MAGIC = b"\x7fELF"
+USED_MAGIC = b"KUSD"  # left by a resume: the same image is never resumed twice
+NOTE_SEGMENTS, NOTE_META, NOTE_SEAL = 1, 2, 3
+BLKFLSBUF = 0x1261  # drop a block device's cached blocks: another kernel wrote the disk
+
+
+class NoImage(Exception):
+    """There is no complete, unused image: the message says which."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    paddr: int
+    memsz: int
+    stored: bool
+    crc32: int
+    zero_pages: int
+
+
+@dataclass(frozen=True)
+class Image:
+    segments: list[Segment]
+    meta: dict[str, object] = field(default_factory=dict)
+    size: int = 0  # bytes on the disk, from the seal
+
+
+def read_at(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise NoImage("no complete image (too short to hold one)")
+    return data
+
+
+def state(first: bytes) -> str:
+    """What the first four bytes say: complete, used, incomplete or foreign."""
+    if first == ELF_MAGIC:
+        return "complete"
+    if first == USED_MAGIC:
+        return "used"
+    return "incomplete" if first == bytes(4) else "foreign"
+
+
+def read_image(path: str) -> Image:
+    """The image at the start of ``path`` (a file or a disk); NoImage says why there is none."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if stat.S_ISBLK(os.fstat(fd).st_mode):
+            fcntl.ioctl(fd, BLKFLSBUF)
+        header = read_at(fd, 64, 0)
+        found = state(header[:4])
+        if found == "used":
+            raise NoImage("no hibernation image: the one here was used (the system resumed "
+                          "from it)")
+        if found == "incomplete":
+            raise NoImage("no complete image (a save did not finish, or none was made)")
+        if found == "foreign" or header[4] != 2:
+            raise NoImage("not a khib image (an ELF64 core)")
+        phoff, = struct.unpack_from("<Q", header, 32)
+        phnum, = struct.unpack_from("<H", header, 56)
+        table = read_at(fd, 56 * phnum, phoff)
+        phdrs = [struct.unpack_from("<IIQQQQQQ", table, 56 * i) for i in range(phnum)]
+        notes: dict[int, bytes] = {}
+        for kind, _, offset, _, _, filesz, _, _ in phdrs:
+            if kind == 4:
+                notes.update(read_notes(read_at(fd, filesz, offset)))
+    finally:
+        os.close(fd)
+    records = notes.get(NOTE_SEGMENTS, b"")
+    loads = [p for p in phdrs if p[0] == 1]
+    if len(records) != 24 * len(loads) or NOTE_SEAL not in notes:
+        raise NoImage("not a khib image: its notes do not match its segments")
+    segments = []
+    for index, (_, _, _, _, paddr, filesz, memsz, _) in enumerate(loads):
+        _, _, crc, zero_pages = struct.unpack_from("<QQII", records, 24 * index)
+        segments.append(Segment(paddr, memsz, filesz != 0, crc, zero_pages))
+    meta = json.loads(notes[NOTE_META]) if notes.get(NOTE_META) else {}
+    size, = struct.unpack_from("<Q", notes[NOTE_SEAL])
+    return Image(segments, meta, size)
+
+
+def read_notes(data: bytes) -> dict[int, bytes]:
+    """The KHIB notes in one PT_NOTE segment, by type."""
+    found, at = {}, 0
+    while at + 20 <= len(data):
+        namesz, descsz, kind = struct.unpack_from("<III", data, at)
+        name = data[at + 12:at + 12 + namesz]
+        if namesz != 5 or name[:4] != b"KHIB":
+            break
+        found[kind] = data[at + 20:at + 20 + descsz]
+        at += 20 + (descsz + 3) // 4 * 4
+    return found
+
+
+def mark(path: str, magic: bytes) -> None:
+    """Write an image's first four bytes (USED_MAGIC after a resume), durably."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, magic, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

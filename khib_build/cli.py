@@ -324,8 +324,9 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--cpus", type=int, default=1, metavar="N",
                       help="virtual CPUs (QEMU -smp; default: %(default)s)")
     boot.add_argument("--append", default="", metavar="ARGS", help="more kernel arguments")
-    boot.add_argument("--disk", type=Path, metavar="FILE",
-                      help="a raw disk image, attached as virtio (/dev/vda in the guest)")
+    boot.add_argument("--disk", type=Path, metavar="FILE", action="append", default=[],
+                      help="a raw disk image, attached as virtio (/dev/vda in the guest; "
+                      "given again: /dev/vdb, ...)")
     boot.set_defaults(handler=cmd_boot)
     return top
 
@@ -682,7 +683,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if args.cpus < 1:
         raise UsageError(f"--cpus {args.cpus}: give at least one CPU")
     command = qemu.qemu_command(qemu.qemu_for(kernel), kernel, image, cmdline, args.memory,
-                                args.disk, args.cpus)
+                                tuple(args.disk), args.cpus)
     result = qemu.boot(command, args.expect, args.timeout, echo=not args.quiet)
     if args.expect is not None:
         verdict = "found" if result.found else "NOT found"

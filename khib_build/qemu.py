@@ -47,10 +47,10 @@ def qemu_for(kernel: Path) -> str:
 
 
 def qemu_command(qemu: str, kernel: Path, initrd: Path, cmdline: str, memory: int,
-                 disk: Path | None = None, cpus: int = 1) -> list[str]:
+                 disks: tuple[Path, ...] = (), cpus: int = 1) -> list[str]:
     command = [qemu, "-m", str(memory), "-smp", str(cpus), "-nographic", "-no-reboot",
                "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
-    if disk is not None:  # a raw virtio disk: /dev/vda in the guest
+    for disk in disks:  # raw virtio disks: /dev/vda, /dev/vdb, ... in the guest
         command += ["-drive", f"file={disk},format=raw,if=virtio"]
     return command
 

@@ -22,8 +22,7 @@ pytestmark = pytest.mark.slow
 PROBE = ("echo loader-options=$(kexec --help | grep -c -e --load-preserve-context "
          "-e --load-jump-back-helper); "
          "echo cpus-online=$(cat /sys/devices/system/cpu/online); "
-         "echo random=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' ')"
-         ",$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' '); "
+         "echo random=$(head -c 16 /dev/urandom | xxd -p),$(head -c 16 /dev/urandom | xxd -p); "
          "echo SLEEP-START $(cut -d ' ' -f 1 /proc/uptime) $(date +%s); sleep 3; "
          "echo SLEEP-END $(cut -d ' ' -f 1 /proc/uptime) $(date +%s); "
          "sh -c 'trap exit\\ 7 TERM; while :; do sleep 1; done' & child=$!; sleep 2; "
@@ -59,17 +58,17 @@ def sanity_failures(lines: list[tuple[float, str]], cpus: int) -> list[str]:
                         "(2.5-10 s expected)")
     if int(date1) <= int(date0):
         failures.append(f"date: did not advance over the sleep ({date0} -> {date1})")
-    child = re.search(r"child-status=(\d+)", text)
+    child = re.search(r"^child-status=(\d+)$", text, re.MULTILINE)
     if not child or child[1] != "7":
         failures.append("child: a child signalled after 2 s did not exit through its TERM "
                         f"handler (status {child[1] if child else 'missing'}, 7 expected)")
-    if "child-reaped=yes" not in text:
+    if not re.search(r"^child-reaped=yes$", text, re.MULTILINE):
         failures.append("child: the signalled child was not reaped")
-    random = re.search(r"random=([0-9a-f]{32}),([0-9a-f]{32})\b", text)
+    random = re.search(r"^random=([0-9a-f]{32}),([0-9a-f]{32})$", text, re.MULTILINE)
     if not random or random[1] == random[2]:
         failures.append("urandom: two 16-byte reads of /dev/urandom did not give two "
                         "different values")
-    online = re.search(r"cpus-online=(\S+)", text)
+    online = re.search(r"^cpus-online=(\S+)$", text, re.MULTILINE)
     expected = "0" if cpus == 1 else f"0-{cpus - 1}"
     if not online or online[1] != expected:
         failures.append(f"cpus: online {online[1] if online else 'missing'}, QEMU gave "

@@ -1,0 +1,135 @@
+"""What the jump and hibernation tests run in the guest: kernel A's workload and its checks,
+the initrds that carry them, disks, and reading the console's verdicts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib
+
+MEMORY = 512  # MiB, for A and for every boot that resumes it
+WINDOW = "128M:64M"  # B's window in A's RAM
+
+
+@dataclass(frozen=True)
+class Target:
+    arch: str
+    config: Path
+    image: Path
+    kernel: Path
+
+
+FIXTURES = {"x86_64": (X86_64_CONFIG, "image_x86_64", "kernel_x86_64"),
+            "i386": (DEFAULT_CONFIG, "default_image", "kernel_i386")}
+
+
+def target_for(request: pytest.FixtureRequest) -> Target:
+    """Each arch's config, default image and built kernel (``request.param``: the arch)."""
+    config, image, kernel = FIXTURES[request.param]
+    return Target(request.param, config, request.getfixturevalue(image),
+                  request.getfixturevalue(kernel))
+
+
+def appended(image: bytes, files: dict[str, bytes], root: Path) -> bytes:
+    """``image`` with an uncompressed segment holding ``files`` (scripts executable)."""
+    tree = root / f"segment-{len(list(root.iterdir()))}"
+    for name, data in files.items():
+        path = tree / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o755 if name.endswith((".sh", ".py")) else 0o644)
+    assert_ok(khib("pack", tree, "-o", tree.with_suffix(".cpio"), "--compress", "none"))
+    return image + b"\0" * (-len(image) % 4) + tree.with_suffix(".cpio").read_bytes()
+
+
+def disk(path: Path, mib: int) -> Path:
+    with path.open("wb") as sparse:
+        sparse.truncate(mib << 20)
+    return path
+
+
+# A process holding 32 MiB of random data; on SIGUSR1 it hashes them again.
+HOLDER_PY = """import hashlib, os, signal
+data = bytearray(os.urandom(32 << 20))
+print("HOLDER start", hashlib.sha256(data).hexdigest(), flush=True)
+signal.signal(signal.SIGUSR1,
+              lambda *_: print("HOLDER again", hashlib.sha256(data).hexdigest(), flush=True))
+while True:
+    signal.pause()
+"""
+
+# A's workload and its check after each return: the tmpfs file's hash, the holder's own
+# re-hash, the CPUs online, and the kernel log's complaints.
+A_PRELUDE = """#!/bin/sh
+token=@TOKEN@
+dd if=/dev/urandom of=/tmp/blob bs=1M count=64 2>/dev/null
+echo "BLOB start $(sha256sum /tmp/blob | cut -d ' ' -f 1)"
+python3 /boot/holder.py & holder=$!
+sleep 5
+echo "A-UPTIME before $(cut -d ' ' -f 1 /proc/uptime) $(cat /proc/sys/kernel/random/boot_id)"
+echo "A-IOMEM"; grep 'System RAM' /proc/iomem | grep -v '^ '; echo "A-IOMEM-END"
+check() {
+    echo "BLOB $1 $(sha256sum /tmp/blob | cut -d ' ' -f 1)"
+    kill -USR1 $holder; sleep 2
+    echo "A-STATE $1 cpus=$(cat /sys/devices/system/cpu/online) token=$token \
+complaints=$(dmesg | grep -c -E 'BUG|Oops|WARNING|Call Trace')"
+}
+jump() {
+    khib jump --kernel /boot/bzImage --initrd /boot/initrd --window @WINDOW@ "$@"
+}
+""".replace("@WINDOW@", WINDOW)
+
+
+def a_script(token: str, body: str) -> str:
+    """A's script: the workload, then ``body`` (which calls ``check LABEL`` after returns)."""
+    return A_PRELUDE.replace("@TOKEN@", token) + body
+
+
+def a_initrd(target: Target, root: Path, script: str, b_files: dict[str, bytes]) -> Path:
+    """A's initrd: the default image with the kernel, B's initrd and A's script in /boot."""
+    data = target.image.read_bytes()
+    b_initrd = appended(data, b_files, root) if b_files else data
+    path = root / "a-initrd"
+    path.write_bytes(appended(data, {"boot/bzImage": target.kernel.read_bytes(),
+                                     "boot/initrd": b_initrd, "boot/holder.py": HOLDER_PY.encode(),
+                                     "boot/a.sh": script.encode()}, root))
+    return path
+
+
+def states(console: str) -> dict[str, tuple[str, str, str, int]]:
+    """Each check A printed: label -> (blob hash, holder hash, cpus online, complaints)."""
+    blobs = dict(re.findall(r"BLOB (\S+) ([0-9a-f]{64})", console))
+    holders = re.findall(r"HOLDER (?:start|again) ([0-9a-f]{64})", console)
+    found = {}
+    for index, match in enumerate(re.finditer(
+            r"A-STATE (\S+) cpus=(\S+) token=\S+ complaints=(\d+)", console)):
+        label = match[1]
+        found[label] = (blobs.get(label, ""), holders[index + 1] if index + 1 < len(holders)
+                        else "", match[2], int(match[3]))
+    return found
+
+
+def assert_a_intact(console: str, labels: list[str], cpus: str) -> None:
+    """After every return A's file and process hash as before, CPUs are online, log clean."""
+    blob_start = re.search(r"BLOB start ([0-9a-f]{64})", console)
+    holder_start = re.search(r"HOLDER start ([0-9a-f]{64})", console)
+    assert blob_start and holder_start, console[-4000:]
+    found = states(console)
+    for label in labels:
+        assert label in found, f"A never checked after {label!r}\n{console[-6000:]}"
+        blob, holder, online, complaints = found[label]
+        assert blob == blob_start[1], f"{label}: the tmpfs file changed"
+        assert holder == holder_start[1], f"{label}: the process's memory changed"
+        assert online == cpus, f"{label}: CPUs online {online}, expected {cpus}"
+        assert complaints == 0, f"{label}: A's kernel log complains\n{console[-6000:]}"
+
+
+def a_ram(console: str) -> list[tuple[int, int]]:
+    """A's top-level System RAM ranges, as A printed them: (start, end exclusive)."""
+    block = console.split("A-IOMEM\n", 1)[1].split("A-IOMEM-END", 1)[0]
+    return [(int(a, 16), int(b, 16) + 1)
+            for a, b in re.findall(r"([0-9a-f]+)-([0-9a-f]+) : System RAM", block)]

@@ -111,10 +111,16 @@ def test_the_boot_area_comes_back_checked(tmp_path: Path) -> None:
 
 def test_the_status_page_has_a_physical_address(tmp_path: Path) -> None:
     """The page B writes into: page-aligned, looked up in /proc/self/pagemap (as root)."""
-    page = status.StatusPage(tmp_path)
+    page = status.StatusPage(folder=tmp_path)
     assert page.address and page.address % 4096 == 0
     assert re.fullmatch(r"0x[0-9a-f]+:[0-9a-f]{16}", page.handle)
     assert page.message() == ""
-    page.page[status.MESSAGE_AT:status.MESSAGE_AT + 6] = b"failed"
+    page.chunk[page.at + status.MESSAGE_AT:page.at + status.MESSAGE_AT + 6] = b"failed"
     assert page.message() == "failed"
     assert not list(tmp_path.iterdir())  # the mapping keeps the page, not the file
+    with pytest.raises(OSError, match="no page outside"):  # B's window: all of memory
+        status.StatusPage(avoid=(0, 1 << 64), folder=tmp_path)
+    # A window over the whole first chunk: the page comes from a later one.
+    first = status.mapped_pages(tmp_path / "probe")[1]
+    outside = status.StatusPage(avoid=(min(first), max(first) + 4096), folder=tmp_path)
+    assert not min(first) <= outside.address <= max(first)

@@ -133,7 +133,7 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     """Load B (kexec --load-preserve-context); B's initrd and its confinement."""
     require("/proc/kcore", "CONFIG_PROC_KCORE")
     require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
-    start, length = (size(part) for part in args.window.split(":"))
+    start, length = window(args)
     check_window(start, length, Path("/proc/cmdline").read_text(),
                  Path("/proc/meminfo").read_text())
     ranges = ram_ranges(Path("/proc/iomem").read_text())
@@ -168,15 +168,26 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
 def jump_now(args: argparse.Namespace) -> None:
     """Jump to the loaded B; returns once A runs again (B came back, or A resumed)."""
     before = restarts()
-    start, length = (size(part) for part in args.window.split(":"))
+    start, length = window(args)
     print(f"khib: jumping to {args.kernel} (window {start >> 20}M+{length >> 20}M)", flush=True)
     run("kexec", "-e")  # returns when B jumps back; its status is not the verdict
     if restarts() <= before:
         raise Failure("the jump did not happen: kexec -e returned without freezing")
 
 
+def window(args: argparse.Namespace) -> tuple[int, int]:
+    start, length = (size(part) for part in args.window.split(":"))
+    return start, length
+
+
+def status_page(args: argparse.Namespace) -> StatusPage:
+    """A's status page, outside B's window."""
+    start, length = window(args)
+    return StatusPage((start, start + length))
+
+
 def jump(args: argparse.Namespace) -> int:
-    status = StatusPage()
+    status = status_page(args)
     load_b(args, status, args.b_run, {})
     jump_now(args)
     verdict = status.message()
@@ -191,10 +202,10 @@ def hibernate(args: argparse.Namespace) -> int:
     device = args.device
     if not Path(device).is_block_device():
         raise Failure(f"{device} is not a block device")
-    status = StatusPage()
+    status = status_page(args)
     initrd, confined = load_b(args, status, f"khib b-hibernate {device}",
                               {"device": device})
-    start, length = (size(part) for part in args.window.split(":"))
+    start, length = window(args)
     limit = bootarea.write(device, bootarea.BootArea(
         Path(args.kernel).read_bytes(), initrd, confined, (start, length), 0))
     mark(device, bytes(4))  # an earlier image on the device no longer counts
@@ -255,9 +266,14 @@ def b_hibernate(args: argparse.Namespace) -> int:
     # Before the save, so that the saved A finds it once resumed.
     if subprocess.run(["khib-report", handle, HIBERNATED], check=False).returncode:
         raise Failure("cannot leave the verdict in A's status page")
-    saved = subprocess.run(save_command(args.device, meta, area.limit), check=False)
-    if saved.returncode:
-        raise Failure(f"khib-save exited {saved.returncode}")
+    saved = subprocess.run(save_command(args.device, meta, area.limit), stderr=subprocess.PIPE,
+                           text=True, check=False)
+    sys.stderr.write(saved.stderr)
+    if saved.returncode < 0:
+        raise Failure(f"khib-save was ended by signal {-saved.returncode}")
+    if saved.returncode:  # its last words say why
+        raise Failure(saved.stderr.strip().splitlines()[-1] if saved.stderr.strip()
+                      else f"khib-save exited {saved.returncode}")
     os.sync()
     print("khib: A is saved; powering off", flush=True)
     subprocess.run(["poweroff", "-f"], check=False)
@@ -289,9 +305,9 @@ def resume(args: argparse.Namespace) -> int:
                       f" MiB in {len(here)} ranges) is not the RAM A ran with "
                       f"({sum(b - a + 1 for a, b in ranges) >> 20} MiB in {len(ranges)} ranges)")
     checked = run("khib-restore", device, "--check")
-    if checked.returncode:
-        raise Failure(f"not resuming: {device}: {checked.stderr.strip().splitlines()[-1]}"
-                      if checked.stderr.strip() else f"not resuming: {device} fails its check")
+    if checked.returncode:  # the first problem it names (a segment, the seal)
+        problems = checked.stderr.strip().splitlines() or [f"{device} fails its check"]
+        raise Failure(f"not resuming: {problems[0].removeprefix('khib: ')}")
     print(f"khib: the image on {device} is whole; moving into the window to restore it",
           flush=True)
     kernel, initrd = Path("/tmp/khib-kernel"), Path("/tmp/khib-initrd")

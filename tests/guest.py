@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib
 
 MEMORY = 512  # MiB, for A and for every boot that resumes it
+CPUS = 2  # A's CPUs: all of them must be online after every return
 WINDOW = "128M:64M"  # B's window in A's RAM
 
 
@@ -75,8 +76,10 @@ echo "A-IOMEM"; grep 'System RAM' /proc/iomem | grep -v '^ '; echo "A-IOMEM-END"
 check() {
     echo "BLOB $1 $(sha256sum /tmp/blob | cut -d ' ' -f 1)"
     kill -USR1 $holder; sleep 2
-    echo "A-STATE $1 cpus=$(cat /sys/devices/system/cpu/online) token=$token \
-complaints=$(dmesg | grep -c -E 'BUG|Oops|WARNING|Call Trace')"
+    pinned=$(python3 -c 'import os; os.sched_setaffinity(0, {1}); sum(range(10 ** 6)); \
+print(open("/proc/self/stat").read().split()[38])' 2>&1 | tail -n 1 | tr ' ' _)
+    echo "A-STATE $1 cpus=$(cat /sys/devices/system/cpu/online) pinned=$pinned \
+token=$token complaints=$(dmesg | grep -c -E 'BUG|Oops|WARNING|Call Trace')"
 }
 jump() {
     khib jump --kernel /boot/bzImage --initrd /boot/initrd --window @WINDOW@ "$@"
@@ -100,31 +103,34 @@ def a_initrd(target: Target, root: Path, script: str, b_files: dict[str, bytes])
     return path
 
 
-def states(console: str) -> dict[str, tuple[str, str, str, int]]:
-    """Each check A printed: label -> (blob hash, holder hash, cpus online, complaints)."""
+def states(console: str) -> dict[str, tuple[str, str, str, str, int]]:
+    """Each check A printed: label -> (blob hash, holder hash, CPUs online, the CPU a task
+    pinned to CPU 1 ran on, complaints)."""
     blobs = dict(re.findall(r"BLOB (\S+) ([0-9a-f]{64})", console))
     holders = re.findall(r"HOLDER (?:start|again) ([0-9a-f]{64})", console)
     found = {}
     for index, match in enumerate(re.finditer(
-            r"A-STATE (\S+) cpus=(\S+) token=\S+ complaints=(\d+)", console)):
+            r"A-STATE (\S+) cpus=(\S+) pinned=(\S+) token=\S+ complaints=(\d+)", console)):
         label = match[1]
         found[label] = (blobs.get(label, ""), holders[index + 1] if index + 1 < len(holders)
-                        else "", match[2], int(match[3]))
+                        else "", match[2], match[3], int(match[4]))
     return found
 
 
-def assert_a_intact(console: str, labels: list[str], cpus: str) -> None:
-    """After every return A's file and process hash as before, CPUs are online, log clean."""
+def assert_a_intact(console: str, labels: list[str]) -> None:
+    """After every return A's file and process hash as before, all CPUs are online (a task
+    pinned to the second runs there), A's kernel log is clean."""
     blob_start = re.search(r"BLOB start ([0-9a-f]{64})", console)
     holder_start = re.search(r"HOLDER start ([0-9a-f]{64})", console)
     assert blob_start and holder_start, console[-4000:]
     found = states(console)
     for label in labels:
         assert label in found, f"A never checked after {label!r}\n{console[-6000:]}"
-        blob, holder, online, complaints = found[label]
+        blob, holder, online, pinned, complaints = found[label]
         assert blob == blob_start[1], f"{label}: the tmpfs file changed"
         assert holder == holder_start[1], f"{label}: the process's memory changed"
-        assert online == cpus, f"{label}: CPUs online {online}, expected {cpus}"
+        assert online == f"0-{CPUS - 1}", f"{label}: CPUs online {online}"
+        assert pinned == "1", f"{label}: a task pinned to CPU 1: {pinned}"
         assert complaints == 0, f"{label}: A's kernel log complains\n{console[-6000:]}"
 
 

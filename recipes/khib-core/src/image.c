@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 uint32_t khib_crc32(uint32_t crc, const void *data, size_t size)
@@ -464,6 +465,14 @@ int khib_overlaps(const struct khib_image *image, const struct khib_range *range
 		}
 	}
 	return 0;
+}
+
+double khib_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
 void khib_progress(const char *what, uint64_t done, uint64_t total)

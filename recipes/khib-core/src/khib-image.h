@@ -95,6 +95,7 @@ int khib_pwrite_full(int fd, const void *buffer, size_t size, uint64_t offset);
 int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory);
 int khib_is_zero(const unsigned char *page, size_t size);
 void khib_progress(const char *what, uint64_t done, uint64_t total);
+double khib_seconds(void);
 
 /* The programs of the one khib-core binary, chosen by the name it runs as. */
 int khib_save_main(int argc, char **argv);

@@ -190,6 +190,7 @@ int khib_restore_main(int argc, char **argv)
 	struct khib_image image;
 	uint16_t machine;
 	unsigned char *buffer = malloc(CHUNK);
+	double started = khib_seconds();
 	FILE *file;
 
 	for (int i = 1; i < argc; i++) {
@@ -238,8 +239,9 @@ int khib_restore_main(int argc, char **argv)
 		} else if (verify_only || write_back(fileno(file), mem, &image, buffer) == 0) {
 			bad = verify(mem, &image, buffer);
 			if (bad == 0)
-				printf("khib-restore: %zu segments %s and verified\n", image.count,
-				       verify_only ? "compared" : "written");
+				printf("khib-restore: %zu segments %s and verified in %.1f s\n",
+				       image.count, verify_only ? "compared" : "written",
+				       khib_seconds() - started);
 			status = bad != 0;
 		}
 		if (mem >= 0)

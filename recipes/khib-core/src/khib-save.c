@@ -294,6 +294,7 @@ int khib_save_main(int argc, char **argv)
 	uint64_t total = 0, stored = 0, zero_pages = 0, image_size = 0, limit;
 	unsigned char *buffer = malloc(CHUNK), *headers = NULL;
 	char *meta = NULL, *end = NULL;
+	double started = khib_seconds(), seconds;
 	int fd, out, status = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -364,9 +365,12 @@ int khib_save_main(int argc, char **argv)
 		fprintf(stderr, "khib-save: writing %s: %s\n", output, strerror(errno));
 		goto out;
 	}
-	printf("khib-save: %s: %zu segments, %llu MiB of %llu stored, %llu zero pages recorded\n",
-	       output, image.count, (unsigned long long)(stored >> 20),
-	       (unsigned long long)(total >> 20), (unsigned long long)zero_pages);
+	seconds = khib_seconds() - started;
+	printf("khib-save: %s: %zu segments, %llu MiB of %llu stored, %llu zero pages recorded, "
+	       "in %.1f s (%.0f MiB/s scanned)\n", output, image.count,
+	       (unsigned long long)(stored >> 20), (unsigned long long)(total >> 20),
+	       (unsigned long long)zero_pages, seconds,
+	       seconds > 0 ? (double)(total >> 20) / seconds : 0.0);
 	status = 0;
 out:
 	khib_free(&image);

@@ -28,6 +28,8 @@ LOW_WINDOWS = "memmap=636K@4K memmap=15M@1M"  # BIOS area and where A's kernel s
 RESERVE = "crashkernel=15M@1M"  # keeps B's allocations away from A's 1-16 MiB
 # Physical KASLR ignores memmap=exactmap and would decompress B anywhere in A's RAM.
 STAY = "nokaslr"
+# B needs one CPU; A's others stay parked where A left them.
+ONE_CPU = "maxcpus=1"
 HEADROOM = 16 << 20  # free RAM A needs beyond the window while B runs
 HIBERNATED = "hibernated"  # what B leaves in A's status page before saving A
 
@@ -115,7 +117,7 @@ def kernel_identity() -> dict[str, str]:
 def confinement(start: int, length: int) -> str:
     """B's command line: only the window and the low ranges B may use, placed as asked."""
     return " ".join(["memmap=exactmap", LOW_WINDOWS, f"memmap={length >> 20}M@{start >> 20}M",
-                     RESERVE, STAY])
+                     RESERVE, STAY, ONE_CPU])
 
 
 def consoles() -> list[str]:
@@ -289,7 +291,8 @@ def restore(args: argparse.Namespace) -> int:
 
 def resume(args: argparse.Namespace) -> int:
     """A boot with khib.resume=DEV: check everything, then move out of A's way (first
-    stage) or write A back and jump into it (khib.stage=restore, confined like B)."""
+    stage) or write A back and jump into it (khib.stage=restore, confined like B; on a
+    failure /init returns to the first stage, which boots normally)."""
     device = args.device
     try:
         image = read_image(device)
@@ -315,12 +318,15 @@ def resume(args: argparse.Namespace) -> int:
     initrd.write_bytes(area.initrd)
     start, length = area.window
     cmdline = [*consoles(), area.cmdline, f"khib.resume={device}", "khib.stage=restore"]
-    load = run("kexec", "-l", f"--mem-min={start:#x}", f"--mem-max={start + length - 1:#x}",
-               f"--initrd={initrd}", f"--append={' '.join(cmdline)}", str(kernel))
+    # Loaded as B was: a plain load puts i386's setup data below 640 KiB, out of the window.
+    load = run("kexec", "--load-preserve-context", f"--mem-min={start:#x}",
+               f"--mem-max={start + length - 1:#x}", f"--initrd={initrd}",
+               f"--append={' '.join(cmdline)}", str(kernel))
     if load.returncode:
-        raise Failure(f"not resuming: kexec -l failed: {load.stderr.strip()}")
-    run("kexec", "-e")
-    raise Failure("not resuming: kexec -e returned")
+        raise Failure(f"not resuming: kexec --load-preserve-context failed: "
+                      f"{load.stderr.strip()}")
+    run("kexec", "-e")  # returns only if the restore stage failed (it said why) and came back
+    raise Failure("not resuming: the restore stage came back without entering A")
 
 
 def restore_and_enter(device: str, meta: dict[str, object]) -> int:

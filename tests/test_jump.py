@@ -4,8 +4,8 @@
 A holds 64 MiB of random data in a tmpfs file and 32 MiB in a process, and jumps five
 times. B's command fails; B saves A, overwrites every page the image covers, sees
 ``khib restore --verify`` report it, restores; B's command hangs past the deadline; B
-fills its /tmp and saves, and the OOM killer ends the save; B is asked to hibernate A to
-a disk too small. Each time B returns,
+fills its /tmp to the cap and its command outgrows what is left before it would save,
+and the OOM killer ends it; B is asked to hibernate A to a disk too small. Each time B returns,
 A reports what happened, and A's file, its process's memory and its kernel log are as
 before. A window under a memmap= reservation is refused before any jump."""
 
@@ -71,7 +71,8 @@ A_BODY = f"""
 jump --b-run 'exit 3'; echo "A-JUMP fail result=$?"; check fail
 jump --b-run /boot/b.sh; echo "A-JUMP save result=$?"; check save
 jump --b-run 'sleep 1000' --deadline 20; echo "A-JUMP hang result=$?"; check hang
-jump --b-run 'dd if=/dev/zero of=/tmp/fill bs=1M; khib save /dev/vdb'
+jump --b-run 'dd if=/dev/zero of=/tmp/fill bs=1M; x=$(head -c 67108864 /dev/zero | tr -c y y); \
+khib save /dev/vdb'
 echo "A-JUMP oom result=$?"; check oom
 khib info /dev/vdb; echo "A-INFO oom $?"
 khib hibernate --kernel /boot/bzImage --initrd /boot/initrd --window {WINDOW} --device /dev/vdc

@@ -121,23 +121,28 @@ def test_save_stores_data_records_zero_pages_and_checksums(core: Path, tmp_path:
     assert "zero pages recorded" in result.stdout
 
 
-def test_save_leaves_out_the_running_kernels_own_ram(core: Path, tmp_path: Path) -> None:
-    """--exclude takes B's /proc/iomem: its System RAM holds B, not the old kernel."""
+def holes_left_by(core: Path, tmp_path: Path, iomem: str) -> list[tuple[int, int]]:
+    """Save 4 MiB of memory with --exclude taking ``iomem`` (B's /proc/iomem); the ranges
+    the image leaves out."""
     memory(tmp_path / "mem", 4 * MiB)
     (tmp_path / "ranges").write_text("00000000-003fffff : System RAM\n")
-    (tmp_path / "iomem").write_text("00000000-00000fff : Reserved\n"
-                                    "00001000-0009ffff : System RAM\n"
-                                    "00200000-002fffff : System RAM\n"
-                                    "  00200000-0020ffff : Kernel code\n")
+    (tmp_path / "iomem").write_text(iomem)
     result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
                  "--exclude", tmp_path / "iomem", "-o", tmp_path / "image")
     assert result.returncode == 0, result.stderr
     segments, _ = loads(tmp_path / "image")
     spans = sorted((load.paddr, load.paddr + load.memsz) for load in segments)
     assert spans[0][0] == 0 and spans[-1][1] == 4 * MiB
-    gaps = [(end, start) for (_, end), (start, _) in itertools.pairwise(spans)
-            if end != start]
-    assert gaps == [(0x1000, 0xa0000), (0x200000, 0x300000)]
+    return [(end, start) for (_, end), (start, _) in itertools.pairwise(spans) if end != start]
+
+
+def test_save_leaves_out_the_running_kernels_own_ram(core: Path, tmp_path: Path) -> None:
+    """--exclude takes B's /proc/iomem: its System RAM holds B, not the old kernel."""
+    assert holes_left_by(core, tmp_path, "00000000-00000fff : Reserved\n"
+                                         "00001000-0009ffff : System RAM\n"
+                                         "00200000-002fffff : System RAM\n"
+                                         "  00200000-0020ffff : Kernel code\n") == [
+        (0x1000, 0xa0000), (0x200000, 0x300000)]
     # The token at 0x12345 lies in the excluded low RAM.
     assert b"KHIB-TOKEN-12345" not in (tmp_path / "image").read_bytes()
 
@@ -251,19 +256,10 @@ def test_restore_refuses_to_write_over_the_running_kernel(core: Path, tmp_path: 
 def test_save_keeps_what_the_running_kernel_reserved_for_a_crash_kernel(core: Path,
                                                                         tmp_path: Path) -> None:
     """B runs with crashkernel=15M@1M over A's 1-16 MiB: that RAM holds A, and is saved."""
-    memory(tmp_path / "mem", 4 * MiB)
-    (tmp_path / "ranges").write_text("00000000-003fffff : System RAM\n")
-    (tmp_path / "iomem").write_text("00001000-0009ffff : System RAM\n"
-                                    "00100000-002fffff : System RAM\n"
-                                    "  00100000-001fffff : Crash kernel\n")
-    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
-                 "--exclude", tmp_path / "iomem", "-o", tmp_path / "image")
-    assert result.returncode == 0, result.stderr
-    segments, _ = loads(tmp_path / "image")
-    spans = sorted((load.paddr, load.paddr + load.memsz) for load in segments)
-    gaps = [(end, start) for (_, end), (start, _) in itertools.pairwise(spans)
-            if end != start]
-    assert gaps == [(0x1000, 0xa0000), (0x200000, 0x300000)]
+    assert holes_left_by(core, tmp_path, "00001000-0009ffff : System RAM\n"
+                                         "00100000-002fffff : System RAM\n"
+                                         "  00100000-001fffff : Crash kernel\n") == [
+        (0x1000, 0xa0000), (0x200000, 0x300000)]
 
 
 def test_resume_image_fits_kexec_segment_limit(core: Path, tmp_path: Path) -> None:

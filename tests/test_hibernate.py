@@ -31,7 +31,7 @@ from tests.test_core import loads
 pytestmark = pytest.mark.slow
 
 A_BODY = f"""
-echo "A-USED $(free -m | awk 'NR == 2 {{print $2 - $7}}') MiB"  # total less available
+echo "A-USED $(free | awk 'NR == 2 {{print int(($2 - $7) / 1024)}}') MiB"  # total less available
 khib hibernate --kernel /boot/bzImage --initrd /boot/initrd --window {WINDOW} --device /dev/vda
 echo "A-JUMP hibernate result=$?"; check hibernate
 echo "A-UPTIME after $(cut -d ' ' -f 1 /proc/uptime) $(cat /proc/sys/kernel/random/boot_id)"

@@ -12,6 +12,7 @@ import pytest
 from khib_build.kconfig import read_config
 from khib_build.qemu import qemu_for
 from tests.conftest import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib, khib_argv
+from tests.guest import appended
 
 pytestmark = pytest.mark.slow
 
@@ -115,14 +116,9 @@ def test_an_unchanged_kernel_is_not_rebuilt(kernel_x86_64: Path, tmp_path: Path)
 
 def jump_initrd(image: Path, kernel: Path, root: Path) -> Path:
     """The image with a segment appended that holds a kernel and an initrd to load."""
-    extra = root / "extra"
-    (extra / "boot").mkdir(parents=True)
-    (extra / "boot" / "bzImage").write_bytes(kernel.read_bytes())
-    (extra / "boot" / "initrd").write_bytes(image.read_bytes())
-    assert_ok(khib("pack", extra, "-o", root / "extra.cpio", "--compress", "none"))
-    data = image.read_bytes()
     combined = root / "initrd-with-kernel"
-    combined.write_bytes(data + b"\0" * (-len(data) % 4) + (root / "extra.cpio").read_bytes())
+    combined.write_bytes(appended(image.read_bytes(), {"boot/bzImage": kernel.read_bytes(),
+                                                       "boot/initrd": image.read_bytes()}, root))
     return combined
 
 

@@ -291,7 +291,7 @@ int khib_save_main(int argc, char **argv)
 	struct khib_seal *sealed;
 	struct khib_sha256 sha;
 	size_t count = 0, nholes = 0, meta_size = 0, header_size = 0;
-	uint64_t total = 0, stored = 0, zero_pages = 0, image_size = 0, limit;
+	uint64_t total = 0, stored = 0, zero_pages = 0, image_size = 0, limit, room_left;
 	unsigned char *buffer = malloc(CHUNK), *headers = NULL;
 	char *meta = NULL, *end = NULL;
 	double started = khib_seconds(), seconds;
@@ -344,8 +344,9 @@ int khib_save_main(int argc, char **argv)
 				&sealed);
 	if (!headers)
 		goto out;
-	if (room(out) < limit)
-		limit = room(out);
+	room_left = room(out);
+	if (room_left < limit)
+		limit = room_left;
 	if (image_size > limit) {
 		fprintf(stderr, "khib-save: %s: the image needs %llu MiB, there is room for %llu "
 			"MiB: nothing saved\n", output, (unsigned long long)((image_size + (1u << 20) - 1) >> 20),

@@ -135,7 +135,7 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     """Load B (kexec --load-preserve-context); B's initrd and its confinement."""
     require("/proc/kcore", "CONFIG_PROC_KCORE")
     require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
-    start, length = window(args)
+    start, length = args.window
     check_window(start, length, Path("/proc/cmdline").read_text(),
                  Path("/proc/meminfo").read_text())
     ranges = ram_ranges(Path("/proc/iomem").read_text())
@@ -170,21 +170,22 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
 def jump_now(args: argparse.Namespace) -> None:
     """Jump to the loaded B; returns once A runs again (B came back, or A resumed)."""
     before = restarts()
-    start, length = window(args)
+    start, length = args.window
     print(f"khib: jumping to {args.kernel} (window {start >> 20}M+{length >> 20}M)", flush=True)
     run("kexec", "-e")  # returns when B jumps back; its status is not the verdict
     if restarts() <= before:
         raise Failure("the jump did not happen: kexec -e returned without freezing")
 
 
-def window(args: argparse.Namespace) -> tuple[int, int]:
-    start, length = (size(part) for part in args.window.split(":"))
+def window(text: str) -> tuple[int, int]:
+    """--window START:SIZE, as (start, length) in bytes."""
+    start, length = (size(part) for part in text.split(":"))
     return start, length
 
 
 def status_page(args: argparse.Namespace) -> StatusPage:
     """A's status page, outside B's window."""
-    start, length = window(args)
+    start, length = args.window
     return StatusPage((start, start + length))
 
 
@@ -207,9 +208,8 @@ def hibernate(args: argparse.Namespace) -> int:
     status = status_page(args)
     initrd, confined = load_b(args, status, f"khib b-hibernate {device}",
                               {"device": device})
-    start, length = window(args)
     limit = bootarea.write(device, bootarea.BootArea(
-        Path(args.kernel).read_bytes(), initrd, confined, (start, length), 0))
+        Path(args.kernel).read_bytes(), initrd, confined, args.window, 0))
     mark(device, bytes(4))  # an earlier image on the device no longer counts
     print(f"khib: hibernating to {device} (room for a {limit >> 20} MiB image)", flush=True)
     jump_now(args)
@@ -370,7 +370,8 @@ def info(args: argparse.Namespace) -> int:
 def jump_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", required=True, help="the kernel to jump to (bzImage)")
     p.add_argument("--initrd", required=True, help="its initrd (a khib image)")
-    p.add_argument("--window", default="256M:64M", help="START:SIZE of memory B may use")
+    p.add_argument("--window", type=window, default="256M:64M",
+                   help="START:SIZE of memory B may use")
     p.add_argument("--deadline", type=int, default=600, metavar="S",
                    help="B returns to A if its command runs longer (default: %(default)s)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import os
 import random
@@ -38,25 +39,31 @@ class Load:
     offset: int
 
 
-def notes(data: bytes) -> dict[int, bytes]:
-    """The image's KHIB notes by type: 1 segment records, 2 what was recorded, 3 the seal."""
+SEGMENTS, META, LAYOUT, SEAL = 0x4B480001, 0x4B480002, 0x4B480003, 0x4B480004
+DATA, ZERO, FREE = 0, 1, 2  # a record's kind
+
+
+def notes(data: bytes) -> dict[int | str, bytes]:
+    """The image's notes: KHIB's by type, and "VMCOREINFO"."""
     phoff, = struct.unpack_from("<Q", data, 32)
     phnum, = struct.unpack_from("<H", data, 56)
-    found = {}
+    found: dict[int | str, bytes] = {}
     for i in range(phnum):
         kind, _, offset, _, _, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data,
                                                                   phoff + 56 * i)
         at = offset
         while kind == 4 and at < offset + filesz:
             namesz, descsz, note_type = struct.unpack_from("<III", data, at)
-            assert namesz == 5 and data[at + 12:at + 16] == b"KHIB"
-            found[note_type] = data[at + 20:at + 20 + descsz]
-            at += 20 + (descsz + 3) // 4 * 4
+            name = data[at + 12:at + 12 + namesz - 1]
+            desc_at = at + 12 + (namesz + 3) // 4 * 4
+            assert name in (b"KHIB", b"VMCOREINFO"), name
+            found[note_type if name == b"KHIB" else "VMCOREINFO"] = data[desc_at:desc_at + descsz]
+            at = desc_at + (descsz + 3) // 4 * 4
     return found
 
 
 def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
-    """The image's PT_LOADs and its KHIB note records."""
+    """The image's PT_LOADs and its records: (paddr, memsz, crc32, kind)."""
     data = image.read_bytes()
     assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64, complete
     assert struct.unpack_from("<H", data, 16)[0] == 4  # ET_CORE
@@ -68,7 +75,7 @@ def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
             "<IIQQQQQQ", data, phoff + 56 * i)
         if kind == 1:
             found.append(Load(paddr, memsz, filesz, offset))
-    desc = notes(data)[1]
+    desc = notes(data)[SEGMENTS]
     records = [struct.unpack_from("<QQII", desc, 24 * k) for k in range(len(desc) // 24)]
     return found, records
 
@@ -104,21 +111,21 @@ def test_save_stores_data_records_zero_pages_and_checksums(core: Path, tmp_path:
     assert len(segments) == len(records) > 2
     image = (tmp_path / "image").read_bytes()
     covered = 0
-    for load, (paddr, memsz, crc, zero_pages) in zip(segments, records, strict=True):
+    for load, (paddr, memsz, crc, kind) in zip(segments, records, strict=True):
         assert (load.paddr, load.memsz) == (paddr, memsz)
         content = mem[paddr:paddr + memsz]
-        assert zlib.crc32(content) == crc
         if load.filesz == 0:  # recorded, not stored: all zeros
-            assert content == bytes(memsz) and zero_pages == (memsz + PAGE - 1) // PAGE
+            assert content == bytes(memsz) and (kind, crc) == (ZERO, 0)
         else:
-            assert image[load.offset:load.offset + memsz] == content and zero_pages == 0
+            assert image[load.offset:load.offset + memsz] == content and kind == DATA
+            assert zlib.crc32(content) == crc
         assert not 0xa0000 <= paddr < 0x100000
         covered += memsz
     assert covered == (0x9fc00 - 0x1000) + (0x400000 - 0x100000)
-    assert sum(r[3] for r in records) > 100  # many zero pages, none of them stored
+    assert sum(r[1] // PAGE for r in records if r[3] == ZERO) > 100  # none of them stored
     assert len(image) < 4 * MiB * 0.8
     assert image.count(b"KHIB-TOKEN-12345") == 1
-    assert "zero pages recorded" in result.stdout
+    assert "zero pages and 0 free pages recorded" in result.stdout
 
 
 def holes_left_by(core: Path, tmp_path: Path, iomem: str) -> list[tuple[int, int]]:
@@ -192,19 +199,80 @@ def saved(core: Path, tmp_path: Path, size: int, *extra: object) -> bytes:
     return mem
 
 
-def test_the_seal_covers_records_meta_and_every_stored_byte(core: Path, tmp_path: Path) -> None:
+def test_the_seal_covers_notes_and_every_stored_byte(core: Path, tmp_path: Path) -> None:
     (tmp_path / "meta.json").write_text('{"entry": "0x1bf0fb", "boot_id": "abc"}')
     saved(core, tmp_path, 2 * MiB, "--meta", tmp_path / "meta.json")
     data = (tmp_path / "image").read_bytes()
     found = notes(data)
-    assert found[2] == b'{"entry": "0x1bf0fb", "boot_id": "abc"}'
-    image_size, digest = struct.unpack("<Q32s", found[3])
-    assert image_size == len(data)
+    assert found[META] == b'{"entry": "0x1bf0fb", "boot_id": "abc"}'
+    image_size, keyed, digest = struct.unpack_from("<QQ32s", found[SEAL])
+    assert (image_size, keyed) == (len(data), 0)
     segments, _ = loads(tmp_path / "image")
     stored = b"".join(data[s.offset:s.offset + s.memsz] for s in segments if s.filesz)
-    assert hashlib.sha256(found[1] + found[2] + stored).digest() == digest
+    message = hashlib.sha256(stored).digest() + found[SEGMENTS] + found[META] + found[LAYOUT]
+    assert hashlib.sha256(message).digest() == digest
     check = run(core, "khib-restore", tmp_path / "image", "--check")
     assert check.returncode == 0 and "the seal holds" in check.stdout
+
+
+def reseal(image: Path, key: bytes | None = None) -> None:
+    """Recompute every CRC-32 and the SHA-256 seal after a change (and the HMAC with
+    ``key``): what someone who can write the disk but has no key could do."""
+    data = bytearray(image.read_bytes())
+    segments, records = loads(image)
+    found = notes(bytes(data))
+    desc = bytearray(found[SEGMENTS])
+    for index, (load, record) in enumerate(zip(segments, records, strict=True)):
+        if load.filesz:
+            crc = zlib.crc32(data[load.offset:load.offset + load.memsz])
+            struct.pack_into("<QQII", desc, 24 * index, *record[:2], crc, record[3])
+    stored = b"".join(data[s.offset:s.offset + s.memsz] for s in segments if s.filesz)
+    message = hashlib.sha256(stored).digest() + desc + found[META] + found[LAYOUT]
+    seal = struct.pack("<QQ32s32s", len(data), 1 if key else 0, hashlib.sha256(message).digest(),
+                       hmac.new(key, message, "sha256").digest() if key else bytes(32))
+    data[data.index(found[SEGMENTS]):][:len(desc)] = desc
+    data[data.index(found[SEAL]):][:len(seal)] = seal
+    image.write_bytes(bytes(data))
+
+
+def test_a_keyed_image_is_refused_when_changed_or_cut_short(core: Path, tmp_path: Path) -> None:
+    """Under --key, an image whose data was changed (checksums and SHA-256 seal recomputed)
+    or that was truncated is refused before a byte is written; a key needs a keyed image
+    and a keyed image needs the key."""
+    key, other = tmp_path / "key", tmp_path / "other"
+    key.write_bytes(os.urandom(32))
+    other.write_bytes(os.urandom(32))
+    mem = saved(core, tmp_path, 2 * MiB, "--key", key)
+    good = (tmp_path / "image").read_bytes()
+    assert run(core, "khib-restore", tmp_path / "image", "--check", "--key", key).returncode == 0
+    target = tmp_path / "target"
+    cases = {"wrong key": (good, other, "fails its HMAC"),
+             "no key": (good, None, "the image is keyed: it needs --key")}
+    segments, _ = loads(tmp_path / "image")
+    stored = next(s for s in segments if s.filesz)
+    changed = bytearray(good)
+    changed[stored.offset + 100] ^= 0xFF
+    (tmp_path / "image").write_bytes(changed)
+    reseal(tmp_path / "image")
+    assert run(core, "khib-restore", tmp_path / "image", "--check").returncode == 1  # keyed
+    cases["changed, resealed"] = ((tmp_path / "image").read_bytes(), key, "fails its HMAC")
+    cases["truncated"] = (good[:len(good) - PAGE], key, "")
+    for label, (image, with_key, message) in cases.items():
+        (tmp_path / "image").write_bytes(image)
+        target.write_bytes(b"\xee" * (2 * MiB))  # a canary
+        result = run(core, "khib-restore", tmp_path / "image", "--mem", target,
+                     *(("--key", with_key) if with_key else ()))
+        assert result.returncode == 1, label
+        assert message in result.stderr and "nothing written" in result.stderr, label
+        assert target.read_bytes() == b"\xee" * (2 * MiB), label
+    (tmp_path / "image").write_bytes(good)
+    result = run(core, "khib-restore", tmp_path / "image", "--mem", target, "--key", key)
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == mem
+    unkeyed = saved(core, tmp_path, MiB)
+    refused = run(core, "khib-restore", tmp_path / "image", "--check", "--key", key)
+    assert refused.returncode == 1 and "not keyed: refused under --key" in refused.stderr
+    assert unkeyed
 
 
 def test_a_save_that_does_not_fit_leaves_no_complete_image(core: Path, tmp_path: Path) -> None:
@@ -262,24 +330,25 @@ def test_save_keeps_what_the_running_kernel_reserved_for_a_crash_kernel(core: Pa
         (0x1000, 0xa0000), (0x200000, 0x300000)]
 
 
-def test_resume_image_fits_kexec_segment_limit(core: Path, tmp_path: Path) -> None:
+def test_export_is_a_plain_core_of_the_memory(core: Path, tmp_path: Path) -> None:
+    """khib-restore --export: every range as a PT_LOAD holding its bytes (zero runs as
+    zeros), the image checked first."""
     mem = memory(tmp_path / "mem", 4 * MiB)
     (tmp_path / "ranges").write_text("00001000-0009ffff\n00100000-003fffff\n")
     run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
         "-o", tmp_path / "image")
     segments, _ = loads(tmp_path / "image")
     assert len(segments) > 16  # zero runs and data alternate
-    result = run(core, "khib-restore", tmp_path / "image", "--resume-image",
-                 tmp_path / "resume.elf")
+    result = run(core, "khib-restore", tmp_path / "image", "--export", tmp_path / "core")
     assert result.returncode == 0, result.stderr
-    data = (tmp_path / "resume.elf").read_bytes()
+    data = (tmp_path / "core").read_bytes()
     phoff, = struct.unpack_from("<Q", data, 32)
     phnum, = struct.unpack_from("<H", data, 56)
-    assert phnum == 2  # one per contiguous range
+    ranges = []
     for i in range(phnum):
-        _, _, offset, _, paddr, filesz, memsz, _ = struct.unpack_from(
+        kind, _, offset, _, paddr, filesz, memsz, _ = struct.unpack_from(
             "<IIQQQQQQ", data, phoff + 56 * i)
-        assert filesz == memsz and data[offset:offset + filesz] == mem[paddr:paddr + memsz]
-    too_few = run(core, "khib-restore", tmp_path / "image", "--resume-image",
-                  tmp_path / "r1.elf", "--max-segments", 1)
-    assert too_few.returncode == 1 and "2 separate ranges" in too_few.stderr
+        if kind == 1:
+            assert filesz == memsz and data[offset:offset + filesz] == mem[paddr:paddr + memsz]
+            ranges.append((paddr, memsz))
+    assert ranges == [(0x1000, 0x9F000), (0x100000, 0x300000)]

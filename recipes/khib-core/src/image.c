@@ -41,12 +41,12 @@ int khib_is_zero(const unsigned char *page, size_t size)
  * Add pages to the image; with merge, pages that continue the last segment in kind
  * extend it (crc is then the CRC-32 of the whole segment so far).
  */
-int khib_append(struct khib_image *image, uint64_t paddr, uint64_t size, int zero,
+int khib_append(struct khib_image *image, uint64_t paddr, uint64_t size, enum khib_kind kind,
 		uint32_t crc, int merge)
 {
 	struct khib_segment *last = image->count ? &image->segments[image->count - 1] : NULL;
 
-	if (merge && last && last->zero == zero && last->paddr + last->memsz == paddr) {
+	if (merge && last && last->kind == kind && last->paddr + last->memsz == paddr) {
 		last->memsz += size;
 		last->crc32 = crc;
 		return 0;
@@ -60,7 +60,7 @@ int khib_append(struct khib_image *image, uint64_t paddr, uint64_t size, int zer
 		image->capacity = capacity;
 	}
 	image->segments[image->count++] = (struct khib_segment){
-		.paddr = paddr, .memsz = size, .zero = zero, .crc32 = crc,
+		.paddr = paddr, .memsz = size, .kind = kind, .crc32 = crc,
 	};
 	return 0;
 }
@@ -70,6 +70,8 @@ void khib_free(struct khib_image *image)
 	free(image->segments);
 	free(image->records);
 	free(image->meta);
+	free(image->pairs);
+	free(image->vmcoreinfo);
 	*image = (struct khib_image){0};
 }
 
@@ -193,6 +195,11 @@ int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count
 		}
 		if (label && !strstr(label, "System RAM"))
 			continue;
+		if (sizeof(long) == 4 && end >> 44) { /* mmap2 counts pages in 32 bits */
+			fprintf(stderr, "khib: %s:%d: 0x%llx is beyond the 16 TiB a 32-bit khib-core "
+				"can reach\n", path, number, end);
+			goto out;
+		}
 		if (add_range(ranges, count, start, end - start + 1, start) < 0)
 			goto out;
 	}
@@ -295,19 +302,58 @@ static int complete(FILE *file, const char *name, Elf64_Ehdr *header)
 	return 1;
 }
 
-/* The KHIB notes of one PT_NOTE: segment records, what was recorded, the seal. */
+/* Keep one note's descriptor where it belongs in the image (or drop it). */
+static void keep_note(struct khib_image *image, int vmcoreinfo, uint32_t type, char *desc,
+		      uint32_t size, size_t *nrecords, int *sealed)
+{
+	if (vmcoreinfo && !image->vmcoreinfo) {
+		image->vmcoreinfo = desc;
+		image->vmcoreinfo_size = size;
+	} else if (!vmcoreinfo && type == KHIB_NOTE_SEGMENTS && !image->records) {
+		image->records = (struct khib_record *)desc;
+		*nrecords = size / sizeof(struct khib_record);
+	} else if (!vmcoreinfo && type == KHIB_NOTE_META && !image->meta) {
+		image->meta = desc;
+		image->meta_size = size;
+	} else if (!vmcoreinfo && type == KHIB_NOTE_LAYOUT && size >= sizeof(image->layout) &&
+		   !image->pairs) {
+		memcpy(&image->layout, desc, sizeof(image->layout));
+		if (image->layout.npairs == (size - sizeof(image->layout)) / sizeof(struct khib_pair)) {
+			image->pairs = (struct khib_pair *)desc;
+			memmove(desc, desc + sizeof(image->layout), size - sizeof(image->layout));
+			return;
+		}
+		image->layout.npairs = 0;
+		free(desc);
+	} else if (!vmcoreinfo && type == KHIB_NOTE_SEAL && size == sizeof(image->seal)) {
+		memcpy(&image->seal, desc, sizeof(image->seal));
+		*sealed = 1;
+		free(desc);
+	} else {
+		free(desc);
+	}
+}
+
+/* The notes of one PT_NOTE: KHIB's own, and the old kernel's VMCOREINFO. */
 static int read_notes(FILE *file, const char *name, const Elf64_Phdr *p,
 		      struct khib_image *image, size_t *nrecords, int *sealed)
 {
-	for (uint64_t at = 0; at + sizeof(Elf64_Nhdr) + 8 <= p->p_filesz;) {
+	for (uint64_t at = 0; at + sizeof(Elf64_Nhdr) <= p->p_filesz;) {
 		Elf64_Nhdr note;
-		char owner[8];
+		char owner[12];
+		size_t owner_size;
 		uint32_t descsz;
-		void *desc;
+		char *desc;
+		int vmcoreinfo;
 
 		if (fseeko(file, (off_t)(p->p_offset + at), SEEK_SET) ||
-		    fread(&note, sizeof(note), 1, file) != 1 || note.n_namesz != 5 ||
-		    fread(owner, 8, 1, file) != 1 || memcmp(owner, KHIB_NOTE_NAME, 5))
+		    fread(&note, sizeof(note), 1, file) != 1 || note.n_namesz > sizeof(owner))
+			return 0;
+		owner_size = (note.n_namesz + 3u) & ~3u;
+		if (fread(owner, owner_size, 1, file) != 1)
+			return 0;
+		vmcoreinfo = note.n_namesz == 11 && !memcmp(owner, KHIB_VMCOREINFO_NAME, 11);
+		if (!vmcoreinfo && (note.n_namesz != 5 || memcmp(owner, KHIB_NOTE_NAME, 5)))
 			return 0;
 		descsz = note.n_descsz;
 		if (descsz > p->p_filesz - at || (note.n_type == KHIB_NOTE_META &&
@@ -315,27 +361,15 @@ static int read_notes(FILE *file, const char *name, const Elf64_Phdr *p,
 			fprintf(stderr, "khib: %s: a note is larger than its segment\n", name);
 			return -1;
 		}
-		desc = malloc(descsz + 1);
+		desc = malloc(descsz + 1u);
 		if (!desc || fread(desc, 1, descsz, file) != descsz) {
 			free(desc);
 			fprintf(stderr, "khib: %s: cannot read its notes\n", name);
 			return -1;
 		}
-		if (note.n_type == KHIB_NOTE_SEGMENTS && !image->records) {
-			image->records = desc;
-			*nrecords = descsz / sizeof(struct khib_record);
-		} else if (note.n_type == KHIB_NOTE_META && !image->meta) {
-			image->meta = desc;
-			image->meta[descsz] = '\0';
-			image->meta_size = descsz;
-		} else if (note.n_type == KHIB_NOTE_SEAL && descsz == sizeof(image->seal)) {
-			memcpy(&image->seal, desc, sizeof(image->seal));
-			*sealed = 1;
-			free(desc);
-		} else {
-			free(desc);
-		}
-		at += sizeof(note) + 8 + ((descsz + 3u) & ~3u);
+		desc[descsz] = '\0';
+		keep_note(image, vmcoreinfo, note.n_type, desc, descsz, nrecords, sealed);
+		at += sizeof(note) + owner_size + ((descsz + 3u) & ~3u);
 	}
 	return 0;
 }
@@ -372,13 +406,15 @@ int khib_read_image(FILE *file, const char *name, struct khib_image *image,
 		if (p->p_type != PT_LOAD)
 			continue;
 		if (loads >= nrecords || record->paddr != p->p_paddr ||
-		    record->memsz != p->p_memsz || (p->p_filesz && p->p_filesz != p->p_memsz) ||
+		    record->memsz != p->p_memsz || record->kind > KHIB_FREE ||
+		    (record->kind == KHIB_DATA) != (p->p_filesz != 0) ||
+		    (p->p_filesz && p->p_filesz != p->p_memsz) ||
 		    (p->p_filesz && p->p_offset + p->p_filesz > image->seal.image_size)) {
 			fprintf(stderr, "khib: %s: segment %zu does not match its record\n", name,
 				loads);
 			goto out;
 		}
-		if (khib_append(image, p->p_paddr, p->p_memsz, p->p_filesz == 0,
+		if (khib_append(image, p->p_paddr, p->p_memsz, (enum khib_kind)record->kind,
 				record->crc32, 0) < 0)
 			goto out;
 		image->segments[image->count - 1].offset = p->p_offset;
@@ -397,39 +433,86 @@ out:
 }
 
 /*
+ * The seal's digests: SHA-256 (and with a key, HMAC-SHA256) of the stored bytes' own
+ * SHA-256 followed by the notes the seal covers.
+ */
+void khib_seal_digests(const unsigned char data_digest[32], const struct khib_sealed_notes *n,
+		       const struct khib_key *key, struct khib_seal *seal)
+{
+	struct khib_sha256 plain, keyed;
+	const struct { const void *at; size_t size; } parts[] = {
+		{data_digest, 32}, {n->records, n->records_size}, {n->meta, n->meta_size},
+		{n->layout, sizeof(*n->layout)}, {n->pairs, n->layout->npairs * sizeof(*n->pairs)},
+		{n->vmcoreinfo, n->vmcoreinfo_size},
+	};
+
+	khib_sha256_init(&plain);
+	if (key->set)
+		khib_hmac_init(&keyed, key);
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+		khib_sha256_update(&plain, parts[i].at, parts[i].size);
+		if (key->set)
+			khib_sha256_update(&keyed, parts[i].at, parts[i].size);
+	}
+	khib_sha256_final(&plain, seal->sha256);
+	seal->keyed = key->set ? 1 : 0;
+	memset(seal->hmac, 0, sizeof(seal->hmac));
+	if (key->set)
+		khib_hmac_final(&keyed, key, seal->hmac);
+}
+
+/* Constant-time comparison of two digests. */
+static int same_digest(const unsigned char *a, const unsigned char *b)
+{
+	unsigned char differ = 0;
+
+	for (size_t i = 0; i < 32; i++)
+		differ |= (unsigned char)(a[i] ^ b[i]);
+	return differ == 0;
+}
+
+/*
  * Read the whole image and check it against its own checksums before anything is written
- * from it: every segment's CRC-32 (zero runs included) and the SHA-256 of the seal.
- * Returns the number of problems found (each named on standard error), or -1.
+ * from it: every data segment's CRC-32, the SHA-256 of the seal and, with a key, its
+ * HMAC (a keyed image needs the key, a key needs a keyed image).  Returns the number of
+ * problems found (each named on standard error), or -1.
  */
 int khib_check_image(int fd, const char *name, const struct khib_image *image,
-		     unsigned char *buffer, size_t chunk)
+		     const struct khib_key *key, unsigned char *buffer, size_t chunk)
 {
 	struct khib_sha256 sha;
+	struct khib_seal expected;
 	unsigned char digest[32];
+	struct khib_sealed_notes notes = {
+		image->records, image->count * sizeof(*image->records), image->meta,
+		image->meta_size, &image->layout, image->pairs, image->vmcoreinfo,
+		image->vmcoreinfo_size,
+	};
 	int bad = 0;
 
+	if (image->seal.keyed != (uint64_t)key->set) {
+		fprintf(stderr, "khib: %s: %s\n", name, key->set ?
+			"the image is not keyed: refused under --key" :
+			"the image is keyed: it needs --key");
+		return 1;
+	}
 	khib_sha256_init(&sha);
-	khib_sha256_update(&sha, image->records, image->count * sizeof(*image->records));
-	khib_sha256_update(&sha, image->meta, image->meta_size);
-	memset(buffer, 0, chunk);
 	for (size_t i = 0; i < image->count; i++) {
 		const struct khib_segment *s = &image->segments[i];
 		uint32_t crc = 0;
+		if (s->kind != KHIB_DATA)
+			continue;
 		for (uint64_t at = 0; at < s->memsz;) {
 			size_t length = s->memsz - at < chunk ? (size_t)(s->memsz - at) : chunk;
-			if (!s->zero) {
-				if (khib_pread_full(fd, buffer, length, s->offset + at) < 0) {
-					fprintf(stderr, "khib: %s: reading segment %zu: %s\n", name, i,
-						strerror(errno));
-					return -1;
-				}
-				khib_sha256_update(&sha, buffer, length);
+			if (khib_pread_full(fd, buffer, length, s->offset + at) < 0) {
+				fprintf(stderr, "khib: %s: reading segment %zu: %s\n", name, i,
+					strerror(errno));
+				return -1;
 			}
+			khib_sha256_update(&sha, buffer, length);
 			crc = khib_crc32(crc, buffer, length);
 			at += length;
 		}
-		if (!s->zero)
-			memset(buffer, 0, chunk);
 		if (crc != s->crc32) {
 			fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) does not match its "
 				"checksum\n", name, i, (unsigned long long)s->paddr,
@@ -438,8 +521,14 @@ int khib_check_image(int fd, const char *name, const struct khib_image *image,
 		}
 	}
 	khib_sha256_final(&sha, digest);
-	if (memcmp(digest, image->seal.sha256, sizeof(digest))) {
+	khib_seal_digests(digest, &notes, key, &expected);
+	if (!same_digest(expected.sha256, image->seal.sha256)) {
 		fprintf(stderr, "khib: %s: the image does not match its SHA-256 seal\n", name);
+		bad++;
+	}
+	if (key->set && !same_digest(expected.hmac, image->seal.hmac)) {
+		fprintf(stderr, "khib: %s: the image fails its HMAC: not made with this key, or "
+			"changed since\n", name);
 		bad++;
 	}
 	return bad;

@@ -1,17 +1,18 @@
 /*
- * khib-restore: put a khib image back into memory, or make it loadable by kexec.
+ * khib-restore: put a khib image back into memory, or export it as a plain core.
  *
- *   khib-restore IMAGE --check                   check the image against its checksums
- *   khib-restore IMAGE --mem /dev/mem [--running /proc/iomem]
- *        check the whole image first (every CRC-32 and the SHA-256 seal) and that no
- *        segment lies in the running kernel's own RAM (the System RAM --running lists,
- *        less a crashkernel= reservation); only then write every segment back, and
- *        verify it
+ *   khib-restore IMAGE --check [--key FILE]      check the image against its seal
+ *   khib-restore IMAGE --mem /dev/mem [--running /proc/iomem] [--key FILE]
+ *        check the whole image first (every CRC-32, the SHA-256 seal, with --key its
+ *        HMAC) and that no segment lies in the running kernel's own RAM (the System RAM
+ *        --running lists, less a crashkernel= reservation); only then write every segment
+ *        back (zeros for zero and free runs), and verify it
  *   khib-restore IMAGE --mem /dev/mem --verify   only compare memory with the image
- *   khib-restore IMAGE --resume-image OUT [--max-segments 16]
- *        an ELF file whose PT_LOADs kexec can load (kexec -l --args-none
- *        --entry=ENTRY OUT): contiguous segments merged, zero runs written out where
- *        they sit between stored ones, so that it fits kexec's segment limit
+ *   khib-restore IMAGE --export OUT [--key FILE]
+ *        the old kernel's memory as it had it, as a plain ELF64 core that crash and
+ *        makedumpfile read: every range in a PT_LOAD (free and zero runs as zeros) whose
+ *        p_vaddr is its direct-map address, the window's pages put back from where kexec
+ *        had moved them, and its VMCOREINFO note
  */
 #define _GNU_SOURCE
 #include "khib-image.h"
@@ -27,7 +28,7 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-restore IMAGE (--check | --mem FILE [--running IOMEM] "
-		"[--verify] | --resume-image OUT [--max-segments N])\n");
+		"[--verify] | --export OUT) [--key FILE]\n");
 	return 2;
 }
 
@@ -35,7 +36,7 @@ static int usage(void)
 static int segment_chunk(int image_fd, const struct khib_segment *s, uint64_t at,
 			 unsigned char *buffer, size_t length)
 {
-	if (s->zero) {
+	if (s->kind != KHIB_DATA) {
 		memset(buffer, 0, length);
 		return 0;
 	}
@@ -61,7 +62,7 @@ static int write_back(int image_fd, int mem, const struct khib_image *image,
 	return 0;
 }
 
-/* Compare memory with the image's CRC-32s; the number of segments that differ. */
+/* Compare memory with the image (CRC-32s, zeros); the number of segments that differ. */
 static long verify(int mem, const struct khib_image *image, unsigned char *buffer)
 {
 	long bad = 0;
@@ -76,7 +77,10 @@ static long verify(int mem, const struct khib_image *image, unsigned char *buffe
 					(unsigned long long)(s->paddr + at), strerror(errno));
 				return -1;
 			}
-			crc = khib_crc32(crc, buffer, length);
+			if (s->kind == KHIB_DATA)
+				crc = khib_crc32(crc, buffer, length);
+			else if (!khib_is_zero(buffer, length))
+				crc = ~s->crc32;
 			at += length;
 		}
 		if (crc != s->crc32) {
@@ -89,89 +93,176 @@ static long verify(int mem, const struct khib_image *image, unsigned char *buffe
 	return bad;
 }
 
-/* Runs of physically contiguous segments: each becomes one PT_LOAD. */
-static int resume_image(int image_fd, const struct khib_image *image, const char *path,
-			size_t max_segments, uint16_t machine, unsigned char *buffer)
+/* A PT_LOAD of the export: image segments, or window pages put back. */
+struct run {
+	uint64_t paddr;
+	uint64_t size;
+	int window;
+};
+
+static int by_paddr(const void *a, const void *b)
 {
-	size_t groups = 0, first[0x10000];
-	int out;
+	const struct run *x = a, *y = b;
+
+	return x->paddr < y->paddr ? -1 : x->paddr > y->paddr;
+}
+
+static int by_dest(const void *a, const void *b)
+{
+	const struct khib_pair *x = a, *y = b;
+
+	return x->dest < y->dest ? -1 : x->dest > y->dest;
+}
+
+/* The image segment holding paddr, or NULL (segments are in address order). */
+static const struct khib_segment *holding(const struct khib_image *image, uint64_t paddr)
+{
+	size_t low = 0, high = image->count;
+
+	while (low < high) {
+		size_t middle = low + (high - low) / 2;
+		const struct khib_segment *s = &image->segments[middle];
+		if (paddr < s->paddr)
+			high = middle;
+		else if (paddr - s->paddr >= s->memsz)
+			low = middle + 1;
+		else
+			return s;
+	}
+	return NULL;
+}
+
+static int add_run(struct run **runs, size_t *count, uint64_t paddr, uint64_t size, int window)
+{
+	struct run *last = *count ? &(*runs)[*count - 1] : NULL;
+	void *grown;
+
+	if (last && last->window == window && last->paddr + last->size == paddr) {
+		last->size += size;
+		return 0;
+	}
+	grown = realloc(*runs, (*count + 1) * sizeof(**runs));
+	if (!grown)
+		return -1;
+	*runs = grown;
+	(*runs)[(*count)++] = (struct run){paddr, size, window};
+	return 0;
+}
+
+/* Copy one page-sized piece of the old kernel's memory from the image (zeros stay holes). */
+static int export_piece(int image_fd, int out, const struct khib_image *image, uint64_t from,
+			size_t length, uint64_t to, unsigned char *buffer)
+{
+	const struct khib_segment *s = holding(image, from);
+
+	if (!s || s->kind != KHIB_DATA)
+		return 0;
+	return khib_pread_full(image_fd, buffer, length, s->offset + (from - s->paddr)) < 0 ||
+	       khib_pwrite_full(out, buffer, length, to) < 0 ? -1 : 0;
+}
+
+static int export_core(int image_fd, const struct khib_image *image, const char *path,
+		       uint16_t machine, unsigned char *buffer)
+{
+	struct run *runs = NULL;
+	size_t nruns = 0, note = 0;
 	uint64_t offset;
 	Elf64_Ehdr eh = {0};
+	Elf64_Nhdr nhdr = {11, (uint32_t)image->vmcoreinfo_size, 0};
+	int out = -1;
 
-	for (size_t i = 0; i < image->count; i++) {
-		const struct khib_segment *s = &image->segments[i];
-		if (i == 0 || image->segments[i - 1].paddr + image->segments[i - 1].memsz != s->paddr) {
-			if (groups == sizeof(first) / sizeof(first[0]))
-				return -1;
-			first[groups++] = i;
-		}
-	}
-	if (groups > max_segments) {
-		fprintf(stderr, "khib-restore: the image holds %zu separate ranges of memory; "
-			"kexec loads at most %zu segments\n", groups, max_segments);
-		return -1;
-	}
+	for (size_t i = 0; i < image->count; i++)
+		if (add_run(&runs, &nruns, image->segments[i].paddr, image->segments[i].memsz, 0) < 0)
+			goto fail;
+	for (size_t i = 0; i < image->layout.npairs; i++)
+		if (add_run(&runs, &nruns, image->pairs[i].dest, KHIB_PAGE, 1) < 0)
+			goto fail;
+	qsort(runs, nruns, sizeof(*runs), by_paddr);
+	if (nruns + 1 > 0xfffe)
+		goto fail;
 	out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (out < 0) {
-		fprintf(stderr, "khib-restore: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
+	if (out < 0)
+		goto fail;
 	memcpy(eh.e_ident, ELFMAG, SELFMAG);
 	eh.e_ident[EI_CLASS] = ELFCLASS64;
 	eh.e_ident[EI_DATA] = ELFDATA2LSB;
 	eh.e_ident[EI_VERSION] = EV_CURRENT;
-	eh.e_type = ET_EXEC;
+	eh.e_type = ET_CORE;
 	eh.e_machine = machine;
 	eh.e_version = EV_CURRENT;
 	eh.e_phoff = sizeof(eh);
 	eh.e_ehsize = sizeof(eh);
 	eh.e_phentsize = sizeof(Elf64_Phdr);
-	eh.e_phnum = (uint16_t)groups;
-	offset = (sizeof(eh) + groups * sizeof(Elf64_Phdr) + KHIB_PAGE - 1) & ~(uint64_t)(KHIB_PAGE - 1);
-	if (khib_pwrite_full(out, &eh, sizeof(eh), 0) < 0)
-		goto fail;
-	for (size_t g = 0; g < groups; g++) {
-		size_t end = g + 1 < groups ? first[g + 1] : image->count;
-		const struct khib_segment *start = &image->segments[first[g]];
-		const struct khib_segment *last = &image->segments[end - 1];
-		uint64_t size = last->paddr + last->memsz - start->paddr;
-		Elf64_Phdr ph = {.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X,
-				 .p_offset = offset, .p_paddr = start->paddr,
-				 .p_vaddr = start->paddr, .p_filesz = size, .p_memsz = size,
-				 .p_align = KHIB_PAGE};
-		if (khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh) + g * sizeof(ph)) < 0)
+	eh.e_phnum = (uint16_t)(nruns + 1);
+	note = sizeof(eh) + (nruns + 1) * sizeof(Elf64_Phdr);
+	offset = (note + sizeof(nhdr) + 12 + image->vmcoreinfo_size + KHIB_PAGE + 3) &
+		 ~(uint64_t)(KHIB_PAGE - 1);
+	{
+		Elf64_Phdr ph = {.p_type = PT_NOTE, .p_offset = note,
+				 .p_filesz = image->vmcoreinfo ? sizeof(nhdr) + 12 +
+					     ((image->vmcoreinfo_size + 3) & ~(size_t)3) : 0};
+		if (khib_pwrite_full(out, &eh, sizeof(eh), 0) < 0 ||
+		    khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh)) < 0 ||
+		    (image->vmcoreinfo &&
+		     (khib_pwrite_full(out, &nhdr, sizeof(nhdr), note) < 0 ||
+		      khib_pwrite_full(out, KHIB_VMCOREINFO_NAME "\0", 12, note + sizeof(nhdr)) < 0 ||
+		      khib_pwrite_full(out, image->vmcoreinfo, image->vmcoreinfo_size,
+				       note + sizeof(nhdr) + 12) < 0)))
 			goto fail;
-		for (size_t i = first[g]; i < end; i++) {
-			const struct khib_segment *s = &image->segments[i];
-			for (uint64_t at = 0; at < s->memsz;) {
-				size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
-				if (segment_chunk(image_fd, s, at, buffer, length) < 0 ||
-				    khib_pwrite_full(out, buffer, length,
-						     offset + (s->paddr - start->paddr) + at) < 0)
-					goto fail;
-				at += length;
-			}
-		}
-		offset += size;
 	}
-	close(out);
-	printf("khib-restore: %s: %zu segments for kexec\n", path, groups);
+	for (size_t r = 0; r < nruns; r++) {
+		const struct run *run = &runs[r];
+		Elf64_Phdr ph = {.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X,
+				 .p_offset = offset, .p_paddr = run->paddr,
+				 .p_vaddr = image->layout.page_offset + run->paddr,
+				 .p_filesz = run->size, .p_memsz = run->size, .p_align = KHIB_PAGE};
+		if (khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh) + (r + 1) * sizeof(ph)) < 0)
+			goto fail;
+		for (uint64_t at = 0; at < run->size;) {
+			size_t length = run->window || run->size - at < CHUNK ? KHIB_PAGE : CHUNK;
+			uint64_t from = run->paddr + at;
+			if (run->window) {
+				struct khib_pair key = {.dest = from};
+				const struct khib_pair *pair = bsearch(&key, image->pairs,
+					image->layout.npairs, sizeof(key), by_dest);
+				from = pair ? pair->source : UINT64_MAX;
+			} else {
+				const struct khib_segment *s = holding(image, from);
+				uint64_t left = s ? s->memsz - (from - s->paddr) : KHIB_PAGE;
+				length = left < length ? (size_t)left : length;
+			}
+			if (export_piece(image_fd, out, image, from, length, offset + at, buffer) < 0)
+				goto fail;
+			at += length;
+		}
+		offset += run->size;
+	}
+	if (ftruncate(out, (off_t)offset) < 0 || close(out) < 0) {
+		out = -1;
+		goto fail;
+	}
+	printf("khib-restore: %s: a core of %zu ranges, %llu MiB, %zu window pages put back\n",
+	       path, nruns, (unsigned long long)((offset - note) >> 20),
+	       (size_t)image->layout.npairs);
+	free(runs);
 	return 0;
 fail:
 	fprintf(stderr, "khib-restore: writing %s: %s\n", path, strerror(errno));
-	close(out);
+	if (out >= 0)
+		close(out);
+	free(runs);
 	return -1;
 }
 
 /* Nothing is written before the whole image is checked and found to fit around us. */
 static int safe_to_write(int image_fd, const char *image_path, const struct khib_image *image,
-			 const char *running, unsigned char *buffer)
+			 const char *running, const struct khib_key *key, unsigned char *buffer)
 {
 	struct khib_range *own = NULL;
 	size_t nown = 0;
 	int overlaps;
 
-	if (khib_check_image(image_fd, image_path, image, buffer, CHUNK) != 0)
+	if (khib_check_image(image_fd, image_path, image, key, buffer, CHUNK) != 0)
 		return 0;
 	if (!running)
 		return 1;
@@ -184,10 +275,11 @@ static int safe_to_write(int image_fd, const char *image_path, const struct khib
 
 int khib_restore_main(int argc, char **argv)
 {
-	const char *image_path = NULL, *mem_path = NULL, *resume = NULL, *running = NULL;
-	size_t max_segments = 16;
+	const char *image_path = NULL, *mem_path = NULL, *export = NULL, *running = NULL;
+	const char *key_path = NULL;
 	int verify_only = 0, check_only = 0, status = 1;
 	struct khib_image image;
+	struct khib_key key = {0};
 	uint16_t machine;
 	unsigned char *buffer = malloc(CHUNK);
 	double started = khib_seconds();
@@ -198,10 +290,10 @@ int khib_restore_main(int argc, char **argv)
 			mem_path = argv[++i];
 		else if (!strcmp(argv[i], "--running") && i + 1 < argc)
 			running = argv[++i];
-		else if (!strcmp(argv[i], "--resume-image") && i + 1 < argc)
-			resume = argv[++i];
-		else if (!strcmp(argv[i], "--max-segments") && i + 1 < argc)
-			max_segments = strtoul(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--export") && i + 1 < argc)
+			export = argv[++i];
+		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
+			key_path = argv[++i];
 		else if (!strcmp(argv[i], "--verify"))
 			verify_only = 1;
 		else if (!strcmp(argv[i], "--check"))
@@ -211,9 +303,11 @@ int khib_restore_main(int argc, char **argv)
 		else
 			return usage();
 	}
-	if (!buffer || !image_path || !!mem_path + !!resume + check_only != 1 ||
-	    max_segments == 0 || (verify_only && !mem_path))
+	if (!buffer || !image_path || !!mem_path + !!export + check_only != 1 ||
+	    (verify_only && !mem_path))
 		return usage();
+	if (key_path && khib_read_key(key_path, &key) < 0)
+		return 1;
 	file = fopen(image_path, "rb");
 	if (!file) {
 		fprintf(stderr, "khib-restore: %s: %s\n", image_path, strerror(errno));
@@ -224,14 +318,15 @@ int khib_restore_main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		status = khib_check_image(fileno(file), image_path, &image, buffer, CHUNK) != 0;
+		status = khib_check_image(fileno(file), image_path, &image, &key, buffer, CHUNK) != 0;
 		if (!status)
-			printf("khib-restore: %s: %zu segments checked, the seal holds\n", image_path,
-			       image.count);
-	} else if (resume) {
-		status = resume_image(fileno(file), &image, resume, max_segments, machine,
-				      buffer) < 0;
-	} else if (verify_only || safe_to_write(fileno(file), image_path, &image, running, buffer)) {
+			printf("khib-restore: %s: %zu segments checked, the seal holds%s\n", image_path,
+			       image.count, key.set ? " (keyed)" : "");
+	} else if (export) {
+		status = khib_check_image(fileno(file), image_path, &image, &key, buffer, CHUNK) != 0 ||
+			 export_core(fileno(file), &image, export, machine, buffer) < 0;
+	} else if (verify_only ||
+		   safe_to_write(fileno(file), image_path, &image, running, &key, buffer)) {
 		int mem = open(mem_path, verify_only ? O_RDONLY : O_RDWR);
 		long bad;
 		if (mem < 0) {

@@ -2,13 +2,21 @@
  * khib-save: stream the old kernel's memory into a khib image (see khib-image.h).
  *
  *   khib-save --vmcore /proc/vmcore -o IMAGE [--exclude RANGES] [--meta FILE] [--limit N]
+ *             [--key FILE]
  *   khib-save --mem /dev/mem --ranges RANGES -o IMAGE [--exclude RANGES] [--meta FILE]
- *             [--limit N]
+ *             [--limit N] [--key FILE]
+ *             [--vmcoreinfo ADDR:SIZE [--control-page ADDR] [--kernel-code ADDR]]
  *
  * --exclude leaves out the System RAM its file lists (in B: B's own /proc/iomem, the
  * memory B runs in, which holds B and not the old kernel; a crashkernel= reservation in
  * it is RAM B never touches, so it stays in).  --meta records a file's bytes in the
- * image; --limit: the image must fit in the first N bytes of IMAGE.
+ * image; --limit: the image must fit in the first N bytes of IMAGE; --key seals it with
+ * an HMAC-SHA256 too.  --vmcoreinfo names the old kernel's VMCOREINFO note (its
+ * /sys/kernel/vmcoreinfo): the note goes into the image, and the pages the old kernel
+ * had free are recorded, not stored (freepages.c; --control-page: its kexec control
+ * page, whose backup list says where the window's pages went; --kernel-code: the start
+ * of its "Kernel code", i386's PAGE_OFFSET).  When they cannot be known, it says why and
+ * stores them.
  *
  * The first page of IMAGE is zeroed before anything else, so a save that fails leaves no
  * image that looks complete.  Two passes over the memory: the first finds the runs of
@@ -16,7 +24,7 @@
  * size (checked against the room IMAGE has before a byte of data is written); the second
  * writes the stored pages and checks that they still have the same CRC-32 (the old kernel
  * is frozen, so a difference means the source is not what it seems).  Then the headers
- * with the SHA-256 seal, and last the ELF magic.  IMAGE may be a file or a block device.
+ * with the seal, and last the ELF magic.  IMAGE may be a file or a block device.
  */
 #define _GNU_SOURCE
 #include "khib-image.h"
@@ -43,34 +51,56 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-save (--vmcore FILE | --mem FILE --ranges FILE) -o IMAGE "
-		"[--exclude RANGES] [--meta FILE] [--limit BYTES]\n");
+		"[--exclude RANGES] [--meta FILE] [--limit BYTES] [--key FILE]\n"
+		"       [--vmcoreinfo ADDR:SIZE [--control-page ADDR] [--kernel-code ADDR]]\n");
 	return 2;
 }
 
-/* Pass 1: segments (zero runs and stored runs) with their CRC-32. */
+/* The kind of one page: free (by the old kernel's own account), zero, or data. */
+static enum khib_kind kind_of(const struct khib_free_pages *free_pages, uint64_t paddr,
+			      const unsigned char *page, size_t size)
+{
+	if (khib_page_free(free_pages, paddr / KHIB_PAGE))
+		return KHIB_FREE;
+	return khib_is_zero(page, size) ? KHIB_ZERO : KHIB_DATA;
+}
+
+/* Whether every page of [paddr, paddr + length) is free: nothing to read there. */
+static int all_free(const struct khib_free_pages *free_pages, uint64_t paddr, size_t length)
+{
+	for (size_t page = 0; page < length; page += KHIB_PAGE)
+		if (!khib_page_free(free_pages, (paddr + page) / KHIB_PAGE))
+			return 0;
+	return 1;
+}
+
+/* Pass 1: segments (data, zero and free runs) with the CRC-32 of each data run. */
 static int scan(int fd, const struct khib_range *ranges, size_t count, uint64_t total,
-		unsigned char *buffer, struct khib_image *image, uint64_t *zero_pages)
+		const struct khib_free_pages *free_pages, unsigned char *buffer,
+		struct khib_image *image, uint64_t pages[3])
 {
 	uint64_t done = 0, shown = 0;
 
 	for (size_t r = 0; r < count; r++) {
 		for (uint64_t at = 0; at < ranges[r].size;) {
 			size_t length = ranges[r].size - at < CHUNK ? (size_t)(ranges[r].size - at) : CHUNK;
-			if (khib_mem_copy(fd, buffer, length, ranges[r].offset + at, 0) < 0)
+			int skip = all_free(free_pages, ranges[r].paddr + at, length);
+			if (!skip && khib_mem_copy(fd, buffer, length, ranges[r].offset + at, 0) < 0)
 				return -1;
 			for (size_t page = 0; page < length; page += KHIB_PAGE) {
 				size_t size = length - page < KHIB_PAGE ? length - page : KHIB_PAGE;
 				uint64_t paddr = ranges[r].paddr + at + page;
-				int zero = khib_is_zero(buffer + page, size);
+				enum khib_kind kind = skip ? KHIB_FREE :
+					kind_of(free_pages, paddr, buffer + page, size);
 				struct khib_segment *last = image->count ?
 					&image->segments[image->count - 1] : NULL;
-				int continues = last && last->zero == zero &&
+				int continues = last && last->kind == kind &&
 					last->paddr + last->memsz == paddr;
-				uint32_t crc = khib_crc32(continues ? last->crc32 : 0, buffer + page,
-							  size);
-				if (khib_append(image, paddr, size, zero, crc, 1) < 0)
+				uint32_t crc = kind != KHIB_DATA ? 0 :
+					khib_crc32(continues ? last->crc32 : 0, buffer + page, size);
+				if (khib_append(image, paddr, size, kind, crc, 1) < 0)
 					return -1;
-				*zero_pages += (uint64_t)zero;
+				pages[kind]++;
 			}
 			at += length;
 			done += length;
@@ -97,40 +127,58 @@ static uint64_t source_span(const struct khib_range *ranges, size_t count, uint6
 	return UINT64_MAX;
 }
 
-/* The note header and name of one KHIB note, followed by its descriptor at 4-byte alignment. */
-static unsigned char *put_note(unsigned char *at, uint32_t type, const void *desc, size_t size)
+/* One note: header, name, then its descriptor at 4-byte alignment (filled in later if NULL). */
+static unsigned char *put_note(unsigned char *at, const char *name, uint32_t type,
+			       const void *desc, size_t size)
 {
 	Elf64_Nhdr *note = (Elf64_Nhdr *)at;
+	size_t namesz = strlen(name) + 1;
 
-	*note = (Elf64_Nhdr){.n_namesz = 5, .n_descsz = (uint32_t)size, .n_type = type};
-	memcpy(note + 1, KHIB_NOTE_NAME, 5);
-	at += sizeof(*note) + 8;
+	*note = (Elf64_Nhdr){.n_namesz = (uint32_t)namesz, .n_descsz = (uint32_t)size,
+			     .n_type = type};
+	memcpy(note + 1, name, namesz);
+	at += sizeof(*note) + ((namesz + 3u) & ~(size_t)3u);
 	if (desc)
 		memcpy(at, desc, size);
 	return at + ((size + 3u) & ~(size_t)3u);
 }
 
-static size_t note_size(size_t desc)
+static size_t note_size(const char *name, size_t desc)
 {
-	return sizeof(Elf64_Nhdr) + 8 + ((desc + 3u) & ~(size_t)3u);
+	return sizeof(Elf64_Nhdr) + ((strlen(name) + 4u) & ~(size_t)3u) +
+	       ((desc + 3u) & ~(size_t)3u);
+}
+
+static size_t desc_offset(const char *name)
+{
+	return sizeof(Elf64_Nhdr) + ((strlen(name) + 4u) & ~(size_t)3u);
 }
 
 /*
  * The headers of the image, all but its magic (written last): ELF header, program
- * headers, the three notes; each segment's offset in the image is fixed here.  *records
- * and *seal point into the returned buffer; the seal's digest is filled in after the
- * data is written.
+ * headers, the notes; each segment's offset in the image is fixed here.  notes points
+ * into the returned buffer, and *seal too: its digests are filled in after the data is
+ * written.
  */
 static unsigned char *build_headers(struct khib_image *image, const char *meta, size_t meta_size,
+				    const struct khib_free_pages *f, uint64_t free_recorded,
 				    size_t *size, uint64_t *image_size,
-				    struct khib_record **records, struct khib_seal **seal)
+				    struct khib_sealed_notes *notes, struct khib_seal **seal)
 {
 	size_t phnum = image->count + 1;
-	size_t notes = note_size(image->count * sizeof(**records)) + note_size(meta_size) +
-		       note_size(sizeof(**seal));
+	size_t records_size = image->count * sizeof(struct khib_record);
+	size_t pairs_size = f->nwindow * sizeof(struct khib_pair);
+	struct khib_layout layout = {f->page_offset, free_recorded, f->counted, f->kernel_count,
+				     f->nwindow};
+	size_t notes_size = note_size(KHIB_NOTE_NAME, records_size) +
+		note_size(KHIB_NOTE_NAME, meta_size) +
+		note_size(KHIB_NOTE_NAME, sizeof(layout) + pairs_size) +
+		(f->vmcoreinfo ? note_size(KHIB_VMCOREINFO_NAME, f->vmcoreinfo_size) : 0) +
+		note_size(KHIB_NOTE_NAME, sizeof(**seal));
 	uint64_t note_offset = sizeof(Elf64_Ehdr) + phnum * sizeof(Elf64_Phdr);
-	uint64_t offset = (note_offset + notes + KHIB_PAGE - 1) & ~(uint64_t)(KHIB_PAGE - 1);
+	uint64_t offset = (note_offset + notes_size + KHIB_PAGE - 1) & ~(uint64_t)(KHIB_PAGE - 1);
 	unsigned char *headers, *at;
+	struct khib_record *records;
 	Elf64_Ehdr *eh;
 	Elf64_Phdr *ph;
 
@@ -155,24 +203,38 @@ static unsigned char *build_headers(struct khib_image *image, const char *meta, 
 	eh->e_ehsize = sizeof(*eh);
 	eh->e_phentsize = sizeof(*ph);
 	eh->e_phnum = (uint16_t)phnum;
-	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = note_offset, .p_filesz = notes};
+	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = note_offset, .p_filesz = notes_size};
 	at = headers + note_offset;
-	*records = (struct khib_record *)(at + sizeof(Elf64_Nhdr) + 8);
-	at = put_note(at, KHIB_NOTE_SEGMENTS, NULL, image->count * sizeof(**records));
-	at = put_note(at, KHIB_NOTE_META, meta, meta_size);
-	*seal = (struct khib_seal *)(at + sizeof(Elf64_Nhdr) + 8);
-	put_note(at, KHIB_NOTE_SEAL, NULL, sizeof(**seal));
+	records = (struct khib_record *)(at + desc_offset(KHIB_NOTE_NAME));
+	*notes = (struct khib_sealed_notes){.records = records, .records_size = records_size,
+					    .meta_size = meta_size};
+	at = put_note(at, KHIB_NOTE_NAME, KHIB_NOTE_SEGMENTS, NULL, records_size);
+	notes->meta = at + desc_offset(KHIB_NOTE_NAME);
+	at = put_note(at, KHIB_NOTE_NAME, KHIB_NOTE_META, meta, meta_size);
+	notes->layout = (struct khib_layout *)(at + desc_offset(KHIB_NOTE_NAME));
+	notes->pairs = (struct khib_pair *)(notes->layout + 1);
+	at = put_note(at, KHIB_NOTE_NAME, KHIB_NOTE_LAYOUT, NULL, sizeof(layout) + pairs_size);
+	memcpy((void *)notes->layout, &layout, sizeof(layout));
+	if (pairs_size)
+		memcpy((void *)notes->pairs, f->window, pairs_size);
+	if (f->vmcoreinfo) {
+		notes->vmcoreinfo = at + desc_offset(KHIB_VMCOREINFO_NAME);
+		notes->vmcoreinfo_size = f->vmcoreinfo_size;
+		at = put_note(at, KHIB_VMCOREINFO_NAME, 0, f->vmcoreinfo, f->vmcoreinfo_size);
+	}
+	*seal = (struct khib_seal *)(at + desc_offset(KHIB_NOTE_NAME));
+	put_note(at, KHIB_NOTE_NAME, KHIB_NOTE_SEAL, NULL, sizeof(**seal));
 	for (size_t i = 0; i < image->count; i++) {
 		struct khib_segment *s = &image->segments[i];
-		s->offset = s->zero ? 0 : offset;
+		int stored = s->kind == KHIB_DATA;
+		s->offset = stored ? offset : 0;
 		ph[i + 1] = (Elf64_Phdr){
 			.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X, .p_offset = s->offset,
-			.p_paddr = s->paddr, .p_filesz = s->zero ? 0 : s->memsz,
+			.p_paddr = s->paddr, .p_filesz = stored ? s->memsz : 0,
 			.p_memsz = s->memsz, .p_align = KHIB_PAGE,
 		};
-		(*records)[i] = (struct khib_record){s->paddr, s->memsz, s->crc32,
-			s->zero ? (uint32_t)((s->memsz + KHIB_PAGE - 1) / KHIB_PAGE) : 0};
-		if (!s->zero)
+		records[i] = (struct khib_record){s->paddr, s->memsz, s->crc32, (uint32_t)s->kind};
+		if (stored)
 			offset += s->memsz;
 	}
 	*image_size = offset;
@@ -206,15 +268,15 @@ static int invalidate(int out)
 
 /* Pass 2: the stored segments' bytes, checked against pass 1. */
 static int copy(int fd, int out, const struct khib_range *ranges, size_t count,
-		struct khib_image *image, unsigned char *buffer, uint64_t stored,
+		const struct khib_image *image, unsigned char *buffer, uint64_t stored,
 		struct khib_sha256 *sha)
 {
 	uint64_t done = 0, shown = 0;
 
 	for (size_t i = 0; i < image->count; i++) {
-		struct khib_segment *s = &image->segments[i];
+		const struct khib_segment *s = &image->segments[i];
 		uint32_t crc = 0;
-		if (s->zero)
+		if (s->kind != KHIB_DATA)
 			continue;
 		for (uint64_t at = 0; at < s->memsz;) {
 			uint64_t available;
@@ -281,17 +343,59 @@ static int seal(int out, unsigned char *headers, size_t size)
 	return khib_pwrite_full(out, headers, SELFMAG, 0) < 0 || fsync(out) < 0 ? -1 : 0;
 }
 
+/* ADDR or ADDR:SIZE (any base strtoull takes); 0 when malformed. */
+static int parse_pair(const char *text, uint64_t *first, uint64_t *second)
+{
+	char *end;
+
+	errno = 0;
+	*first = strtoull(text, &end, 0);
+	if (second) {
+		if (*end != ':')
+			return 0;
+		*second = strtoull(end + 1, &end, 0);
+	}
+	return !errno && !*end;
+}
+
+/* The old kernel's free pages, or why they stay unknown (said on standard error). */
+static void find_free_pages(int fd, const struct khib_range *ranges, size_t count,
+			    const struct khib_range *all, size_t nall, const char *vmcoreinfo,
+			    const char *control, const char *kernel_code,
+			    struct khib_free_pages *free_pages)
+{
+	uint64_t note = 0, note_size = 0, control_page = 0, code = 0;
+
+	*free_pages = (struct khib_free_pages){0};
+	if (!vmcoreinfo)
+		return;
+	if (!parse_pair(vmcoreinfo, &note, &note_size) ||
+	    (control && !parse_pair(control, &control_page, NULL)) ||
+	    (kernel_code && !parse_pair(kernel_code, &code, NULL)))
+		snprintf(free_pages->why, sizeof(free_pages->why), "malformed --vmcoreinfo, "
+			 "--control-page or --kernel-code");
+	else if (khib_find_free_pages(fd, ranges, count, all, nall, note, note_size,
+				      control_page, code, free_pages) == 0)
+		return;
+	fprintf(stderr, "khib-save: the old kernel's free pages are stored: %s\n",
+		free_pages->why);
+}
+
 int khib_save_main(int argc, char **argv)
 {
 	const char *vmcore = NULL, *mem = NULL, *ranges_path = NULL, *output = NULL;
-	const char *exclude = NULL, *meta_path = NULL, *limit_text = NULL;
-	struct khib_range *ranges = NULL, *holes = NULL;
+	const char *exclude = NULL, *meta_path = NULL, *limit_text = NULL, *key_path = NULL;
+	const char *vmcoreinfo = NULL, *control = NULL, *kernel_code = NULL;
+	struct khib_range *ranges = NULL, *all = NULL, *holes = NULL;
 	struct khib_image image = {0};
-	struct khib_record *records;
+	struct khib_free_pages free_pages = {0};
+	struct khib_sealed_notes notes;
 	struct khib_seal *sealed;
 	struct khib_sha256 sha;
-	size_t count = 0, nholes = 0, meta_size = 0, header_size = 0;
-	uint64_t total = 0, stored = 0, zero_pages = 0, image_size = 0, limit, room_left;
+	struct khib_key key = {0};
+	unsigned char data_digest[32];
+	size_t count = 0, nall = 0, nholes = 0, meta_size = 0, header_size = 0;
+	uint64_t total = 0, stored = 0, pages[3] = {0}, image_size = 0, limit, room_left;
 	unsigned char *buffer = malloc(CHUNK), *headers = NULL;
 	char *meta = NULL, *end = NULL;
 	double started = khib_seconds(), seconds;
@@ -304,6 +408,10 @@ int khib_save_main(int argc, char **argv)
 				    !strcmp(argv[i], "--exclude") ? &exclude :
 				    !strcmp(argv[i], "--meta") ? &meta_path :
 				    !strcmp(argv[i], "--limit") ? &limit_text :
+				    !strcmp(argv[i], "--key") ? &key_path :
+				    !strcmp(argv[i], "--vmcoreinfo") ? &vmcoreinfo :
+				    !strcmp(argv[i], "--control-page") ? &control :
+				    !strcmp(argv[i], "--kernel-code") ? &kernel_code :
 				    !strcmp(argv[i], "-o") ? &output : NULL;
 		if (!slot || ++i == argc)
 			return usage();
@@ -311,9 +419,10 @@ int khib_save_main(int argc, char **argv)
 	}
 	limit = limit_text ? strtoull(limit_text, &end, 0) : UINT64_MAX;
 	if (!buffer || !output || !!vmcore == !!mem || (mem && !ranges_path) ||
-	    (limit_text && (*end || !limit)))
+	    (limit_text && (*end || !limit)) || (vmcoreinfo && !mem))
 		return usage();
-	if (meta_path && !(meta = read_meta(meta_path, &meta_size)))
+	if ((meta_path && !(meta = read_meta(meta_path, &meta_size))) ||
+	    (key_path && khib_read_key(key_path, &key) < 0))
 		return 1;
 	fd = open(vmcore ? vmcore : mem, O_RDONLY);
 	if (fd < 0) {
@@ -322,26 +431,28 @@ int khib_save_main(int argc, char **argv)
 	}
 	if ((vmcore ? khib_vmcore_ranges(fd, vmcore, &ranges, &count)
 		    : khib_read_ranges(ranges_path, &ranges, &count)) < 0 ||
+	    (mem && khib_read_ranges(ranges_path, &all, &nall) < 0) ||
 	    (exclude && (khib_read_ranges(exclude, &holes, &nholes) < 0 ||
 			 khib_exclude(&ranges, &count, holes, nholes) < 0)))
 		return 1;
 	free(holes);
 	for (size_t r = 0; r < count; r++)
 		total += ranges[r].size;
+	find_free_pages(fd, ranges, count, all, nall, vmcoreinfo, control, kernel_code,
+			&free_pages);
 	out = open(output, O_WRONLY | O_CREAT, 0644);
 	if (out < 0 || invalidate(out) < 0) {
 		fprintf(stderr, "khib-save: %s: %s\n", output, strerror(errno));
 		return 1;
 	}
-	if (scan(fd, ranges, count, total, buffer, &image, &zero_pages) < 0) {
+	if (scan(fd, ranges, count, total, &free_pages, buffer, &image, pages) < 0) {
 		fprintf(stderr, "khib-save: reading %s: %s\n", vmcore ? vmcore : mem,
 			strerror(errno));
 		goto out;
 	}
-	for (size_t i = 0; i < image.count; i++)
-		stored += image.segments[i].zero ? 0 : image.segments[i].memsz;
-	headers = build_headers(&image, meta, meta_size, &header_size, &image_size, &records,
-				&sealed);
+	stored = pages[KHIB_DATA] * KHIB_PAGE;
+	headers = build_headers(&image, meta, meta_size, &free_pages, pages[KHIB_FREE],
+				&header_size, &image_size, &notes, &sealed);
 	if (!headers)
 		goto out;
 	room_left = room(out);
@@ -354,31 +465,39 @@ int khib_save_main(int argc, char **argv)
 		goto out;
 	}
 	khib_sha256_init(&sha);
-	khib_sha256_update(&sha, records, image.count * sizeof(*records));
-	khib_sha256_update(&sha, meta, meta_size);
 	if (copy(fd, out, ranges, count, &image, buffer, stored, &sha) < 0) {
 		fprintf(stderr, "khib-save: writing %s: %s\n", output, strerror(errno));
 		goto out;
 	}
-	khib_sha256_final(&sha, sealed->sha256);
+	khib_sha256_final(&sha, data_digest);
+	khib_seal_digests(data_digest, &notes, &key, sealed);
 	if ((ftruncate(out, (off_t)image_size) < 0 && errno != EINVAL) || /* EINVAL: a device */
 	    seal(out, headers, header_size) < 0) {
 		fprintf(stderr, "khib-save: writing %s: %s\n", output, strerror(errno));
 		goto out;
 	}
 	seconds = khib_seconds() - started;
-	printf("khib-save: %s: %zu segments, %llu MiB of %llu stored, %llu zero pages recorded, "
-	       "in %.1f s (%.0f MiB/s scanned)\n", output, image.count,
+	printf("khib-save: %s: %zu segments, %llu MiB of %llu stored, %llu zero pages and %llu "
+	       "free pages recorded, in %.1f s (%.0f MiB/s scanned)%s\n", output, image.count,
 	       (unsigned long long)(stored >> 20), (unsigned long long)(total >> 20),
-	       (unsigned long long)zero_pages, seconds,
-	       seconds > 0 ? (double)(total >> 20) / seconds : 0.0);
+	       (unsigned long long)pages[KHIB_ZERO], (unsigned long long)pages[KHIB_FREE],
+	       seconds, seconds > 0 ? (double)(total >> 20) / seconds : 0.0,
+	       key.set ? ", keyed" : "");
+	if (free_pages.bitmap)
+		printf("khib-save: free pages: the walk found %llu, A counted %llu "
+		       "(NR_FREE_PAGES)\n", (unsigned long long)free_pages.counted,
+		       (unsigned long long)free_pages.kernel_count);
 	status = 0;
 out:
 	khib_free(&image);
 	free(ranges);
+	free(all);
 	free(buffer);
 	free(headers);
 	free(meta);
+	free(free_pages.bitmap);
+	free(free_pages.window);
+	free(free_pages.vmcoreinfo);
 	close(fd);
 	close(out);
 	return status;

@@ -1,6 +1,7 @@
-/* SHA-256 (FIPS 180-4): the digest that seals a khib image. */
+/* SHA-256 (FIPS 180-4) and HMAC-SHA256: the digests that seal a khib image. */
 #include "khib-image.h"
 
+#include <errno.h>
 #include <string.h>
 
 static const uint32_t K[64] = {
@@ -97,4 +98,61 @@ void khib_sha256_final(struct khib_sha256 *ctx, unsigned char digest[32])
 		digest[4 * i + 2] = (unsigned char)(ctx->state[i] >> 8);
 		digest[4 * i + 3] = (unsigned char)ctx->state[i];
 	}
+}
+
+/* HMAC-SHA256 (RFC 2104): the inner hash is fed like a plain SHA-256 between these two. */
+static void hmac_pad(struct khib_sha256 *ctx, const struct khib_key *key, unsigned char with)
+{
+	unsigned char pad[64];
+
+	for (size_t i = 0; i < sizeof(pad); i++)
+		pad[i] = key->block[i] ^ with;
+	khib_sha256_init(ctx);
+	khib_sha256_update(ctx, pad, sizeof(pad));
+}
+
+void khib_hmac_init(struct khib_sha256 *ctx, const struct khib_key *key)
+{
+	hmac_pad(ctx, key, 0x36);
+}
+
+void khib_hmac_final(struct khib_sha256 *ctx, const struct khib_key *key, unsigned char mac[32])
+{
+	unsigned char inner[32];
+
+	khib_sha256_final(ctx, inner);
+	hmac_pad(ctx, key, 0x5c);
+	khib_sha256_update(ctx, inner, sizeof(inner));
+	khib_sha256_final(ctx, mac);
+}
+
+/* A key file: 16 to 4096 bytes, taken as they are (hashed first when over 64). */
+int khib_read_key(const char *path, struct khib_key *key)
+{
+	unsigned char bytes[4097];
+	FILE *file = fopen(path, "rb");
+	size_t size;
+
+	*key = (struct khib_key){0};
+	if (!file) {
+		fprintf(stderr, "khib: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	size = fread(bytes, 1, sizeof(bytes), file);
+	fclose(file);
+	if (size < 16 || size > 4096) {
+		fprintf(stderr, "khib: %s: a key is 16 to 4096 bytes, this file holds %s%zu\n",
+			path, size > 4096 ? "more than " : "", size > 4096 ? (size_t)4096 : size);
+		return -1;
+	}
+	if (size > sizeof(key->block)) {
+		struct khib_sha256 ctx;
+		khib_sha256_init(&ctx);
+		khib_sha256_update(&ctx, bytes, size);
+		khib_sha256_final(&ctx, key->block);
+	} else {
+		memcpy(key->block, bytes, size);
+	}
+	key->set = 1;
+	return 0;
 }

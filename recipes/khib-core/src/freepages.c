@@ -7,7 +7,7 @@
  * 2^page.private pages.  struct pages are found through SYMBOL(mem_section) (SPARSEMEM:
  * roots of LENGTH(mem_section) entries of SIZE(mem_section) bytes, whose
  * OFFSET(mem_section.section_mem_map) holds the section's encoded map, with or without
- * VMEMMAP) or SYMBOL(mem_map) (FLATMEM), with SIZE(page), OFFSET(page._mapcount),
+ * VMEMMAP) or the array SYMBOL(mem_map) points at (FLATMEM), with SIZE(page), OFFSET(page._mapcount),
  * OFFSET(page.private), NUMBER(SECTION_SIZE_BITS) and NUMBER(MAX_PHYSMEM_BITS).  The count
  * is checked against what the kernel counted itself: the NR_FREE_PAGES entry
  * (NUMBER(NR_FREE_PAGES), SIZE(atomic_long_t)) of OFFSET(zone.vm_stat) in each of the
@@ -380,6 +380,11 @@ static int read_layout(struct layout *l, uint64_t kernel_code, char *why, size_t
 	    need(t, "LENGTH(zone.free_area)", &l->max_order, why, size) < 0 ||
 	    need(t, "PAGESIZE", &l->page_size, why, size) < 0)
 		return -1;
+	if (!l->struct_page || l->struct_page > 512) {
+		snprintf(why, size, "A's struct page is %llu bytes",
+			 (unsigned long long)l->struct_page);
+		return -1;
+	}
 	if (l->page_size != KHIB_PAGE) {
 		snprintf(why, size, "A's pages are %llu bytes", (unsigned long long)l->page_size);
 		return -1;
@@ -460,7 +465,7 @@ int khib_page_free(const struct khib_free_pages *f, uint64_t pfn)
 static int walk(struct old_memory *m, const struct layout *l, const struct khib_range *ranges,
 		size_t count, struct khib_free_pages *f)
 {
-	unsigned char *batch = malloc(BATCH_PAGES * l->struct_page);
+	unsigned char *batch = malloc(BATCH_PAGES * (size_t)l->struct_page);
 	uint64_t free_until = 0;
 
 	if (!batch)
@@ -530,6 +535,14 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 	l.text = f->vmcoreinfo;
 	if (read_layout(&l, kernel_code, f->why, sizeof(f->why)) < 0)
 		goto out;
+	if (!l.sparse) {   /* SYMBOL(mem_map) is the pointer's address */
+		int failed = 0;
+		l.mem_map = vword(m, &l, l.mem_map, &failed);
+		if (failed || !l.mem_map) {
+			snprintf(f->why, sizeof(f->why), "A's mem_map is unreadable");
+			goto out;
+		}
+	}
 	for (size_t r = 0; r < nall; r++)
 		if ((all[r].paddr + all[r].size) / KHIB_PAGE > max_pfn)
 			max_pfn = (all[r].paddr + all[r].size) / KHIB_PAGE;

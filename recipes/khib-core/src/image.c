@@ -442,7 +442,8 @@ void khib_seal_digests(const unsigned char data_digest[32], const struct khib_se
 	struct khib_sha256 plain, keyed;
 	const struct { const void *at; size_t size; } parts[] = {
 		{data_digest, 32}, {n->records, n->records_size}, {n->meta, n->meta_size},
-		{n->layout, sizeof(*n->layout)}, {n->pairs, n->layout->npairs * sizeof(*n->pairs)},
+		{n->layout, sizeof(*n->layout)},
+		{n->pairs, (size_t)n->layout->npairs * sizeof(*n->pairs)},
 		{n->vmcoreinfo, n->vmcoreinfo_size},
 	};
 

@@ -224,7 +224,7 @@ static int export_core(int image_fd, const struct khib_image *image, const char 
 			if (run->window) {
 				struct khib_pair key = {.dest = from};
 				const struct khib_pair *pair = bsearch(&key, image->pairs,
-					image->layout.npairs, sizeof(key), by_dest);
+					(size_t)image->layout.npairs, sizeof(key), by_dest);
 				from = pair ? pair->source : UINT64_MAX;
 			} else {
 				const struct khib_segment *s = holding(image, from);

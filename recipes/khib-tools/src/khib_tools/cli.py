@@ -1,4 +1,4 @@
-"""khib jump | hibernate | back | save | restore | resume | info.
+"""khib jump | hibernate | back | save | restore | resume | info | export.
 
 In the original kernel A, ``khib jump`` records A's RAM ranges, hands them to B in a
 small cpio segment appended to B's initrd, confines B to a window of memory, loads B
@@ -130,6 +130,24 @@ def b_initrd(initrd: str, handoff: dict[str, bytes]) -> bytes:
     return data + b"\0" * (-len(data) % 4) + archive(handoff)
 
 
+def kernel_code(iomem: str) -> int | None:
+    """Where A's "Kernel code" starts (i386 derives its PAGE_OFFSET from it)."""
+    match = re.search(r"^\s*([0-9a-f]+)-[0-9a-f]+ : Kernel code$", iomem, re.MULTILINE)
+    return int(match[1], 16) if match else None
+
+
+def old_kernel_layout(iomem: str, cmdline: str) -> dict[str, object]:
+    """What B needs to leave A's free pages out: A's VMCOREINFO note and "Kernel code";
+    or why it must store them (A poisons free pages: zeros would read as corruption)."""
+    if re.search(r"(?:^|\s)page_poison=(?:1|on|y)", cmdline):
+        return {"free_pages": "stored: A poisons its free pages (page_poison=1)"}
+    note = Path("/sys/kernel/vmcoreinfo")
+    if not note.exists():
+        return {"free_pages": "stored: A has no /sys/kernel/vmcoreinfo (CONFIG_CRASH_CORE)"}
+    address, length = (int(part, 16) for part in note.read_text().split())
+    return {"vmcoreinfo": [address, length], "kernel_code": kernel_code(iomem)}
+
+
 def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
            extra: dict[str, object]) -> tuple[bytes, str]:
     """Load B (kexec --load-preserve-context); B's initrd and its confinement."""
@@ -138,12 +156,14 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     start, length = args.window
     check_window(start, length, Path("/proc/cmdline").read_text(),
                  Path("/proc/meminfo").read_text())
-    ranges = ram_ranges(Path("/proc/iomem").read_text())
+    iomem = Path("/proc/iomem").read_text()
+    ranges = ram_ranges(iomem)
     if not ranges:
         raise Failure("no System RAM in /proc/iomem (not root?)")
     record = {"window": [start, length], "ranges": [list(r) for r in ranges],
               "kernel": kernel_identity(), "cpus": os.cpu_count(),
-              "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(), **extra}
+              "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+              **old_kernel_layout(iomem, Path("/proc/cmdline").read_text()), **extra}
     initrd = b_initrd(args.initrd, {
         "khib/ranges": "".join(f"{a:08x}-{b:08x} : System RAM\n" for a, b in ranges).encode(),
         "khib/jump.json": json.dumps(record).encode(),
@@ -171,7 +191,9 @@ def jump_now(args: argparse.Namespace) -> None:
     """Jump to the loaded B; returns once A runs again (B came back, or A resumed)."""
     before = restarts()
     start, length = args.window
-    print(f"khib: jumping to {args.kernel} (window {start >> 20}M+{length >> 20}M)", flush=True)
+    free = re.search(r"^nr_free_pages (\d+)$", Path("/proc/vmstat").read_text(), re.MULTILINE)
+    print(f"khib: jumping to {args.kernel} (window {start >> 20}M+{length >> 20}M; A has "
+          f"{free[1] if free else '?'} free pages, NR_FREE_PAGES)", flush=True)
     run("kexec", "-e")  # returns when B jumps back; its status is not the verdict
     if restarts() <= before:
         raise Failure("the jump did not happen: kexec -e returned without freezing")
@@ -232,8 +254,10 @@ def back(_args: argparse.Namespace) -> int:
     return subprocess.run(["khib-jump-back", entry], check=False).returncode
 
 
-def save_command(dest: str, meta: Path | None = None, limit: int | None = None) -> list[str]:
-    """khib-save over A's memory, leaving out B's own RAM (it holds B, not A)."""
+def save_command(dest: str, meta: Path | None = None, limit: int | None = None,
+                 key: str | None = None, keep_free: bool = False) -> list[str]:
+    """khib-save over A's memory, leaving out B's own RAM (it holds B, not A) and, unless
+    ``keep_free``, the pages A had free."""
     if Path("/proc/vmcore").exists():
         command = ["khib-save", "--vmcore", "/proc/vmcore", "-o", dest]
     else:
@@ -242,16 +266,29 @@ def save_command(dest: str, meta: Path | None = None, limit: int | None = None) 
         if not ranges.is_file():
             raise Failure(f"{ranges} is missing: A's RAM ranges come with khib jump")
         command = ["khib-save", "--mem", "/dev/mem", "--ranges", str(ranges), "-o", dest]
+        record = json.loads((HANDOFF / "jump.json").read_text())
+        entry = cmdline_arg("kexec_jump_back_entry")
+        if not keep_free and "vmcoreinfo" in record and entry:
+            address, length = record["vmcoreinfo"]
+            command += ["--vmcoreinfo", f"{address:#x}:{length:#x}",
+                        "--control-page", f"{int(entry, 16) & ~0xFFF:#x}"]
+            if record.get("kernel_code") is not None:
+                command += ["--kernel-code", f"{record['kernel_code']:#x}"]
+        elif not keep_free:
+            print(f"khib: A's free pages are {record.get('free_pages', 'stored')}", flush=True)
     command += ["--exclude", "/proc/iomem"]
     if meta is not None:
         command += ["--meta", str(meta)]
     if limit is not None:
         command += ["--limit", str(limit)]
+    if key is not None:
+        command += ["--key", key]
     return command
 
 
 def save(args: argparse.Namespace) -> int:
-    return subprocess.run(save_command(args.dest), check=False).returncode
+    return subprocess.run(save_command(args.dest, key=args.key, keep_free=args.keep_free_pages),
+                          check=False).returncode
 
 
 def b_hibernate(args: argparse.Namespace) -> int:
@@ -286,6 +323,14 @@ def restore(args: argparse.Namespace) -> int:
     require("/dev/mem", "CONFIG_DEVMEM")
     command = ["khib-restore", args.image, "--mem", "/dev/mem"]
     command += ["--verify"] if args.verify else ["--running", "/proc/iomem"]
+    command += ["--key", args.key] if args.key else []
+    return subprocess.run(command, check=False).returncode
+
+
+def export(args: argparse.Namespace) -> int:
+    """A plain ELF core of the saved memory, as A had it, for crash and makedumpfile."""
+    command = ["khib-restore", args.image, "--export", args.output]
+    command += ["--key", args.key] if args.key else []
     return subprocess.run(command, check=False).returncode
 
 
@@ -347,22 +392,26 @@ def restore_and_enter(device: str, meta: dict[str, object]) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    """Segments, sizes, zero pages and checksums of a saved image; what it records."""
+    """Segments, sizes, zero and free pages and checksums of a saved image; what it records."""
     try:
         image = read_image(args.image)
     except NoImage as exc:
         raise Failure(f"{args.image}: {exc}") from exc
-    stored = sum(s.memsz for s in image.segments if s.stored)
+    pages = {kind: sum(s.memsz for s in image.segments if s.kind == kind) >> 12
+             for kind in ("data", "zero", "free")}
     total = sum(s.memsz for s in image.segments)
-    zero_pages = sum(s.zero_pages for s in image.segments)
     print(f"{args.image}: {len(image.segments)} segments, {total >> 20} MiB of memory, "
-          f"{stored >> 20} MiB stored, {zero_pages} zero pages")
+          f"{pages['data'] >> 8} MiB stored, {pages['zero']} zero pages, {pages['free']} free "
+          f"pages{', keyed' if image.keyed else ''}"
+          f"{', with VMCOREINFO' if image.vmcoreinfo else ''}")
+    if image.layout.free_counted:
+        print(f"  free pages: {image.layout.free_recorded} recorded; the walk found "
+              f"{image.layout.free_counted}, A counted {image.layout.kernel_count}")
     for key, value in sorted(image.meta.items()):
         if key != "ranges":
             print(f"  {key}: {value}")
     for s in image.segments:
-        kind = "data" if s.stored else "zero"
-        print(f"  {s.paddr:#012x}-{s.paddr + s.memsz - 1:#012x} {kind} {s.memsz:>12} "
+        print(f"  {s.paddr:#012x}-{s.paddr + s.memsz - 1:#012x} {s.kind} {s.memsz:>12} "
               f"crc32={s.crc32:08x}")
     return 0
 
@@ -392,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
         handler=back)
     p = verbs.add_parser("save", help="in B: write A's memory to a file or disk")
     p.add_argument("dest")
+    p.add_argument("--keep-free-pages", action="store_true",
+                   help="store the pages A had free too")
+    p.add_argument("--key", help="seal the image with this key (HMAC-SHA256)")
     p.set_defaults(handler=save)
     p = verbs.add_parser("b-hibernate", help="in B (khib hibernate runs it): save A to the "
                          "device, power off")
@@ -400,7 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     p = verbs.add_parser("restore", help="in B: write a saved image back into A's memory")
     p.add_argument("image")
     p.add_argument("--verify", action="store_true", help="only compare")
+    p.add_argument("--key", help="refuse an image this key did not seal")
     p.set_defaults(handler=restore)
+    p = verbs.add_parser("export", help="write a saved image as a plain ELF core (crash, "
+                         "makedumpfile)")
+    p.add_argument("image")
+    p.add_argument("output")
+    p.add_argument("--key", help="refuse an image this key did not seal")
+    p.set_defaults(handler=export)
     p = verbs.add_parser("resume", help="at boot (khib.resume=DEV): resume A from DEV")
     p.add_argument("device")
     p.set_defaults(handler=resume)

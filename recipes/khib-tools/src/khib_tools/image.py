@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 ELF_MAGIC = b"\x7fELF"
 USED_MAGIC = b"KUSD"  # left by a resume: the same image is never resumed twice
-NOTE_SEGMENTS, NOTE_META, NOTE_SEAL = 1, 2, 3
+NOTE_SEGMENTS, NOTE_META, NOTE_LAYOUT, NOTE_SEAL = 0x4B480001, 0x4B480002, 0x4B480003, 0x4B480004
+KINDS = ("data", "zero", "free")  # a record's kind
 BLKFLSBUF = 0x1261  # drop a block device's cached blocks: another kernel wrote the disk
 
 
@@ -23,9 +24,16 @@ class NoImage(Exception):
 class Segment:
     paddr: int
     memsz: int
-    stored: bool
+    kind: str  # data (stored), zero or free (recorded)
     crc32: int
-    zero_pages: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What khib-save found of the old kernel: its free pages, counted two ways."""
+    free_recorded: int = 0
+    free_counted: int = 0
+    kernel_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,9 @@ class Image:
     segments: list[Segment]
     meta: dict[str, object] = field(default_factory=dict)
     size: int = 0  # bytes on the disk, from the seal
+    keyed: bool = False
+    layout: Layout = Layout()
+    vmcoreinfo: bool = False
 
 
 def read_at(fd: int, size: int, offset: int) -> bytes:
@@ -81,24 +92,28 @@ def read_image(path: str) -> Image:
     if len(records) != 24 * len(loads) or NOTE_SEAL not in notes:
         raise NoImage("not a khib image: its notes do not match its segments")
     segments = []
-    for index, (_, _, _, _, paddr, filesz, memsz, _) in enumerate(loads):
-        _, _, crc, zero_pages = struct.unpack_from("<QQII", records, 24 * index)
-        segments.append(Segment(paddr, memsz, filesz != 0, crc, zero_pages))
+    for index, (_, _, _, _, paddr, _, memsz, _) in enumerate(loads):
+        _, _, crc, kind = struct.unpack_from("<QQII", records, 24 * index)
+        segments.append(Segment(paddr, memsz, KINDS[min(kind, 2)], crc))
     meta = json.loads(notes[NOTE_META]) if notes.get(NOTE_META) else {}
-    size, = struct.unpack_from("<Q", notes[NOTE_SEAL])
-    return Image(segments, meta, size)
+    size, keyed = struct.unpack_from("<QQ", notes[NOTE_SEAL])
+    layout = notes.get(NOTE_LAYOUT, bytes(40))
+    return Image(segments, meta, size, bool(keyed),
+                 Layout(*struct.unpack_from("<8x3Q", layout)), "VMCOREINFO" in notes)
 
 
-def read_notes(data: bytes) -> dict[int, bytes]:
-    """The KHIB notes in one PT_NOTE segment, by type."""
-    found, at = {}, 0
-    while at + 20 <= len(data):
+def read_notes(data: bytes) -> dict[int | str, bytes]:
+    """The notes in one PT_NOTE segment: KHIB's by type, and "VMCOREINFO"."""
+    found: dict[int | str, bytes] = {}
+    at = 0
+    while at + 12 <= len(data):
         namesz, descsz, kind = struct.unpack_from("<III", data, at)
-        name = data[at + 12:at + 12 + namesz]
-        if namesz != 5 or name[:4] != b"KHIB":
+        name = data[at + 12:at + 12 + namesz].rstrip(b"\0")
+        desc = at + 12 + (namesz + 3) // 4 * 4
+        if name not in (b"KHIB", b"VMCOREINFO"):
             break
-        found[kind] = data[at + 20:at + 20 + descsz]
-        at += 20 + (descsz + 3) // 4 * 4
+        found[kind if name == b"KHIB" else "VMCOREINFO"] = data[desc:desc + descsz]
+        at = desc + (descsz + 3) // 4 * 4
     return found
 
 

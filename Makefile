@@ -21,9 +21,9 @@ APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # ... and to test them: QEMU to boot them, GNU cpio and bsdtar as independent readers,
 # the reference decompressors, util-linux for unshare/setpriv, nginx (a WebDAV server as
 # the shared cache) and zlib1g-dev (a host library that package sysroots must keep out);
-# the kernel source's gen_init_cpio is the reference packer.
+# the kernel source's gen_init_cpio is the reference packer; makedumpfile reads exported images.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
-	nginx zlib1g-dev $(APT_KERNEL)
+	nginx zlib1g-dev makedumpfile $(APT_KERNEL)
 
 # Install the named Debian packages that are not installed yet.
 define apt_ensure

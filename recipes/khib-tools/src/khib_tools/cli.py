@@ -32,6 +32,10 @@ STAY = "nokaslr"
 ONE_CPU = "maxcpus=1"
 HEADROOM = 16 << 20  # free RAM A needs beyond the window while B runs
 HIBERNATED = "hibernated"  # what B leaves in A's status page before saving A
+# The key a resume checks the image with: a file in the resume boot's own initramfs (a
+# config puts it there), or the one khib.key= names; never a file on the image's disk.
+RESUME_KEY = "/etc/khib/hibernate.key"
+HANDED_KEY = HANDOFF / "key"  # the key in B's memory, handed over by A or by stage 1
 
 
 class Failure(Exception):
@@ -149,8 +153,9 @@ def old_kernel_layout(iomem: str, cmdline: str) -> dict[str, object]:
 
 
 def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
-           extra: dict[str, object]) -> tuple[bytes, str]:
-    """Load B (kexec --load-preserve-context); B's initrd and its confinement."""
+           extra: dict[str, object], key: bytes | None = None) -> tuple[bytes, str]:
+    """Load B (kexec --load-preserve-context); B's initrd (without the key, which goes to
+    B in memory only) and its confinement."""
     require("/proc/kcore", "CONFIG_PROC_KCORE")
     require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
     start, length = args.window
@@ -164,12 +169,13 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
               "kernel": kernel_identity(), "cpus": os.cpu_count(),
               "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
               **old_kernel_layout(iomem, Path("/proc/cmdline").read_text()), **extra}
-    initrd = b_initrd(args.initrd, {
+    handoff = {
         "khib/ranges": "".join(f"{a:08x}-{b:08x} : System RAM\n" for a, b in ranges).encode(),
         "khib/jump.json": json.dumps(record).encode(),
-    })
+    }
+    initrd = b_initrd(args.initrd, handoff)
     combined = Path("/tmp/khib-b-initrd")
-    combined.write_bytes(initrd)
+    combined.write_bytes(b_initrd(args.initrd, {**handoff, "khib/key": key}) if key else initrd)
     confined = confinement(start, length)
     cmdline = [*consoles(), confined, f"khib.status={status.handle}",
                f"khib.deadline={args.deadline}"]
@@ -180,6 +186,7 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     load = run("kexec", "--load-preserve-context", f"--mem-min={start:#x}",
                f"--mem-max={start + length - 1:#x}", f"--initrd={combined}",
                f"--append={' '.join(cmdline)}", args.kernel)
+    combined.unlink()
     if load.returncode != 0:
         hint = ("; this kernel lacks CONFIG_KEXEC_JUMP" if "Invalid argument" in load.stderr
                 else "")
@@ -228,8 +235,9 @@ def hibernate(args: argparse.Namespace) -> int:
     if not Path(device).is_block_device():
         raise Failure(f"{device} is not a block device")
     status = status_page(args)
+    key = Path(args.key).read_bytes() if args.key else None
     initrd, confined = load_b(args, status, f"khib b-hibernate {device}",
-                              {"device": device})
+                              {"device": device}, key)
     limit = bootarea.write(device, bootarea.BootArea(
         Path(args.kernel).read_bytes(), initrd, confined, args.window, 0))
     mark(device, bytes(4))  # an earlier image on the device no longer counts
@@ -305,8 +313,9 @@ def b_hibernate(args: argparse.Namespace) -> int:
     # Before the save, so that the saved A finds it once resumed.
     if subprocess.run(["khib-report", handle, HIBERNATED], check=False).returncode:
         raise Failure("cannot leave the verdict in A's status page")
-    saved = subprocess.run(save_command(args.device, meta, area.limit), stderr=subprocess.PIPE,
-                           text=True, check=False)
+    key = str(HANDED_KEY) if HANDED_KEY.is_file() else None
+    saved = subprocess.run(save_command(args.device, meta, area.limit, key),
+                           stderr=subprocess.PIPE, text=True, check=False)
     sys.stderr.write(saved.stderr)
     if saved.returncode < 0:
         raise Failure(f"khib-save was ended by signal {-saved.returncode}")
@@ -352,7 +361,9 @@ def resume(args: argparse.Namespace) -> int:
         raise Failure(f"not resuming: this machine's RAM ({sum(b - a + 1 for a, b in here) >> 20}"
                       f" MiB in {len(here)} ranges) is not the RAM A ran with "
                       f"({sum(b - a + 1 for a, b in ranges) >> 20} MiB in {len(ranges)} ranges)")
-    checked = run("khib-restore", device, "--check")
+    key_path = cmdline_arg("khib.key") or RESUME_KEY
+    key = ["--key", key_path] if Path(key_path).is_file() else []
+    checked = run("khib-restore", device, "--check", *key)
     if checked.returncode:  # the first problem it names (a segment, the seal)
         problems = checked.stderr.strip().splitlines() or [f"{device} fails its check"]
         raise Failure(f"not resuming: {problems[0].removeprefix('khib: ')}")
@@ -360,7 +371,9 @@ def resume(args: argparse.Namespace) -> int:
           flush=True)
     kernel, initrd = Path("/tmp/khib-kernel"), Path("/tmp/khib-initrd")
     kernel.write_bytes(area.kernel)
-    initrd.write_bytes(area.initrd)
+    # The key reaches the restore stage in memory, appended to its initrd.
+    initrd.write_bytes(area.initrd + (b"\0" * (-len(area.initrd) % 4) + archive(
+        {"khib/key": Path(key_path).read_bytes()}) if key else b""))
     start, length = area.window
     cmdline = [*consoles(), area.cmdline, f"khib.resume={device}", "khib.stage=restore"]
     # Loaded as B was: a plain load puts i386's setup data below 640 KiB, out of the window.
@@ -379,8 +392,9 @@ def restore_and_enter(device: str, meta: dict[str, object]) -> int:
     entry = str(meta.get("entry", ""))
     if not entry:
         raise Failure("not resuming: the image records no jump-back entry")
+    key = ["--key", str(HANDED_KEY)] if HANDED_KEY.is_file() else []
     restored = subprocess.run(["khib-restore", device, "--mem", "/dev/mem", "--running",
-                               "/proc/iomem"], check=False)
+                               "/proc/iomem", *key], check=False)
     if restored.returncode:
         raise Failure("not resuming: khib-restore failed")
     mark(device, USED_MAGIC)
@@ -436,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
                          "power off; returns once resumed")
     jump_options(p)
     p.add_argument("--device", required=True, help="the disk to save to (its whole size)")
+    p.add_argument("--key", help="seal the image with this key (HMAC-SHA256); the resume "
+                   f"boot checks it with {RESUME_KEY} of its initramfs or khib.key=")
     p.set_defaults(handler=hibernate)
     verbs.add_parser("back", help="in B: jump back to the original kernel").set_defaults(
         handler=back)

@@ -362,6 +362,8 @@ def resume(args: argparse.Namespace) -> int:
                       f" MiB in {len(here)} ranges) is not the RAM A ran with "
                       f"({sum(b - a + 1 for a, b in ranges) >> 20} MiB in {len(ranges)} ranges)")
     key_path = cmdline_arg("khib.key") or RESUME_KEY
+    if key_path != RESUME_KEY and not Path(key_path).is_file():
+        raise Failure(f"not resuming: khib.key={key_path}: no such file in the initramfs")
     key = ["--key", key_path] if Path(key_path).is_file() else []
     checked = run("khib-restore", device, "--check", *key)
     if checked.returncode:  # the first problem it names (a segment, the seal)

@@ -21,9 +21,10 @@ APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # ... and to test them: QEMU to boot them, GNU cpio and bsdtar as independent readers,
 # the reference decompressors, util-linux for unshare/setpriv, nginx (a WebDAV server as
 # the shared cache) and zlib1g-dev (a host library that package sysroots must keep out);
-# the kernel source's gen_init_cpio is the reference packer; makedumpfile reads exported images.
+# the kernel source's gen_init_cpio is the reference packer; makedumpfile reads exported
+# images, and liblz4-dev lets the unit tests build khib-core for the host.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
-	nginx zlib1g-dev makedumpfile $(APT_KERNEL)
+	nginx zlib1g-dev makedumpfile liblz4-dev $(APT_KERNEL)
 
 # Install the named Debian packages that are not installed yet.
 define apt_ensure

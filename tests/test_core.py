@@ -14,6 +14,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import lz4.block
 import pytest
 
 from tests.conftest import REPO
@@ -41,6 +42,8 @@ class Load:
 
 SEGMENTS, META, LAYOUT, SEAL = 0x4B480001, 0x4B480002, 0x4B480003, 0x4B480004
 DATA, ZERO, FREE = 0, 1, 2  # a record's kind
+PT_MEMORY = 0x6B480000  # a khib image's memory segments
+BLOCK, RAW = 256 << 10, 1 << 31  # each block covers BLOCK bytes of memory; RAW: not LZ4
 
 
 def notes(data: bytes) -> dict[int | str, bytes]:
@@ -63,7 +66,7 @@ def notes(data: bytes) -> dict[int | str, bytes]:
 
 
 def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
-    """The image's PT_LOADs and its records: (paddr, memsz, crc32, kind)."""
+    """The image's memory segments and its records: (paddr, memsz, crc32, kind)."""
     data = image.read_bytes()
     assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64, complete
     assert struct.unpack_from("<H", data, 16)[0] == 4  # ET_CORE
@@ -73,11 +76,34 @@ def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
     for i in range(phnum):
         kind, _, offset, _, paddr, filesz, memsz, _ = struct.unpack_from(
             "<IIQQQQQQ", data, phoff + 56 * i)
-        if kind == 1:
+        if kind == PT_MEMORY:
             found.append(Load(paddr, memsz, filesz, offset))
     desc = notes(data)[SEGMENTS]
     records = [struct.unpack_from("<QQII", desc, 24 * k) for k in range(len(desc) // 24)]
     return found, records
+
+
+def blocks(data: bytes, load: Load) -> list[tuple[int, int, bool]]:
+    """A data segment's blocks: (offset of the stored bytes, their length, raw)."""
+    found, at, covered = [], load.offset, 0
+    while covered < load.memsz:
+        word, = struct.unpack_from("<I", data, at)
+        found.append((at + 4, word & ~RAW, bool(word & RAW)))
+        at += 4 + (word & ~RAW)
+        covered += min(BLOCK, load.memsz - covered)
+    assert at == load.offset + load.filesz
+    return found
+
+
+def unpacked(data: bytes, load: Load) -> bytes:
+    """A data segment's memory, decoded with python-lz4 (not khib's own code)."""
+    memory, left = b"", load.memsz
+    for at, length, raw in blocks(data, load):
+        size = min(BLOCK, left)
+        stored = data[at:at + length]
+        memory += stored if raw else lz4.block.decompress(stored, uncompressed_size=size)
+        left -= size
+    return memory
 
 
 def memory(path: Path, size: int) -> bytes:
@@ -117,7 +143,7 @@ def test_save_stores_data_records_zero_pages_and_checksums(core: Path, tmp_path:
         if load.filesz == 0:  # recorded, not stored: all zeros
             assert content == bytes(memsz) and (kind, crc) == (ZERO, 0)
         else:
-            assert image[load.offset:load.offset + memsz] == content and kind == DATA
+            assert unpacked(image, load) == content and kind == DATA
             assert zlib.crc32(content) == crc
         assert not 0xa0000 <= paddr < 0x100000
         covered += memsz
@@ -126,6 +152,7 @@ def test_save_stores_data_records_zero_pages_and_checksums(core: Path, tmp_path:
     assert len(image) < 4 * MiB * 0.8
     assert image.count(b"KHIB-TOKEN-12345") == 1
     assert "zero pages and 0 free pages recorded" in result.stdout
+    assert "MiB of data stored in" in result.stdout
 
 
 def holes_left_by(core: Path, tmp_path: Path, iomem: str) -> list[tuple[int, int]]:
@@ -175,7 +202,8 @@ def test_a_damaged_image_is_refused(core: Path, tmp_path: Path) -> None:
     run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
         "-o", tmp_path / "image")
     data = bytearray((tmp_path / "image").read_bytes())
-    data[-100] ^= 0xFF  # one flipped byte in the stored pages
+    last = [load for load in loads(tmp_path / "image")[0] if load.filesz][-1]
+    data[last.offset + last.filesz - 100] ^= 0xFF  # one flipped byte in the stored pages
     (tmp_path / "image").write_bytes(data)
     target = tmp_path / "target"
     target.write_bytes(bytes(MiB))
@@ -207,12 +235,29 @@ def test_the_seal_covers_notes_and_every_stored_byte(core: Path, tmp_path: Path)
     assert found[META] == b'{"entry": "0x1bf0fb", "boot_id": "abc"}'
     image_size, keyed, digest = struct.unpack_from("<QQ32s", found[SEAL])
     assert (image_size, keyed) == (len(data), 0)
-    segments, _ = loads(tmp_path / "image")
-    stored = b"".join(data[s.offset:s.offset + s.memsz] for s in segments if s.filesz)
-    message = hashlib.sha256(stored).digest() + found[SEGMENTS] + found[META] + found[LAYOUT]
-    assert hashlib.sha256(message).digest() == digest
+    assert hashlib.sha256(sealed_message(data)).digest() == digest
     check = run(core, "khib-restore", tmp_path / "image", "--check")
     assert check.returncode == 0 and "the seal holds" in check.stdout
+
+
+def sealed_message(data: bytes, records: bytes | None = None) -> bytes:
+    """What the seal covers: the stored bytes' SHA-256, the program headers, the notes."""
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phnum, = struct.unpack_from("<H", data, 56)
+    found = notes(data)
+    segments = [load for load in loads_of(data) if load.filesz]
+    stored = b"".join(data[s.offset:s.offset + s.filesz] for s in segments)
+    return (hashlib.sha256(stored).digest() + data[phoff:phoff + 56 * phnum]
+            + (records or found[SEGMENTS]) + found[META] + found[LAYOUT]
+            + found.get("VMCOREINFO", b""))
+
+
+def loads_of(data: bytes) -> list[Load]:
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phnum, = struct.unpack_from("<H", data, 56)
+    return [Load(paddr, memsz, filesz, offset) for kind, _, offset, _, paddr, filesz, memsz, _
+            in (struct.unpack_from("<IIQQQQQQ", data, phoff + 56 * i) for i in range(phnum))
+            if kind == PT_MEMORY]
 
 
 def reseal(image: Path, key: bytes | None = None) -> None:
@@ -224,10 +269,9 @@ def reseal(image: Path, key: bytes | None = None) -> None:
     desc = bytearray(found[SEGMENTS])
     for index, (load, record) in enumerate(zip(segments, records, strict=True)):
         if load.filesz:
-            crc = zlib.crc32(data[load.offset:load.offset + load.memsz])
+            crc = zlib.crc32(unpacked(bytes(data), load))
             struct.pack_into("<QQII", desc, 24 * index, *record[:2], crc, record[3])
-    stored = b"".join(data[s.offset:s.offset + s.memsz] for s in segments if s.filesz)
-    message = hashlib.sha256(stored).digest() + desc + found[META] + found[LAYOUT]
+    message = sealed_message(bytes(data), bytes(desc))
     seal = struct.pack("<QQ32s32s", len(data), 1 if key else 0, hashlib.sha256(message).digest(),
                        hmac.new(key, message, "sha256").digest() if key else bytes(32))
     data[data.index(found[SEGMENTS]):][:len(desc)] = desc
@@ -249,9 +293,10 @@ def test_a_keyed_image_is_refused_when_changed_or_cut_short(core: Path, tmp_path
     cases = {"wrong key": (good, other, "fails its HMAC"),
              "no key": (good, None, "the image is keyed: it needs --key")}
     segments, _ = loads(tmp_path / "image")
-    stored = next(s for s in segments if s.filesz)
+    at, _, raw = next(b for s in segments if s.filesz for b in blocks(good, s))
+    assert raw  # random pages: kept as they are
     changed = bytearray(good)
-    changed[stored.offset + 100] ^= 0xFF
+    changed[at + 100] ^= 0xFF
     (tmp_path / "image").write_bytes(changed)
     reseal(tmp_path / "image")
     assert run(core, "khib-restore", tmp_path / "image", "--check").returncode == 1  # keyed
@@ -276,12 +321,12 @@ def test_a_keyed_image_is_refused_when_changed_or_cut_short(core: Path, tmp_path
 
 
 def test_a_save_that_does_not_fit_leaves_no_complete_image(core: Path, tmp_path: Path) -> None:
-    """The room is checked before any data is written; an earlier image no longer counts."""
+    """The image never grows past its room; an earlier image no longer counts."""
     saved(core, tmp_path, 2 * MiB)  # an earlier, complete image in the same place
     result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
                  "-o", tmp_path / "image", "--limit", MiB)
     assert result.returncode == 1
-    assert "the image needs 2 MiB, there is room for 1 MiB: nothing saved" in result.stderr
+    assert "the image outgrew the room there (1 MiB): nothing saved" in result.stderr
     assert (tmp_path / "image").read_bytes()[:PAGE] == bytes(PAGE)
     for args in (("--check",), ("--mem", tmp_path / "mem")):
         refused = run(core, "khib-restore", tmp_path / "image", *args)
@@ -352,3 +397,29 @@ def test_export_is_a_plain_core_of_the_memory(core: Path, tmp_path: Path) -> Non
             assert filesz == memsz and data[offset:offset + filesz] == mem[paddr:paddr + memsz]
             ranges.append((paddr, memsz))
     assert ranges == [(0x1000, 0x9F000), (0x100000, 0x300000)]
+
+
+def test_compressible_memory_is_stored_in_lz4_blocks(core: Path, tmp_path: Path) -> None:
+    """Text-like pages are stored LZ4-compressed (python-lz4 decodes every block to the
+    memory's bytes) and restored exactly; random pages stay as they are."""
+    rng = random.Random(11)
+    words = [bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz_", k=rng.randint(3, 12)))
+             for _ in range(300)]
+    text = b" ".join(rng.choices(words, k=400_000))[:3 * MiB]
+    mem = text + rng.randbytes(MiB)
+    (tmp_path / "mem").write_bytes(mem)
+    (tmp_path / "ranges").write_text(f"00000000-{len(mem) - 1:08x}\n")
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "-o", tmp_path / "image")
+    assert result.returncode == 0, result.stderr
+    data = (tmp_path / "image").read_bytes()
+    (segment,), _ = loads(tmp_path / "image")
+    found = blocks(data, segment)
+    assert len(found) == 16
+    assert not any(raw for _, _, raw in found[:12]) and all(raw for _, _, raw in found[12:])
+    assert unpacked(data, segment) == mem
+    assert len(data) < MiB + 3 * MiB // 2  # the text at least halves
+    target = tmp_path / "target"
+    target.write_bytes(bytes(len(mem)))
+    assert run(core, "khib-restore", tmp_path / "image", "--mem", target).returncode == 0
+    assert target.read_bytes() == mem

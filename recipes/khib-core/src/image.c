@@ -3,6 +3,7 @@
 #include "khib-image.h"
 
 #include <errno.h>
+#include <lz4.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -10,28 +11,52 @@
 #include <time.h>
 #include <unistd.h>
 
+/* CRC-32 (IEEE, as zlib's), eight bytes a step ("slicing by 8"): four times the speed of a
+ * byte a step, which matters where every stored byte is checked three times. */
 uint32_t khib_crc32(uint32_t crc, const void *data, size_t size)
 {
-	static uint32_t table[256];
+	static uint32_t table[8][256];
 	const unsigned char *bytes = data;
 
-	if (!table[1]) {
+	if (!table[0][1]) {
 		for (uint32_t i = 0; i < 256; i++) {
 			uint32_t c = i;
 			for (int k = 0; k < 8; k++)
 				c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-			table[i] = c;
+			table[0][i] = c;
 		}
+		for (uint32_t i = 0; i < 256; i++)
+			for (int t = 1; t < 8; t++)
+				table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
 	}
 	crc = ~crc;
+	for (; size >= 8; size -= 8, bytes += 8) {
+		uint32_t low = crc ^ ((uint32_t)bytes[0] | (uint32_t)bytes[1] << 8 |
+				      (uint32_t)bytes[2] << 16 | (uint32_t)bytes[3] << 24);
+		uint32_t high = (uint32_t)bytes[4] | (uint32_t)bytes[5] << 8 |
+				(uint32_t)bytes[6] << 16 | (uint32_t)bytes[7] << 24;
+		crc = table[7][low & 0xff] ^ table[6][(low >> 8) & 0xff] ^
+		      table[5][(low >> 16) & 0xff] ^ table[4][low >> 24] ^
+		      table[3][high & 0xff] ^ table[2][(high >> 8) & 0xff] ^
+		      table[1][(high >> 16) & 0xff] ^ table[0][high >> 24];
+	}
 	while (size--)
-		crc = table[(crc ^ *bytes++) & 0xff] ^ (crc >> 8);
+		crc = table[0][(crc ^ *bytes++) & 0xff] ^ (crc >> 8);
 	return ~crc;
 }
 
+/* Whether a run of bytes is all zero: a word at a time. */
 int khib_is_zero(const unsigned char *page, size_t size)
 {
-	for (size_t i = 0; i < size; i++)
+	size_t i = 0;
+
+	for (; i + sizeof(uint64_t) <= size; i += sizeof(uint64_t)) {
+		uint64_t word;
+		memcpy(&word, page + i, sizeof(word));
+		if (word)
+			return 0;
+	}
+	for (; i < size; i++)
 		if (page[i])
 			return 0;
 	return 1;
@@ -72,6 +97,7 @@ void khib_free(struct khib_image *image)
 	free(image->meta);
 	free(image->pairs);
 	free(image->vmcoreinfo);
+	free(image->phdrs);
 	*image = (struct khib_image){0};
 }
 
@@ -389,8 +415,10 @@ int khib_read_image(FILE *file, const char *name, struct khib_image *image,
 	*machine = header.e_machine;
 	phdrs = calloc(header.e_phnum ? header.e_phnum : 1, sizeof(*phdrs));
 	if (!phdrs || fseeko(file, (off_t)header.e_phoff, SEEK_SET) ||
-	    fread(phdrs, sizeof(*phdrs), header.e_phnum, file) != header.e_phnum)
+	    fread(phdrs, sizeof(*phdrs), header.e_phnum, file) != header.e_phnum) {
+		fprintf(stderr, "khib: %s: no complete image (its headers are cut short)\n", name);
 		goto out;
+	}
 	for (unsigned i = 0; i < header.e_phnum; i++)
 		if (phdrs[i].p_type == PT_NOTE &&
 		    read_notes(file, name, &phdrs[i], image, &nrecords, &sealed) < 0)
@@ -403,13 +431,13 @@ int khib_read_image(FILE *file, const char *name, struct khib_image *image,
 	for (unsigned i = 0; i < header.e_phnum; i++) {
 		Elf64_Phdr *p = &phdrs[i];
 		const struct khib_record *record = &image->records[loads];
-		if (p->p_type != PT_LOAD)
+		if (p->p_type != KHIB_PT_MEMORY)
 			continue;
 		if (loads >= nrecords || record->paddr != p->p_paddr ||
 		    record->memsz != p->p_memsz || record->kind > KHIB_FREE ||
 		    (record->kind == KHIB_DATA) != (p->p_filesz != 0) ||
-		    (p->p_filesz && p->p_filesz != p->p_memsz) ||
-		    (p->p_filesz && p->p_offset + p->p_filesz > image->seal.image_size)) {
+		    p->p_offset + p->p_filesz > image->seal.image_size ||
+		    p->p_offset + p->p_filesz < p->p_offset) {
 			fprintf(stderr, "khib: %s: segment %zu does not match its record\n", name,
 				loads);
 			goto out;
@@ -418,17 +446,80 @@ int khib_read_image(FILE *file, const char *name, struct khib_image *image,
 				record->crc32, 0) < 0)
 			goto out;
 		image->segments[image->count - 1].offset = p->p_offset;
+		image->segments[image->count - 1].filesz = p->p_filesz;
 		loads++;
 	}
 	if (loads != nrecords) {
 		fprintf(stderr, "khib: %s: %zu segments, %zu records\n", name, loads, nrecords);
 		goto out;
 	}
+	image->phdrs = phdrs;
+	image->phdrs_size = header.e_phnum * sizeof(*phdrs);
+	phdrs = NULL;
 	status = 0;
 out:
 	if (status)
 		khib_free(image);
 	free(phdrs);
+	return status;
+}
+
+/*
+ * Each block of data segment ``index``: read, fed to sha (header and stored bytes, as
+ * they are in the image), decompressed (LZ4's safe decoder: a damaged block cannot write
+ * past its buffer) and handed to each() with its offset in the segment's memory.
+ */
+int khib_segment_blocks(int fd, const char *name, const struct khib_image *image, size_t index,
+			struct khib_sha256 *sha, khib_block_fn each, void *context)
+{
+	const struct khib_segment *s = &image->segments[index];
+	size_t bound = (size_t)LZ4_compressBound((int)KHIB_BLOCK);
+	unsigned char *stored = malloc(bound), *block = malloc(KHIB_BLOCK);
+	uint64_t at = 0, offset = s->offset, end = s->offset + s->filesz;
+	int status = -1;
+
+	if (!stored || !block)
+		goto out;
+	while (at < s->memsz) {
+		size_t expected = s->memsz - at < KHIB_BLOCK ? (size_t)(s->memsz - at) : KHIB_BLOCK;
+		unsigned char header[4];
+		uint32_t word, length;
+		const unsigned char *memory = stored;
+		if (offset + 4 > end || khib_pread_full(fd, header, 4, offset) < 0)
+			goto damaged;
+		word = (uint32_t)header[0] | (uint32_t)header[1] << 8 | (uint32_t)header[2] << 16 |
+		       (uint32_t)header[3] << 24;
+		length = word & ~KHIB_BLOCK_RAW;
+		if (length > bound || offset + 4 + length > end ||
+		    ((word & KHIB_BLOCK_RAW) && length != expected) ||
+		    khib_pread_full(fd, stored, length, offset + 4) < 0)
+			goto damaged;
+		if (sha) {
+			khib_sha256_update(sha, header, 4);
+			khib_sha256_update(sha, stored, length);
+		}
+		if (!(word & KHIB_BLOCK_RAW)) {
+			if (LZ4_decompress_safe((const char *)stored, (char *)block, (int)length,
+						(int)KHIB_BLOCK) != (int)expected)
+				goto damaged;
+			memory = block;
+		}
+		if (each(context, memory, expected, at) < 0)
+			goto out;
+		at += expected;
+		offset += 4 + length;
+	}
+	if (offset != end)
+		goto damaged;
+	status = 0;
+	goto out;
+damaged:
+	fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) is damaged or cut short\n",
+		name, index, (unsigned long long)s->paddr,
+		(unsigned long long)(s->paddr + s->memsz - 1));
+out:
+	free(stored);
+	free(block);
 	return status;
 }
 
@@ -441,7 +532,8 @@ void khib_seal_digests(const unsigned char data_digest[32], const struct khib_se
 {
 	struct khib_sha256 plain, keyed;
 	const struct { const void *at; size_t size; } parts[] = {
-		{data_digest, 32}, {n->records, n->records_size}, {n->meta, n->meta_size},
+		{data_digest, 32}, {n->phdrs, n->phdrs_size}, {n->records, n->records_size},
+		{n->meta, n->meta_size},
 		{n->layout, sizeof(*n->layout)},
 		{n->pairs, (size_t)n->layout->npairs * sizeof(*n->pairs)},
 		{n->vmcoreinfo, n->vmcoreinfo_size},
@@ -472,19 +564,27 @@ static int same_digest(const unsigned char *a, const unsigned char *b)
 	return differ == 0;
 }
 
+static int add_crc(void *context, const unsigned char *data, size_t size, uint64_t at)
+{
+	(void)at;
+	*(uint32_t *)context = khib_crc32(*(uint32_t *)context, data, size);
+	return 0;
+}
+
 /*
  * Read the whole image and check it against its own checksums before anything is written
- * from it: every data segment's CRC-32, the SHA-256 of the seal and, with a key, its
- * HMAC (a keyed image needs the key, a key needs a keyed image).  Returns the number of
- * problems found (each named on standard error), or -1.
+ * from it: every data segment's blocks and CRC-32, the SHA-256 of the seal and, with a
+ * key, its HMAC (a keyed image needs the key, a key needs a keyed image).  Returns the
+ * number of problems found (each named on standard error), or -1.
  */
 int khib_check_image(int fd, const char *name, const struct khib_image *image,
-		     const struct khib_key *key, unsigned char *buffer, size_t chunk)
+		     const struct khib_key *key)
 {
 	struct khib_sha256 sha;
 	struct khib_seal expected;
 	unsigned char digest[32];
 	struct khib_sealed_notes notes = {
+		image->phdrs, image->phdrs_size,
 		image->records, image->count * sizeof(*image->records), image->meta,
 		image->meta_size, &image->layout, image->pairs, image->vmcoreinfo,
 		image->vmcoreinfo_size,
@@ -503,17 +603,8 @@ int khib_check_image(int fd, const char *name, const struct khib_image *image,
 		uint32_t crc = 0;
 		if (s->kind != KHIB_DATA)
 			continue;
-		for (uint64_t at = 0; at < s->memsz;) {
-			size_t length = s->memsz - at < chunk ? (size_t)(s->memsz - at) : chunk;
-			if (khib_pread_full(fd, buffer, length, s->offset + at) < 0) {
-				fprintf(stderr, "khib: %s: reading segment %zu: %s\n", name, i,
-					strerror(errno));
-				return -1;
-			}
-			khib_sha256_update(&sha, buffer, length);
-			crc = khib_crc32(crc, buffer, length);
-			at += length;
-		}
+		if (khib_segment_blocks(fd, name, image, i, &sha, add_crc, &crc) < 0)
+			return -1;
 		if (crc != s->crc32) {
 			fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) does not match its "
 				"checksum\n", name, i, (unsigned long long)s->paddr,

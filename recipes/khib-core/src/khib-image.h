@@ -1,23 +1,29 @@
 /*
- * The khib memory image: an ELF64 core file whose PT_LOAD segments carry the physical
- * addresses of the memory they hold.  A run of all-zero pages, or of pages the old kernel
- * had free, is a segment with p_filesz 0 (recorded, not stored: a restore writes zeros);
- * every other segment stores its pages.  One PT_NOTE holds, in this order:
- *   KHIB 0x4b480001  one record per PT_LOAD, in the same order: its kind (data, zero,
- *                    free) and the CRC-32 of a data segment's memory;
+ * The khib memory image: an ELF64 core file whose program headers of type
+ * KHIB_PT_MEMORY (private: the stored bytes are compressed, not a plain PT_LOAD) carry
+ * the physical addresses of the memory they hold in p_paddr and its size in p_memsz.
+ * A run of all-zero pages, or of pages the old kernel had free, has p_filesz 0 (recorded,
+ * not stored: a restore writes zeros); a data run stores its memory at p_offset as a
+ * sequence of blocks, each covering KHIB_BLOCK bytes of it (the last one the rest): a
+ * 32-bit little-endian header, the stored length with KHIB_BLOCK_RAW set when the bytes
+ * are kept as they are, then the bytes (LZ4 when compressed).  Data comes first, from
+ * the second page on; the program headers and one PT_NOTE follow it.  The PT_NOTE holds,
+ * in this order:
+ *   KHIB 0x4b480001  one record per memory header, in the same order: its kind (data,
+ *                    zero, free) and the CRC-32 of a data run's memory;
  *   KHIB 0x4b480002  what the saver was asked to record (JSON from the khib tools);
  *   KHIB 0x4b480003  what the saver found of the old kernel's layout: the free pages it
  *                    counted and the kernel's own count, the direct map's offset, and the
  *                    window's pages kexec moved aside (destination, source), which
  *                    khib-restore --export puts back where the old kernel had them;
  *   VMCOREINFO 0     the old kernel's VMCOREINFO text, when it was readable;
- *   KHIB 0x4b480004  the seal: the image's size, the SHA-256 of the stored bytes in file
- *                    order followed by the notes before it, and with a key an
- *                    HMAC-SHA256 over the same.
+ *   KHIB 0x4b480004  the seal: the image's size, the SHA-256 of (the SHA-256 of the stored
+ *                    bytes in file order, the program headers, the notes before it) and
+ *                    with a key an HMAC-SHA256 over the same.
  * The note types are private (core readers take types 1-6 for process state).  The ELF
- * magic is written last, after everything else is on the disk: an image without it is
- * incomplete.  A resume replaces it with KHIB_USED_MAGIC, so that the same image is never
- * resumed twice.
+ * header (its magic last of all) is written after everything else is on the disk: an
+ * image without the magic is incomplete.  A resume replaces it with KHIB_USED_MAGIC, so
+ * that the same image is never resumed twice.
  */
 #ifndef KHIB_IMAGE_H
 #define KHIB_IMAGE_H
@@ -34,6 +40,9 @@
 #define KHIB_NOTE_LAYOUT 0x4b480003u
 #define KHIB_NOTE_SEAL 0x4b480004u
 #define KHIB_VMCOREINFO_NAME "VMCOREINFO"
+#define KHIB_PT_MEMORY 0x6b480000u
+#define KHIB_BLOCK (256u << 10)
+#define KHIB_BLOCK_RAW 0x80000000u
 #define KHIB_META_MAX (64u << 10)
 #define KHIB_USED_MAGIC "KUSD"
 
@@ -90,14 +99,17 @@ struct khib_segment {
 	uint64_t memsz;
 	enum khib_kind kind;  /* zero and free: recorded, not stored */
 	uint32_t crc32;
-	uint64_t offset;      /* where its bytes are in the image (data segments) */
+	uint64_t offset;      /* where its blocks are in the image (data segments) */
+	uint64_t filesz;      /* how many bytes they take there */
 };
 
 struct khib_image {
 	struct khib_segment *segments;
 	size_t count;
 	size_t capacity;
-	struct khib_record *records;  /* as read from the type 1 note */
+	struct khib_record *records;  /* as read from the records note */
+	void *phdrs;                  /* the program headers, as read (the seal covers them) */
+	size_t phdrs_size;
 	char *meta;                   /* the meta note's descriptor */
 	size_t meta_size;
 	struct khib_layout layout;
@@ -109,6 +121,8 @@ struct khib_image {
 
 /* The notes' descriptors as the seal covers them, in order. */
 struct khib_sealed_notes {
+	const void *phdrs;
+	size_t phdrs_size;
 	const void *records;
 	size_t records_size;
 	const void *meta;
@@ -147,7 +161,12 @@ void khib_free(struct khib_image *image);
 int khib_read_image(FILE *file, const char *name, struct khib_image *image,
 		    uint16_t *machine);
 int khib_check_image(int fd, const char *name, const struct khib_image *image,
-		     const struct khib_key *key, unsigned char *buffer, size_t chunk);
+		     const struct khib_key *key);
+/* Each block of a data segment's memory, decompressed, in order; -1 and a message. */
+typedef int (*khib_block_fn)(void *context, const unsigned char *data, size_t size,
+			     uint64_t at);
+int khib_segment_blocks(int fd, const char *name, const struct khib_image *image, size_t index,
+			struct khib_sha256 *sha, khib_block_fn each, void *context);
 int khib_overlaps(const struct khib_image *image, const struct khib_range *ranges,
 		  size_t count, const char *name);
 int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count);

@@ -32,34 +32,44 @@ static int usage(void)
 	return 2;
 }
 
-/* The segment's bytes, chunk by chunk: from the image, or zeros. */
-static int segment_chunk(int image_fd, const struct khib_segment *s, uint64_t at,
-			 unsigned char *buffer, size_t length)
+/* Where decompressed blocks go: memory (a physical address) or a file (an offset). */
+struct destination {
+	int fd;
+	uint64_t base;
+	int memory;
+};
+
+static int put_block(void *context, const unsigned char *data, size_t size, uint64_t at)
 {
-	if (s->kind != KHIB_DATA) {
-		memset(buffer, 0, length);
-		return 0;
-	}
-	return khib_pread_full(image_fd, buffer, length, s->offset + at);
+	const struct destination *to = context;
+
+	return to->memory ? khib_mem_copy(to->fd, (void *)data, size, to->base + at, 1)
+			  : khib_pwrite_full(to->fd, data, size, to->base + at);
 }
 
-static int write_back(int image_fd, int mem, const struct khib_image *image,
+static int write_back(int image_fd, const char *name, int mem, const struct khib_image *image,
 		      unsigned char *buffer)
 {
+	memset(buffer, 0, CHUNK);
 	for (size_t i = 0; i < image->count; i++) {
 		const struct khib_segment *s = &image->segments[i];
-		for (uint64_t at = 0; at < s->memsz;) {
+		struct destination to = {mem, s->paddr, 1};
+		if (s->kind == KHIB_DATA) {
+			if (khib_segment_blocks(image_fd, name, image, i, NULL, put_block, &to) < 0)
+				goto fail;
+			continue;
+		}
+		for (uint64_t at = 0; at < s->memsz;) {   /* zero and free runs: zeros */
 			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
-			if (segment_chunk(image_fd, s, at, buffer, length) < 0 ||
-			    khib_mem_copy(mem, buffer, length, s->paddr + at, 1) < 0) {
-				fprintf(stderr, "khib-restore: writing 0x%llx: %s\n",
-					(unsigned long long)(s->paddr + at), strerror(errno));
-				return -1;
-			}
+			if (khib_mem_copy(mem, buffer, length, s->paddr + at, 1) < 0)
+				goto fail;
 			at += length;
 		}
 	}
 	return 0;
+fail:
+	fprintf(stderr, "khib-restore: writing the old kernel's memory: %s\n", strerror(errno));
+	return -1;
 }
 
 /* Compare memory with the image (CRC-32s, zeros); the number of segments that differ. */
@@ -107,31 +117,6 @@ static int by_paddr(const void *a, const void *b)
 	return x->paddr < y->paddr ? -1 : x->paddr > y->paddr;
 }
 
-static int by_dest(const void *a, const void *b)
-{
-	const struct khib_pair *x = a, *y = b;
-
-	return x->dest < y->dest ? -1 : x->dest > y->dest;
-}
-
-/* The image segment holding paddr, or NULL (segments are in address order). */
-static const struct khib_segment *holding(const struct khib_image *image, uint64_t paddr)
-{
-	size_t low = 0, high = image->count;
-
-	while (low < high) {
-		size_t middle = low + (high - low) / 2;
-		const struct khib_segment *s = &image->segments[middle];
-		if (paddr < s->paddr)
-			high = middle;
-		else if (paddr - s->paddr >= s->memsz)
-			low = middle + 1;
-		else
-			return s;
-	}
-	return NULL;
-}
-
 static int add_run(struct run **runs, size_t *count, uint64_t paddr, uint64_t size, int window)
 {
 	struct run *last = *count ? &(*runs)[*count - 1] : NULL;
@@ -149,26 +134,72 @@ static int add_run(struct run **runs, size_t *count, uint64_t paddr, uint64_t si
 	return 0;
 }
 
-/* Copy one page-sized piece of the old kernel's memory from the image (zeros stay holes). */
-static int export_piece(int image_fd, int out, const struct khib_image *image, uint64_t from,
-			size_t length, uint64_t to, unsigned char *buffer)
+/* Where paddr's page is in the export (runs sorted, offsets in step), or UINT64_MAX. */
+static uint64_t export_offset(const struct run *runs, const uint64_t *offsets, size_t count,
+			      uint64_t paddr)
 {
-	const struct khib_segment *s = holding(image, from);
+	size_t low = 0, high = count;
 
-	if (!s || s->kind != KHIB_DATA)
-		return 0;
-	return khib_pread_full(image_fd, buffer, length, s->offset + (from - s->paddr)) < 0 ||
-	       khib_pwrite_full(out, buffer, length, to) < 0 ? -1 : 0;
+	while (low < high) {
+		size_t middle = low + (high - low) / 2;
+		if (paddr < runs[middle].paddr)
+			high = middle;
+		else if (paddr - runs[middle].paddr >= runs[middle].size)
+			low = middle + 1;
+		else
+			return offsets[middle] + (paddr - runs[middle].paddr);
+	}
+	return UINT64_MAX;
 }
 
-static int export_core(int image_fd, const struct khib_image *image, const char *path,
-		       uint16_t machine, unsigned char *buffer)
+/* The ELF header, the PT_NOTE with VMCOREINFO and a PT_LOAD per run. */
+static int export_headers(int out, const struct khib_image *image, uint16_t machine,
+			  const struct run *runs, const uint64_t *offsets, size_t nruns,
+			  uint64_t note)
+{
+	Elf64_Ehdr eh = {.e_type = ET_CORE, .e_machine = machine, .e_version = EV_CURRENT,
+			 .e_phoff = sizeof(eh), .e_ehsize = sizeof(eh),
+			 .e_phentsize = sizeof(Elf64_Phdr), .e_phnum = (uint16_t)(nruns + 1)};
+	Elf64_Nhdr nhdr = {11, (uint32_t)image->vmcoreinfo_size, 0};
+	Elf64_Phdr ph = {.p_type = PT_NOTE, .p_offset = note,
+			 .p_filesz = image->vmcoreinfo ? sizeof(nhdr) + 12 +
+				     ((image->vmcoreinfo_size + 3) & ~(size_t)3) : 0};
+
+	memcpy(eh.e_ident, ELFMAG, SELFMAG);
+	eh.e_ident[EI_CLASS] = ELFCLASS64;
+	eh.e_ident[EI_DATA] = ELFDATA2LSB;
+	eh.e_ident[EI_VERSION] = EV_CURRENT;
+	if (khib_pwrite_full(out, &eh, sizeof(eh), 0) < 0 ||
+	    khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh)) < 0 ||
+	    (image->vmcoreinfo &&
+	     (khib_pwrite_full(out, &nhdr, sizeof(nhdr), note) < 0 ||
+	      khib_pwrite_full(out, KHIB_VMCOREINFO_NAME "\0", 12, note + sizeof(nhdr)) < 0 ||
+	      khib_pwrite_full(out, image->vmcoreinfo, image->vmcoreinfo_size,
+			       note + sizeof(nhdr) + 12) < 0)))
+		return -1;
+	for (size_t r = 0; r < nruns; r++) {
+		ph = (Elf64_Phdr){.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X,
+				  .p_offset = offsets[r], .p_paddr = runs[r].paddr,
+				  .p_vaddr = image->layout.page_offset + runs[r].paddr,
+				  .p_filesz = runs[r].size, .p_memsz = runs[r].size,
+				  .p_align = KHIB_PAGE};
+		if (khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh) + (r + 1) * sizeof(ph)) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * The old kernel's memory as it had it, as a plain core: the image's data decompressed
+ * in place (zero and free runs stay holes), then each window page copied from where
+ * kexec had moved it, which is by then in the export too.
+ */
+static int export_core(int image_fd, const char *name, const struct khib_image *image,
+		       const char *path, uint16_t machine, unsigned char *buffer)
 {
 	struct run *runs = NULL;
-	size_t nruns = 0, note = 0;
-	uint64_t offset;
-	Elf64_Ehdr eh = {0};
-	Elf64_Nhdr nhdr = {11, (uint32_t)image->vmcoreinfo_size, 0};
+	uint64_t *offsets = NULL, note, offset;
+	size_t nruns = 0;
 	int out = -1;
 
 	for (size_t i = 0; i < image->count; i++)
@@ -178,66 +209,36 @@ static int export_core(int image_fd, const struct khib_image *image, const char 
 		if (add_run(&runs, &nruns, image->pairs[i].dest, KHIB_PAGE, 1) < 0)
 			goto fail;
 	qsort(runs, nruns, sizeof(*runs), by_paddr);
-	if (nruns + 1 > 0xfffe)
+	offsets = calloc(nruns + 1, sizeof(*offsets));
+	if (!offsets || nruns + 1 > 0xfffe)
 		goto fail;
-	out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (out < 0)
-		goto fail;
-	memcpy(eh.e_ident, ELFMAG, SELFMAG);
-	eh.e_ident[EI_CLASS] = ELFCLASS64;
-	eh.e_ident[EI_DATA] = ELFDATA2LSB;
-	eh.e_ident[EI_VERSION] = EV_CURRENT;
-	eh.e_type = ET_CORE;
-	eh.e_machine = machine;
-	eh.e_version = EV_CURRENT;
-	eh.e_phoff = sizeof(eh);
-	eh.e_ehsize = sizeof(eh);
-	eh.e_phentsize = sizeof(Elf64_Phdr);
-	eh.e_phnum = (uint16_t)(nruns + 1);
-	note = sizeof(eh) + (nruns + 1) * sizeof(Elf64_Phdr);
-	offset = (note + sizeof(nhdr) + 12 + image->vmcoreinfo_size + KHIB_PAGE + 3) &
+	note = sizeof(Elf64_Ehdr) + (nruns + 1) * sizeof(Elf64_Phdr);
+	offset = (note + sizeof(Elf64_Nhdr) + 12 + image->vmcoreinfo_size + KHIB_PAGE + 3) &
 		 ~(uint64_t)(KHIB_PAGE - 1);
-	{
-		Elf64_Phdr ph = {.p_type = PT_NOTE, .p_offset = note,
-				 .p_filesz = image->vmcoreinfo ? sizeof(nhdr) + 12 +
-					     ((image->vmcoreinfo_size + 3) & ~(size_t)3) : 0};
-		if (khib_pwrite_full(out, &eh, sizeof(eh), 0) < 0 ||
-		    khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh)) < 0 ||
-		    (image->vmcoreinfo &&
-		     (khib_pwrite_full(out, &nhdr, sizeof(nhdr), note) < 0 ||
-		      khib_pwrite_full(out, KHIB_VMCOREINFO_NAME "\0", 12, note + sizeof(nhdr)) < 0 ||
-		      khib_pwrite_full(out, image->vmcoreinfo, image->vmcoreinfo_size,
-				       note + sizeof(nhdr) + 12) < 0)))
-			goto fail;
-	}
 	for (size_t r = 0; r < nruns; r++) {
-		const struct run *run = &runs[r];
-		Elf64_Phdr ph = {.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X,
-				 .p_offset = offset, .p_paddr = run->paddr,
-				 .p_vaddr = image->layout.page_offset + run->paddr,
-				 .p_filesz = run->size, .p_memsz = run->size, .p_align = KHIB_PAGE};
-		if (khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh) + (r + 1) * sizeof(ph)) < 0)
-			goto fail;
-		for (uint64_t at = 0; at < run->size;) {
-			size_t length = run->window || run->size - at < CHUNK ? KHIB_PAGE : CHUNK;
-			uint64_t from = run->paddr + at;
-			if (run->window) {
-				struct khib_pair key = {.dest = from};
-				const struct khib_pair *pair = bsearch(&key, image->pairs,
-					(size_t)image->layout.npairs, sizeof(key), by_dest);
-				from = pair ? pair->source : UINT64_MAX;
-			} else {
-				const struct khib_segment *s = holding(image, from);
-				uint64_t left = s ? s->memsz - (from - s->paddr) : KHIB_PAGE;
-				length = left < length ? (size_t)left : length;
-			}
-			if (export_piece(image_fd, out, image, from, length, offset + at, buffer) < 0)
-				goto fail;
-			at += length;
-		}
-		offset += run->size;
+		offsets[r] = offset;
+		offset += runs[r].size;
 	}
-	if (ftruncate(out, (off_t)offset) < 0 || close(out) < 0) {
+	out = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	if (out < 0 || ftruncate(out, (off_t)offset) < 0 ||
+	    export_headers(out, image, machine, runs, offsets, nruns, note) < 0)
+		goto fail;
+	for (size_t i = 0; i < image->count; i++) {
+		struct destination to = {out, export_offset(runs, offsets, nruns,
+							     image->segments[i].paddr), 0};
+		if (image->segments[i].kind == KHIB_DATA &&
+		    khib_segment_blocks(image_fd, name, image, i, NULL, put_block, &to) < 0)
+			goto fail;
+	}
+	for (size_t i = 0; i < image->layout.npairs; i++) {
+		uint64_t from = export_offset(runs, offsets, nruns, image->pairs[i].source);
+		uint64_t to = export_offset(runs, offsets, nruns, image->pairs[i].dest);
+		if (from != UINT64_MAX &&
+		    (khib_pread_full(out, buffer, KHIB_PAGE, from) < 0 ||
+		     khib_pwrite_full(out, buffer, KHIB_PAGE, to) < 0))
+			goto fail;
+	}
+	if (close(out) < 0) {
 		out = -1;
 		goto fail;
 	}
@@ -245,24 +246,26 @@ static int export_core(int image_fd, const struct khib_image *image, const char 
 	       path, nruns, (unsigned long long)((offset - note) >> 20),
 	       (size_t)image->layout.npairs);
 	free(runs);
+	free(offsets);
 	return 0;
 fail:
 	fprintf(stderr, "khib-restore: writing %s: %s\n", path, strerror(errno));
 	if (out >= 0)
 		close(out);
 	free(runs);
+	free(offsets);
 	return -1;
 }
 
 /* Nothing is written before the whole image is checked and found to fit around us. */
 static int safe_to_write(int image_fd, const char *image_path, const struct khib_image *image,
-			 const char *running, const struct khib_key *key, unsigned char *buffer)
+			 const char *running, const struct khib_key *key)
 {
 	struct khib_range *own = NULL;
 	size_t nown = 0;
 	int overlaps;
 
-	if (khib_check_image(image_fd, image_path, image, key, buffer, CHUNK) != 0)
+	if (khib_check_image(image_fd, image_path, image, key) != 0)
 		return 0;
 	if (!running)
 		return 1;
@@ -314,24 +317,26 @@ int khib_restore_main(int argc, char **argv)
 		return 1;
 	}
 	if (khib_read_image(file, image_path, &image, &machine) < 0) {
+		if (mem_path && !verify_only)
+			fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
 		fclose(file);
 		return 1;
 	}
 	if (check_only) {
-		status = khib_check_image(fileno(file), image_path, &image, &key, buffer, CHUNK) != 0;
+		status = khib_check_image(fileno(file), image_path, &image, &key) != 0;
 		if (!status)
 			printf("khib-restore: %s: %zu segments checked, the seal holds%s\n", image_path,
 			       image.count, key.set ? " (keyed)" : "");
 	} else if (export) {
-		status = khib_check_image(fileno(file), image_path, &image, &key, buffer, CHUNK) != 0 ||
-			 export_core(fileno(file), &image, export, machine, buffer) < 0;
+		status = khib_check_image(fileno(file), image_path, &image, &key) != 0 ||
+			 export_core(fileno(file), image_path, &image, export, machine, buffer) < 0;
 	} else if (verify_only ||
-		   safe_to_write(fileno(file), image_path, &image, running, &key, buffer)) {
+		   safe_to_write(fileno(file), image_path, &image, running, &key)) {
 		int mem = open(mem_path, verify_only ? O_RDONLY : O_RDWR);
 		long bad;
 		if (mem < 0) {
 			fprintf(stderr, "khib-restore: %s: %s\n", mem_path, strerror(errno));
-		} else if (verify_only || write_back(fileno(file), mem, &image, buffer) == 0) {
+		} else if (verify_only || write_back(fileno(file), image_path, mem, &image, buffer) == 0) {
 			bad = verify(mem, &image, buffer);
 			if (bad == 0)
 				printf("khib-restore: %zu segments %s and verified in %.1f s\n",

@@ -13,18 +13,17 @@
  * image; --limit: the image must fit in the first N bytes of IMAGE; --key seals it with
  * an HMAC-SHA256 too.  --vmcoreinfo names the old kernel's VMCOREINFO note (its
  * /sys/kernel/vmcoreinfo): the note goes into the image, and the pages the old kernel
- * had free are recorded, not stored (freepages.c; --control-page: its kexec control
- * page, whose backup list says where the window's pages went; --kernel-code: the start
- * of its "Kernel code", i386's PAGE_OFFSET).  When they cannot be known, it says why and
- * stores them.
+ * had free are recorded, not read and not stored (freepages.c; --control-page: its kexec
+ * control page, whose backup list says where the window's pages went; --kernel-code:
+ * the start of its "Kernel code", i386's PAGE_OFFSET).  When they cannot be known, it
+ * says why and stores them.
  *
  * The first page of IMAGE is zeroed before anything else, so a save that fails leaves no
- * image that looks complete.  Two passes over the memory: the first finds the runs of
- * zero pages and the CRC-32 of every segment, which fixes the image's headers and its
- * size (checked against the room IMAGE has before a byte of data is written); the second
- * writes the stored pages and checks that they still have the same CRC-32 (the old kernel
- * is frozen, so a difference means the source is not what it seems).  Then the headers
- * with the seal, and last the ELF magic.  IMAGE may be a file or a block device.
+ * image that looks complete.  One pass over the memory: each page is free, zero or data;
+ * data runs are CRC-32'd and written in LZ4 blocks from the second page of IMAGE on,
+ * never past the room IMAGE has (a block device's size, a file system's free space,
+ * --limit).  Then the program headers and notes with the seal after the data, and last
+ * the ELF header, its magic written after everything else is on the disk.
  */
 #define _GNU_SOURCE
 #include "khib-image.h"
@@ -32,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <lz4.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -56,6 +56,95 @@ static int usage(void)
 	return 2;
 }
 
+/* Where the image grows: buffered, hashed as written, never past its room. */
+struct writer {
+	int out;
+	uint64_t at;              /* the image offset of buffer[0] */
+	uint64_t limit;
+	size_t used;
+	struct khib_sha256 sha;   /* of the stored bytes, in file order */
+	unsigned char buffer[CHUNK];
+};
+
+static int flush(struct writer *w)
+{
+	if (w->used && khib_pwrite_full(w->out, w->buffer, w->used, w->at) < 0)
+		return -1;
+	w->at += w->used;
+	w->used = 0;
+	return 0;
+}
+
+/* Append to the image; -1 with errno EFBIG once it would outgrow its room. */
+static int put(struct writer *w, const void *data, size_t size, int hashed)
+{
+	const unsigned char *bytes = data;
+
+	if (w->at + w->used + size > w->limit) {
+		errno = EFBIG;
+		return -1;
+	}
+	if (hashed)
+		khib_sha256_update(&w->sha, data, size);
+	while (size) {
+		size_t room = sizeof(w->buffer) - w->used;
+		size_t length = size < room ? size : room;
+		memcpy(w->buffer + w->used, bytes, length);
+		w->used += length;
+		bytes += length;
+		size -= length;
+		if (w->used == sizeof(w->buffer) && flush(w) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static uint64_t position(const struct writer *w)
+{
+	return w->at + w->used;
+}
+
+/* The memory of the data run being saved, a block at a time. */
+struct data_run {
+	size_t segment;           /* its index in the image, or SIZE_MAX */
+	size_t used;
+	unsigned char block[KHIB_BLOCK];
+	unsigned char packed[LZ4_COMPRESSBOUND(KHIB_BLOCK)];
+};
+
+/* One block: LZ4 (lz4 -1's speed) when that is smaller, else its bytes as they are. */
+static int put_block(struct writer *w, struct data_run *run)
+{
+	int packed = LZ4_compress_default((const char *)run->block, (char *)run->packed,
+					  (int)run->used, (int)sizeof(run->packed));
+	int raw = packed <= 0 || (size_t)packed >= run->used;
+	uint32_t length = raw ? (uint32_t)run->used : (uint32_t)packed;
+	uint32_t word = length | (raw ? KHIB_BLOCK_RAW : 0);
+	unsigned char header[4] = {(unsigned char)word, (unsigned char)(word >> 8),
+				   (unsigned char)(word >> 16), (unsigned char)(word >> 24)};
+
+	if (!run->used)
+		return 0;
+	run->used = 0;
+	return put(w, header, 4, 1) < 0 ||
+	       put(w, raw ? run->block : run->packed, length, 1) < 0 ? -1 : 0;
+}
+
+/* The data run ends: its last block out, its size in the image known. */
+static int end_run(struct writer *w, struct data_run *run, struct khib_image *image)
+{
+	struct khib_segment *s;
+
+	if (run->segment == SIZE_MAX)
+		return 0;
+	if (put_block(w, run) < 0)
+		return -1;
+	s = &image->segments[run->segment];
+	s->filesz = position(w) - s->offset;
+	run->segment = SIZE_MAX;
+	return 0;
+}
+
 /* The kind of one page: free (by the old kernel's own account), zero, or data. */
 static enum khib_kind kind_of(const struct khib_free_pages *free_pages, uint64_t paddr,
 			      const unsigned char *page, size_t size)
@@ -74,10 +163,35 @@ static int all_free(const struct khib_free_pages *free_pages, uint64_t paddr, si
 	return 1;
 }
 
-/* Pass 1: segments (data, zero and free runs) with the CRC-32 of each data run. */
-static int scan(int fd, const struct khib_range *ranges, size_t count, uint64_t total,
-		const struct khib_free_pages *free_pages, unsigned char *buffer,
-		struct khib_image *image, uint64_t pages[3])
+/* One page into the image: a new segment or the last one's continuation. */
+static int add_page(struct writer *w, struct data_run *run, struct khib_image *image,
+		    uint64_t paddr, enum khib_kind kind, const unsigned char *page, size_t size)
+{
+	struct khib_segment *last = image->count ? &image->segments[image->count - 1] : NULL;
+	int continues = last && last->kind == kind && last->paddr + last->memsz == paddr;
+	uint32_t crc = kind != KHIB_DATA ? 0 :
+		khib_crc32(continues ? last->crc32 : 0, page, size);
+
+	if (!continues && end_run(w, run, image) < 0)
+		return -1;
+	if (khib_append(image, paddr, size, kind, crc, 1) < 0)
+		return -1;
+	if (kind != KHIB_DATA)
+		return 0;
+	if (!continues) {
+		run->segment = image->count - 1;
+		image->segments[run->segment].offset = position(w);
+	}
+	memcpy(run->block + run->used, page, size);
+	run->used += size;
+	return run->used == KHIB_BLOCK ? put_block(w, run) : 0;
+}
+
+/* The one pass: every page of the ranges, free (not read), zero or data. */
+static int save_pages(int fd, const struct khib_range *ranges, size_t count, uint64_t total,
+		      const struct khib_free_pages *free_pages, unsigned char *buffer,
+		      struct writer *w, struct data_run *run, struct khib_image *image,
+		      uint64_t pages[3])
 {
 	uint64_t done = 0, shown = 0;
 
@@ -92,39 +206,19 @@ static int scan(int fd, const struct khib_range *ranges, size_t count, uint64_t 
 				uint64_t paddr = ranges[r].paddr + at + page;
 				enum khib_kind kind = skip ? KHIB_FREE :
 					kind_of(free_pages, paddr, buffer + page, size);
-				struct khib_segment *last = image->count ?
-					&image->segments[image->count - 1] : NULL;
-				int continues = last && last->kind == kind &&
-					last->paddr + last->memsz == paddr;
-				uint32_t crc = kind != KHIB_DATA ? 0 :
-					khib_crc32(continues ? last->crc32 : 0, buffer + page, size);
-				if (khib_append(image, paddr, size, kind, crc, 1) < 0)
+				if (add_page(w, run, image, paddr, kind, buffer + page, size) < 0)
 					return -1;
 				pages[kind]++;
 			}
 			at += length;
 			done += length;
 			if (done - shown >= PROGRESS_EVERY || done == total) {
-				khib_progress("scanned", done, total);
+				khib_progress("saved", done, total);
 				shown = done;
 			}
 		}
 	}
-	return 0;
-}
-
-/* Where a physical address is in the source, and how many bytes follow it there. */
-static uint64_t source_span(const struct khib_range *ranges, size_t count, uint64_t paddr,
-			    uint64_t *available)
-{
-	for (size_t r = 0; r < count; r++) {
-		if (paddr >= ranges[r].paddr && paddr - ranges[r].paddr < ranges[r].size) {
-			*available = ranges[r].size - (paddr - ranges[r].paddr);
-			return ranges[r].offset + (paddr - ranges[r].paddr);
-		}
-	}
-	*available = 0;
-	return UINT64_MAX;
+	return end_run(w, run, image);
 }
 
 /* One note: header, name, then its descriptor at 4-byte alignment (filled in later if NULL). */
@@ -155,15 +249,14 @@ static size_t desc_offset(const char *name)
 }
 
 /*
- * The headers of the image, all but its magic (written last): ELF header, program
- * headers, the notes; each segment's offset in the image is fixed here.  notes points
- * into the returned buffer, and *seal too: its digests are filled in after the data is
- * written.
+ * After the data: the program headers and the notes (the seal's digests still to be
+ * filled in: *seal points at them), and the ELF header that will point there.
  */
-static unsigned char *build_headers(struct khib_image *image, const char *meta, size_t meta_size,
+static unsigned char *build_trailer(const struct khib_image *image, uint64_t at,
+				    const char *meta, size_t meta_size,
 				    const struct khib_free_pages *f, uint64_t free_recorded,
-				    size_t *size, uint64_t *image_size,
-				    struct khib_sealed_notes *notes, struct khib_seal **seal)
+				    size_t *size, Elf64_Ehdr *eh, struct khib_sealed_notes *notes,
+				    struct khib_seal **seal)
 {
 	size_t phnum = image->count + 1;
 	size_t records_size = image->count * sizeof(struct khib_record);
@@ -175,11 +268,9 @@ static unsigned char *build_headers(struct khib_image *image, const char *meta, 
 		note_size(KHIB_NOTE_NAME, sizeof(layout) + pairs_size) +
 		(f->vmcoreinfo ? note_size(KHIB_VMCOREINFO_NAME, f->vmcoreinfo_size) : 0) +
 		note_size(KHIB_NOTE_NAME, sizeof(**seal));
-	uint64_t note_offset = sizeof(Elf64_Ehdr) + phnum * sizeof(Elf64_Phdr);
-	uint64_t offset = (note_offset + notes_size + KHIB_PAGE - 1) & ~(uint64_t)(KHIB_PAGE - 1);
-	unsigned char *headers, *at;
+	size_t phdrs_size = phnum * sizeof(Elf64_Phdr);
+	unsigned char *trailer, *cursor;
 	struct khib_record *records;
-	Elf64_Ehdr *eh;
 	Elf64_Phdr *ph;
 
 	if (phnum > 0xfffe) {
@@ -187,59 +278,55 @@ static unsigned char *build_headers(struct khib_image *image, const char *meta, 
 			image->count);
 		return NULL;
 	}
-	*size = (size_t)offset;
-	headers = calloc(1, *size);
-	if (!headers)
+	*size = phdrs_size + notes_size;
+	trailer = calloc(1, *size);
+	if (!trailer)
 		return NULL;
-	eh = (Elf64_Ehdr *)headers;
-	ph = (Elf64_Phdr *)(headers + sizeof(*eh));
+	*eh = (Elf64_Ehdr){.e_type = ET_CORE, .e_machine = MACHINE, .e_version = EV_CURRENT,
+			   .e_phoff = at, .e_ehsize = sizeof(*eh),
+			   .e_phentsize = sizeof(Elf64_Phdr), .e_phnum = (uint16_t)phnum};
+	memcpy(eh->e_ident, ELFMAG, SELFMAG);
 	eh->e_ident[EI_CLASS] = ELFCLASS64;
 	eh->e_ident[EI_DATA] = ELFDATA2LSB;
 	eh->e_ident[EI_VERSION] = EV_CURRENT;
-	eh->e_type = ET_CORE;
-	eh->e_machine = MACHINE;
-	eh->e_version = EV_CURRENT;
-	eh->e_phoff = sizeof(*eh);
-	eh->e_ehsize = sizeof(*eh);
-	eh->e_phentsize = sizeof(*ph);
-	eh->e_phnum = (uint16_t)phnum;
-	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = note_offset, .p_filesz = notes_size};
-	at = headers + note_offset;
-	records = (struct khib_record *)(at + desc_offset(KHIB_NOTE_NAME));
-	*notes = (struct khib_sealed_notes){.records = records, .records_size = records_size,
+	ph = (Elf64_Phdr *)trailer;
+	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = at + phdrs_size,
+			     .p_filesz = notes_size};
+	cursor = trailer + phdrs_size;
+	records = (struct khib_record *)(cursor + desc_offset(KHIB_NOTE_NAME));
+	*notes = (struct khib_sealed_notes){.phdrs = trailer, .phdrs_size = phdrs_size,
+					    .records = records, .records_size = records_size,
 					    .meta_size = meta_size};
-	at = put_note(at, KHIB_NOTE_NAME, KHIB_NOTE_SEGMENTS, NULL, records_size);
-	notes->meta = at + desc_offset(KHIB_NOTE_NAME);
-	at = put_note(at, KHIB_NOTE_NAME, KHIB_NOTE_META, meta, meta_size);
-	notes->layout = (struct khib_layout *)(at + desc_offset(KHIB_NOTE_NAME));
+	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_SEGMENTS, NULL, records_size);
+	notes->meta = cursor + desc_offset(KHIB_NOTE_NAME);
+	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_META, meta, meta_size);
+	notes->layout = (struct khib_layout *)(cursor + desc_offset(KHIB_NOTE_NAME));
 	notes->pairs = (struct khib_pair *)(notes->layout + 1);
-	at = put_note(at, KHIB_NOTE_NAME, KHIB_NOTE_LAYOUT, NULL, sizeof(layout) + pairs_size);
+	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_LAYOUT, NULL,
+			  sizeof(layout) + pairs_size);
 	memcpy((void *)notes->layout, &layout, sizeof(layout));
 	if (pairs_size)
 		memcpy((void *)notes->pairs, f->window, pairs_size);
 	if (f->vmcoreinfo) {
-		notes->vmcoreinfo = at + desc_offset(KHIB_VMCOREINFO_NAME);
+		notes->vmcoreinfo = cursor + desc_offset(KHIB_VMCOREINFO_NAME);
 		notes->vmcoreinfo_size = f->vmcoreinfo_size;
-		at = put_note(at, KHIB_VMCOREINFO_NAME, 0, f->vmcoreinfo, f->vmcoreinfo_size);
+		cursor = put_note(cursor, KHIB_VMCOREINFO_NAME, 0, f->vmcoreinfo,
+				  f->vmcoreinfo_size);
 	}
-	*seal = (struct khib_seal *)(at + desc_offset(KHIB_NOTE_NAME));
-	put_note(at, KHIB_NOTE_NAME, KHIB_NOTE_SEAL, NULL, sizeof(**seal));
+	*seal = (struct khib_seal *)(cursor + desc_offset(KHIB_NOTE_NAME));
+	put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_SEAL, NULL, sizeof(**seal));
 	for (size_t i = 0; i < image->count; i++) {
-		struct khib_segment *s = &image->segments[i];
-		int stored = s->kind == KHIB_DATA;
-		s->offset = stored ? offset : 0;
+		const struct khib_segment *s = &image->segments[i];
 		ph[i + 1] = (Elf64_Phdr){
-			.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X, .p_offset = s->offset,
-			.p_paddr = s->paddr, .p_filesz = stored ? s->memsz : 0,
-			.p_memsz = s->memsz, .p_align = KHIB_PAGE,
+			.p_type = KHIB_PT_MEMORY, .p_flags = PF_R | PF_W | PF_X,
+			.p_offset = s->kind == KHIB_DATA ? s->offset : 0, .p_paddr = s->paddr,
+			.p_filesz = s->kind == KHIB_DATA ? s->filesz : 0, .p_memsz = s->memsz,
+			.p_align = KHIB_PAGE,
 		};
 		records[i] = (struct khib_record){s->paddr, s->memsz, s->crc32, (uint32_t)s->kind};
-		if (stored)
-			offset += s->memsz;
 	}
-	*image_size = offset;
-	(*seal)->image_size = offset;
-	return headers;
+	(*seal)->image_size = at + *size;
+	return trailer;
 }
 
 /* How many bytes the output can hold: a block device's size, a file's room to grow. */
@@ -264,47 +351,6 @@ static int invalidate(int out)
 	static const unsigned char zeros[KHIB_PAGE];
 
 	return khib_pwrite_full(out, zeros, sizeof(zeros), 0) < 0 || fsync(out) < 0 ? -1 : 0;
-}
-
-/* Pass 2: the stored segments' bytes, checked against pass 1. */
-static int copy(int fd, int out, const struct khib_range *ranges, size_t count,
-		const struct khib_image *image, unsigned char *buffer, uint64_t stored,
-		struct khib_sha256 *sha)
-{
-	uint64_t done = 0, shown = 0;
-
-	for (size_t i = 0; i < image->count; i++) {
-		const struct khib_segment *s = &image->segments[i];
-		uint32_t crc = 0;
-		if (s->kind != KHIB_DATA)
-			continue;
-		for (uint64_t at = 0; at < s->memsz;) {
-			uint64_t available;
-			uint64_t from = source_span(ranges, count, s->paddr + at, &available);
-			size_t length = CHUNK;
-			if (available < length)
-				length = (size_t)available;
-			if (s->memsz - at < length)
-				length = (size_t)(s->memsz - at);
-			if (from == UINT64_MAX || khib_mem_copy(fd, buffer, length, from, 0) < 0 ||
-			    khib_pwrite_full(out, buffer, length, s->offset + at) < 0)
-				return -1;
-			crc = khib_crc32(crc, buffer, length);
-			khib_sha256_update(sha, buffer, length);
-			at += length;
-			done += length;
-			if (done - shown >= PROGRESS_EVERY || done == stored) {
-				khib_progress("saved", done, stored);
-				shown = done;
-			}
-		}
-		if (crc != s->crc32) {
-			fprintf(stderr, "khib-save: memory at 0x%llx changed between the two passes\n",
-				(unsigned long long)s->paddr);
-			return -1;
-		}
-	}
-	return 0;
 }
 
 /* What the caller asked to be recorded with the image (--meta FILE). */
@@ -332,15 +378,18 @@ static char *read_meta(const char *path, size_t *size)
 }
 
 /*
- * Headers and data are on the disk: the magic goes last, so that an image is complete
- * exactly when it has one.
+ * Data, headers and notes are on the disk: the ELF header goes last, its magic after the
+ * rest of it, so that an image is complete exactly when it has one.
  */
-static int seal(int out, unsigned char *headers, size_t size)
+static int seal_image(int out, Elf64_Ehdr *eh)
 {
-	if (khib_pwrite_full(out, headers, size, 0) < 0 || fsync(out) < 0)
+	unsigned char magic[SELFMAG];
+
+	memcpy(magic, eh->e_ident, SELFMAG);
+	memset(eh->e_ident, 0, SELFMAG);
+	if (khib_pwrite_full(out, eh, sizeof(*eh), 0) < 0 || fsync(out) < 0)
 		return -1;
-	memcpy(headers, ELFMAG, SELFMAG);
-	return khib_pwrite_full(out, headers, SELFMAG, 0) < 0 || fsync(out) < 0 ? -1 : 0;
+	return khib_pwrite_full(out, magic, SELFMAG, 0) < 0 || fsync(out) < 0 ? -1 : 0;
 }
 
 /* ADDR or ADDR:SIZE (any base strtoull takes); 0 when malformed. */
@@ -391,12 +440,14 @@ int khib_save_main(int argc, char **argv)
 	struct khib_free_pages free_pages = {0};
 	struct khib_sealed_notes notes;
 	struct khib_seal *sealed;
-	struct khib_sha256 sha;
 	struct khib_key key = {0};
+	struct writer *w = calloc(1, sizeof(*w));
+	struct data_run *run = calloc(1, sizeof(*run));
+	Elf64_Ehdr eh;
 	unsigned char data_digest[32];
-	size_t count = 0, nall = 0, nholes = 0, meta_size = 0, header_size = 0;
-	uint64_t total = 0, stored = 0, pages[3] = {0}, image_size = 0, limit, room_left;
-	unsigned char *buffer = malloc(CHUNK), *headers = NULL;
+	size_t count = 0, nall = 0, nholes = 0, meta_size = 0, trailer_size = 0;
+	uint64_t total = 0, stored, pages[3] = {0}, limit, room_left;
+	unsigned char *buffer = malloc(CHUNK), *trailer = NULL;
 	char *meta = NULL, *end = NULL;
 	double started = khib_seconds(), seconds;
 	int fd, out, status = 1;
@@ -418,7 +469,7 @@ int khib_save_main(int argc, char **argv)
 		*slot = argv[i];
 	}
 	limit = limit_text ? strtoull(limit_text, &end, 0) : UINT64_MAX;
-	if (!buffer || !output || !!vmcore == !!mem || (mem && !ranges_path) ||
+	if (!buffer || !w || !run || !output || !!vmcore == !!mem || (mem && !ranges_path) ||
 	    (limit_text && (*end || !limit)) || (vmcoreinfo && !mem))
 		return usage();
 	if ((meta_path && !(meta = read_meta(meta_path, &meta_size))) ||
@@ -445,44 +496,41 @@ int khib_save_main(int argc, char **argv)
 		fprintf(stderr, "khib-save: %s: %s\n", output, strerror(errno));
 		return 1;
 	}
-	if (scan(fd, ranges, count, total, &free_pages, buffer, &image, pages) < 0) {
-		fprintf(stderr, "khib-save: reading %s: %s\n", vmcore ? vmcore : mem,
-			strerror(errno));
-		goto out;
-	}
-	stored = pages[KHIB_DATA] * KHIB_PAGE;
-	headers = build_headers(&image, meta, meta_size, &free_pages, pages[KHIB_FREE],
-				&header_size, &image_size, &notes, &sealed);
-	if (!headers)
-		goto out;
 	room_left = room(out);
-	if (room_left < limit)
-		limit = room_left;
-	if (image_size > limit) {
-		fprintf(stderr, "khib-save: %s: the image needs %llu MiB, there is room for %llu "
-			"MiB: nothing saved\n", output, (unsigned long long)((image_size + (1u << 20) - 1) >> 20),
-			(unsigned long long)(limit >> 20));
+	*w = (struct writer){.out = out, .at = KHIB_PAGE,
+			     .limit = room_left < limit ? room_left : limit};
+	run->segment = SIZE_MAX;
+	khib_sha256_init(&w->sha);
+	if (save_pages(fd, ranges, count, total, &free_pages, buffer, w, run, &image, pages) < 0) {
+		if (errno == EFBIG)
+			fprintf(stderr, "khib-save: %s: the image outgrew the room there (%llu MiB): "
+				"nothing saved\n", output, (unsigned long long)(w->limit >> 20));
+		else
+			fprintf(stderr, "khib-save: saving %s: %s\n", output, strerror(errno));
 		goto out;
 	}
-	khib_sha256_init(&sha);
-	if (copy(fd, out, ranges, count, &image, buffer, stored, &sha) < 0) {
-		fprintf(stderr, "khib-save: writing %s: %s\n", output, strerror(errno));
+	stored = position(w) - KHIB_PAGE;
+	khib_sha256_final(&w->sha, data_digest);
+	trailer = build_trailer(&image, position(w), meta, meta_size, &free_pages,
+				pages[KHIB_FREE], &trailer_size, &eh, &notes, &sealed);
+	if (!trailer)
 		goto out;
-	}
-	khib_sha256_final(&sha, data_digest);
 	khib_seal_digests(data_digest, &notes, &key, sealed);
-	if ((ftruncate(out, (off_t)image_size) < 0 && errno != EINVAL) || /* EINVAL: a device */
-	    seal(out, headers, header_size) < 0) {
-		fprintf(stderr, "khib-save: writing %s: %s\n", output, strerror(errno));
+	if (put(w, trailer, trailer_size, 0) < 0 || flush(w) < 0 ||
+	    (ftruncate(out, (off_t)w->at) < 0 && errno != EINVAL) || /* EINVAL: a device */
+	    seal_image(out, &eh) < 0) {
+		fprintf(stderr, "khib-save: %s: %s\n", output, errno == EFBIG ?
+			"the image outgrew the room there: nothing saved" : strerror(errno));
 		goto out;
 	}
 	seconds = khib_seconds() - started;
-	printf("khib-save: %s: %zu segments, %llu MiB of %llu stored, %llu zero pages and %llu "
-	       "free pages recorded, in %.1f s (%.0f MiB/s scanned)%s\n", output, image.count,
-	       (unsigned long long)(stored >> 20), (unsigned long long)(total >> 20),
-	       (unsigned long long)pages[KHIB_ZERO], (unsigned long long)pages[KHIB_FREE],
-	       seconds, seconds > 0 ? (double)(total >> 20) / seconds : 0.0,
-	       key.set ? ", keyed" : "");
+	printf("khib-save: %s: %zu segments, %llu MiB of data stored in %llu MiB (LZ4), %llu "
+	       "MiB scanned, %llu zero pages and %llu free pages recorded, in %.1f s (%.0f MiB/s "
+	       "scanned)%s\n", output, image.count,
+	       (unsigned long long)(pages[KHIB_DATA] >> 8), (unsigned long long)(stored >> 20),
+	       (unsigned long long)(total >> 20), (unsigned long long)pages[KHIB_ZERO],
+	       (unsigned long long)pages[KHIB_FREE], seconds,
+	       seconds > 0 ? (double)(total >> 20) / seconds : 0.0, key.set ? ", keyed" : "");
 	if (free_pages.bitmap)
 		printf("khib-save: free pages: the walk found %llu, A counted %llu "
 		       "(NR_FREE_PAGES)\n", (unsigned long long)free_pages.counted,
@@ -493,8 +541,10 @@ out:
 	free(ranges);
 	free(all);
 	free(buffer);
-	free(headers);
+	free(trailer);
 	free(meta);
+	free(w);
+	free(run);
 	free(free_pages.bitmap);
 	free(free_pages.window);
 	free(free_pages.vmcoreinfo);

@@ -416,10 +416,12 @@ def info(args: argparse.Namespace) -> int:
     pages = {kind: sum(s.memsz for s in image.segments if s.kind == kind) >> 12
              for kind in ("data", "zero", "free")}
     total = sum(s.memsz for s in image.segments)
+    stored = sum(s.filesz for s in image.segments)
+    ratio = f" ({stored / (pages['data'] << 12):.2f} of it)" if pages["data"] else ""
     print(f"{args.image}: {len(image.segments)} segments, {total >> 20} MiB of memory, "
-          f"{pages['data'] >> 8} MiB stored, {pages['zero']} zero pages, {pages['free']} free "
-          f"pages{', keyed' if image.keyed else ''}"
-          f"{', with VMCOREINFO' if image.vmcoreinfo else ''}")
+          f"{pages['data'] >> 8} MiB of data stored in {stored >> 20} MiB{ratio}, "
+          f"{pages['zero']} zero pages, {pages['free']} free pages"
+          f"{', keyed' if image.keyed else ''}{', with VMCOREINFO' if image.vmcoreinfo else ''}")
     if image.layout.free_counted:
         print(f"  free pages: {image.layout.free_recorded} recorded; the walk found "
               f"{image.layout.free_counted}, A counted {image.layout.kernel_count}")
@@ -428,7 +430,7 @@ def info(args: argparse.Namespace) -> int:
             print(f"  {key}: {value}")
     for s in image.segments:
         print(f"  {s.paddr:#012x}-{s.paddr + s.memsz - 1:#012x} {s.kind} {s.memsz:>12} "
-              f"crc32={s.crc32:08x}")
+              f"{s.filesz:>12} crc32={s.crc32:08x}")
     return 0
 
 

@@ -13,6 +13,7 @@ ELF_MAGIC = b"\x7fELF"
 USED_MAGIC = b"KUSD"  # left by a resume: the same image is never resumed twice
 NOTE_SEGMENTS, NOTE_META, NOTE_LAYOUT, NOTE_SEAL = 0x4B480001, 0x4B480002, 0x4B480003, 0x4B480004
 KINDS = ("data", "zero", "free")  # a record's kind
+PT_MEMORY = 0x6B480000  # a memory segment (a data run's bytes are LZ4 blocks)
 BLKFLSBUF = 0x1261  # drop a block device's cached blocks: another kernel wrote the disk
 
 
@@ -26,6 +27,7 @@ class Segment:
     memsz: int
     kind: str  # data (stored), zero or free (recorded)
     crc32: int
+    filesz: int  # the bytes a data run takes in the image
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,13 @@ def read_image(path: str) -> Image:
     finally:
         os.close(fd)
     records = notes.get(NOTE_SEGMENTS, b"")
-    loads = [p for p in phdrs if p[0] == 1]
+    loads = [p for p in phdrs if p[0] == PT_MEMORY]
     if len(records) != 24 * len(loads) or NOTE_SEAL not in notes:
         raise NoImage("not a khib image: its notes do not match its segments")
     segments = []
-    for index, (_, _, _, _, paddr, _, memsz, _) in enumerate(loads):
+    for index, (_, _, _, _, paddr, filesz, memsz, _) in enumerate(loads):
         _, _, crc, kind = struct.unpack_from("<QQII", records, 24 * index)
-        segments.append(Segment(paddr, memsz, KINDS[min(kind, 2)], crc))
+        segments.append(Segment(paddr, memsz, KINDS[min(kind, 2)], crc, filesz))
     meta = json.loads(notes[NOTE_META]) if notes.get(NOTE_META) else {}
     size, keyed = struct.unpack_from("<QQ", notes[NOTE_SEAL])
     layout = notes.get(NOTE_LAYOUT, bytes(40))

@@ -3,7 +3,7 @@
 
 The memory is real: an x86_64 khib guest (QEMU TCG, 1 GiB, the kernel and default image
 khib-build builds) holds a 64 MiB random tmpfs file and a 32 MiB random process, has read
-its Python library into the page cache (text), and has dirtied 384 MiB and freed it. It
+its programs and Python library into the page cache, and has dirtied 384 MiB and freed it. It
 jumps to B, which copies all of A's RAM through /dev/mem to a disk, byte for byte at its
 physical address, with what khib save would be told (A's RAM ranges, B's own, A's
 VMCOREINFO note, control page and "Kernel code"). On the host, against that 1 GiB file:
@@ -44,7 +44,7 @@ from tests.test_core import BLOCK, blocks, loads  # noqa: E402
 
 MEMORY = 1024  # MiB of the guest
 A_BODY = """
-cat $(find /usr/lib/python3.11 -name '*.py') > /dev/null
+find /usr /bin /sbin -type f -exec cat {} + > /dev/null
 dd if=/dev/urandom of=/tmp/dirty bs=1M count=384 2>/dev/null; rm /tmp/dirty
 jump --b-run 'python3 /boot/dump.py /dev/vda /dev/vdb'
 echo "A-END $?"
@@ -102,7 +102,8 @@ def save_command(core: Path, memory: Path, told: dict[str, object], work: Path) 
     jump = told["jump"]
     address, length = jump["vmcoreinfo"]
     q = shlex.quote
-    return (f"{q(str(core / 'khib-save'))} --mem {q(str(memory))} --ranges {q(str(work / 'ranges'))}"
+    return (f"{q(str(core / 'khib-save'))} --mem {q(str(memory))}"
+            f" --ranges {q(str(work / 'ranges'))}"
             f" --exclude {q(str(work / 'b-iomem'))} --vmcoreinfo {address:#x}:{length:#x}"
             f" --control-page {int(str(told['entry']), 16) & ~0xFFF:#x}"
             f" --kernel-code {jump['kernel_code']:#x} -o {q(str(work / 'image'))} > /dev/null")

@@ -262,7 +262,7 @@ def loads_of(data: bytes) -> list[Load]:
 
 def reseal(image: Path, key: bytes | None = None) -> None:
     """Recompute every CRC-32 and the SHA-256 seal after a change (and the HMAC with
-    ``key``): what someone who can write the disk but has no key could do."""
+    ``key``): without it, what someone who can write the disk but has no key can do."""
     data = bytearray(image.read_bytes())
     segments, records = loads(image)
     found = notes(bytes(data))
@@ -272,10 +272,13 @@ def reseal(image: Path, key: bytes | None = None) -> None:
             crc = zlib.crc32(unpacked(bytes(data), load))
             struct.pack_into("<QQII", desc, 24 * index, *record[:2], crc, record[3])
     message = sealed_message(bytes(data), bytes(desc))
-    seal = struct.pack("<QQ32s32s", len(data), 1 if key else 0, hashlib.sha256(message).digest(),
-                       hmac.new(key, message, "sha256").digest() if key else bytes(32))
-    data[data.index(found[SEGMENTS]):][:len(desc)] = desc
-    data[data.index(found[SEAL]):][:len(seal)] = seal
+    size, keyed, _, mac = struct.unpack_from("<QQ32s32s", found[SEAL])
+    if key:  # without the key, the HMAC (and the flag) stay as they were
+        keyed, mac = 1, hmac.new(key, message, "sha256").digest()
+    seal = struct.pack("<QQ32s32s", size, keyed, hashlib.sha256(message).digest(), mac)
+    for old, new in ((found[SEGMENTS], desc), (found[SEAL], seal)):
+        at = data.rindex(old)
+        data[at:at + len(new)] = new
     image.write_bytes(bytes(data))
 
 
@@ -299,7 +302,8 @@ def test_a_keyed_image_is_refused_when_changed_or_cut_short(core: Path, tmp_path
     changed[at + 100] ^= 0xFF
     (tmp_path / "image").write_bytes(changed)
     reseal(tmp_path / "image")
-    assert run(core, "khib-restore", tmp_path / "image", "--check").returncode == 1  # keyed
+    resealed = run(core, "khib-restore", tmp_path / "image", "--check", "--key", key)
+    assert resealed.stderr.count("khib:") == 1 and "fails its HMAC" in resealed.stderr
     cases["changed, resealed"] = ((tmp_path / "image").read_bytes(), key, "fails its HMAC")
     cases["truncated"] = (good[:len(good) - PAGE], key, "")
     for label, (image, with_key, message) in cases.items():

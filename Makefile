@@ -114,10 +114,12 @@ clean:
 distclean: clean
 	rm -rf $(VENV) build dist *.egg-info
 
-# The packing benchmark (bench/RESULTS.md records its figures); GNU time measures.
+# The packing and saving benchmarks (bench/RESULTS.md records their figures); GNU time
+# measures.
 bench: setup-test
 	$(call apt_ensure,time)
 	$(BIN)/python bench/pack.py
+	$(BIN)/python bench/save.py
 
 # The rebuild benchmark: no-op and incremental builds (bench/RESULTS.md).
 bench-rebuild: setup-test

@@ -427,3 +427,20 @@ def test_compressible_memory_is_stored_in_lz4_blocks(core: Path, tmp_path: Path)
     target.write_bytes(bytes(len(mem)))
     assert run(core, "khib-restore", tmp_path / "image", "--mem", target).returncode == 0
     assert target.read_bytes() == mem
+
+
+def test_free_pages_are_stored_when_the_note_cannot_be_read(core: Path, tmp_path: Path) -> None:
+    """Without a readable VMCOREINFO note, khib-save says why and stores every page."""
+    mem = memory(tmp_path / "mem", MiB)
+    (tmp_path / "ranges").write_text(f"00000000-{MiB - 1:08x}\n")
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "-o", tmp_path / "image", "--vmcoreinfo", "0x1000:0x1000")
+    assert result.returncode == 0
+    assert ("khib-save: the old kernel's free pages are stored: A's VMCOREINFO note at 0x1000 "
+            "is unreadable") in result.stderr
+    _, records = loads(tmp_path / "image")
+    assert FREE not in {kind for *_, kind in records}
+    target = tmp_path / "target"
+    target.write_bytes(bytes(MiB))
+    assert run(core, "khib-restore", tmp_path / "image", "--mem", target).returncode == 0
+    assert target.read_bytes() == mem

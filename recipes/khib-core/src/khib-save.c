@@ -115,16 +115,21 @@ struct data_run {
 /* One block: LZ4 (lz4 -1's speed) when that is smaller, else its bytes as they are. */
 static int put_block(struct writer *w, struct data_run *run)
 {
-	int packed = LZ4_compress_default((const char *)run->block, (char *)run->packed,
-					  (int)run->used, (int)sizeof(run->packed));
-	int raw = packed <= 0 || (size_t)packed >= run->used;
-	uint32_t length = raw ? (uint32_t)run->used : (uint32_t)packed;
-	uint32_t word = length | (raw ? KHIB_BLOCK_RAW : 0);
-	unsigned char header[4] = {(unsigned char)word, (unsigned char)(word >> 8),
-				   (unsigned char)(word >> 16), (unsigned char)(word >> 24)};
+	int packed, raw;
+	uint32_t length, word;
+	unsigned char header[4];
 
 	if (!run->used)
 		return 0;
+	packed = LZ4_compress_default((const char *)run->block, (char *)run->packed,
+				      (int)run->used, (int)sizeof(run->packed));
+	raw = packed <= 0 || (size_t)packed >= run->used;
+	length = raw ? (uint32_t)run->used : (uint32_t)packed;
+	word = length | (raw ? KHIB_BLOCK_RAW : 0);
+	header[0] = (unsigned char)word;
+	header[1] = (unsigned char)(word >> 8);
+	header[2] = (unsigned char)(word >> 16);
+	header[3] = (unsigned char)(word >> 24);
 	run->used = 0;
 	return put(w, header, 4, 1) < 0 ||
 	       put(w, raw ? run->block : run->packed, length, 1) < 0 ? -1 : 0;

@@ -124,12 +124,12 @@ def test_a_terminal_gets_progress_bars_and_no_color_drops_their_colour(
     argv = khib_argv("rebuild", "khib-core", "-c", DEFAULT_CONFIG, "-o", default_image.parent)
     status, shown = run_in_terminal(argv, dict(os.environ))
     assert status == 0, shown[-3000:]
-    assert re.search(r"packages .*\d/5", shown)  # the packages' bar, counting
+    assert re.search(r"packages .*\d/6", shown)  # the packages' bar, counting
     assert re.search(r"\x1b\[[0-9;]*3\dm", shown)  # in colour
     assert "khib-core 0.1: building" in shown  # the plain lines stay
     status, shown = run_in_terminal([*argv, "-v"], dict(os.environ, NO_COLOR="1"))
     assert status == 0, shown[-3000:]
-    assert re.search(r"packages .*\d/5", shown)
+    assert re.search(r"packages .*\d/6", shown)
     assert "khib-core: $ make CC=" in shown  # -v: the commands builds run
     assert not re.search(r"\x1b\[[0-9;]*m", shown)  # no colour or style at all
 

@@ -38,7 +38,7 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs kernel test lint docs bench bench-rebuild clean distclean \
+.PHONY: setup setup-test rootfs kernel test check lint docs bench bench-rebuild clean distclean \
 	dist install
 
 setup: $(VENV)/.runtime
@@ -82,6 +82,11 @@ lint: setup-test
 # the second worker restores what the first built.
 test: setup-test lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The fast subset while working: everything but the tests marked slow (QEMU boots, kernel
+# and scratch builds), under two minutes warm.
+check: setup-test lint
+	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 # For packagers: the sdist and wheel (recipes, configs and overlays inside), a man page and
 # bash completion generated from the argument parser, all in dist/.

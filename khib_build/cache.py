@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 from khib_build import cancel
 from khib_build.errors import KhibError
+from khib_build.fsutil import built_beside
 from khib_build.report import say
 
 CHUNK = 1 << 20
@@ -110,16 +110,12 @@ class Cache:
         if not self.enabled:
             return {**meta, "tree_sha256": tree_digest(tree)}
         try:
-            with staged_entry(final.parent) as staging:
+            with built_beside(final, landed=lambda twin: (twin / "meta.json").is_file()) \
+                    as staging:
                 meta = {**meta, "tree_sha256": copy_tree(tree, staging / "tree")}
                 (staging / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
                 if replace:
                     discard(final)
-                try:
-                    staging.rename(final)
-                except OSError:
-                    if not (final / "meta.json").is_file():  # not a concurrent twin
-                        raise
         except OSError as exc:
             raise KhibError(f"{name}: cannot store it in the build cache {self.root}: "
                             f"{reason(exc)} (copying {tree})") from None
@@ -131,12 +127,11 @@ class Cache:
         """A temporary entry folder to fill (``tree/`` and ``meta.json``); renamed into
         place if the block succeeds and the filled tree has the digest its meta says."""
         final = self.entry(name, key)
-        with staged_entry(final.parent) as staging:
+        # A rename that fails leaves the entry to a concurrent twin, if any.
+        with built_beside(final, landed=lambda _: True) as staging:
             yield staging
             if not verify(staging):
                 raise ValueError("the tree does not match its recorded digest")
-            with contextlib.suppress(OSError):  # a concurrent twin may have landed
-                staging.rename(final)
 
     def latest_inputs(self, name: str) -> dict[str, str] | None:
         """The inputs of the package's most recently used entry, if any."""
@@ -178,17 +173,6 @@ class Cache:
             else:
                 busy.append(entry)
         return removed, busy
-
-
-@contextlib.contextmanager
-def staged_entry(parent: Path) -> Iterator[Path]:
-    """A ``.tmp-*`` folder in ``parent``, removed afterwards unless renamed away."""
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def remove_entry(entry: Path) -> bool:

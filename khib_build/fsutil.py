@@ -1,11 +1,13 @@
-"""Atomic outputs: a file appears under its final name complete, or not at all."""
+"""Atomic outputs: a file or a folder appears under its final name complete, or not at all."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,3 +34,21 @@ def atomic_output(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 def write_atomically(path: Path, data: bytes) -> None:
     with atomic_output(path) as handle:
         handle.write(data)
+
+
+@contextlib.contextmanager
+def built_beside(final: Path, landed: Callable[[Path], bool] = Path.is_dir) -> Iterator[Path]:
+    """A new ``.tmp-*`` folder beside ``final`` to fill. When the block ends without an
+    error it is renamed to ``final``; if that fails because another run's twin landed
+    there first (``landed(final)``), the twin stays. Removed in every other case."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        yield staging
+        try:
+            staging.rename(final)
+        except OSError:
+            if not landed(final):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

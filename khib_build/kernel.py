@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from khib_build.config import ImageConfig
 from khib_build.errors import KhibError, UsageError
 from khib_build.extract import extract
 from khib_build.fetch import sha256_of
+from khib_build.fsutil import built_beside
 from khib_build.kconfig import (
     BASES,
     KernelKconfig,
@@ -68,20 +68,12 @@ def kernel_source(given: Path | None, config: ImageConfig, cache_root: Path) -> 
     final = cache_root / "kernel-src" / sha[:24]
     if not final.is_dir():
         say(f"kernel: unpacking {path.name} (once; kept in {final.parent})")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
         try:
-            extract(path, staging)
-            try:
-                staging.rename(final)
-            except OSError:
-                if not final.is_dir():
-                    raise
+            with built_beside(final) as staging:
+                extract(path, staging)
         except OSError as exc:
             raise KhibError(f"kernel: cannot unpack {path} into {final.parent}: "
                             f"{reason(exc)}") from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     tops = [p for p in final.iterdir() if p.is_dir()]
     tree = tops[0] if len(tops) == 1 else final
     return KernelSource(tree, sha)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from khib_build import __version__
 from khib_build.errors import KhibError
 from khib_build.extract import source_members
+from khib_build.fsutil import built_beside
 from khib_build.image import Plan
 from khib_build.recipes import Recipe
 
@@ -99,9 +99,7 @@ def write_legal_info(plan: Plan, tarballs: dict[str, Path], image_sha256: str | 
                      epoch: int, folder: Path) -> Path:
     """Fill ``folder`` with sbom.spdx.json, licenses/<pkg>/… and patches/<pkg>/…: made
     beside it and swapped in whole, so a failed run leaves the previous one intact."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with built_beside(folder) as work:
         for recipe in plan.recipes:
             for name, text in license_texts(recipe, tarballs.get(recipe.name)).items():
                 target = work / "licenses" / recipe.name / name
@@ -116,7 +114,4 @@ def write_legal_info(plan: Plan, tarballs: dict[str, Path], image_sha256: str | 
         work.chmod(0o755)
         if folder.exists():
             shutil.rmtree(folder)
-        work.rename(folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return folder / "sbom.spdx.json"

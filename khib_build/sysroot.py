@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from khib_build.cache import reason
 from khib_build.config import ImageConfig
 from khib_build.errors import KhibError
+from khib_build.fsutil import built_beside
 from khib_build.rootfs import merge
 
 KEPT = ("usr/include/",)  # plus the arch's library folders
@@ -56,22 +56,13 @@ def base_sysroot(config: ImageConfig, cache_root: Path, versions: dict[str, str]
     if final.is_dir():
         return final
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-        try:
+        with built_beside(final) as staging:
             for package in versions:
                 listing = subprocess.run(["dpkg-query", "-L", package], capture_output=True,
                                          text=True, check=True).stdout
                 for name in listing.splitlines():
                     if name.lstrip("/").startswith(kept):
                         copy_in(Path(name), staging)
-            try:
-                staging.rename(final)
-            except OSError:
-                if not final.is_dir():  # not a concurrent twin
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
         raise KhibError(f"cannot assemble the C library's sysroot in {final.parent}: "
                         f"{reason(exc)}") from None

@@ -21,7 +21,11 @@ from tests.test_pack import describe
 # start of a name when extracting (a file named "\\" would come back as "."), and GNU
 # cpio's listing is line-based, hence no newlines.
 NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0\n\r\\")
-NAMES = st.text(NAME_CHARS, min_size=1, max_size=20).filter(lambda n: n not in (".", ".."))
+# bsdtar, one of the reference readers, strips what looks like a drive letter ("A:") from
+# the start of a member's name: such names would test bsdtar, not the packer.
+NAMES = st.text(NAME_CHARS, min_size=1, max_size=20).filter(
+    lambda n: n not in (".", "..") and not (len(n) > 1 and n[1] == ":" and n[0].isascii()
+                                            and n[0].isalpha()))
 MODES = st.sampled_from([0o644, 0o600, 0o755, 0o4755, 0o2755, 0o1777, 0o444, 0o700])
 
 ENTRY = st.one_of(

@@ -414,9 +414,16 @@ static int read_layout(struct layout *l, uint64_t kernel_code, char *why, size_t
 		    need(t, "SIZE(mem_section)", &l->section_size, why, size) < 0 ||
 		    need(t, "OFFSET(mem_section.section_mem_map)", &l->section_map, why, size) < 0 ||
 		    need(t, "NUMBER(SECTION_SIZE_BITS)", &l->section_bits, why, size) < 0 ||
-		    need(t, "NUMBER(MAX_PHYSMEM_BITS)", &l->physmem_bits, why, size) < 0 ||
-		    !l->section_size || l->section_bits < 12 || l->physmem_bits < l->section_bits)
+		    need(t, "NUMBER(MAX_PHYSMEM_BITS)", &l->physmem_bits, why, size) < 0)
 			return -1;
+		if (!l->section_size || l->section_bits < 12 || l->physmem_bits < l->section_bits ||
+		    l->physmem_bits - l->section_bits > 40) {
+			snprintf(why, size, "A's sections are not what SPARSEMEM makes (%llu bytes, "
+				 "2^%llu of 2^%llu)", (unsigned long long)l->section_size,
+				 (unsigned long long)l->section_bits,
+				 (unsigned long long)l->physmem_bits);
+			return -1;
+		}
 		/* SPARSEMEM_EXTREME: LENGTH counts roots of a page of sections each. */
 		l->sections = 1ull << (l->physmem_bits - l->section_bits);
 		l->per_root = KHIB_PAGE / l->section_size;

@@ -26,7 +26,8 @@ from khib_build.cache import Cache
 from khib_build.config import ImageConfig
 from khib_build.errors import BuildError, FetchError, KhibError
 from khib_build.extract import ExtractError, extract
-from khib_build.fetch import Sources, fetch, sha256_of
+from khib_build.fetch import Sources, fetch
+from khib_build.fsutil import sha256_of
 from khib_build.jobserver import JobServer
 from khib_build.recipes import Recipe, recipe_files, render_command
 

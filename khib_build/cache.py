@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -28,12 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from khib_build import cancel
 from khib_build.errors import KhibError
-from khib_build.fsutil import built_beside
+from khib_build.fsutil import built_beside, copy_tree, reason, tree_digest, walk
 from khib_build.report import say
-
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -202,55 +198,6 @@ def discard(entry: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def walk(tree: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
-    """Every path below ``tree`` in a fixed order, with its relative name and lstat."""
-    for folder, dirs, files in os.walk(tree):
-        dirs.sort()
-        for name in sorted(dirs + files):
-            path = Path(folder) / name
-            yield path.relative_to(tree).as_posix(), path, path.lstat()
-
-
-def tree_digest(tree: Path) -> str:
-    """A hash of everything a tree holds: names, types, permission bits, data, targets."""
-    return copy_tree(tree, None)
-
-
-def copy_tree(tree: Path, dest: Path | None) -> str:
-    """Copy ``tree`` to ``dest`` (if given) and return its digest, reading each file once."""
-    digest = hashlib.sha256()
-    modes: list[tuple[Path, int]] = []
-    if dest is not None:
-        dest.mkdir(parents=True, exist_ok=True)
-    for rel, path, st in walk(tree):
-        cancel.check()
-        digest.update(f"{rel}\0{st.st_mode:o}\0".encode())
-        target = None if dest is None else dest / rel
-        if stat.S_ISLNK(st.st_mode):
-            link = os.readlink(path)
-            digest.update(link.encode())
-            if target is not None:
-                os.symlink(link, target)
-        elif stat.S_ISDIR(st.st_mode):
-            if target is not None:
-                target.mkdir()
-        elif stat.S_ISREG(st.st_mode):
-            with path.open("rb") as source, contextlib.ExitStack() as stack:
-                out = None if target is None else stack.enter_context(target.open("wb"))
-                while block := source.read(CHUNK):
-                    digest.update(block)
-                    if out is not None:
-                        out.write(block)
-            if target is not None:
-                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-        if target is not None and not stat.S_ISLNK(st.st_mode):
-            modes.append((target, stat.S_IMODE(st.st_mode)))
-        digest.update(b"\0")
-    for target, mode in reversed(modes):  # folders last, so read-only ones can be filled
-        os.chmod(target, mode)
-    return digest.hexdigest()
-
-
 def verify(entry: Path) -> bool:
     """True if an entry's tree still has the digest its meta.json recorded."""
     try:
@@ -270,12 +217,6 @@ def mtime(path: Path) -> float:
 def du(path: Path) -> int:
     """Bytes of the regular files below ``path``."""
     return sum(st.st_size for _, _, st in walk(path) if stat.S_ISREG(st.st_mode))
-
-
-def reason(exc: OSError) -> str:
-    """What went wrong, in one line."""
-    where = f": {exc.filename}" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}"
 
 
 def replace_dir(path: Path) -> None:

@@ -468,7 +468,7 @@ def cmd_show_info(args: argparse.Namespace) -> int:
 
 def cmd_legal_info(args: argparse.Namespace) -> int:
     from khib_build.cpio import source_date_epoch
-    from khib_build.fetch import sha256_of
+    from khib_build.fsutil import sha256_of
     from khib_build.image import fetch_sources, plan_image
     from khib_build.legal import write_legal_info
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
@@ -31,13 +30,13 @@ from typing import TYPE_CHECKING
 
 from khib_build import cancel
 from khib_build.errors import FetchError
+from khib_build.fsutil import CHUNK, sha256_of
 from khib_build.recipes import SourceSpec
 from khib_build.report import Progress, say
 
 if TYPE_CHECKING:
     import requests
 
-CHUNK = 1 << 20
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 BACKOFF = 0.5  # seconds before the first retry; doubled each time
@@ -65,14 +64,6 @@ class Sources:
     @property
     def partial_dir(self) -> Path:
         return self.dl_dir / ".partial"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(spec: SourceSpec, sources: Sources) -> Path:

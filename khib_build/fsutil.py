@@ -1,15 +1,22 @@
-"""Atomic outputs: a file or a folder appears under its final name complete, or not at all."""
+"""Beneath every stage: atomic outputs (a file or a folder appears under its final name
+complete, or not at all), file and tree digests, tree walks and copies."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from khib_build import cancel
+
+CHUNK = 1 << 20  # bytes read at a time
 
 
 @contextlib.contextmanager
@@ -52,3 +59,66 @@ def built_beside(final: Path, landed: Callable[[Path], bool] = Path.is_dir) -> I
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def walk(tree: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Every path below ``tree`` in a fixed order, with its relative name and lstat."""
+    for folder, dirs, files in os.walk(tree):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            yield path.relative_to(tree).as_posix(), path, path.lstat()
+
+
+def tree_digest(tree: Path) -> str:
+    """A hash of everything a tree holds: names, types, permission bits, data, targets."""
+    return copy_tree(tree, None)
+
+
+def copy_tree(tree: Path, dest: Path | None) -> str:
+    """Copy ``tree`` to ``dest`` (if given) and return its digest, reading each file once."""
+    digest = hashlib.sha256()
+    modes: list[tuple[Path, int]] = []
+    if dest is not None:
+        dest.mkdir(parents=True, exist_ok=True)
+    for rel, path, st in walk(tree):
+        cancel.check()
+        digest.update(f"{rel}\0{st.st_mode:o}\0".encode())
+        target = None if dest is None else dest / rel
+        if stat.S_ISLNK(st.st_mode):
+            link = os.readlink(path)
+            digest.update(link.encode())
+            if target is not None:
+                os.symlink(link, target)
+        elif stat.S_ISDIR(st.st_mode):
+            if target is not None:
+                target.mkdir()
+        elif stat.S_ISREG(st.st_mode):
+            with path.open("rb") as source, contextlib.ExitStack() as stack:
+                out = None if target is None else stack.enter_context(target.open("wb"))
+                while block := source.read(CHUNK):
+                    digest.update(block)
+                    if out is not None:
+                        out.write(block)
+            if target is not None:
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        if target is not None and not stat.S_ISLNK(st.st_mode):
+            modes.append((target, stat.S_IMODE(st.st_mode)))
+        digest.update(b"\0")
+    for target, mode in reversed(modes):  # folders last, so read-only ones can be filled
+        os.chmod(target, mode)
+    return digest.hexdigest()
+
+
+def reason(exc: OSError) -> str:
+    """What went wrong, in one line."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"

@@ -18,14 +18,14 @@ from typing import Any
 
 from khib_build import __version__, cancel, overlays, paths, pyclosure, pythonlib
 from khib_build.build import BuildSettings, key_of, toolchain_inputs
-from khib_build.cache import Cache, tree_digest
+from khib_build.cache import Cache
 from khib_build.config import ImageConfig, load_config
 from khib_build.cpio import pack_tree, source_date_epoch
 from khib_build.devtable import TableEntry, merge_tables
 from khib_build.engine import Engine, PackageResult, Survey, changes, dependents, survey
 from khib_build.errors import KhibError, UsageError
-from khib_build.fetch import Sources, fetch, sha256_of
-from khib_build.fsutil import write_atomically
+from khib_build.fetch import Sources, fetch
+from khib_build.fsutil import sha256_of, tree_digest, write_atomically
 from khib_build.kconfig import Request, fragment_text, image_requests
 from khib_build.recipes import (
     BUILTIN_RECIPES,

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import TextIO
 
 from khib_build.build import CACHE_FORMAT, compiler_version, key_of
-from khib_build.cache import Cache, reason, tree_digest
+from khib_build.cache import Cache
 from khib_build.config import ImageConfig
 from khib_build.errors import KhibError, UsageError
 from khib_build.extract import extract
-from khib_build.fetch import sha256_of
-from khib_build.fsutil import built_beside
+from khib_build.fsutil import built_beside, reason, sha256_of, tree_digest
 from khib_build.kconfig import (
     BASES,
     KernelKconfig,

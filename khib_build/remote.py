@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from khib_build import cancel
-from khib_build.cache import CHUNK, Cache, walk
+from khib_build.cache import Cache
 from khib_build.errors import KhibError
 from khib_build.extract import SLACK, ExtractError, refused_nodes, unpack
-from khib_build.fetch import sha256_of
+from khib_build.fsutil import CHUNK, sha256_of, walk
 from khib_build.report import say
 
 CONNECT_TIMEOUT = 3.0

@@ -18,10 +18,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from khib_build.cache import reason
 from khib_build.config import ImageConfig
 from khib_build.errors import KhibError
-from khib_build.fsutil import built_beside
+from khib_build.fsutil import built_beside, reason
 from khib_build.rootfs import merge
 
 KEPT = ("usr/include/",)  # plus the arch's library folders

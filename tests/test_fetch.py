@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from khib_build.fetch import debian_like, sha256_of
+from khib_build.fetch import debian_like
+from khib_build.fsutil import sha256_of
 from tests.conftest import assert_ok, khib, khib_argv
 from tests.httpserver import serving
 from tests.sample import write_sample

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from khib_build.fetch import sha256_of
+from khib_build.fsutil import sha256_of
 from tests.conftest import khib, khib_argv
 from tests.httpserver import Fault, serving
 from tests.sample import write_sample

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from khib_build.cache import verify
-from khib_build.fetch import sha256_of
+from khib_build.fsutil import sha256_of
 from tests.conftest import assert_ok, khib
 from tests.httpserver import Fault, serving
 from tests.sample import make_tarball

@@ -42,7 +42,7 @@ from pack import run  # noqa: E402
 
 from tests.conftest import X86_64_CONFIG, assert_ok, khib  # noqa: E402
 from tests.guest import Target, a_initrd, a_script, disk  # noqa: E402
-from tests.test_core import BLOCK, blocks, loads  # noqa: E402
+from tests.test_core import loads, unpacked  # noqa: E402
 
 MEMORY = 1024  # MiB of the guest
 A_BODY = """
@@ -113,19 +113,11 @@ def save_command(core: Path, memory: Path, told: dict[str, object], work: Path) 
 
 def stored_bytes(image: Path, out: Path) -> None:
     """The data pages the image stores, decoded with python-lz4, as one file."""
-    import lz4.block
-
     data = image.read_bytes()
     with out.open("wb") as sink:
         for load in loads(image)[0]:
-            if not load.filesz:
-                continue
-            left = load.memsz
-            for at, length, raw in blocks(data, load):
-                size = min(BLOCK, left)
-                stored = data[at:at + length]
-                sink.write(stored if raw else lz4.block.decompress(stored, uncompressed_size=size))
-                left -= size
+            if load.filesz:
+                sink.write(unpacked(data, load))
 
 
 def median(command: str, reps: int) -> tuple[float, int]:

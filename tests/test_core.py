@@ -70,17 +70,9 @@ def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
     data = image.read_bytes()
     assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64, complete
     assert struct.unpack_from("<H", data, 16)[0] == 4  # ET_CORE
-    phoff, = struct.unpack_from("<Q", data, 32)
-    phnum, = struct.unpack_from("<H", data, 56)
-    found = []
-    for i in range(phnum):
-        kind, _, offset, _, paddr, filesz, memsz, _ = struct.unpack_from(
-            "<IIQQQQQQ", data, phoff + 56 * i)
-        if kind == PT_MEMORY:
-            found.append(Load(paddr, memsz, filesz, offset))
     desc = notes(data)[SEGMENTS]
     records = [struct.unpack_from("<QQII", desc, 24 * k) for k in range(len(desc) // 24)]
-    return found, records
+    return loads_of(data), records
 
 
 def blocks(data: bytes, load: Load) -> list[tuple[int, int, bool]]:
@@ -97,13 +89,13 @@ def blocks(data: bytes, load: Load) -> list[tuple[int, int, bool]]:
 
 def unpacked(data: bytes, load: Load) -> bytes:
     """A data segment's memory, decoded with python-lz4 (not khib's own code)."""
-    memory, left = b"", load.memsz
+    pieces, left = [], load.memsz
     for at, length, raw in blocks(data, load):
         size = min(BLOCK, left)
         stored = data[at:at + length]
-        memory += stored if raw else lz4.block.decompress(stored, uncompressed_size=size)
+        pieces.append(stored if raw else lz4.block.decompress(stored, uncompressed_size=size))
         left -= size
-    return memory
+    return b"".join(pieces)
 
 
 def memory(path: Path, size: int) -> bytes:
@@ -253,6 +245,7 @@ def sealed_message(data: bytes, records: bytes | None = None) -> bytes:
 
 
 def loads_of(data: bytes) -> list[Load]:
+    """An image's memory segments, from its bytes."""
     phoff, = struct.unpack_from("<Q", data, 32)
     phnum, = struct.unpack_from("<H", data, 56)
     return [Load(paddr, memsz, filesz, offset) for kind, _, offset, _, paddr, filesz, memsz, _

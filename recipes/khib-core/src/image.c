@@ -276,6 +276,20 @@ int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_ra
 	return 0;
 }
 
+/* The ELF header of a little-endian ELF64 core: a khib image's, or an export's. */
+Elf64_Ehdr khib_core_header(uint16_t machine, uint64_t phoff, uint16_t phnum)
+{
+	Elf64_Ehdr eh = {.e_type = ET_CORE, .e_machine = machine, .e_version = EV_CURRENT,
+			 .e_phoff = phoff, .e_ehsize = sizeof(eh),
+			 .e_phentsize = sizeof(Elf64_Phdr), .e_phnum = phnum};
+
+	memcpy(eh.e_ident, ELFMAG, SELFMAG);
+	eh.e_ident[EI_CLASS] = ELFCLASS64;
+	eh.e_ident[EI_DATA] = ELFDATA2LSB;
+	eh.e_ident[EI_VERSION] = EV_CURRENT;
+	return eh;
+}
+
 /* The memory /proc/vmcore exposes: its PT_LOADs, each a physical range at an offset. */
 int khib_vmcore_ranges(int fd, const char *name, struct khib_range **ranges, size_t *count)
 {

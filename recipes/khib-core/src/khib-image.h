@@ -169,6 +169,7 @@ int khib_segment_blocks(int fd, const char *name, const struct khib_image *image
 			struct khib_sha256 *sha, khib_block_fn each, void *context);
 int khib_overlaps(const struct khib_image *image, const struct khib_range *ranges,
 		  size_t count, const char *name);
+Elf64_Ehdr khib_core_header(uint16_t machine, uint64_t phoff, uint16_t phnum);
 int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count);
 int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
 		 size_t nholes);

@@ -157,18 +157,12 @@ static int export_headers(int out, const struct khib_image *image, uint16_t mach
 			  const struct run *runs, const uint64_t *offsets, size_t nruns,
 			  uint64_t note)
 {
-	Elf64_Ehdr eh = {.e_type = ET_CORE, .e_machine = machine, .e_version = EV_CURRENT,
-			 .e_phoff = sizeof(eh), .e_ehsize = sizeof(eh),
-			 .e_phentsize = sizeof(Elf64_Phdr), .e_phnum = (uint16_t)(nruns + 1)};
+	Elf64_Ehdr eh = khib_core_header(machine, sizeof(Elf64_Ehdr), (uint16_t)(nruns + 1));
 	Elf64_Nhdr nhdr = {11, (uint32_t)image->vmcoreinfo_size, 0};
 	Elf64_Phdr ph = {.p_type = PT_NOTE, .p_offset = note,
 			 .p_filesz = image->vmcoreinfo ? sizeof(nhdr) + 12 +
 				     ((image->vmcoreinfo_size + 3) & ~(size_t)3) : 0};
 
-	memcpy(eh.e_ident, ELFMAG, SELFMAG);
-	eh.e_ident[EI_CLASS] = ELFCLASS64;
-	eh.e_ident[EI_DATA] = ELFDATA2LSB;
-	eh.e_ident[EI_VERSION] = EV_CURRENT;
 	if (khib_pwrite_full(out, &eh, sizeof(eh), 0) < 0 ||
 	    khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh)) < 0 ||
 	    (image->vmcoreinfo &&

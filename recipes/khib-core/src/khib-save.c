@@ -287,13 +287,7 @@ static unsigned char *build_trailer(const struct khib_image *image, uint64_t at,
 	trailer = calloc(1, *size);
 	if (!trailer)
 		return NULL;
-	*eh = (Elf64_Ehdr){.e_type = ET_CORE, .e_machine = MACHINE, .e_version = EV_CURRENT,
-			   .e_phoff = at, .e_ehsize = sizeof(*eh),
-			   .e_phentsize = sizeof(Elf64_Phdr), .e_phnum = (uint16_t)phnum};
-	memcpy(eh->e_ident, ELFMAG, SELFMAG);
-	eh->e_ident[EI_CLASS] = ELFCLASS64;
-	eh->e_ident[EI_DATA] = ELFDATA2LSB;
-	eh->e_ident[EI_VERSION] = EV_CURRENT;
+	*eh = khib_core_header(MACHINE, at, (uint16_t)phnum);
 	ph = (Elf64_Phdr *)trailer;
 	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = at + phdrs_size,
 			     .p_filesz = notes_size};

@@ -130,6 +130,7 @@ bench: setup-test
 bench-rebuild: setup-test
 	$(BIN)/python bench/rebuild.py
 
-# Regenerate the format reference from the settings declarations.
+# Regenerate the format reference and README's options table from the settings declarations.
 docs: setup
-	$(BIN)/python -m khib_build.reference > docs/reference.md
+	$(BIN)/python -m khib_build.reports.reference > docs/reference.md
+	$(BIN)/python -m khib_build.reports.reference --readme README.md

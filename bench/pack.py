@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.kernel_tools import kernel_usr_tools  # noqa: E402
+from tests.helpers import kernel_usr_tools  # noqa: E402
 
 SETTINGS = {"none": ("cat", "none", 0), "gzip-6": ("gzip -6", "gzip", 6),
             "zstd-3": ("zstd -3 -T0 -q", "zstd", 3)}

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.sample import write_graph_sample  # noqa: E402
+from tests.helpers import write_graph_sample  # noqa: E402
 
 KHIB = [sys.executable, "-m", "khib_build"]
 

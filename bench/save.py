@@ -40,9 +40,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from pack import run  # noqa: E402
 
-from tests.conftest import X86_64_CONFIG, assert_ok, khib  # noqa: E402
 from tests.guest import Target, a_initrd, a_script, disk  # noqa: E402
-from tests.test_core import loads, unpacked  # noqa: E402
+from tests.helpers import X86_64_CONFIG, assert_ok, khib, loads, unpacked  # noqa: E402
 
 MEMORY = 1024  # MiB of the guest
 A_BODY = """

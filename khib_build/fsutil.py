@@ -1,9 +1,10 @@
 """Beneath every stage: atomic outputs (a file or a folder appears under its final name
-complete, or not at all), file and tree digests, tree walks and copies."""
+complete, or not at all), file and tree digests, tree walks, copies and merges."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from khib_build import cancel
+from khib_build.errors import PackError
 
 CHUNK = 1 << 20  # bytes read at a time
 
@@ -122,3 +124,63 @@ def reason(exc: OSError) -> str:
     """What went wrong, in one line."""
     where = f": {exc.filename}" if exc.filename else ""
     return f"{exc.strerror or exc}{where}"
+
+
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """``path`` and its missing parents, made with ``mode`` whatever the umask (a folder
+    that enters the image must not depend on who built it)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, mode)
+
+
+def inside(root: Path, rel: str) -> Path:
+    """``root/rel``, refused if any folder on the way is a symlink (which could lead out)."""
+    current = root
+    for part in rel.split("/")[:-1]:
+        current = current / part
+        if current.is_symlink() or (current.exists() and not current.is_dir()):
+            raise PackError(f"/{rel}: /{current.relative_to(root)} is not a directory; "
+                            "refusing to write through it")
+    return root / rel
+
+
+def merge(tree: Path, root: Path) -> list[str]:
+    """Lay ``tree`` over ``root``: files are hard-linked (copied across devices), links kept."""
+    placed: list[str] = []
+    for folder, dirs, files in os.walk(tree):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            cancel.check()
+            source = Path(folder) / name
+            rel = source.relative_to(tree).as_posix()
+            dest = inside(root, rel)
+            if source.is_dir() and not source.is_symlink():
+                if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+                    raise PackError(f"{tree.name}: /{rel} is a folder here but not in the image")
+                dest.mkdir(exist_ok=True)
+                os.chmod(dest, source.stat().st_mode & 0o7777)
+            else:
+                if dest.is_dir() and not dest.is_symlink():
+                    raise PackError(f"{tree.name}: /{rel} would replace a folder of the image")
+                dest.unlink(missing_ok=True)
+                place(source, dest)
+            placed.append(rel)
+    return placed
+
+
+def place(source: Path, dest: Path) -> None:
+    """Link (or copy) one file; files hard-linked in the tree stay hard-linked."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), dest)
+        return
+    try:
+        os.link(source, dest, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copy2(source, dest)

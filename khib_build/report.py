@@ -11,17 +11,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.progress import Progress as Bars
 
-    from khib_build.engine import PackageResult
-
-QUIET = False
-VERBOSE = False
+_quiet = False  # set for one run by settings()
+_verbose = False
 _LINES = threading.Lock()  # packages building side by side never mix their lines
 _live: Bars | None = None  # the live display, while one is shown
 _board: Board | None = None  # the packages' bar, while packages are being built
@@ -29,7 +27,7 @@ _board: Board | None = None  # the packages' bar, while packages are being built
 
 def say(message: str) -> None:
     """One line of progress, unless ``--quiet``."""
-    if QUIET:
+    if _quiet:
         return
     with _LINES:
         if _live is not None:
@@ -41,15 +39,27 @@ def say(message: str) -> None:
 
 def detail(message: str) -> None:
     """A line only ``-v`` shows (the commands builds run)."""
-    if VERBOSE:
+    if _verbose:
         say(message)
+
+
+@contextmanager
+def settings(quiet: bool, verbose: bool) -> Iterator[None]:
+    """Report as the run's options say while the block runs (``--quiet``, ``--verbose``)."""
+    global _quiet, _verbose
+    before = _quiet, _verbose
+    _quiet, _verbose = quiet, verbose
+    try:
+        yield
+    finally:
+        _quiet, _verbose = before
 
 
 @contextmanager
 def live() -> Iterator[None]:
     """Progress bars while the block runs, if standard error is a terminal."""
     global _live
-    if QUIET or _live is not None or not sys.stderr.isatty():
+    if _quiet or _live is not None or not sys.stderr.isatty():
         yield  # (rich, imported only here, keeps a no-op run's start-up short)
         return
     from rich.console import Console
@@ -135,12 +145,3 @@ def done(name: str) -> None:
             _board.steps.pop(name, None)
             _board.finished += 1
             _board.show()
-
-
-def summary(packages: Sequence[PackageResult], image_status: str, seconds: float) -> None:
-    """The table at the end of a build: each package's status, time and steps."""
-    for result in packages:
-        steps = ", ".join(f"{s.name} {s.seconds:.1f} s" for s in result.steps)
-        say(f"  {result.recipe.name:<20} {result.status:<11} {result.seconds:6.1f} s"
-            + (f"  ({steps})" if steps else ""))
-    say(f"  image: {image_status}; {seconds:.1f} s in all")

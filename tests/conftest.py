@@ -1,37 +1,24 @@
-"""Shared fixtures: the khib-build command, the default image, a Debian kernel."""
+"""The fixtures: the default images, the kernels, a Debian kernel, the host-built C core.
+(Helpers are in tests/helpers.py.)"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from khib_build import paths
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "configs" / "khib.yaml"
-X86_64_CONFIG = REPO / "configs" / "khib-x86_64.yaml"
-
-
-def khib_argv(*args: object) -> list[str]:
-    """The khib-build command line with ``args``, run by this test run's interpreter."""
-    return [sys.executable, "-m", "khib_build", *map(str, args)]
-
-
-def khib(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None,
-         timeout: float = 1800, umask: int = -1) -> subprocess.CompletedProcess[str]:
-    """Run the khib-build command line as a user would; capture its output."""
-    return subprocess.run(khib_argv(*args),
-                          capture_output=True, text=True, env=env, cwd=cwd or REPO,
-                          timeout=timeout, umask=umask, check=False)
-
-
-def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+from tests.helpers import (
+    DEFAULT_CONFIG,
+    REPO,
+    USER_CACHE,
+    X86_64_CONFIG,
+    assert_ok,
+    kernel_package,
+    khib,
+)
 
 
 @pytest.fixture(scope="session")
@@ -41,15 +28,6 @@ def default_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert_ok(khib("rootfs", "-c", DEFAULT_CONFIG, "-o", outdir))
     return outdir / "rootfs.gz"
 
-
-def kernel_package() -> str | None:
-    """The versioned kernel package linux-image-amd64 depends on, as apt reports it."""
-    depends = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
-                             capture_output=True, text=True, check=False).stdout
-    return next((line.split(":", 1)[1].strip() for line in depends.splitlines()
-                 if line.strip().startswith("Depends:") and "linux-image-" in line), None)
-
-
 @pytest.fixture(scope="session")
 def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Debian's current amd64 kernel image, as linux-image-amd64 names it (cached)."""
@@ -58,7 +36,7 @@ def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
         package = kernel_package()
     assert package, "apt knows no package that linux-image-amd64 depends on"
-    cached = paths.user_cache_root() / "test-kernels" / package / "vmlinuz"
+    cached = USER_CACHE / "test-kernels" / package / "vmlinuz"
     if cached.is_file():
         return cached
     work = tmp_path_factory.mktemp("kernel")
@@ -99,3 +77,12 @@ def image_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     outdir = tmp_path_factory.mktemp("image-x86_64")
     assert_ok(khib("rootfs", "-c", X86_64_CONFIG, "-o", outdir))
     return outdir / "rootfs.gz"
+
+
+@pytest.fixture(scope="session")
+def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C core built for the host from recipes/khib-core/src (warnings are errors)."""
+    build = tmp_path_factory.mktemp("core")
+    shutil.copytree(REPO / "recipes" / "khib-core" / "src", build, dirs_exist_ok=True)
+    subprocess.run(["make", "-s", "CC=gcc"], cwd=build, check=True)
+    return build

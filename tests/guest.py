@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib
+from tests.helpers import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib
 
 MEMORY = 512  # MiB, for A and for every boot that resumes it
 CPUS = 2  # A's CPUs: all of them must be online after every return

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_CONFIG, REPO, X86_64_CONFIG, assert_ok, khib
+from tests.helpers import DEFAULT_CONFIG, REPO, X86_64_CONFIG, assert_ok, khib
 
 pytestmark = pytest.mark.slow
 

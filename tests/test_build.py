@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import assert_ok, khib
-from tests.sample import Sample, build_greet, write_sample
+from tests.helpers import Sample, assert_ok, build_greet, khib, write_sample
 
 
 def sample_with_mirror(root: Path) -> Sample:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from khib_build.compress import FORMATS
-from tests.conftest import assert_ok, khib, khib_argv
+from khib_build.settings.compression import FORMATS
+from tests.helpers import assert_ok, khib, khib_argv
 
 DECOMPRESS = {
     "gzip": ["gzip", "-dc"], "xz": ["xz", "-dc"], "zstd": ["zstd", "-dcq"],

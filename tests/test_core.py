@@ -3,112 +3,30 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import itertools
 import os
 import random
-import shutil
 import struct
 import subprocess
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
-import lz4.block
-import pytest
-
-from tests.conftest import REPO
-
-PAGE = 4096
-MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The C core built for the host from recipes/khib-core/src (warnings are errors)."""
-    build = tmp_path_factory.mktemp("core")
-    shutil.copytree(REPO / "recipes" / "khib-core" / "src", build, dirs_exist_ok=True)
-    subprocess.run(["make", "-s", "CC=gcc"], cwd=build, check=True)
-    return build
-
-
-@dataclass(frozen=True)
-class Load:
-    paddr: int
-    memsz: int
-    filesz: int
-    offset: int
-
-
-SEGMENTS, META, LAYOUT, SEAL = 0x4B480001, 0x4B480002, 0x4B480003, 0x4B480004
-DATA, ZERO, FREE = 0, 1, 2  # a record's kind
-PT_MEMORY = 0x6B480000  # a khib image's memory segments
-BLOCK, RAW = 256 << 10, 1 << 31  # each block covers BLOCK bytes of memory; RAW: not LZ4
-
-
-def notes(data: bytes) -> dict[int | str, bytes]:
-    """The image's notes: KHIB's by type, and "VMCOREINFO"."""
-    phoff, = struct.unpack_from("<Q", data, 32)
-    phnum, = struct.unpack_from("<H", data, 56)
-    found: dict[int | str, bytes] = {}
-    for i in range(phnum):
-        kind, _, offset, _, _, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data,
-                                                                  phoff + 56 * i)
-        at = offset
-        while kind == 4 and at < offset + filesz:
-            namesz, descsz, note_type = struct.unpack_from("<III", data, at)
-            name = data[at + 12:at + 12 + namesz - 1]
-            desc_at = at + 12 + (namesz + 3) // 4 * 4
-            assert name in (b"KHIB", b"VMCOREINFO"), name
-            found[note_type if name == b"KHIB" else "VMCOREINFO"] = data[desc_at:desc_at + descsz]
-            at = desc_at + (descsz + 3) // 4 * 4
-    return found
-
-
-def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
-    """The image's memory segments and its records: (paddr, memsz, crc32, kind)."""
-    data = image.read_bytes()
-    assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64, complete
-    assert struct.unpack_from("<H", data, 16)[0] == 4  # ET_CORE
-    desc = notes(data)[SEGMENTS]
-    records = [struct.unpack_from("<QQII", desc, 24 * k) for k in range(len(desc) // 24)]
-    return loads_of(data), records
-
-
-def blocks(data: bytes, load: Load) -> list[tuple[int, int, bool]]:
-    """A data segment's blocks: (offset of the stored bytes, their length, raw)."""
-    found, at, covered = [], load.offset, 0
-    while covered < load.memsz:
-        word, = struct.unpack_from("<I", data, at)
-        found.append((at + 4, word & ~RAW, bool(word & RAW)))
-        at += 4 + (word & ~RAW)
-        covered += min(BLOCK, load.memsz - covered)
-    assert at == load.offset + load.filesz
-    return found
-
-
-def unpacked(data: bytes, load: Load) -> bytes:
-    """A data segment's memory, decoded with python-lz4 (not khib's own code)."""
-    pieces, left = [], load.memsz
-    for at, length, raw in blocks(data, load):
-        size = min(BLOCK, left)
-        stored = data[at:at + length]
-        pieces.append(stored if raw else lz4.block.decompress(stored, uncompressed_size=size))
-        left -= size
-    return b"".join(pieces)
-
-
-def memory(path: Path, size: int) -> bytes:
-    """A memory file: random pages, runs of zero pages, and a token at a known place."""
-    rng = random.Random(7)
-    pages = []
-    for index in range(size // PAGE):
-        zero = (index // 16) % 3 == 1 or index % 7 == 3
-        pages.append(bytes(PAGE) if zero else rng.randbytes(PAGE))
-    data = bytearray(b"".join(pages))
-    data[0x12345:0x12345 + 16] = b"KHIB-TOKEN-12345"
-    path.write_bytes(data)
-    return bytes(data)
+from tests.helpers import (
+    DATA,
+    FREE,
+    META,
+    PAGE,
+    SEAL,
+    ZERO,
+    MiB,
+    blocks,
+    loads,
+    memory,
+    notes,
+    reseal,
+    sealed_message,
+    unpacked,
+)
 
 
 def run(core: Path, program: str, *args: object) -> subprocess.CompletedProcess[str]:
@@ -230,49 +148,6 @@ def test_the_seal_covers_notes_and_every_stored_byte(core: Path, tmp_path: Path)
     assert hashlib.sha256(sealed_message(data)).digest() == digest
     check = run(core, "khib-restore", tmp_path / "image", "--check")
     assert check.returncode == 0 and "the seal holds" in check.stdout
-
-
-def sealed_message(data: bytes, records: bytes | None = None) -> bytes:
-    """What the seal covers: the stored bytes' SHA-256, the program headers, the notes."""
-    phoff, = struct.unpack_from("<Q", data, 32)
-    phnum, = struct.unpack_from("<H", data, 56)
-    found = notes(data)
-    segments = [load for load in loads_of(data) if load.filesz]
-    stored = b"".join(data[s.offset:s.offset + s.filesz] for s in segments)
-    return (hashlib.sha256(stored).digest() + data[phoff:phoff + 56 * phnum]
-            + (records or found[SEGMENTS]) + found[META] + found[LAYOUT]
-            + found.get("VMCOREINFO", b""))
-
-
-def loads_of(data: bytes) -> list[Load]:
-    """An image's memory segments, from its bytes."""
-    phoff, = struct.unpack_from("<Q", data, 32)
-    phnum, = struct.unpack_from("<H", data, 56)
-    return [Load(paddr, memsz, filesz, offset) for kind, _, offset, _, paddr, filesz, memsz, _
-            in (struct.unpack_from("<IIQQQQQQ", data, phoff + 56 * i) for i in range(phnum))
-            if kind == PT_MEMORY]
-
-
-def reseal(image: Path, key: bytes | None = None) -> None:
-    """Recompute every CRC-32 and the SHA-256 seal after a change (and the HMAC with
-    ``key``): without it, what someone who can write the disk but has no key can do."""
-    data = bytearray(image.read_bytes())
-    segments, records = loads(image)
-    found = notes(bytes(data))
-    desc = bytearray(found[SEGMENTS])
-    for index, (load, record) in enumerate(zip(segments, records, strict=True)):
-        if load.filesz:
-            crc = zlib.crc32(unpacked(bytes(data), load))
-            struct.pack_into("<QQII", desc, 24 * index, *record[:2], crc, record[3])
-    message = sealed_message(bytes(data), bytes(desc))
-    size, keyed, _, mac = struct.unpack_from("<QQ32s32s", found[SEAL])
-    if key:  # without the key, the HMAC (and the flag) stay as they were
-        keyed, mac = 1, hmac.new(key, message, "sha256").digest()
-    seal = struct.pack("<QQ32s32s", size, keyed, hashlib.sha256(message).digest(), mac)
-    for old, new in ((found[SEGMENTS], desc), (found[SEAL], seal)):
-        at = data.rindex(old)
-        data[at:at + len(new)] = new
-    image.write_bytes(bytes(data))
 
 
 def test_a_keyed_image_is_refused_when_changed_or_cut_short(core: Path, tmp_path: Path) -> None:

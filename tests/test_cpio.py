@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import io
-import re
 
 import pytest
 
-from khib_build.cpio import Entry, header, write_archive
 from khib_build.errors import PackError
-
-HEADER = re.compile(rb"070701([0-9A-F]{8}){13}")
-
-
-def fields(raw: bytes) -> list[int]:
-    return [int(raw[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
-
-
-def members(archive: bytes) -> list[tuple[str, list[int]]]:
-    """(name, header fields) of each member, read independently of the writer."""
-    found, offset = [], 0
-    while True:
-        assert HEADER.match(archive, offset), offset
-        values = fields(archive[offset:offset + 110])
-        namesize, size = values[11], values[6]
-        name = archive[offset + 110: offset + 110 + namesize - 1].decode()
-        found.append((name, values))
-        offset += 110 + namesize
-        offset += -offset % 4
-        offset += size + (-size % 4)
-        if name == "TRAILER!!!":
-            return found
+from khib_build.image.cpio import Entry, header, write_archive
+from tests.helpers import fields, members
 
 
 def test_header_layout() -> None:

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_ok, khib, khib_argv
-from tests.sample import write_graph_sample
+from tests.helpers import assert_ok, khib, khib_argv, write_graph_sample
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from khib_build.cli import main
-from tests.conftest import khib
+from tests.helpers import khib
 
 SHA = "0" * 64
 GOOD_RECIPE = f"""\

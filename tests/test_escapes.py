@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import khib
+from tests.helpers import khib
 
 
 def image_with_overlays(root: Path, overlays: list[str]) -> Path:

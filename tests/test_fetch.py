@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from khib_build.fetch import debian_like
 from khib_build.fsutil import sha256_of
-from tests.conftest import assert_ok, khib, khib_argv
+from khib_build.sources.fetch import debian_like
+from tests.helpers import assert_ok, khib, khib_argv, write_sample
 from tests.httpserver import serving
-from tests.sample import write_sample
 
 
 def listing(dl: Path) -> list[str]:

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from khib_build.fsutil import sha256_of
-from tests.conftest import khib, khib_argv
+from tests.helpers import khib, khib_argv, write_sample
 from tests.httpserver import Fault, serving
-from tests.sample import write_sample
 
 BOUND = 25  # seconds a run may take with --fetch-deadline 2 --fetch-retries 1
 FAULTS = {  # fault: what the report says about it

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import khib
 from tests.guest import (
     CPUS,
     MEMORY,
@@ -27,10 +26,9 @@ from tests.guest import (
     disk,
     target_for,
 )
-from tests.test_core import FREE, core, loads
+from tests.helpers import FREE, khib, loads
 
 pytestmark = pytest.mark.slow
-__all__ = ["core"]  # the host-built khib-core, a fixture shared with test_core
 
 A_BODY = """
 dd if=/dev/urandom of=/tmp/dirty bs=1M count=160 2>/dev/null

@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_ok, khib
-from tests.kernel_tools import KERNEL_TARBALL, kernel_usr_tools
-from tests.test_cpio import members
+from tests.helpers import KERNEL_TARBALL, assert_ok, kernel_usr_tools, khib, members
 
 pytestmark = pytest.mark.skipif(not KERNEL_TARBALL.is_file(), reason="needs linux-source-6.1")
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import khib
 from tests.guest import (
     CPUS,
     MEMORY,
@@ -29,7 +28,7 @@ from tests.guest import (
     disk,
     target_for,
 )
-from tests.test_core import blocks, loads, reseal
+from tests.helpers import blocks, khib, loads, reseal
 
 pytestmark = pytest.mark.slow
 

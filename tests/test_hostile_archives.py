@@ -3,69 +3,11 @@ outside the package's build dir."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import khib
-
-
-def member(name: str, data: bytes | None = b"x", kind: bytes = tarfile.REGTYPE,
-           link: str = "", size: int | None = None) -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, link
-    info.size = (len(data) if data is not None else 0) if size is None else size
-    if kind == tarfile.BLKTYPE:
-        info.devmajor, info.devminor = 8, 0
-    return info, data
-
-
-def tarball(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def cases(outside: Path) -> dict[str, tuple[bytes, str]]:
-    """Archive bytes and the text the refusal must contain, per attack."""
-    ok = member("pkg-1/ok")
-    return {
-        "dotdot": (tarball([ok, member("pkg-1/../../escape")]),
-                   "entry 'pkg-1/../../escape': Path contains '..'"),
-        "absolute": (tarball([ok, member(f"{outside}/absolute")]),
-                     f"entry '{outside}/absolute': Path is absolute"),
-        "symlink-then-file": (tarball([member("pkg-1/link", None, tarfile.SYMTYPE,
-                                              str(outside)), member("pkg-1/link/pwned")]),
-                              "entry 'pkg-1/link/pwned': Cannot extract through symlink"),
-        "hardlink-outside": (tarball([ok, member("pkg-1/hl", None, tarfile.LNKTYPE,
-                                                 "../../../etc/passwd")]),
-                             "entry 'pkg-1/hl -> ../../../etc/passwd'"),
-        "device-node": (tarball([ok, member("pkg-1/sda", None, tarfile.BLKTYPE)]),
-                        "refusing device node entry 'pkg-1/sda'"),
-        "bomb": (tarball([member("pkg-1/zeros", b"\0" * (40 << 20))], "w:xz"),
-                 "entry 'pkg-1/zeros' takes the unpacked size past"),
-    }
-
-
-def recipe_for(root: Path, data: bytes, extra: str = "") -> Path:
-    mirror = root / "mirror"
-    mirror.mkdir(parents=True, exist_ok=True)
-    (mirror / "pkg-1.tar").write_bytes(data)
-    folder = root / "recipes" / "pkg"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "recipe.yaml").write_text(
-        f"name: pkg\nversion: '1'\nlicense: MIT\n{extra}source:\n"
-        f"  urls: [http://127.0.0.1:9/pkg-1.tar]\n"
-        f"  sha256: {hashlib.sha256(data).hexdigest()}\n"
-        "install:\n  - cp -r . {{ destdir }}/\n")
-    config = root / "image.yaml"
-    config.write_text(f"recipe_dirs: [recipes]\npackages: [pkg]\nmirrors: [{mirror.as_uri()}]\n")
-    return config
+from tests.helpers import cases, khib, member, recipe_for, tarball
 
 
 @pytest.mark.parametrize("attack", ["dotdot", "absolute", "symlink-then-file",

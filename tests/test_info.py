@@ -16,7 +16,7 @@ import pytest
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from tests.conftest import DEFAULT_CONFIG, REPO, assert_ok, khib, khib_argv
+from tests.helpers import DEFAULT_CONFIG, REPO, assert_ok, khib, khib_argv, user_download_dir
 
 pytestmark = pytest.mark.slow  # they read the built default image
 
@@ -137,7 +137,6 @@ def test_a_terminal_gets_progress_bars_and_no_color_drops_their_colour(
 def test_fetch_all_fills_the_download_dir_with_every_recipes_source(
         default_image: Path, tmp_path: Path) -> None:
     """--all takes every recipe on the search path, also those the image leaves out."""
-    from khib_build.paths import download_dir
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()
@@ -154,7 +153,7 @@ def test_fetch_all_fills_the_download_dir_with_every_recipes_source(
         f"  urls: [https://example.invalid/extra-1.0.tar.gz]\n  sha256: {sha}\n")
     config = tmp_path / "image.yaml"
     config.write_text(f"packages: [busybox]\nrecipe_dirs: [recipes]\n"
-                      f"mirrors: [file://{mirror}, file://{download_dir()}]\n")
+                      f"mirrors: [file://{mirror}, file://{user_download_dir()}]\n")
     dl = tmp_path / "dl"
     assert_ok(khib("fetch", "-c", config, "--dl-dir", dl, "--offline"))
     assert sorted(p.name for p in dl.iterdir() if p.is_file()) == ["busybox-1.35.0.tar.bz2"]

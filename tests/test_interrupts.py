@@ -12,28 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_ok, khib, khib_argv
+from tests.helpers import (
+    BIG,
+    assert_ok,
+    khib,
+    make_tarball,
+    mirrored_slow_sample,
+    run_until,
+    slow_sample,
+)
 from tests.httpserver import Fault, serving
-from tests.sample import make_tarball, write_sample
-
-BIG = 48 << 20  # a file large enough that storing and packing take a moment
-
-
-def slow_sample(root: Path, urls: list[str], mirrors: list[str]) -> Path:
-    sample = write_sample(root, urls, mirrors)
-    recipe = root / "recipes" / "hello" / "recipe.yaml"
-    recipe.write_text(recipe.read_text().replace(
-        "build:\n", "build:\n  - sleep 3 # khib-interrupt-test\n").replace(
-        "install:\n", f"install:\n  - head -c {BIG} /dev/urandom > {{{{ destdir }}}}/big.bin\n"))
-    return sample.config
-
-
-def mirrored_slow_sample(root: Path) -> Path:
-    """slow_sample with its tarball on a file:// mirror; its image config."""
-    mirror = root / "mirror"
-    mirror.mkdir()
-    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
-    return slow_sample(root, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
 
 
 @contextlib.contextmanager
@@ -46,24 +34,6 @@ def small_tmpfs(path: Path, megabytes: int = 8) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", str(path)], check=True)
-
-
-def run_until(config: Path, root: Path, marker: str, sig: int, dl: Path | None = None,
-              cache: Path | None = None) -> tuple[int, str]:
-    """Start a build, send ``sig`` once ``marker`` shows on its progress output."""
-    process = subprocess.Popen(
-        khib_argv("rootfs", "-c", config, "-o", root / "out", "--dl-dir", dl or root / "dl",
-                  "--cache-dir", cache or root / "cache", "--fetch-deadline", 60),
-        stderr=subprocess.PIPE, text=True)
-    seen = []
-    assert process.stderr is not None
-    for line in process.stderr:
-        seen.append(line)
-        if marker in line:
-            process.send_signal(sig)
-            break
-    seen += process.stderr.readlines()
-    return process.wait(timeout=60), "".join(seen)
 
 
 def leftovers(root: Path) -> list[str]:

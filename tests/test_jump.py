@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import khib
 from tests.guest import (
     CPUS,
     MEMORY,
@@ -30,7 +29,7 @@ from tests.guest import (
     disk,
     target_for,
 )
-from tests.test_core import loads
+from tests.helpers import khib, loads
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from khib_build import paths
-from khib_build.config import load_config
-from khib_build.kconfig import KernelKconfig, fragment_requests, read_config
-from khib_build.kernel import kernel_source
-from tests.conftest import DEFAULT_CONFIG, assert_ok, khib
+from khib_build.kernel.build import kernel_source
+from khib_build.kernel.explain import KernelKconfig, kconfig_env
+from khib_build.kernel.kconfig import fragment_requests, read_config
+from khib_build.settings.config import load_config
+from tests.helpers import DEFAULT_CONFIG, assert_ok, khib, run_options
 
 pytestmark = pytest.mark.slow
 KERNEL_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
@@ -81,11 +81,16 @@ def test_x86_64_tinyconfig_loses_another_set(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("arch", ["i386", "x86_64"])
-def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(arch: str, tmp_path: Path) -> None:
+def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(arch: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
     """Every symbol kconfiglib computes from base + fragment equals what merge_config.sh
     and olddefconfig wrote."""
     _, _, work = kconfig(tmp_path, arch)
-    source = kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG), paths.cache_dir())
+    source = kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
+                           run_options().cache_dir.resolve())
+    for name, value in kconfig_env(source.tree, arch).items():
+        monkeypatch.setenv(name, value)
     tree = KernelKconfig(source.tree, arch)
     requests = fragment_requests([work / "fragment.config"])
     tree.load(work / "merged" / "base.config", {s: r.value for s, r in requests.items()})

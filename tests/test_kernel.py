@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from khib_build.kconfig import read_config
-from khib_build.qemu import qemu_for
-from tests.conftest import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib, khib_argv
+from khib_build.kernel.boot import qemu_for
+from khib_build.kernel.kconfig import read_config
 from tests.guest import appended
+from tests.helpers import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib, khib_argv
 
 pytestmark = pytest.mark.slow
 

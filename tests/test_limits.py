@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import assert_ok, khib
+from tests.helpers import assert_ok, khib
 
 
 def test_file_of_4_gib_is_refused(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from tests.conftest import REPO, khib
+from tests.helpers import REPO, khib
 
 HELLO = b"int main(void)\n{\n\treturn 0;\n}\n"
 GOOD_PATCH = """--- a/hello.c

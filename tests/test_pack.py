@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, assert_ok, khib
+from tests.helpers import REPO, assert_ok, describe, khib
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="extracting device nodes needs root")
 
@@ -36,27 +36,6 @@ TABLE = """\
 /dev/tty     c 620 0 5 4 0 0 1 2
 /etc/deep    d 711 0 0 - - - - -
 """
-
-
-def describe(root: Path) -> dict[str, tuple]:
-    """Everything the comparison cares about, per path."""
-    found = {}
-    inodes: dict[int, str] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        st = path.lstat()
-        kind = stat.S_IFMT(st.st_mode)
-        if stat.S_ISREG(kind):
-            first = inodes.setdefault(st.st_ino, rel)
-            found[rel] = ("file", stat.S_IMODE(st.st_mode), path.read_bytes(), first)
-        elif stat.S_ISLNK(kind):
-            found[rel] = ("link", os.readlink(path))
-        elif stat.S_ISDIR(kind):
-            found[rel] = ("dir", stat.S_IMODE(st.st_mode))
-        else:
-            found[rel] = ("dev", kind, stat.S_IMODE(st.st_mode), os.major(st.st_rdev),
-                          os.minor(st.st_rdev))
-    return found
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from khib_build.cpio import pack_tree
-from khib_build.listing import final_tree, read_image
-from tests.test_pack import describe
+from khib_build.image.cpio import pack_tree
+from khib_build.image.listing import final_tree, read_image
+from tests.helpers import describe
 
 # Any character a Linux name may hold, but for the backslash: bsdtar strips it from the
 # start of a name when extracting (a file named "\\" would come back as "."), and GNU

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_CONFIG, REPO, X86_64_CONFIG, assert_ok, khib
+from tests.helpers import DEFAULT_CONFIG, REPO, X86_64_CONFIG, assert_ok, khib
 
 pytestmark = pytest.mark.slow
 sys.path.insert(0, str(REPO / "recipes" / "khib-hello" / "src"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import assert_ok, khib
+from tests.helpers import assert_ok, khib
 
 
 def two_trees(root: Path) -> tuple[Path, Path]:

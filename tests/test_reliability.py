@@ -7,13 +7,19 @@ import signal
 import subprocess
 from pathlib import Path
 
-from khib_build.cache import verify
+from khib_build.engine.cache import verify
 from khib_build.fsutil import sha256_of
-from tests.conftest import assert_ok, khib
+from tests.helpers import (
+    assert_ok,
+    cases,
+    khib,
+    make_tarball,
+    mirrored_slow_sample,
+    recipe_for,
+    run_until,
+    slow_sample,
+)
 from tests.httpserver import Fault, serving
-from tests.sample import make_tarball
-from tests.test_hostile_archives import cases, recipe_for
-from tests.test_interrupts import mirrored_slow_sample, run_until, slow_sample
 
 
 def build(config: Path, root: Path, dl: Path, cache: Path, out: str = "out"

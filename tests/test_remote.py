@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_ok, khib
+from tests.helpers import assert_ok, khib, write_graph_sample
 from tests.httpserver import Fault, serving
 from tests.nginx import free_port, nginx
-from tests.sample import write_graph_sample
 
 pytestmark = pytest.mark.slow
 BLOB = 3 << 20  # tool's tree holds this many random bytes: above nginx's default body limit

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from khib_build import paths
-from tests.conftest import DEFAULT_CONFIG, assert_ok, khib_argv
+from tests.helpers import DEFAULT_CONFIG, assert_ok, khib_argv, user_download_dir
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,7 @@ def test_a_build_from_scratch_is_byte_identical(default_image: Path, tmp_path: P
     """Every package rebuilt (CPython and its .pyc files included), offline, in another
     dir, umask, time zone and locale: the same bytes as the session's build."""
     # The session build filled the download dir; this build uses it alone, offline.
-    dl = paths.download_dir()
+    dl = user_download_dir()
     assert (dl / "busybox-1.35.0.tar.bz2").is_file()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "TZ"))}
     env = {**base, "TZ": "Asia/Tokyo", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8"}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import assert_ok, khib
-from tests.sample import build_greet
+from tests.helpers import assert_ok, build_greet, khib
 
 
 def test_conflicting_definitions_name_both_lines(tmp_path: Path) -> None:

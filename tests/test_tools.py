@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_core import core, memory  # noqa: F401 (a fixture)
+from tests.helpers import REPO, memory
 
 sys.path.insert(0, str(REPO / "recipes" / "khib-tools" / "src"))
 from khib_tools import bootarea, cli, image, newc, status
@@ -41,7 +40,7 @@ def test_the_hand_off_segment_is_a_cpio_others_read(tmp_path: Path) -> None:
     assert (tmp_path / "khib" / "ranges").read_text().startswith("00001000-0009fbff")
 
 
-def test_info_describes_a_saved_image(core: Path, tmp_path: Path,  # noqa: F811
+def test_info_describes_a_saved_image(core: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     memory(tmp_path / "mem", 1 << 20)
     (tmp_path / "ranges").write_text("00000000-000fffff\n")
@@ -55,7 +54,7 @@ def test_info_describes_a_saved_image(core: Path, tmp_path: Path,  # noqa: F811
     assert all("crc32=" in line for line in out[1:])
 
 
-def test_info_says_why_there_is_no_image(core: Path, tmp_path: Path,  # noqa: F811
+def test_info_says_why_there_is_no_image(core: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """A save that never finished, and an image a resume has used, are no images."""
     (tmp_path / "blank").write_bytes(bytes(1 << 20))

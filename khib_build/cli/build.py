@@ -1,0 +1,178 @@
+"""Verbs that build or look at what a build would do: rootfs, rebuild, fetch, status,
+explain, graph, cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from khib_build import report
+from khib_build.cli.verbs import BUILD, CONFIG, FETCH, PLACES, Verb, arg, shown
+from khib_build.errors import UsageError
+from khib_build.settings.options import Options
+
+if TYPE_CHECKING:
+    from khib_build.engine.scheduler import PackageResult
+
+
+def summary(packages: Sequence[PackageResult], image_status: str, seconds: float) -> None:
+    """The table at the end of a build: each package's status, time and steps."""
+    for result in packages:
+        steps = ", ".join(f"{s.name} {s.seconds:.1f} s" for s in result.steps)
+        report.say(f"  {result.recipe.name:<20} {result.status:<11} {result.seconds:6.1f} s"
+                   + (f"  ({steps})" if steps else ""))
+    report.say(f"  image: {image_status}; {seconds:.1f} s in all")
+
+
+def rootfs(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.pipeline import build_image, plan_image
+
+    force = tuple(getattr(args, "packages", ()))
+    plan = plan_image(options.config)
+    unknown = sorted(set(force) - {r.name for r in plan.recipes})
+    if unknown:
+        raise UsageError(f"not in the image: {', '.join(unknown)}")
+    with report.live():
+        result = build_image(plan, options, force)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+        return 0
+    summary(result.packages, result.status, result.seconds)
+    print(f"image: {shown(result.path)} ({result.size} bytes, {result.size / 2**20:.2f} MiB)")
+    print(f"sha256: {result.sha256}")
+    print(f"manifest: {shown(result.manifest)}")
+    return 0
+
+
+def graph(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.pipeline import plan_image
+    from khib_build.reports.graph import as_dot, as_text
+
+    plan = plan_image(options.config)
+    print(as_dot(plan.recipes, plan.config.name) if args.format == "dot"
+          else as_text(plan.recipes), end="")
+    return 0
+
+
+def status(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.pipeline import plan_image, survey_image
+
+    plan = plan_image(options.config)
+    found = survey_image(plan, options)
+    if args.json:
+        print(json.dumps({name: {"status": s.status, "key": s.key, "waits_on": s.waits_on}
+                          for name, s in found.items()}, indent=1))
+        return 0
+    for recipe in plan.recipes:
+        state = found[recipe.name]
+        detail = f" (waits on {state.waits_on})" if state.waits_on else ""
+        print(f"{recipe.name:<20} {recipe.version:<12} {state.status}{detail}")
+    return 0
+
+
+def explain(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.pipeline import explain, plan_image
+
+    plan = plan_image(options.config)
+    if args.package not in plan.by_name:
+        raise UsageError(f"not in the image: {args.package}")
+    for line in explain(plan, options, args.package):
+        print(line)
+    return 0
+
+
+def cache(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.engine.cache import Cache
+
+    store = Cache(options.cache_dir.resolve())
+    if args.action == "gc":
+        if args.max_size is None:
+            raise UsageError("cache gc needs --max-size SIZE (e.g. 500M)")
+        removed, busy = store.gc(args.max_size)
+        for entry in removed:
+            print(f"removed {entry.name} {entry.key[:12]} ({entry.size} bytes)")
+        for entry in busy:
+            print(f"kept {entry.name} {entry.key[:12]}: held by a running build")
+    entries = store.entries()
+    total = sum(e.size for e in entries)
+    if args.json:
+        per_package: dict[str, dict[str, int]] = {}
+        for e in entries:
+            row = per_package.setdefault(e.name, {"entries": 0, "bytes": 0})
+            row["entries"] += 1
+            row["bytes"] += e.size
+        print(json.dumps({"root": str(store.root), "entries": len(entries), "bytes": total,
+                          "packages": per_package}, indent=1))
+        return 0
+    print(f"cache {store.root}: {len(entries)} entries, {total / 2**20:.1f} MiB")
+    if args.action == "stats":
+        for e in sorted(entries, key=lambda e: (e.name, -e.last_used)):
+            used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+            print(f"  {e.name:<20} {e.key[:12]}  {e.size / 2**20:8.2f} MiB  last used {used}")
+    return 0
+
+
+def fetch(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.pipeline import fetch_sources, plan_image
+    from khib_build.settings.recipes import all_recipes
+
+    plan = plan_image(options.config)
+    if args.all and args.packages:
+        raise UsageError("give --all or package names, not both")
+    recipes = all_recipes(plan.config) if args.all else None
+    with report.live():
+        paths = fetch_sources(plan, options, args.packages, recipes)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def parse_size(text: str) -> int:
+    """Bytes from 500M, 2G, 1.5GiB, 4096 ..."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in units else ""
+    try:
+        return int(float(number.removesuffix(unit)) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)") from None
+
+
+BUILD_JSON = arg("--json", action="store_true",
+                 help="print one JSON summary object on standard output")
+
+VERBS = (
+    Verb("rootfs", "build the image", "Fetch, build and pack the image the config describes; "
+         "write a manifest beside it.", rootfs, BUILD, (BUILD_JSON,)),
+    Verb("rebuild", "rebuild packages regardless of the cache",
+         "Rebuild the named packages and every package that depends on them, replacing "
+         "their cache entries, then the image.", rootfs, BUILD,
+         (BUILD_JSON, arg("packages", nargs="+", metavar="PKG"))),
+    Verb("graph", "print the package graph", "Print the image's packages in build order with "
+         "their dependencies and host tools, as text or Graphviz DOT.", graph, CONFIG,
+         (arg("--format", choices=("text", "dot"), default="text"),)),
+    Verb("status", "list packages as up to date, cached, stale...",
+         "For each package: up to date (in the output dir), cached (in the build cache), "
+         "stale (built before, inputs changed) or never built. Builds nothing.", status,
+         PLACES, (arg("--json", action="store_true", help="a JSON object per package"),)),
+    Verb("explain", "say why a package would be rebuilt",
+         "Compare a package's inputs with those of its last build in the output dir (else "
+         "its newest cache entry): each changed input with its old and new value.", explain,
+         PLACES, (arg("package", metavar="PKG"),)),
+    Verb("cache", "report on or trim the build cache",
+         "stats: entries and sizes per package; gc: remove least recently used entries until "
+         "the cache fits --max-size (entries a running build holds are kept).", cache,
+         ("cache_dir",), (arg("action", choices=("stats", "gc")),
+                          arg("--max-size", type=parse_size, metavar="SIZE",
+                              help="gc: the size to trim to (e.g. 500M, 2G)"),
+                          arg("--json", action="store_true", help="stats: as a JSON object"))),
+    Verb("fetch", "download and verify sources only",
+         "Fill the download dir with the verified sources of the image's packages (all, or "
+         "those named).", fetch, FETCH,
+         (arg("--all", action="store_true", help="every recipe on the search path, not only "
+              "the image's: all a later offline build of any image may need"),
+          arg("packages", nargs="*", metavar="PKG"))),
+)

@@ -1,0 +1,150 @@
+"""Verbs that describe an image or check recipes: show-info, legal-info, size-report, lint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from khib_build import report
+from khib_build.cli.verbs import FETCH, JSON, PLACES, Verb, arg, shown
+from khib_build.errors import UsageError
+from khib_build.settings.options import Options, download_dir, epoch
+
+
+def show_info(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.pipeline import plan_image, survey_image
+    from khib_build.reports.info import show_info
+
+    plan = plan_image(options.config)
+    found = show_info(plan, survey_image(plan, options))
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return 0
+    image = found["image"]
+    print(f"image {image['name']} {image['version']} ({image['arch']}), "
+          f"{image['compression']} -> {image['output']}")
+    for package in found["packages"]:
+        source = package["source"]
+        origin = source["urls"][0] if source else package["local_source"]
+        print(f"{package['name']:<14} {package['version']:<10} {package['license']:<14} "
+              f"{package['cache_status']:<12} {origin}")
+    return 0
+
+
+def legal_info(_args: argparse.Namespace, options: Options) -> int:
+    from khib_build.fsutil import sha256_of
+    from khib_build.pipeline import fetch_sources, plan_image
+    from khib_build.reports.legal import write_legal_info
+
+    plan = plan_image(options.config)
+    with_source = [r for r in plan.recipes if r.source]
+    with report.live():
+        fetched = fetch_sources(plan, options, [r.name for r in with_source])
+    tarballs = dict(zip((r.name for r in with_source), fetched, strict=True))
+    image = options.outdir / plan.config.output
+    document = write_legal_info(plan, tarballs, sha256_of(image) if image.is_file() else None,
+                                epoch(options, plan.config), options.outdir / "legal-info")
+    print(f"sbom: {shown(document)}")
+    return 0
+
+
+def size_report(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.engine.outdir import OutputDir
+    from khib_build.fsutil import atomic_output
+    from khib_build.pipeline import plan_image
+    from khib_build.reports.size import breakdown, draw
+
+    plan = plan_image(options.config)
+    image = options.outdir / plan.config.output
+    record = OutputDir(options.outdir.resolve()).image_record()
+    if not image.is_file() or record is None:
+        raise UsageError(f"no image in {options.outdir}: build it with `khib-build rootfs` "
+                         "first")
+    found = breakdown(image, record.get("owners", {}), set(plan.tables))
+    chart = image.with_name("size-report.svg")
+    with atomic_output(chart) as handle:
+        draw(found, handle)
+    if not args.files:
+        del found["files"]
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return 0
+    for entry in found.get("files", []):
+        print(f"{entry['size']:>10} {entry['owner']:<16} {entry['path']}")
+    print(f"{'package':<16} {'files':>6} {'uncompressed':>14} {'compressed (est.)':>18}")
+    for row in found["packages"]:
+        print(f"{row['owner']:<16} {row['files']:>6} {row['size']:>14} {row['compressed']:>18}")
+    print(f"{'total':<16} {'':>6} {found['uncompressed_size']:>14} "
+          f"{found['compressed_size']:>18}")
+    print(f"chart: {shown(chart)}")
+    return 0
+
+
+def lint(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.kernel.build import kernel_source
+    from khib_build.reports.lint import lint_recipe, source_for
+    from khib_build.settings.config import load_config
+    from khib_build.settings.recipes import find_recipe, recipe_folders, search_path
+
+    config = load_config(options.config)
+    dirs = search_path(config)
+    if args.recipes:
+        folders = []
+        for name in args.recipes:
+            found = Path(name) if Path(name).is_dir() else find_recipe(name, dirs)
+            if found is None:
+                raise UsageError(f"no recipe {name} on the search path "
+                                 f"({', '.join(map(str, dirs))})")
+            folders.append(found if found.is_dir() else found.parent)
+    else:
+        folders = recipe_folders(dirs)
+    dl_dir = download_dir(options, config, os.environ)
+
+    def kernel_tree() -> Path | None:  # unpacked once into the cache, as `kernel` does
+        if config.kernel_source is None or not config.kernel_source.exists():
+            return None
+        return kernel_source(None, config, options.cache_dir.resolve()).tree
+
+    findings = []
+    for folder in folders:
+        findings += lint_recipe(folder,
+                                lambda recipe: source_for(recipe, dl_dir, kernel_tree))
+    if args.json:
+        print(json.dumps({"recipes": [f.name for f in folders],
+                          "findings": [f.as_dict() for f in findings]}, indent=1))
+    else:
+        for item in findings:
+            print(item.text())
+        report.say(f"{len(folders)} recipe(s), {len(findings)} finding(s)")
+    return 1 if findings else 0
+
+
+VERBS = (
+    Verb("show-info", "describe the image and its packages",
+         "Every package of the image (version, license, sources and sha256s, patches, "
+         "dependencies, cache key and status) and the image's settings. With --json, one "
+         "object of the documented schema (docs/show-info.schema.json).", show_info, PLACES,
+         (JSON,)),
+    Verb("legal-info", "write the SBOM and collect licenses and patches",
+         "Write OUTDIR/legal-info/: sbom.spdx.json (SPDX 2.3: the image, its packages with "
+         "versions, declared licenses, download locations and checksums, and their "
+         "relationships), licenses/<pkg>/ (each package's license files) and "
+         "patches/<pkg>/. Fetches the sources it reads license files from.", legal_info,
+         FETCH),
+    Verb("size-report", "what takes the space in the image",
+         "Every entry of the built image with the package that put it there, per-package "
+         "totals (uncompressed, and an estimate of each one's share of the compressed "
+         "image), and a chart of that beside the image (size-report.svg).", size_report,
+         ("config", "outdir"),
+         (JSON, arg("--files", action="store_true",
+                    help="list every entry, not only totals"))),
+    Verb("lint", "check recipes",
+         "Check recipes (all on the search path, or those named): schema, a license and "
+         "license file, sources pinned, patches listed, named NNNN-*.patch and applying in "
+         "order, no unused patch or file. Exit 1 on findings.", lint,
+         ("config", "dl_dir", "cache_dir"),
+         (JSON, arg("recipes", nargs="*", metavar="RECIPE",
+                    help="a recipe name on the search path, or a recipe folder"))),
+)

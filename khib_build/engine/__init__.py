@@ -1,0 +1,1 @@
+"""Building packages: keys, the cache (local and remote), sysroots, the scheduler."""

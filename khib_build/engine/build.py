@@ -1,0 +1,231 @@
+"""Build one package: fetch, extract, patch, build and install into its own staging tree.
+
+Each step runs in a controlled environment (C locale, UTC, ``SOURCE_DATE_EPOCH``, umask
+022, the run's own make job server, a compiler pointed at the package's sysroot), is
+timed, and appends to the package's log.  A failure names the package, the step and the
+log.  :func:`package_inputs` names everything that can change the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from khib_build import __version__, cancel, report
+from khib_build.engine.cache import Cache
+from khib_build.engine.jobserver import JobServer
+from khib_build.errors import BuildError, FetchError, KhibError
+from khib_build.fsutil import sha256_of
+from khib_build.python import pyinstall
+from khib_build.settings.config import ImageConfig
+from khib_build.settings.recipes import Recipe, recipe_files, render_command
+from khib_build.sources.extract import ExtractError, extract
+from khib_build.sources.fetch import Sources, fetch
+
+CACHE_FORMAT = 2
+T = TypeVar("T")
+DROPPED_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS",
+               "CFLAGS", "CPPFLAGS", "LDFLAGS", "CC", "CROSS_COMPILE")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Everything a package build needs beyond its recipe."""
+
+    config: ImageConfig
+    outdir: Path
+    sources: Sources
+    cache: Cache
+    jobs: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    seconds: float
+
+
+def compiler_version(cc: Sequence[str]) -> str:
+    """The first line of the compiler's ``--version``."""
+    try:
+        return subprocess.run([*cc, "--version"], capture_output=True, text=True,
+                              check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError) as exc:
+        raise KhibError(f"toolchain {shlex.join(cc)} does not run: {exc}") from None
+
+
+def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str]:
+    """What of the compiler can change a build's output: command, version, flags, and the
+    versions of the C library whose code static binaries carry."""
+    tc = config.toolchain
+    inputs = {
+        "toolchain cc": shlex.join([shutil.which(tc.cc[0]) or tc.cc[0], *tc.cc[1:]]),
+        "toolchain version": compiler_version(tc.cc),
+        "toolchain cflags": shlex.join(tc.cflags),
+        "toolchain ldflags": shlex.join(tc.ldflags),
+    }
+    return inputs | {f"C library {name}": version for name, version in libc.items()}
+
+
+def package_inputs(recipe: Recipe, settings: BuildSettings, toolchain: dict[str, str],
+                   dependency_outputs: dict[str, str]) -> dict[str, str]:
+    """Every input of a package build, each named so a change can be explained."""
+    inputs = {
+        "khib-build cache format": str(CACHE_FORMAT),
+        "arch": settings.config.arch,
+        "SOURCE_DATE_EPOCH": str(settings.epoch),
+        "source sha256": recipe.source.sha256 if recipe.source else "none (src/ folder)",
+    }
+    inputs |= {f"recipe file {rel}": digest for rel, digest in recipe_files(recipe).items()}
+    inputs |= {f"patch {patch}": sha256_of(patch) for patch in recipe.patches
+               if not patch.is_relative_to(recipe.folder)}
+    inputs |= toolchain
+    inputs |= {f"dependency {name} output": digest for name, digest in
+               sorted(dependency_outputs.items())}
+    return inputs
+
+
+def key_of(inputs: object) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def build_env(settings: BuildSettings, sysroot: Path, jobserver: JobServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV and not k.startswith("LC_")}
+    env.update(LC_ALL="C", LANG="C", TZ="UTC", SOURCE_DATE_EPOCH=str(settings.epoch),
+               MAKEFLAGS=jobserver.makeflags, PKG_CONFIG_SYSROOT_DIR=str(sysroot),
+               PKG_CONFIG_LIBDIR=f"{sysroot}/usr/lib/pkgconfig:{sysroot}/usr/share/pkgconfig")
+    return env
+
+
+def variables(recipe: Recipe, settings: BuildSettings, srcdir: Path, destdir: Path,
+              sysroot: Path) -> dict[str, object]:
+    """The values of the documented build variables for one package."""
+    tc = settings.config.toolchain
+    source_map = f"-ffile-prefix-map={srcdir}=/usr/src/{recipe.name}-{recipe.version}"
+    return {
+        "name": recipe.name,
+        "version": recipe.version,
+        "arch": settings.config.arch,
+        "target": settings.config.target.triplet,
+        "cc": shlex.join([*tc.cc, f"--sysroot={sysroot}"]),
+        "cflags": " ".join([*tc.cflags, source_map, f"-ffile-prefix-map={sysroot}=/"]),
+        "ldflags": " ".join(tc.ldflags),
+        "jobs": settings.jobs,
+        "srcdir": str(srcdir),
+        "destdir": str(destdir),
+        "sysroot": str(sysroot),
+        "files": str(recipe.folder / "files"),
+        "source_date_epoch": settings.epoch,
+    }
+
+
+class Builder:
+    """The steps of one package build, each logged to ``<out>/logs/<name>.log`` and timed."""
+
+    def __init__(self, recipe: Recipe, settings: BuildSettings, staging: Path, sysroot: Path,
+                 jobserver: JobServer) -> None:
+        self.recipe, self.settings, self.staging = recipe, settings, staging
+        self.sysroot, self.jobserver = sysroot, jobserver
+        self.workdir = settings.outdir / "build" / recipe.name
+        self.log = settings.outdir / "logs" / f"{recipe.name}.log"
+        self.env = build_env(settings, sysroot, jobserver)
+        self.steps: list[Step] = []
+
+    def run(self) -> list[Step]:
+        for path in (self.workdir, self.staging):
+            if path.exists():
+                shutil.rmtree(path)
+            path.mkdir(parents=True)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.write_text(f"khib-build {__version__}: {self.recipe.name} "
+                            f"{self.recipe.version}\n")
+        srcdir = self.timed("unpack", self.unpack)
+        for patch in self.recipe.patches:
+            command = f"patch -p1 --forward --batch -i {shlex.quote(str(patch))}"
+            self.shell(f"patch {patch.name}", command, srcdir)
+        if self.recipe.kind == "python":
+            try:
+                self.timed("install python package",
+                           lambda: pyinstall.install(srcdir, self.staging, self.sysroot))
+            except KhibError as exc:
+                raise BuildError(self.recipe.name, "install python package", self.log,
+                                 str(exc)) from None
+        values = variables(self.recipe, self.settings, srcdir, self.staging, self.sysroot)
+        for step in ("build", "install"):
+            commands = getattr(self.recipe, step)
+            for index in range(len(commands)):
+                command = render_command(self.recipe, step, index, values)
+                self.shell(f"{step} {index + 1}/{len(commands)}", command, srcdir)
+        return self.steps
+
+    def timed(self, name: str, action: Callable[[], T]) -> T:
+        started = time.monotonic()
+        result = action()
+        self.steps.append(Step(name, time.monotonic() - started))
+        return result
+
+    def unpack(self) -> Path:
+        """The source tree: the fetched tarball unpacked, or the recipe's own src/."""
+        source = self.recipe.source
+        if source is None:
+            own = self.recipe.folder / "src"
+            dest = self.workdir / "src"
+            if own.is_dir():
+                shutil.copytree(own, dest, symlinks=True)
+            else:
+                dest.mkdir()
+            return dest
+        try:
+            archive = fetch(source, self.settings.sources)
+            report.step(self.recipe.name, self.recipe.version, f"unpacking {archive.name}")
+            return extract(archive, self.workdir, self.recipe.max_expansion)
+        except (FetchError, ExtractError) as exc:
+            raise type(exc)(f"package {self.recipe.name}: {exc}") from None
+
+    def shell(self, step: str, command: str, cwd: Path) -> None:
+        report.step(self.recipe.name, self.recipe.version, step)
+        report.detail(f"{self.recipe.name}: $ {command}")
+        with self.log.open("a") as log:
+            log.write(f"\n=== {step}: {command}\n")
+            log.flush()
+            status = self.timed(step, lambda: run_group(
+                ["/bin/sh", "-e", "-c", command], cwd, self.env, log, self.jobserver))
+        if status != 0:
+            raise BuildError(self.recipe.name, step, self.log, tail(self.log))
+
+
+def run_group(argv: list[str], cwd: Path, env: dict[str, str], log: TextIO,
+              jobserver: JobServer) -> int:
+    """Run a step in a process group of its own, with the run's job server; if the run is
+    cancelled or interrupted meanwhile, the whole group (make, its compilers) is killed."""
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, umask=0o022, start_new_session=True,
+                               pass_fds=jobserver.fds)
+    try:
+        while True:
+            try:
+                return process.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                cancel.check()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 8192))
+        text = handle.read().decode(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

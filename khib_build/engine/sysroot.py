@@ -1,0 +1,96 @@
+"""Sysroots: what a package's compiler sees instead of the host's /usr.
+
+The base is the target's C library: the headers and static libraries of the installed
+Debian development packages the toolchain declares, copied once per package version set
+into ``<cache>/sysroots/``.  Each package then builds against its own
+``<out>/sysroot/<name>/``: the base plus the staging trees of its declared dependencies
+(and theirs), hard-linked.  With ``--sysroot`` pointing there, a header or library that
+no declared dependency installs is not found, whatever the host has installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from khib_build.errors import KhibError
+from khib_build.fsutil import built_beside, merge, reason
+from khib_build.settings.config import ImageConfig
+
+KEPT = ("usr/include/",)  # plus the arch's library folders
+
+
+def libc_packages(config: ImageConfig) -> tuple[str, ...]:
+    return config.toolchain.libc_packages or config.target.libc_packages
+
+
+def libc_versions(packages: Sequence[str]) -> dict[str, str]:
+    """The installed version of each C library package; an error names what is missing."""
+    query = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Status}\n", *packages],
+        capture_output=True, text=True, check=False)
+    installed = {}
+    for line in query.stdout.splitlines():
+        name, version, status = line.split("\t")
+        if status == "installed":
+            installed[name.split(":")[0]] = version
+    missing = [p for p in packages if p not in installed]
+    if missing:
+        raise KhibError(f"the target C library needs the Debian package(s) {' '.join(missing)}"
+                        f"; install them (apt-get install {' '.join(missing)})")
+    return {p: installed[p] for p in packages}
+
+
+def base_sysroot(config: ImageConfig, cache_root: Path, versions: dict[str, str]) -> Path:
+    """The C library's headers and static libraries, assembled once per version set."""
+    kept = (*KEPT, *(f"{d}/" for d in config.target.lib_dirs))
+    identity = json.dumps({"packages": versions, "kept": kept}, sort_keys=True)
+    final = cache_root / "sysroots" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+    if final.is_dir():
+        return final
+    try:
+        with built_beside(final) as staging:
+            for package in versions:
+                listing = subprocess.run(["dpkg-query", "-L", package], capture_output=True,
+                                         text=True, check=True).stdout
+                for name in listing.splitlines():
+                    if name.lstrip("/").startswith(kept):
+                        copy_in(Path(name), staging)
+    except OSError as exc:
+        raise KhibError(f"cannot assemble the C library's sysroot in {final.parent}: "
+                        f"{reason(exc)}") from None
+    return final
+
+
+def copy_in(path: Path, root: Path) -> None:
+    """Copy one host file or link into ``root``; absolute links are kept inside it."""
+    if path.is_dir() and not path.is_symlink():
+        return
+    dest = root / path.relative_to("/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        target = os.readlink(path)
+        if target.startswith("/"):
+            target = os.path.relpath(root / target.lstrip("/"), dest.parent)
+        os.symlink(target, dest)
+    elif path.is_file():
+        shutil.copy2(path, dest)
+
+
+def package_sysroot(name: str, base: Path, trees: Sequence[Path], dest: Path) -> Path:
+    """``dest`` made afresh from the base and the dependencies' staging trees."""
+    try:
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for tree in (base, *trees):
+            merge(tree, dest)
+    except OSError as exc:
+        raise KhibError(f"package {name}: cannot assemble its sysroot {dest}: "
+                        f"{reason(exc)}") from None
+    return dest

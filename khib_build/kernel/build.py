@@ -1,0 +1,195 @@
+"""The kernel: its source, the image's config checked against it, and a cached bzImage.
+
+A tarball source is unpacked once into ``<cache>/kernel-src/`` and shared; a build that
+must patch it works on a hard-linked copy whose patched files are real copies, so the
+shared tree is never written to.  The configuration is the image's fragment (see
+:mod:`kconfig`) merged into the base with the tree's own tools; a request that does not
+land stops the build with the reason.  The result (``bzImage`` and the full config) is
+cached under a hash of the source, the linux recipe (its patches), the fragment, the
+base, the architecture and the compiler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from khib_build.engine.build import CACHE_FORMAT, compiler_version, key_of
+from khib_build.engine.cache import Cache
+from khib_build.engine.outdir import OutputDir
+from khib_build.errors import KhibError, UsageError
+from khib_build.fsutil import built_beside, reason, sha256_of, tree_digest
+from khib_build.kernel.explain import check, report_check
+from khib_build.kernel.kconfig import (
+    BASES,
+    Request,
+    kernel_make,
+    run_logged,
+)
+from khib_build.report import say
+from khib_build.settings.config import ImageConfig
+from khib_build.settings.recipes import DEFAULT_EXPANSION, Recipe, recipe_files
+from khib_build.sources.extract import extract
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    tree: Path  # the unpacked source
+    identity: str  # the tarball's sha256, or a digest of the tree
+
+
+def kernel_source(given: Path | None, config: ImageConfig, cache_root: Path) -> KernelSource:
+    """The tree to build from: ``--kernel-src``, else the config's ``kernel_source``."""
+    path = given or config.kernel_source
+    if path is None:
+        raise UsageError("no kernel source: give --kernel-src (a tarball such as "
+                         "/usr/src/linux-source-6.1.tar.xz, or a tree) or set kernel_source "
+                         "in the image config")
+    if path.is_dir():
+        if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
+            raise UsageError(f"{path} is not a kernel tree (no Makefile and Kconfig)")
+        say(f"kernel: hashing the tree {path}")
+        return KernelSource(path.resolve(), "tree " + tree_digest(path))
+    if not path.is_file():
+        raise UsageError(f"kernel source {path} does not exist")
+    sha = sha256_of(path)
+    final = cache_root / "kernel-src" / sha[:24]
+    if not final.is_dir():
+        say(f"kernel: unpacking {path.name} (once; kept in {final.parent})")
+        try:
+            with built_beside(final) as staging:
+                extract(path, staging, DEFAULT_EXPANSION)
+        except OSError as exc:
+            raise KhibError(f"kernel: cannot unpack {path} into {final.parent}: "
+                            f"{reason(exc)}") from None
+    tops = [p for p in final.iterdir() if p.is_dir()]
+    tree = tops[0] if len(tops) == 1 else final
+    return KernelSource(tree, sha)
+
+
+def base_of(config: ImageConfig) -> str:
+    """tinyconfig, defconfig, or the path of a base config file."""
+    if config.kernel_base in BASES:
+        return config.kernel_base
+    assert config.origin is not None
+    path = (config.origin.path.parent / config.kernel_base).resolve()
+    if not path.is_file():
+        raise config.origin.error("kernel_base", f"kernel_base {config.kernel_base}: no such "
+                                  "file (tinyconfig, defconfig, or a config file)")
+    return str(path)
+
+
+def kernel_inputs(source: KernelSource, linux: Recipe, requests: dict[str, Request],
+                  base: str, arch: str, epoch: int) -> dict[str, str]:
+    """What the kernel is built from; the requests count, not who asked for them."""
+    inputs = {
+        "khib-build cache format": str(CACHE_FORMAT),
+        "kernel source": source.identity,
+        "requests": hashlib.sha256("\n".join(r.line for r in requests.values()).encode()
+                                   ).hexdigest(),
+        "base": base if base in BASES else f"{Path(base).name} {sha256_of(Path(base))}",
+        "arch": arch,
+        "compiler": compiler_version(["gcc"]),
+        "SOURCE_DATE_EPOCH": str(epoch),
+    }
+    return inputs | {f"recipe file {rel}": d for rel, d in recipe_files(linux).items()}
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    bzimage: Path
+    config: Path
+    status: str  # "built" or "cached"
+    seconds: float
+
+
+def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Request],
+                 base: str, arch: str, outdir: Path, cache: Cache, jobs: int, epoch: int
+                 ) -> KernelResult:
+    """``outdir/bzImage`` and ``outdir/kernel.full.config``, from the cache or built."""
+    started = time.monotonic()
+    state = OutputDir(outdir)
+    state.lock()
+    inputs = kernel_inputs(source, linux, requests, base, arch, epoch)
+    key = key_of(inputs)
+    name = f"linux-{arch}"
+    work = outdir / "kernel-build"
+    if cache.restore(name, key, work / "result") is not None:
+        status = "cached"
+    else:
+        status = "built"
+        log_path = outdir / "logs" / "kernel.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as log:
+            tree = patched_tree(source.tree, linux, work, log)
+            say(f"kernel: configuring for {arch} ({Path(base).name} + the image's fragment)")
+            result = check(tree, arch, base, requests, work / "config", log)
+            if result.missing:
+                raise KhibError("kernel config: requests did not land (khib-build kconfig "
+                                "--resolve proposes what to add):\n" +
+                                "\n".join(report_check(result)))
+            build = work / "config" / "merged"
+            say(f"kernel: building bzImage with -j{jobs} (log: {log_path})")
+            kernel_make(tree, build, arch, ["bzImage"], log, jobs, kbuild_env(epoch))
+        replace = work / "result"
+        if replace.exists():
+            shutil.rmtree(replace)
+        replace.mkdir(parents=True)
+        shutil.copyfile(build / "arch" / "x86" / "boot" / "bzImage", replace / "bzImage")
+        shutil.copyfile(build / ".config", replace / "kernel.full.config")
+        cache.store(name, key, replace, {"name": name, "key": key, "inputs": inputs})
+    for file in ("bzImage", "kernel.full.config"):
+        tmp = outdir / f".{file}.tmp"
+        shutil.copyfile(work / "result" / file, tmp)
+        os.replace(tmp, outdir / file)
+    (outdir / "kernel.json").write_text(json.dumps({"key": key, "inputs": inputs},
+                                                   indent=1, sort_keys=True) + "\n")
+    return KernelResult(outdir / "bzImage", outdir / "kernel.full.config", status,
+                        time.monotonic() - started)
+
+
+def kbuild_env(epoch: int) -> dict[str, str]:
+    """What makes a kernel build reproducible: no build time, user or host in it."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+    return {"KBUILD_BUILD_TIMESTAMP": stamp, "KBUILD_BUILD_USER": "khib",
+            "KBUILD_BUILD_HOST": "khib-build", "KBUILD_BUILD_VERSION": "1"}
+
+
+def patched_tree(src: Path, linux: Recipe, work: Path, log: TextIO) -> Path:
+    """``src`` itself when no patch is needed; otherwise a hard-linked copy with each
+    patched file made a copy of its own before ``patch`` touches it."""
+    needed = []
+    for patch in linux.patches:
+        present = subprocess.run(["patch", "-p1", "-R", "--dry-run", "-s", "-f", "-i",
+                                  str(patch)], cwd=src, capture_output=True, check=False)
+        if present.returncode == 0:
+            say(f"kernel: {patch.name}: already in this tree, skipped")
+        else:
+            needed.append(patch)
+    if not needed:
+        return src
+    tree = work / "src"
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    say("kernel: linking a private copy of the tree to patch")
+    run_logged(["cp", "-al", str(src), str(tree)], log, "cp -al")
+    for patch in needed:
+        for rel in re.findall(r"(?m)^\+\+\+ b/(\S+)", patch.read_text()):
+            target = tree / rel
+            if target.is_file():
+                copy = target.with_name(target.name + ".khib-copy")
+                shutil.copy2(target, copy)
+                os.replace(copy, target)
+        say(f"kernel: applying {patch.name}")
+        run_logged(["patch", "-p1", "--forward", "--batch", "-i", str(patch), "-d", str(tree)],
+                   log, f"patch {patch.name}")
+    return tree

@@ -1,0 +1,286 @@
+"""The pipeline of one image: config → recipes → fetch → build → rootfs → cpio → manifest.
+
+:func:`plan_image` reads and checks every input (config, recipes, tables, overlay
+templates) before anything is written; :func:`build_image` then carries the plan out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from khib_build import __version__, cancel
+from khib_build.engine.build import BuildSettings, key_of, toolchain_inputs
+from khib_build.engine.cache import Cache
+from khib_build.engine.outdir import OutputDir
+from khib_build.engine.remote import RemoteCache
+from khib_build.engine.scheduler import Engine, PackageResult, Survey, changes, dependents, survey
+from khib_build.engine.sysroot import base_sysroot, libc_packages, libc_versions
+from khib_build.errors import KhibError, UsageError
+from khib_build.fsutil import sha256_of, tree_digest, write_atomically
+from khib_build.image import overlays
+from khib_build.image.cpio import pack_tree
+from khib_build.image.devtable import TableEntry, merge_tables
+from khib_build.image.rootfs import assemble
+from khib_build.kernel.kconfig import Request, fragment_text, image_requests
+from khib_build.python import pyclosure, pythonlib
+from khib_build.report import say
+from khib_build.settings.config import ImageConfig, load_config
+from khib_build.settings.options import Options, download_dir, epoch
+from khib_build.settings.recipes import (
+    BUILTIN_RECIPES,
+    KERNEL_RECIPE,
+    Recipe,
+    find_recipe,
+    load_recipe,
+    resolve,
+    search_path,
+)
+from khib_build.sources.fetch import Sources, fetch
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every input of an image, read and checked."""
+
+    config: ImageConfig
+    recipes: list[Recipe]
+    tables: dict[str, TableEntry]
+    overlay_items: list[overlays.OverlayItem]
+    linux: Recipe  # the kernel recipe: its options and patches
+    kernel_requests: dict[str, Request]
+
+    @property
+    def by_name(self) -> dict[str, Recipe]:
+        return {r.name: r for r in self.recipes}
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    path: Path
+    size: int
+    sha256: str
+    status: str  # "packed" or "up to date"
+    packages: list[PackageResult]
+    manifest: Path
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"image": str(self.path), "size": self.size, "sha256": self.sha256,
+                "status": self.status, "manifest": str(self.manifest),
+                "seconds": round(self.seconds, 3),
+                "packages": [r.as_dict() for r in self.packages]}
+
+
+def plan_image(config_path: Path) -> Plan:
+    config = load_config(config_path)
+    recipes = resolve(config)
+    tables = merge_tables(
+        [*config.device_tables, *(t for r in recipes for t in r.device_tables)],
+        [*config.file_lists, *(t for r in recipes for t in r.file_lists)],
+    )
+    items = overlays.plan(config.overlays, template_context(config, recipes))
+    linux = load_recipe(find_recipe(KERNEL_RECIPE, search_path(config)) or
+                        BUILTIN_RECIPES / KERNEL_RECIPE / "recipe.yaml")
+    return Plan(config, recipes, tables, items, linux, image_requests(config, linux, recipes))
+
+
+def template_context(config: ImageConfig, recipes: list[Recipe]) -> dict[str, Any]:
+    """The variables overlay templates see."""
+    return {
+        "image": {"name": config.name, "version": config.version, "arch": config.arch},
+        "packages": {r.name: {"version": r.version, "license": r.license} for r in recipes},
+    }
+
+
+def settings_for(plan: Plan, options: Options) -> BuildSettings:
+    cache = Cache(options.cache_dir.resolve(), enabled=not options.no_cache)
+    sources = Sources(
+        dl_dir=download_dir(options, plan.config, os.environ),
+        mirrors=plan.config.mirrors,
+        offline=options.offline,
+        apt_state=cache.root / "apt-sources",
+        deadline=options.fetch_deadline,
+        retries=options.fetch_retries,
+    )
+    return BuildSettings(
+        config=plan.config,
+        outdir=options.outdir.resolve(),
+        sources=sources,
+        cache=cache,
+        jobs=options.jobs,
+        epoch=epoch(options, plan.config),
+    )
+
+
+def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None,
+                  recipes: list[Recipe] | None = None) -> list[Path]:
+    """Download and verify the sources of the named packages (all the image's by default,
+    or all of ``recipes``), side by side."""
+    settings = settings_for(plan, options)
+    among = plan.recipes if recipes is None else recipes
+    known = {r.name for r in among}
+    unknown = sorted(set(names or ()) - known)
+    if unknown:
+        raise UsageError(f"not in the image: {', '.join(unknown)}; packages: {', '.join(known)}")
+    wanted = [r.source for r in among if r.source and (not names or r.name in names)]
+    cancel.STOP.clear()
+    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+        try:
+            return list(pool.map(lambda spec: fetch(spec, settings.sources), wanted))
+        except BaseException:
+            cancel.STOP.set()  # the other downloads stop too
+            raise
+
+
+def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:
+    """Each package's state (up to date, cached, stale, never built), building nothing."""
+    settings = settings_for(plan, options)
+    toolchain = toolchain_inputs(plan.config, libc_versions(libc_packages(plan.config)))
+    return survey(plan.by_name, settings, toolchain, OutputDir(settings.outdir))
+
+
+def explain(plan: Plan, options: Options, name: str) -> list[str]:
+    """Why a package would be rebuilt: each input changed since its last build (for a
+    package waiting on a stale dependency, that dependency's reasons)."""
+    found = survey_image(plan, options)
+    lines = []
+    while (state := found[name]).waits_on is not None:
+        lines.append(f"{name}: stale: its inputs include the output of {state.waits_on}, "
+                     "which must be built first")
+        name = state.waits_on
+    assert state.inputs is not None and state.key is not None
+    if state.status in ("up to date", "cached"):
+        where = "in the output dir" if state.status == "up to date" else "in the build cache"
+        return [*lines, f"{name}: {state.status}: a build of these inputs is {where} "
+                f"(key {state.key[:12]})"]
+    settings = settings_for(plan, options)
+    record = OutputDir(settings.outdir).record(name)
+    previous = record.get("inputs") if record else settings.cache.latest_inputs(name)
+    where = "its last build in the output dir" if record else "its newest cache entry"
+    if previous is None:
+        return [*lines, f"{name}: never built"]
+    return [*lines, f"{name}: {state.status}; changed since {where}:",
+            *(f"  {line}" for line in changes(previous, state.inputs))]
+
+
+def check_host_tools(recipes: list[Recipe]) -> None:
+    """Every host tool a recipe names is on PATH, or the run stops before building."""
+    for recipe in recipes:
+        missing = [tool for tool in recipe.host_tools if shutil.which(tool) is None]
+        if missing:
+            raise KhibError(f"package {recipe.name} needs the host tool(s) {', '.join(missing)}"
+                            ", which are not on PATH; install them")
+
+
+def prepare(plan: Plan, options: Options) -> tuple[BuildSettings, dict[str, str], Path]:
+    """The run's settings, the toolchain's identity and the C library's sysroot."""
+    settings = settings_for(plan, options)
+    check_host_tools(plan.recipes)
+    versions = libc_versions(libc_packages(plan.config))
+    toolchain = toolchain_inputs(plan.config, versions)
+    return settings, toolchain, base_sysroot(plan.config, settings.cache.root, versions)
+
+
+def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> ImageResult:
+    """Bring every package up to date (from the cache, or built; the ``force``d ones and
+    their dependents built regardless), then the image: packed anew only when one of its
+    inputs changed."""
+    started = time.monotonic()
+    state = OutputDir(options.outdir.resolve())
+    state.lock(wait=not options.no_wait)
+    settings, toolchain, sysroot_base = prepare(plan, options)
+    remote = None
+    if options.remote_cache and settings.cache.enabled:
+        remote = RemoteCache(options.remote_cache, settings.cache,
+                             writable=not options.remote_cache_read_only,
+                             timeout=options.remote_timeout)
+    engine = Engine(plan.by_name, settings, toolchain, sysroot_base, state, remote,
+                    dependents(force, plan.by_name),
+                    options.explain)
+    results = list(engine.run().values())
+    image = settings.outdir / plan.config.output
+    manifest = settings.outdir / "manifest.json"
+    inputs = image_inputs(plan, results, settings.epoch)
+    key = key_of(inputs)
+    record = state.image_record() or {}
+    digest = sha256_of(image) if image.is_file() else None
+    # (A record without owners predates size-report: packed again once to keep them.)
+    if (record.get("key") == key and digest is not None and digest == record.get("sha256")
+            and "owners" in record):
+        say(f"{image.name}: up to date")
+        status = "up to date"
+    else:
+        state.forget_image()
+        owners = assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
+                          settings.outdir / "rootfs")
+        pythonlib.prune(settings.outdir / "rootfs", plan.recipes, settings.outdir)
+        say(f"packing {image.name} ({plan.config.compression})")
+        pack_tree(settings.outdir / "rootfs", plan.tables, image, plan.config.compression,
+                  plan.config.compression_level, settings.epoch, plan.config.early_segment)
+        digest = sha256_of(image)
+        state.remember_image({"key": key, "sha256": digest, "inputs": inputs,
+                              "owners": owners})
+        status = "packed"
+    for path, content in ((manifest, manifest_json(plan, results, image, digest)),
+                          (settings.outdir / "kernel.config",
+                           fragment_text(plan.kernel_requests).encode())):
+        if not path.is_file() or path.read_bytes() != content:
+            write_atomically(path, content)
+    return ImageResult(image, image.stat().st_size, digest, status, results, manifest,
+                       time.monotonic() - started)
+
+
+def image_inputs(plan: Plan, results: list[PackageResult], epoch: int) -> dict[str, str]:
+    """Everything the image's bytes are made of."""
+    config = plan.config
+    inputs = {
+        "khib-build": __version__,
+        "compression": f"{config.compression} {config.compression_level}",
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "early segment": tree_digest(config.early_segment) if config.early_segment else "",
+        "python modules": " ".join(sorted({m for r in plan.recipes for m in r.python_modules})),
+        "python closure": sha256_of(Path(pyclosure.__file__)),
+        "tables": key_of([(repr(e), e.source and sha256_of(e.source))
+                          for e in plan.tables.values()]),
+    }
+    inputs |= {f"package {r.recipe.name} output": r.output for r in results}
+    for item in plan.overlay_items:
+        content = item.content if item.source is None else item.source.read_bytes()
+        inputs[f"overlay {item.path}"] = key_of(
+            [item.kind, item.mode, item.target, hashlib.sha256(content or b"").hexdigest()])
+    return inputs
+
+
+def manifest_json(plan: Plan, results: list[PackageResult], image: Path, digest: str) -> bytes:
+    config = plan.config
+    document = {
+        "image": {
+            "name": config.name, "version": config.version, "arch": config.arch,
+            "file": image.name, "size": image.stat().st_size, "sha256": digest,
+            "compression": config.compression,
+        },
+        "packages": package_entries(results),
+    }
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def package_entries(results: list[PackageResult]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": r.recipe.name, "version": r.recipe.version, "license": r.recipe.license,
+            "source": None if r.recipe.source is None else {
+                "file": r.recipe.source.filename, "sha256": r.recipe.source.sha256,
+                "urls": list(r.recipe.source.urls),
+            },
+            "cache_key": r.key,
+        }
+        for r in results
+    ]

@@ -1,0 +1,1 @@
+"""Python in the image: the standard library an image needs and `kind: python` packages."""

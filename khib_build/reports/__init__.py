@@ -1,0 +1,1 @@
+"""What is said about an image: info, legal-info, size, graph, lint, the format reference."""

@@ -1,0 +1,125 @@
+"""lint: check recipes the way a reviewer would, before anything is built.
+
+Schema (with file and line), a license and a license file named (and present), every
+upstream source pinned by sha256, patches that are listed, exist, are named NNNN-*.patch
+and apply to the source in order, no unused patch or file, the folder named after the
+package.  A patch is tried on the files it touches only, read from the source tarball
+(libarchive) or, for the kernel, from the tree khib-build keeps unpacked in its cache.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from khib_build.errors import ConfigError
+from khib_build.settings.recipes import KERNEL_RECIPE, Recipe, load_recipe
+from khib_build.sources.extract import source_members
+
+PATCH_NAME = re.compile(r"\d{4}-[a-z0-9][a-z0-9.+_-]*\.patch")
+PATCHED_FILE = re.compile(r"^\+\+\+ (?:b/)?(\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    recipe: str
+    file: str
+    line: int | None
+    check: str
+    message: str
+
+    def text(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: [{self.check}] {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def line_of(recipe: Recipe, key: str) -> int | None:
+    return recipe.origin.lines.get(key) if recipe.origin else None
+
+
+def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> list[Finding]:
+    """Every finding for the recipe in ``folder``; ``source_of`` gives its tarball or tree,
+    when at hand."""
+    path = folder / "recipe.yaml"
+    name = folder.name
+    try:
+        recipe = load_recipe(path)
+    except ConfigError as exc:
+        return [Finding(name, str(exc.path), exc.line, "schema", exc.message)]
+    found: list[Finding] = []
+
+    def finding(check: str, message: str, key: str | None = None,
+                file: Path | None = None) -> None:
+        line = line_of(recipe, key) if key else None
+        found.append(Finding(name, str(file or path), line, check, message))
+
+    if not recipe.license_files:
+        finding("license", "no license file named: add license_files (e.g. [COPYING])",
+                "license")
+    source = source_of(recipe)
+    if recipe.source is None and recipe.name != KERNEL_RECIPE:
+        source = folder / "src"  # the package's own code
+        if not source.is_dir():
+            finding("source", "no source: pin an upstream tarball (urls and sha256) or "
+                    "keep the package's own code in src/")
+            source = None
+    if source is not None:
+        present = source_members(source, set(recipe.license_files))
+        for license_file in recipe.license_files:
+            if license_file not in present:
+                finding("license", f"license file {license_file} is not in {source.name}",
+                        "license_files")
+    listed = {p.resolve() for p in recipe.patches}
+    for patch in sorted((folder / "patches").glob("*")):
+        if patch.resolve() not in listed:
+            finding("unused", f"{patch.name} is in patches/ but not listed in patches:",
+                    file=patch)
+    for patch in recipe.patches:
+        if not PATCH_NAME.fullmatch(patch.name):
+            finding("naming", f"patch {patch.name}: name patches NNNN-short-description.patch",
+                    "patches")
+    if recipe.patches and source is not None:
+        failure = apply_patches(recipe.patches, source)
+        if failure:
+            finding("patch", failure, "patches")
+    text = path.read_text()
+    for extra in sorted((folder / "files").rglob("*")):
+        rel = extra.relative_to(folder).as_posix()
+        if extra.is_file() and extra.name not in text:
+            finding("unused", f"{rel} is not used by the recipe", file=extra)
+    return found
+
+
+def source_for(recipe: Recipe, dl_dir: Path, kernel_tree: Callable[[], Path | None]
+               ) -> Path | None:
+    """The recipe's upstream source if it is at hand: its tarball in the download dir, or
+    for the kernel recipe, the image's kernel tree."""
+    if recipe.source is not None:
+        tarball = dl_dir / recipe.source.filename
+        return tarball if tarball.is_file() else None
+    return kernel_tree() if recipe.name == KERNEL_RECIPE else None
+
+
+def apply_patches(patches: tuple[Path, ...], source: Path) -> str | None:
+    """Apply the patches in order to the files they touch; what failed, or None."""
+    touched = {m for p in patches for m in PATCHED_FILE.findall(p.read_text(errors="replace"))}
+    with tempfile.TemporaryDirectory(prefix="khib-lint-") as tree:
+        for inner, data in source_members(source, touched).items():
+            target = Path(tree) / inner
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        for patch in patches:
+            result = subprocess.run(["patch", "-p1", "--batch", "--forward", "-i", str(patch)],
+                                    cwd=tree, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                detail = (result.stdout + result.stderr).strip().splitlines()
+                return (f"{patch.name} does not apply to {source.name}: "
+                        f"{detail[-1] if detail else 'patch failed'}")
+    return None

@@ -1,0 +1,1 @@
+"""What to build: the settings tables, image configs, recipes and where things live."""

@@ -1,0 +1,136 @@
+"""The image config: what to build, for which architecture, and how to pack it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from khib_build.settings.compression import FORMATS
+from khib_build.settings.kinds import Choice, FilePath, Int, ListOf, Optional, Str
+from khib_build.settings.schema import Origin, Record, load, origin_field, setting
+
+PACKAGE_NAME = r"[a-z0-9][a-z0-9+._-]*"
+NAME = Str(PACKAGE_NAME, "a name of lower-case letters, digits and + . _ -")
+KERNEL_OPTION = Str(r"[A-Z0-9_]+=(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|\"[^\"]*\")",
+                    "SYMBOL=value without the CONFIG_ prefix, e.g. KEXEC=y")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What khib-build knows of a target architecture."""
+
+    name: str
+    triplet: str
+    qemu: str
+    kernel_arch: str
+    elf_class: int
+    libc_packages: tuple[str, ...]  # Debian's C library development files for the target
+    lib_dirs: tuple[str, ...]  # where those packages keep the target's libraries
+
+
+ARCHES = {
+    "i386": Arch("i386", "i686-linux-gnu", "qemu-system-x86_64", "i386", 32,
+                 ("libc6-dev-i386", "libc6-dev", "linux-libc-dev", "gcc-multilib"),
+                 ("usr/lib32",)),
+    "x86_64": Arch("x86_64", "x86_64-linux-gnu", "qemu-system-x86_64", "x86_64", 64,
+                   ("libc6-dev", "linux-libc-dev"), ("usr/lib/x86_64-linux-gnu",)),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Toolchain:
+    """The target compiler: a command line and the flags every package gets."""
+
+    cc: tuple[str, ...] = setting(
+        ListOf(Str(), min_items=1), ("gcc",), "compiler command and its fixed arguments"
+    )
+    cflags: tuple[str, ...] = setting(ListOf(Str()), ("-Os",), "C compiler flags")
+    ldflags: tuple[str, ...] = setting(ListOf(Str()), (), "linker flags")
+    libc_packages: tuple[str, ...] | None = setting(
+        Optional(ListOf(NAME, min_items=1)), None,
+        "installed Debian packages whose headers and static libraries form the target's C "
+        "library in every package's sysroot (default, by arch: i386 libc6-dev-i386 libc6-dev "
+        "linux-libc-dev gcc-multilib; x86_64 libc6-dev linux-libc-dev)",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageConfig:
+    """One image: its packages, overlays and output, as ``configs/*.yaml`` declares it."""
+
+    name: str = setting(NAME, "khib", "image name, shown in the banner")
+    version: str = setting(Str(verbatim=True), "0", "image version, shown in the banner")
+    arch: str = setting(Choice(tuple(ARCHES)), "i386", "target architecture")
+    toolchain: Toolchain = setting(Record(Toolchain), Toolchain(), "target compiler settings")
+    packages: tuple[str, ...] = setting(
+        ListOf(NAME, unique=True, min_items=1), help="packages installed into the image"
+    )
+    recipe_dirs: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True, is_dir=True)), (),
+        "recipe directories searched before the built-in recipes/",
+    )
+    overlays: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True, is_dir=True)), (),
+        "directories copied over the image; *.j2 files are rendered with jinja2",
+    )
+    device_tables: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True)), (),
+        "device/permission tables (name type mode uid gid major minor start inc count)",
+    )
+    file_lists: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True)), (),
+        "gen_init_cpio file lists (file, dir, nod, slink, pipe, sock lines)",
+    )
+    early_segment: Path | None = setting(
+        Optional(FilePath(must_exist=True, is_dir=True)), None,
+        "folder packed as an uncompressed segment before the image (early microcode)",
+    )
+    compression: str = setting(Choice(tuple(FORMATS)), "gzip", "compression of the image")
+    compression_level: int | None = setting(
+        Optional(Int(0, 22)), None,
+        "compression level (default: gzip 9, xz 6, zstd 19, lz4 9, bzip2 9, lzma 6)",
+    )
+    output: str = setting(
+        Str(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a file name"), "rootfs.gz", "image file name"
+    )
+    mirrors: tuple[str, ...] = setting(
+        ListOf(Str(r"(https?|file)://\S+", "an http(s):// or file:// URL")), (),
+        "source mirrors tried after the download dir, before upstream",
+    )
+    download_dir: Path | None = setting(
+        Optional(FilePath(is_dir=True)), None,
+        "download dir (default: KHIB_DL_DIR, else the user's cache dir)",
+    )
+    kernel_options: tuple[str, ...] = setting(
+        ListOf(KERNEL_OPTION, unique=True),
+        (), "kernel config symbols the image itself needs (beyond its recipes')",
+    )
+    kernel_source: Path | None = setting(
+        Optional(FilePath()), None,
+        "kernel source: a tarball (e.g. /usr/src/linux-source-6.1.tar.xz) or an unpacked "
+        "tree; --kernel-src overrides",
+    )
+    kernel_base: str = setting(
+        Str(r"\S+", "tinyconfig, defconfig or a config file"), "tinyconfig",
+        "the config the kernel fragment is merged into: tinyconfig, defconfig, or a file "
+        "(relative to this config)",
+    )
+    source_date_epoch: int = setting(
+        Int(0, 2**32 - 1), 0, "timestamp clamp for the image (SOURCE_DATE_EPOCH overrides)"
+    )
+    origin: Origin | None = origin_field()
+
+    @property
+    def target(self) -> Arch:
+        return ARCHES[self.arch]
+
+
+def load_config(path: Path) -> ImageConfig:
+    """Read and validate an image config."""
+    config: ImageConfig = load(path.resolve(), ImageConfig)
+    try:
+        FORMATS[config.compression].check_level(config.compression_level)
+    except ValueError as exc:
+        assert config.origin is not None
+        raise config.origin.error("compression_level", str(exc)) from None
+    return config

@@ -1,0 +1,187 @@
+"""Declarative settings: one declaration per key drives YAML validation, docs and JSON.
+
+A file is composed into PyYAML nodes (which carry their line), then each node is
+checked against a :class:`Setting` table.  Every problem becomes a
+:class:`ConfigError` naming the file, the line and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from khib_build.errors import ConfigError
+from khib_build.settings.kinds import Kind, Source, Str, describe, suggest
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a record was read: its file and the line of each key and list item."""
+
+    path: Path
+    lines: dict[str, int]
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.path, self.lines.get(key), message)
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A default worked out when a run starts (from the machine or the environment),
+    and how ``--help`` and the docs describe it."""
+
+    compute: Callable[[Mapping[str, str]], Any]
+    shown: str
+
+
+def setting(kind: Kind, default: Any = REQUIRED, help: str = "", *,
+            flags: tuple[str, ...] = (), env: str | None = None, metavar: str | None = None,
+            shown: str | None = None) -> Any:
+    """Declare a setting once: its kind, its default (REQUIRED, a value or
+    :class:`Computed`) and its help; for a run option, its command-line flags, the
+    environment variable that sets it, and how its default reads in ``--help``."""
+    meta = {"kind": kind, "help": help, "default": default, "flags": flags, "env": env,
+            "metavar": metavar, "shown": shown}
+    if default is REQUIRED or isinstance(default, Computed):
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def origin_field() -> Any:
+    """The field a record keeps its :class:`Origin` in (not a setting)."""
+    return field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a file format or one run option, as read off a record field."""
+
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    flags: tuple[str, ...] = ()
+    env: str | None = None
+    metavar: str | None = None
+    shown: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def default_for(self, environ: Mapping[str, str]) -> Any:
+        return self.default.compute(environ) if isinstance(self.default, Computed) \
+            else self.default
+
+    def described_default(self) -> str:
+        """The default as ``--help`` and the docs state it."""
+        if self.shown is not None:
+            return self.shown
+        if isinstance(self.default, Computed):
+            return self.default.shown
+        value = list(self.default) if isinstance(self.default, tuple) else self.default
+        return "none" if value is None else str(value) if isinstance(value, Path) \
+            else json.dumps(value)
+
+
+def settings_of(cls: type) -> dict[str, Setting]:
+    """The settings a record class declares, in declaration order."""
+    return {
+        f.name: Setting(f.name, f.metadata["kind"], f.metadata["default"], f.metadata["help"],
+                        f.metadata["flags"], f.metadata["env"], f.metadata["metavar"],
+                        f.metadata["shown"])
+        for f in fields(cls)
+        if "kind" in f.metadata
+    }
+
+
+class Record(Kind):
+    """A mapping whose keys are the settings of a dataclass; parses to an instance."""
+
+    def __init__(self, cls: type, expected: str = "a mapping") -> None:
+        self.cls = cls
+        self.settings = settings_of(cls)
+        self.expected = expected
+
+    def parse(self, node: yaml.Node, src: Source) -> Any:
+        if not isinstance(node, yaml.MappingNode):
+            raise src.error(node, f"expected {self.expected}, got {describe(node)}")
+        seen: dict[str, yaml.Node] = {}
+        values: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = Str(expected="a key").parse(key_node, src)
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise src.error(key_node, f"key {key!r} is given twice (first on line {first})")
+            seen[key] = key_node
+            setting = self.settings.get(key)
+            if setting is None:
+                raise src.error(
+                    key_node, f"unknown key {key!r}{suggest(key, self.settings)}; "
+                    f"expected one of: {', '.join(self.settings)}"
+                )
+            values[key] = setting.kind.parse(value_node, src)
+            lines[key] = key_node.start_mark.line + 1
+            if isinstance(value_node, yaml.SequenceNode):
+                for i, item in enumerate(value_node.value):
+                    lines[f"{key}[{i}]"] = item.start_mark.line + 1
+        for name, s in self.settings.items():
+            if name not in values and s.required:
+                raise src.error(node, f"missing key '{name}': {s.help}")
+        if "origin" in {f.name for f in fields(self.cls)}:
+            values["origin"] = Origin(src.path, lines)
+        return self.cls(**values)
+
+
+def compose(path: Path) -> yaml.Node:
+    """Read one YAML document as nodes, turning syntax errors into ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = " ".join(filter(None, [exc.context, exc.problem]))
+        raise ConfigError(path, line, f"invalid YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(path, line, f"invalid YAML: character {exc.character!r} is not "
+                          "allowed in a YAML file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, 1, f"invalid YAML: {' '.join(str(exc).split())}") from None
+    if node is None:
+        raise ConfigError(path, 1, "the file is empty; expected a mapping of settings")
+    return node
+
+
+def load(path: Path, cls: type) -> Any:
+    """Compose ``path`` and validate it as a record of ``cls``."""
+    return Record(cls).parse(compose(path), Source(path))
+
+
+def document(cls: type) -> str:
+    """A Markdown table of a record's settings, as the docs show it."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for s in settings_of(cls).values():
+        if s.required:
+            default = "required"
+        elif isinstance(s.kind, Record):
+            default = "see below"
+        else:
+            value = list(s.default) if isinstance(s.default, tuple) else s.default
+            default = f"`{json.dumps(value)}`"
+        rows.append(f"| `{s.name}` | {s.kind.expected} | {default} | {s.help} |")
+    return "\n".join(rows)

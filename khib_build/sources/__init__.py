@@ -1,0 +1,1 @@
+"""Getting sources: pinned downloads through every origin, and safe unpacking."""

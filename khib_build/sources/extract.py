@@ -1,0 +1,110 @@
+"""Unpack source archives with libarchive, refusing anything that would escape."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import libarchive
+import libarchive.extract as lae
+
+from khib_build import cancel
+from khib_build.errors import KhibError
+
+# Entries are placed under the destination by absolute path, after their own path was
+# checked (relative, no ".."); libarchive refuses ".." and writing through symlinks again.
+# Modes and mtimes are kept, never owners.
+SECURE_FLAGS = (
+    lae.EXTRACT_SECURE_NODOTDOT
+    | lae.EXTRACT_SECURE_SYMLINKS
+    | lae.EXTRACT_PERM
+    | lae.EXTRACT_TIME
+)
+SLACK = 1 << 20
+
+
+class ExtractError(KhibError):
+    """An archive that cannot be unpacked safely."""
+
+
+def extract(archive: Path, dest: Path, max_expansion: int) -> Path:
+    """Unpack a source archive into ``dest``; return its single top folder, if any.
+
+    An archive whose entries add up to more than ``max_expansion`` times its own size
+    (plus 1 MiB) is refused as a decompression bomb before that much is written.
+    """
+    limit = max_expansion * archive.stat().st_size + SLACK
+    unpack(archive, dest, refused_nodes, limit)
+    top = list(dest.iterdir())
+    return top[0] if len(top) == 1 and top[0].is_dir() else dest
+
+
+def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
+           limit: int | None = None) -> None:
+    """Unpack ``archive`` into ``dest`` securely; ``on_node`` says whether to make a node.
+
+    Every refusal names the entry: libarchive's own (a "..", an absolute path, writing
+    through a symlink, a hard link leading out) and ours (nodes, the expansion limit).
+    """
+    archive = archive.resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    base = os.fsencode(dest.resolve()) + b"/"  # no symlink above: libarchive checks each part
+    current = ""
+
+    def refuse(problem: str) -> ExtractError:
+        return ExtractError(f"{archive.name}: refused at entry {current!r}: {problem}")
+
+    def below(entry: libarchive.ArchiveEntry, name: str | bytes, what: str) -> bytes:
+        """``name`` (relative, without ..) placed under dest, or the entry is refused."""
+        raw = name if isinstance(name, bytes) else name.encode(entry.header_codec)
+        if raw.startswith(b"/"):
+            raise refuse(f"{what} is absolute")
+        if b".." in raw.split(b"/"):
+            raise refuse(f"{what} contains '..'")
+        return base + raw
+
+    def admitted(entries: libarchive.read.ArchiveRead) -> Iterator[libarchive.ArchiveEntry]:
+        nonlocal current
+        total = 0
+        for entry in entries:
+            cancel.check()
+            current = entry.pathname + (f" -> {entry.linkpath}" if entry.linkpath else "")
+            total += entry.size or 0
+            if limit is not None and total > limit:
+                raise ExtractError(f"{archive.name}: entry {current!r} takes the unpacked size "
+                                   f"past {limit} bytes: refused as a decompression bomb (a "
+                                   "recipe may raise max_expansion)")
+            if (entry.isblk or entry.ischr) and not on_node(archive, entry.pathname):
+                continue
+            if entry.islnk:  # a hard link names a path of the archive, placed the same way
+                entry.linkpath = below(entry, entry.linkpath, "Hard link path")
+            entry.pathname = below(entry, entry.pathname, "Path")
+            yield entry
+
+    try:
+        with libarchive.file_reader(str(archive)) as entries:
+            lae.extract_entries(admitted(entries), SECURE_FLAGS)
+    except libarchive.ArchiveError as exc:
+        where = f" at entry {current!r}" if current else ""
+        raise ExtractError(f"{archive.name}: refused{where}: {exc.msg}") from None
+
+
+def refused_nodes(archive: Path, name: str) -> bool:
+    """Source archives never need device nodes: one is an error."""
+    raise ExtractError(f"{archive.name}: refusing device node entry {name!r}")
+
+
+def source_members(source: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The named regular files of a source, by their path below its top: from a tree, or
+    from a tarball's top folder without unpacking anything else."""
+    if source.is_dir():
+        return {name: (source / name).read_bytes() for name in wanted
+                if (source / name).is_file()}
+    found: dict[str, bytes] = {}
+    with libarchive.file_reader(str(source)) as archive:
+        for entry in archive:
+            inner = entry.pathname.split("/", 1)[-1]
+            if inner in wanted and entry.isfile:
+                found[inner] = b"".join(entry.get_blocks())
+    return found

@@ -1,0 +1,479 @@
+"""Helpers every test may import: the khib-build command, the repo's configs, recipes
+written as data, and where the user's cache is. Fixtures live in conftest.py alone."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import os
+import random
+import re
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lz4.block
+import yaml
+
+from khib_build.settings.config import load_config
+from khib_build.settings.options import OPTIONS, Options, download_dir, resolve
+from khib_build.settings.paths import user_cache_root
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "configs" / "khib.yaml"
+X86_64_CONFIG = REPO / "configs" / "khib-x86_64.yaml"
+USER_CACHE = user_cache_root(os.environ)  # where khib-build keeps its cache, dl/ and so on
+
+
+def run_options() -> Options:
+    """The run options khib-build takes here when no flag is given."""
+    return resolve({}, os.environ, OPTIONS)
+
+
+def user_download_dir() -> Path:
+    """The download dir the default image uses when no flag is given."""
+    return download_dir(run_options(), load_config(DEFAULT_CONFIG), os.environ)
+
+
+def khib_argv(*args: object) -> list[str]:
+    """The khib-build command line with ``args``, run by this test run's interpreter."""
+    return [sys.executable, "-m", "khib_build", *map(str, args)]
+
+
+def khib(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None,
+         timeout: float = 1800, umask: int = -1) -> subprocess.CompletedProcess[str]:
+    """Run the khib-build command line as a user would; capture its output."""
+    return subprocess.run(khib_argv(*args),
+                          capture_output=True, text=True, env=env, cwd=cwd or REPO,
+                          timeout=timeout, umask=umask, check=False)
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def write_recipe(root: Path, name: str, **fields: Any) -> Path:
+    """``root/recipes/<name>/recipe.yaml`` holding ``fields`` (name first), as YAML."""
+    path = root / "recipes" / name / "recipe.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"name": name, **fields}, sort_keys=False))
+    return path
+
+
+def kernel_package() -> str | None:
+    """The versioned kernel package linux-image-amd64 depends on, as apt reports it."""
+    depends = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
+                             capture_output=True, text=True, check=False).stdout
+    return next((line.split(":", 1)[1].strip() for line in depends.splitlines()
+                 if line.strip().startswith("Depends:") and "linux-image-" in line), None)
+
+PAGE = 4096
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Load:
+    paddr: int
+    memsz: int
+    filesz: int
+    offset: int
+
+SEGMENTS, META, LAYOUT, SEAL = 0x4B480001, 0x4B480002, 0x4B480003, 0x4B480004
+
+DATA, ZERO, FREE = 0, 1, 2  # a record's kind
+
+PT_MEMORY = 0x6B480000  # a khib image's memory segments
+
+BLOCK, RAW = 256 << 10, 1 << 31  # each block covers BLOCK bytes of memory; RAW: not LZ4
+
+
+def notes(data: bytes) -> dict[int | str, bytes]:
+    """The image's notes: KHIB's by type, and "VMCOREINFO"."""
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phnum, = struct.unpack_from("<H", data, 56)
+    found: dict[int | str, bytes] = {}
+    for i in range(phnum):
+        kind, _, offset, _, _, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data,
+                                                                  phoff + 56 * i)
+        at = offset
+        while kind == 4 and at < offset + filesz:
+            namesz, descsz, note_type = struct.unpack_from("<III", data, at)
+            name = data[at + 12:at + 12 + namesz - 1]
+            desc_at = at + 12 + (namesz + 3) // 4 * 4
+            assert name in (b"KHIB", b"VMCOREINFO"), name
+            found[note_type if name == b"KHIB" else "VMCOREINFO"] = data[desc_at:desc_at + descsz]
+            at = desc_at + (descsz + 3) // 4 * 4
+    return found
+
+
+def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
+    """The image's memory segments and its records: (paddr, memsz, crc32, kind)."""
+    data = image.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64, complete
+    assert struct.unpack_from("<H", data, 16)[0] == 4  # ET_CORE
+    desc = notes(data)[SEGMENTS]
+    records = [struct.unpack_from("<QQII", desc, 24 * k) for k in range(len(desc) // 24)]
+    return loads_of(data), records
+
+
+def blocks(data: bytes, load: Load) -> list[tuple[int, int, bool]]:
+    """A data segment's blocks: (offset of the stored bytes, their length, raw)."""
+    found, at, covered = [], load.offset, 0
+    while covered < load.memsz:
+        word, = struct.unpack_from("<I", data, at)
+        found.append((at + 4, word & ~RAW, bool(word & RAW)))
+        at += 4 + (word & ~RAW)
+        covered += min(BLOCK, load.memsz - covered)
+    assert at == load.offset + load.filesz
+    return found
+
+
+def unpacked(data: bytes, load: Load) -> bytes:
+    """A data segment's memory, decoded with python-lz4 (not khib's own code)."""
+    pieces, left = [], load.memsz
+    for at, length, raw in blocks(data, load):
+        size = min(BLOCK, left)
+        stored = data[at:at + length]
+        pieces.append(stored if raw else lz4.block.decompress(stored, uncompressed_size=size))
+        left -= size
+    return b"".join(pieces)
+
+
+def memory(path: Path, size: int) -> bytes:
+    """A memory file: random pages, runs of zero pages, and a token at a known place."""
+    rng = random.Random(7)
+    pages = []
+    for index in range(size // PAGE):
+        zero = (index // 16) % 3 == 1 or index % 7 == 3
+        pages.append(bytes(PAGE) if zero else rng.randbytes(PAGE))
+    data = bytearray(b"".join(pages))
+    data[0x12345:0x12345 + 16] = b"KHIB-TOKEN-12345"
+    path.write_bytes(data)
+    return bytes(data)
+
+
+def sealed_message(data: bytes, records: bytes | None = None) -> bytes:
+    """What the seal covers: the stored bytes' SHA-256, the program headers, the notes."""
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phnum, = struct.unpack_from("<H", data, 56)
+    found = notes(data)
+    segments = [load for load in loads_of(data) if load.filesz]
+    stored = b"".join(data[s.offset:s.offset + s.filesz] for s in segments)
+    return (hashlib.sha256(stored).digest() + data[phoff:phoff + 56 * phnum]
+            + (records or found[SEGMENTS]) + found[META] + found[LAYOUT]
+            + found.get("VMCOREINFO", b""))
+
+
+def loads_of(data: bytes) -> list[Load]:
+    """An image's memory segments, from its bytes."""
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phnum, = struct.unpack_from("<H", data, 56)
+    return [Load(paddr, memsz, filesz, offset) for kind, _, offset, _, paddr, filesz, memsz, _
+            in (struct.unpack_from("<IIQQQQQQ", data, phoff + 56 * i) for i in range(phnum))
+            if kind == PT_MEMORY]
+
+
+def reseal(image: Path, key: bytes | None = None) -> None:
+    """Recompute every CRC-32 and the SHA-256 seal after a change (and the HMAC with
+    ``key``): without it, what someone who can write the disk but has no key can do."""
+    data = bytearray(image.read_bytes())
+    segments, records = loads(image)
+    found = notes(bytes(data))
+    desc = bytearray(found[SEGMENTS])
+    for index, (load, record) in enumerate(zip(segments, records, strict=True)):
+        if load.filesz:
+            crc = zlib.crc32(unpacked(bytes(data), load))
+            struct.pack_into("<QQII", desc, 24 * index, *record[:2], crc, record[3])
+    message = sealed_message(bytes(data), bytes(desc))
+    size, keyed, _, mac = struct.unpack_from("<QQ32s32s", found[SEAL])
+    if key:  # without the key, the HMAC (and the flag) stay as they were
+        keyed, mac = 1, hmac.new(key, message, "sha256").digest()
+    seal = struct.pack("<QQ32s32s", size, keyed, hashlib.sha256(message).digest(), mac)
+    for old, new in ((found[SEGMENTS], desc), (found[SEAL], seal)):
+        at = data.rindex(old)
+        data[at:at + len(new)] = new
+    image.write_bytes(bytes(data))
+
+HEADER = re.compile(rb"070701([0-9A-F]{8}){13}")
+
+
+def fields(raw: bytes) -> list[int]:
+    return [int(raw[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
+
+
+def members(archive: bytes) -> list[tuple[str, list[int]]]:
+    """(name, header fields) of each member, read independently of the writer."""
+    found, offset = [], 0
+    while True:
+        assert HEADER.match(archive, offset), offset
+        values = fields(archive[offset:offset + 110])
+        namesize, size = values[11], values[6]
+        name = archive[offset + 110: offset + 110 + namesize - 1].decode()
+        found.append((name, values))
+        offset += 110 + namesize
+        offset += -offset % 4
+        offset += size + (-size % 4)
+        if name == "TRAILER!!!":
+            return found
+
+
+def describe(root: Path) -> dict[str, tuple]:
+    """Everything the comparison cares about, per path."""
+    found = {}
+    inodes: dict[int, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        st = path.lstat()
+        kind = stat.S_IFMT(st.st_mode)
+        if stat.S_ISREG(kind):
+            first = inodes.setdefault(st.st_ino, rel)
+            found[rel] = ("file", stat.S_IMODE(st.st_mode), path.read_bytes(), first)
+        elif stat.S_ISLNK(kind):
+            found[rel] = ("link", os.readlink(path))
+        elif stat.S_ISDIR(kind):
+            found[rel] = ("dir", stat.S_IMODE(st.st_mode))
+        else:
+            found[rel] = ("dev", kind, stat.S_IMODE(st.st_mode), os.major(st.st_rdev),
+                          os.minor(st.st_rdev))
+    return found
+
+
+def member(name: str, data: bytes | None = b"x", kind: bytes = tarfile.REGTYPE,
+           link: str = "", size: int | None = None) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = (len(data) if data is not None else 0) if size is None else size
+    if kind == tarfile.BLKTYPE:
+        info.devmajor, info.devminor = 8, 0
+    return info, data
+
+
+def tarball(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def cases(outside: Path) -> dict[str, tuple[bytes, str]]:
+    """Archive bytes and the text the refusal must contain, per attack."""
+    ok = member("pkg-1/ok")
+    return {
+        "dotdot": (tarball([ok, member("pkg-1/../../escape")]),
+                   "entry 'pkg-1/../../escape': Path contains '..'"),
+        "absolute": (tarball([ok, member(f"{outside}/absolute")]),
+                     f"entry '{outside}/absolute': Path is absolute"),
+        "symlink-then-file": (tarball([member("pkg-1/link", None, tarfile.SYMTYPE,
+                                              str(outside)), member("pkg-1/link/pwned")]),
+                              "entry 'pkg-1/link/pwned': Cannot extract through symlink"),
+        "hardlink-outside": (tarball([ok, member("pkg-1/hl", None, tarfile.LNKTYPE,
+                                                 "../../../etc/passwd")]),
+                             "entry 'pkg-1/hl -> ../../../etc/passwd'"),
+        "device-node": (tarball([ok, member("pkg-1/sda", None, tarfile.BLKTYPE)]),
+                        "refusing device node entry 'pkg-1/sda'"),
+        "bomb": (tarball([member("pkg-1/zeros", b"\0" * (40 << 20))], "w:xz"),
+                 "entry 'pkg-1/zeros' takes the unpacked size past"),
+    }
+
+
+def recipe_for(root: Path, data: bytes, extra: str = "") -> Path:
+    mirror = root / "mirror"
+    mirror.mkdir(parents=True, exist_ok=True)
+    (mirror / "pkg-1.tar").write_bytes(data)
+    folder = root / "recipes" / "pkg"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.yaml").write_text(
+        f"name: pkg\nversion: '1'\nlicense: MIT\n{extra}source:\n"
+        f"  urls: [http://127.0.0.1:9/pkg-1.tar]\n"
+        f"  sha256: {hashlib.sha256(data).hexdigest()}\n"
+        "install:\n  - cp -r . {{ destdir }}/\n")
+    config = root / "image.yaml"
+    config.write_text(f"recipe_dirs: [recipes]\npackages: [pkg]\nmirrors: [{mirror.as_uri()}]\n")
+    return config
+
+BIG = 48 << 20  # a file large enough that storing and packing take a moment
+
+
+def slow_sample(root: Path, urls: list[str], mirrors: list[str]) -> Path:
+    sample = write_sample(root, urls, mirrors)
+    recipe = root / "recipes" / "hello" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace(
+        "build:\n", "build:\n  - sleep 3 # khib-interrupt-test\n").replace(
+        "install:\n", f"install:\n  - head -c {BIG} /dev/urandom > {{{{ destdir }}}}/big.bin\n"))
+    return sample.config
+
+
+def mirrored_slow_sample(root: Path) -> Path:
+    """slow_sample with its tarball on a file:// mirror; its image config."""
+    mirror = root / "mirror"
+    mirror.mkdir()
+    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
+    return slow_sample(root, ["http://127.0.0.1:9/hello-1.0.tar.gz"], [mirror.as_uri()])
+
+
+def run_until(config: Path, root: Path, marker: str, sig: int, dl: Path | None = None,
+              cache: Path | None = None) -> tuple[int, str]:
+    """Start a build, send ``sig`` once ``marker`` shows on its progress output."""
+    process = subprocess.Popen(
+        khib_argv("rootfs", "-c", config, "-o", root / "out", "--dl-dir", dl or root / "dl",
+                  "--cache-dir", cache or root / "cache", "--fetch-deadline", 60),
+        stderr=subprocess.PIPE, text=True)
+    seen = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        seen.append(line)
+        if marker in line:
+            process.send_signal(sig)
+            break
+    seen += process.stderr.readlines()
+    return process.wait(timeout=60), "".join(seen)
+
+
+HELLO_C = b"""#include <stdio.h>
+int main(void) { printf("hello from khib sample, %d-bit\\n", (int)(8 * sizeof(void *))); return 0; }
+"""
+MAKEFILE = b"""hello: hello.c
+\t$(CC) $(CFLAGS) -static -o $@ hello.c $(LDFLAGS)
+"""
+
+
+@dataclass(frozen=True)
+class Sample:
+    tarball: bytes
+    filename: str
+    sha256: str
+    config: Path
+
+
+def make_tarball(version: str = "1.0") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in (("hello.c", HELLO_C), ("Makefile", MAKEFILE)):
+            info = tarfile.TarInfo(f"hello-{version}/{name}")
+            info.size, info.mtime, info.mode = len(data), 1_000_000_000, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def write_sample(root: Path, urls: list[str], mirrors: list[str], arch: str = "i386") -> Sample:
+    """A recipe dir and an image config that builds the sample for ``arch``."""
+    tarball = make_tarball()
+    sha = hashlib.sha256(tarball).hexdigest()
+    recipe = root / "recipes" / "hello" / "recipe.yaml"
+    recipe.parent.mkdir(parents=True)
+    recipe.write_text(
+        "name: hello\nversion: '1.0'\nlicense: MIT\nsource:\n"
+        f"  urls: [{', '.join(urls)}]\n  sha256: {sha}\n  file: hello-1.0.tar.gz\n"
+        "build:\n  - make CC=\"{{ cc }}\" CFLAGS=\"{{ cflags }}\" LDFLAGS=\"{{ ldflags }}\"\n"
+        "install:\n  - install -D -m 755 hello {{ destdir }}/usr/bin/hello\n"
+    )
+    cc = "[gcc, -m32]" if arch == "i386" else "[gcc]"
+    config = root / "sample.yaml"
+    config.write_text(
+        f"name: sample\narch: {arch}\ntoolchain: {{cc: {cc}}}\nrecipe_dirs: [recipes]\n"
+        f"packages: [hello]\nmirrors: [{', '.join(mirrors)}]\n"
+    )
+    return Sample(tarball, "hello-1.0.tar.gz", sha, config)
+
+
+def build_greet(root: Path, recipe_extra: str = "") -> str:
+    """Build an image of one package made from its own src/ folder; its inspect listing."""
+    from tests.helpers import assert_ok, khib
+
+    recipe = root / "recipes" / "greet"
+    (recipe / "src").mkdir(parents=True, exist_ok=True)
+    (recipe / "src" / "greet.sh").write_text("#!/bin/sh\necho greetings\n")
+    (recipe / "recipe.yaml").write_text(
+        f"name: greet\nversion: '2'\nlicense: MIT\n{recipe_extra}"
+        "install:\n  - install -D -m 755 greet.sh {{ destdir }}/bin/greet\n")
+    config = root / "img.yaml"
+    config.write_text("recipe_dirs: [recipes]\npackages: [greet]\ncompression: none\n"
+                      "output: rootfs.cpio\n")
+    assert_ok(khib("rootfs", "-c", config, "-o", root / "out", "--cache-dir", root / "cache"))
+    return khib("inspect", root / "out" / "rootfs.cpio").stdout
+
+
+GREET_H = "const char *greeting(void);\n"
+GREET_C = '#include "greet.h"\nconst char *greeting(void) { return "hello from libgreet"; }\n'
+APP_C = ('#include <stdio.h>\n#include <greet.h>\n'
+         'int main(void) { puts(greeting()); return 0; }\n')
+TOOL_C = '#include <stdio.h>\nint main(void) { puts("tool"); return 0; }\n'
+LIBGREET_BUILD = """#!/bin/sh
+# Builds the static library.
+set -e
+$CC $CFLAGS -c greet.c -o greet.o
+ar rcs libgreet.a greet.o
+"""
+
+
+def write_graph_sample(root: Path, extra_steps: str = "") -> Path:
+    """Three src/ packages for i386: libgreet (a static library), app (links it) and tool
+    (independent); ``extra_steps`` are build commands every package runs first.  The
+    image config's path."""
+    packages = {
+        "libgreet": ({"greet.h": GREET_H, "greet.c": GREET_C}, [],
+                     ["CC=\"{{ cc }}\" CFLAGS=\"{{ cflags }}\" sh {{ files }}/build.sh"],
+                     ["install -D -m 644 greet.h {{ destdir }}/usr/include/greet.h",
+                      "install -D -m 644 libgreet.a {{ destdir }}/usr/lib/libgreet.a"]),
+        "app": ({"app.c": APP_C}, ["libgreet"],
+                ["{{ cc }} {{ cflags }} -static -o app app.c -L{{ sysroot }}/usr/lib -lgreet"
+                 " {{ ldflags }}"],
+                ["install -D -m 755 app {{ destdir }}/usr/bin/app"]),
+        "tool": ({"tool.c": TOOL_C}, [],
+                 ["{{ cc }} {{ cflags }} -static -o tool tool.c {{ ldflags }}"],
+                 ["install -D -m 755 tool {{ destdir }}/usr/bin/tool"]),
+    }
+    for name, (sources, depends, build, install) in packages.items():
+        folder = root / "recipes" / name
+        (folder / "src").mkdir(parents=True)
+        for file, text in sources.items():
+            (folder / "src" / file).write_text(text)
+        steps = [line for line in extra_steps.splitlines() if line] + build
+        (folder / "recipe.yaml").write_text(
+            f"name: {name}\nversion: '1'\nlicense: MIT\ndepends: {depends}\n"
+            f"build:\n{yaml_list(steps)}install:\n{yaml_list(install)}")
+    (root / "recipes" / "libgreet" / "files").mkdir()
+    (root / "recipes" / "libgreet" / "files" / "build.sh").write_text(LIBGREET_BUILD)
+    config = root / "graph.yaml"
+    config.write_text("name: graph\narch: i386\ntoolchain: {cc: [gcc, -m32], ldflags: [-m32]}\n"
+                      "recipe_dirs: [recipes]\npackages: [app, tool]\n")
+    return config
+
+
+def yaml_list(items: list[str]) -> str:
+    return "".join(f"  - {json.dumps(item)}\n" for item in items)
+
+
+KERNEL_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+MEMBERS = ("usr/gen_init_cpio.c", "usr/gen_initramfs.sh")
+
+
+def kernel_usr_tools() -> Path:
+    """A folder with ``usr/gen_init_cpio`` (compiled) and ``usr/gen_initramfs.sh``."""
+    home = USER_CACHE / "kernel-tools" / "linux-source-6.1"
+    if (home / "usr" / "gen_init_cpio").is_file():
+        return home
+    work = Path(tempfile.mkdtemp(prefix="kernel-tools-"))
+    try:
+        subprocess.run(["tar", "-xJf", str(KERNEL_TARBALL), "-C", str(work),
+                        "--strip-components=1", *(f"linux-source-6.1/{m}" for m in MEMBERS)],
+                       check=True)
+        subprocess.run(["gcc", "-O2", "-o", str(work / "usr" / "gen_init_cpio"),
+                        str(work / "usr" / "gen_init_cpio.c")], check=True)
+        home.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work, home)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return home

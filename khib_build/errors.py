@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Characters that end a line for str.splitlines() or a terminal, besides "\n" itself.
+_BREAKS = {ord(c): c.encode("unicode_escape").decode() for c in
+           "\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line-breaking character but newline spelt as an escape."""
+    return text.translate(_BREAKS)
+
 
 class KhibError(Exception):
     """Base of every error khib-build reports without a traceback."""
@@ -27,7 +36,7 @@ class ConfigError(KhibError):
         self.line = line
         self.message = message
         where = f"{self.path}:{line}" if line else str(self.path)
-        super().__init__(f"{where}: {message}")
+        super().__init__(one_line(f"{where}: {message}"))
 
 
 class FetchError(KhibError):

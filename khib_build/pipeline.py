@@ -6,7 +6,6 @@ templates) before anything is written; :func:`build_image` then carries the plan
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,15 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from khib_build import __version__, cancel
-from khib_build.engine.build import BuildSettings, key_of, toolchain_inputs
+from khib_build import cancel
+from khib_build.engine.build import BuildSettings
 from khib_build.engine.cache import Cache
+from khib_build.engine.keys import image_inputs, key_of, toolchain_inputs
 from khib_build.engine.outdir import OutputDir
 from khib_build.engine.remote import RemoteCache
 from khib_build.engine.scheduler import Engine, PackageResult, Survey, changes, dependents, survey
 from khib_build.engine.sysroot import base_sysroot, libc_packages, libc_versions
 from khib_build.errors import KhibError, UsageError
-from khib_build.fsutil import sha256_of, tree_digest, write_atomically
+from khib_build.fsutil import sha256_of, write_atomically
 from khib_build.image import overlays
 from khib_build.image.cpio import pack_tree
 from khib_build.image.devtable import TableEntry, merge_tables
@@ -40,6 +40,7 @@ from khib_build.settings.recipes import (
     Recipe,
     find_recipe,
     load_recipe,
+    package_facts,
     resolve,
     search_path,
 )
@@ -106,13 +107,13 @@ def settings_for(plan: Plan, options: Options) -> BuildSettings:
         dl_dir=download_dir(options, plan.config, os.environ),
         mirrors=plan.config.mirrors,
         offline=options.offline,
-        apt_state=cache.root / "apt-sources",
+        apt_state=cache.apt_sources,
         deadline=options.fetch_deadline,
         retries=options.fetch_retries,
     )
     return BuildSettings(
         config=plan.config,
-        outdir=options.outdir.resolve(),
+        out=OutputDir(options.outdir.resolve()),
         sources=sources,
         cache=cache,
         jobs=options.jobs,
@@ -144,7 +145,7 @@ def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:
     """Each package's state (up to date, cached, stale, never built), building nothing."""
     settings = settings_for(plan, options)
     toolchain = toolchain_inputs(plan.config, libc_versions(libc_packages(plan.config)))
-    return survey(plan.by_name, settings, toolchain, OutputDir(settings.outdir))
+    return survey(plan.by_name, settings, toolchain, settings.out)
 
 
 def explain(plan: Plan, options: Options, name: str) -> list[str]:
@@ -162,7 +163,7 @@ def explain(plan: Plan, options: Options, name: str) -> list[str]:
         return [*lines, f"{name}: {state.status}: a build of these inputs is {where} "
                 f"(key {state.key[:12]})"]
     settings = settings_for(plan, options)
-    record = OutputDir(settings.outdir).record(name)
+    record = settings.out.record(name)
     previous = record.get("inputs") if record else settings.cache.latest_inputs(name)
     where = "its last build in the output dir" if record else "its newest cache entry"
     if previous is None:
@@ -180,13 +181,12 @@ def check_host_tools(recipes: list[Recipe]) -> None:
                             ", which are not on PATH; install them")
 
 
-def prepare(plan: Plan, options: Options) -> tuple[BuildSettings, dict[str, str], Path]:
-    """The run's settings, the toolchain's identity and the C library's sysroot."""
-    settings = settings_for(plan, options)
+def prepare(plan: Plan, settings: BuildSettings) -> tuple[dict[str, str], Path]:
+    """The toolchain's identity and the C library's sysroot."""
     check_host_tools(plan.recipes)
     versions = libc_versions(libc_packages(plan.config))
     toolchain = toolchain_inputs(plan.config, versions)
-    return settings, toolchain, base_sysroot(plan.config, settings.cache.root, versions)
+    return toolchain, base_sysroot(plan.config, settings.cache.sysroots, versions)
 
 
 def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> ImageResult:
@@ -194,9 +194,10 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
     their dependents built regardless), then the image: packed anew only when one of its
     inputs changed."""
     started = time.monotonic()
-    state = OutputDir(options.outdir.resolve())
+    settings = settings_for(plan, options)
+    state = settings.out
     state.lock(wait=not options.no_wait)
-    settings, toolchain, sysroot_base = prepare(plan, options)
+    toolchain, sysroot_base = prepare(plan, settings)
     remote = None
     if options.remote_cache and settings.cache.enabled:
         remote = RemoteCache(options.remote_cache, settings.cache,
@@ -206,9 +207,13 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
                     dependents(force, plan.by_name),
                     options.explain)
     results = list(engine.run().values())
-    image = settings.outdir / plan.config.output
-    manifest = settings.outdir / "manifest.json"
-    inputs = image_inputs(plan, results, settings.epoch)
+    image = state.image(plan.config.output)
+    inputs = image_inputs(
+        plan.config, plan.recipes, {r.recipe.name: r.output for r in results},
+        [(repr(e), e.source) for e in plan.tables.values()],
+        [(i.path, i.kind, i.mode, i.target,
+          i.content if i.source is None else i.source.read_bytes()) for i in plan.overlay_items],
+        Path(pyclosure.__file__), settings.epoch)
     key = key_of(inputs)
     record = state.image_record() or {}
     digest = sha256_of(image) if image.is_file() else None
@@ -220,43 +225,22 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
     else:
         state.forget_image()
         owners = assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
-                          settings.outdir / "rootfs")
-        pythonlib.prune(settings.outdir / "rootfs", plan.recipes, settings.outdir)
+                          state.rootfs)
+        pythonlib.prune(state.rootfs, plan.recipes, state.python_modules)
         say(f"packing {image.name} ({plan.config.compression})")
-        pack_tree(settings.outdir / "rootfs", plan.tables, image, plan.config.compression,
+        pack_tree(state.rootfs, plan.tables, image, plan.config.compression,
                   plan.config.compression_level, settings.epoch, plan.config.early_segment)
         digest = sha256_of(image)
         state.remember_image({"key": key, "sha256": digest, "inputs": inputs,
                               "owners": owners})
         status = "packed"
-    for path, content in ((manifest, manifest_json(plan, results, image, digest)),
-                          (settings.outdir / "kernel.config",
+    for path, content in ((state.manifest, manifest_json(plan, results, image, digest)),
+                          (state.kernel_fragment,
                            fragment_text(plan.kernel_requests).encode())):
         if not path.is_file() or path.read_bytes() != content:
             write_atomically(path, content)
-    return ImageResult(image, image.stat().st_size, digest, status, results, manifest,
+    return ImageResult(image, image.stat().st_size, digest, status, results, state.manifest,
                        time.monotonic() - started)
-
-
-def image_inputs(plan: Plan, results: list[PackageResult], epoch: int) -> dict[str, str]:
-    """Everything the image's bytes are made of."""
-    config = plan.config
-    inputs = {
-        "khib-build": __version__,
-        "compression": f"{config.compression} {config.compression_level}",
-        "SOURCE_DATE_EPOCH": str(epoch),
-        "early segment": tree_digest(config.early_segment) if config.early_segment else "",
-        "python modules": " ".join(sorted({m for r in plan.recipes for m in r.python_modules})),
-        "python closure": sha256_of(Path(pyclosure.__file__)),
-        "tables": key_of([(repr(e), e.source and sha256_of(e.source))
-                          for e in plan.tables.values()]),
-    }
-    inputs |= {f"package {r.recipe.name} output": r.output for r in results}
-    for item in plan.overlay_items:
-        content = item.content if item.source is None else item.source.read_bytes()
-        inputs[f"overlay {item.path}"] = key_of(
-            [item.kind, item.mode, item.target, hashlib.sha256(content or b"").hexdigest()])
-    return inputs
 
 
 def manifest_json(plan: Plan, results: list[PackageResult], image: Path, digest: str) -> bytes:
@@ -273,14 +257,12 @@ def manifest_json(plan: Plan, results: list[PackageResult], image: Path, digest:
 
 
 def package_entries(results: list[PackageResult]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": r.recipe.name, "version": r.recipe.version, "license": r.recipe.license,
-            "source": None if r.recipe.source is None else {
-                "file": r.recipe.source.filename, "sha256": r.recipe.source.sha256,
-                "urls": list(r.recipe.source.urls),
-            },
-            "cache_key": r.key,
-        }
-        for r in results
-    ]
+    """The manifest's packages: a few of each one's facts, and its cache key."""
+    entries = []
+    for result in results:
+        facts = package_facts(result.recipe)
+        source = facts["source"] and {k: v for k, v in facts["source"].items() if k != "debian"}
+        entries.append({"name": facts["name"], "version": facts["version"],
+                        "license": facts["license"], "source": source,
+                        "cache_key": result.key})
+    return entries

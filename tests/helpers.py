@@ -288,17 +288,16 @@ def cases(outside: Path) -> dict[str, tuple[bytes, str]]:
     }
 
 
-def recipe_for(root: Path, data: bytes, extra: str = "") -> Path:
+def recipe_for(root: Path, data: bytes, **extra: Any) -> Path:
+    """An image of one package whose source is the archive ``data`` (on a file:// mirror);
+    its config."""
     mirror = root / "mirror"
     mirror.mkdir(parents=True, exist_ok=True)
     (mirror / "pkg-1.tar").write_bytes(data)
-    folder = root / "recipes" / "pkg"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "recipe.yaml").write_text(
-        f"name: pkg\nversion: '1'\nlicense: MIT\n{extra}source:\n"
-        f"  urls: [http://127.0.0.1:9/pkg-1.tar]\n"
-        f"  sha256: {hashlib.sha256(data).hexdigest()}\n"
-        "install:\n  - cp -r . {{ destdir }}/\n")
+    write_recipe(root, "pkg", version="1", license="MIT", **extra,
+                 source={"urls": ["http://127.0.0.1:9/pkg-1.tar"],
+                         "sha256": hashlib.sha256(data).hexdigest()},
+                 install=["cp -r . {{ destdir }}/"])
     config = root / "image.yaml"
     config.write_text(f"recipe_dirs: [recipes]\npackages: [pkg]\nmirrors: [{mirror.as_uri()}]\n")
     return config
@@ -388,16 +387,13 @@ def write_sample(root: Path, urls: list[str], mirrors: list[str], arch: str = "i
     return Sample(tarball, "hello-1.0.tar.gz", sha, config)
 
 
-def build_greet(root: Path, recipe_extra: str = "") -> str:
+def build_greet(root: Path, **recipe_extra: Any) -> str:
     """Build an image of one package made from its own src/ folder; its inspect listing."""
-    from tests.helpers import assert_ok, khib
-
     recipe = root / "recipes" / "greet"
     (recipe / "src").mkdir(parents=True, exist_ok=True)
     (recipe / "src" / "greet.sh").write_text("#!/bin/sh\necho greetings\n")
-    (recipe / "recipe.yaml").write_text(
-        f"name: greet\nversion: '2'\nlicense: MIT\n{recipe_extra}"
-        "install:\n  - install -D -m 755 greet.sh {{ destdir }}/bin/greet\n")
+    write_recipe(root, "greet", version="2", license="MIT", **recipe_extra,
+                 install=["install -D -m 755 greet.sh {{ destdir }}/bin/greet"])
     config = root / "img.yaml"
     config.write_text("recipe_dirs: [recipes]\npackages: [greet]\ncompression: none\n"
                       "output: rootfs.cpio\n")

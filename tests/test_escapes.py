@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import khib
+from tests.helpers import khib, write_recipe
 
 
 def image_with_overlays(root: Path, overlays: list[str]) -> Path:
-    recipe = root / "recipes" / "base"
-    recipe.mkdir(parents=True)
-    (recipe / "recipe.yaml").write_text(
-        "name: base\nversion: '1'\nlicense: MIT\n"
-        "install:\n  - mkdir -p {{ destdir }}/usr && ln -s " + str(root / "outside")
-        + " {{ destdir }}/usr/lib\n")
+    write_recipe(root, "base", version="1", license="MIT",
+                 install=[f"mkdir -p {{{{ destdir }}}}/usr && ln -s {root / 'outside'} "
+                          "{{ destdir }}/usr/lib"])
     config = root / "image.yaml"
     config.write_text("recipe_dirs: [recipes]\npackages: [base]\n"
                       f"overlays: [{', '.join(overlays)}]\n")

@@ -37,7 +37,7 @@ def test_hostile_archive_is_refused(attack: str, tmp_path: Path) -> None:
 
 def test_recipe_may_raise_the_expansion_limit(tmp_path: Path) -> None:
     data = tarball([member("pkg-1/zeros", b"\0" * (40 << 20))], "w:xz")
-    config = recipe_for(tmp_path, data, extra="max_expansion: 100000\n")
+    config = recipe_for(tmp_path, data, max_expansion=100000)
     result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--dl-dir", tmp_path / "dl",
                   "--no-cache")
     assert result.returncode == 0, result.stderr

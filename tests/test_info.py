@@ -16,7 +16,15 @@ import pytest
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from tests.helpers import DEFAULT_CONFIG, REPO, assert_ok, khib, khib_argv, user_download_dir
+from tests.helpers import (
+    DEFAULT_CONFIG,
+    REPO,
+    assert_ok,
+    khib,
+    khib_argv,
+    user_download_dir,
+    write_recipe,
+)
 
 pytestmark = pytest.mark.slow  # they read the built default image
 
@@ -146,11 +154,8 @@ def test_fetch_all_fills_the_download_dir_with_every_recipes_source(
     subprocess.run(["tar", "-czf", mirror / "extra-1.0.tar.gz", "-C", tmp_path, "extra-1.0"],
                    check=True)
     sha = hashlib.sha256((mirror / "extra-1.0.tar.gz").read_bytes()).hexdigest()
-    recipe = tmp_path / "recipes" / "extra"
-    recipe.mkdir(parents=True)
-    (recipe / "recipe.yaml").write_text(
-        f"name: extra\nversion: '1.0'\nlicense: MIT\nlicense_files: [COPYING]\nsource:\n"
-        f"  urls: [https://example.invalid/extra-1.0.tar.gz]\n  sha256: {sha}\n")
+    write_recipe(tmp_path, "extra", version="1.0", license="MIT", license_files=["COPYING"],
+                 source={"urls": ["https://example.invalid/extra-1.0.tar.gz"], "sha256": sha})
     config = tmp_path / "image.yaml"
     config.write_text(f"packages: [busybox]\nrecipe_dirs: [recipes]\n"
                       f"mirrors: [file://{mirror}, file://{user_download_dir()}]\n")

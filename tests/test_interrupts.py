@@ -59,6 +59,7 @@ STAGES = {  # stage: the progress line after which the signal is sent
 }
 
 
+@pytest.mark.slow  # builds the sample package ten times
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_signal_at_each_stage_then_the_next_run_succeeds(stage: str, sig: int,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from khib_build.engine.cache import Cache
 from khib_build.kernel.build import kernel_source
 from khib_build.kernel.explain import KernelKconfig, kconfig_env
 from khib_build.kernel.kconfig import fragment_requests, read_config
@@ -88,7 +89,7 @@ def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(arch: str, tmp_path: P
     and olddefconfig wrote."""
     _, _, work = kconfig(tmp_path, arch)
     source = kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
-                           run_options().cache_dir.resolve())
+                           Cache(run_options().cache_dir.resolve()).kernel_sources)
     for name, value in kconfig_env(source.tree, arch).items():
         monkeypatch.setenv(name, value)
     tree = KernelKconfig(source.tree, arch)

@@ -7,6 +7,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from khib_build.engine.cache import verify
 from khib_build.fsutil import sha256_of
 from tests.helpers import (
@@ -28,6 +30,7 @@ def build(config: Path, root: Path, dl: Path, cache: Path, out: str = "out"
                 "--fetch-deadline", 3, "--fetch-retries", 1)
 
 
+@pytest.mark.slow  # builds the sample package twice
 def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path: Path) -> None:
     config = mirrored_slow_sample(tmp_path)
     dl, cache = tmp_path / "dl", tmp_path / "cache"
@@ -45,6 +48,7 @@ def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path: Path) -> None:
     assert verify(next((cache / "packages" / "hello").iterdir()))
 
 
+@pytest.mark.slow  # builds a package for each fault
 def test_after_the_fault_suite_only_verified_entries_remain(tmp_path: Path) -> None:
     dl, cache = tmp_path / "dl", tmp_path / "cache"
     tarball = make_tarball()

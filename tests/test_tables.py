@@ -46,7 +46,7 @@ def test_recipe_names_its_own_tables(tmp_path: Path) -> None:
     files.mkdir(parents=True)
     (files / "perms.txt").write_text("/bin/greet f 4750 0 10 - - - - -\n")
     (files / "nodes.list").write_text("nod /dev/kmsg 644 0 0 c 1 11\n")
-    listing = build_greet(tmp_path, "device_tables: [files/perms.txt]\n"
-                                    "file_lists: [files/nodes.list]\n")
+    listing = build_greet(tmp_path, device_tables=["files/perms.txt"],
+                          file_lists=["files/nodes.list"])
     assert "-rwsr-x---     0    10         25 bin/greet" in listing
     assert "crw-r--r--     0     0       1,11 dev/kmsg" in listing

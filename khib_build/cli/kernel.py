@@ -17,6 +17,8 @@ KERNEL_SRC = arg("--kernel-src", type=Path, metavar="PATH",
 
 
 def kconfig(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.engine.cache import Cache
+    from khib_build.engine.outdir import OutputDir
     from khib_build.kernel.build import base_of, kernel_source
     from khib_build.kernel.explain import check, report_check
     from khib_build.kernel.kconfig import fragment_requests, image_requests
@@ -24,13 +26,14 @@ def kconfig(args: argparse.Namespace, options: Options) -> int:
 
     plan = plan_image(options.config)
     arch = args.arch or plan.config.arch
-    source = kernel_source(args.kernel_src, plan.config, options.cache_dir.resolve())
+    source = kernel_source(args.kernel_src, plan.config,
+                           Cache(options.cache_dir.resolve()).kernel_sources)
     base = args.base or base_of(plan.config)
     if base not in ("tinyconfig", "defconfig"):
         base = str(Path(base).resolve())
     requests = (fragment_requests(args.fragment) if args.fragment
                 else image_requests(plan.config, plan.linux, plan.recipes, arch))
-    work = (options.outdir / f"kconfig-{arch}").resolve()
+    work = OutputDir(options.outdir.resolve()).kconfig_work(arch)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -55,7 +58,7 @@ def kernel(args: argparse.Namespace, options: Options) -> int:
 
     plan = plan_image(options.config)
     cache = Cache(options.cache_dir.resolve(), enabled=not options.no_cache)
-    source = kernel_source(args.kernel_src, plan.config, cache.root)
+    source = kernel_source(args.kernel_src, plan.config, cache.kernel_sources)
     result = build_kernel(source, plan.linux, plan.kernel_requests, base_of(plan.config),
                           plan.config.arch, options.outdir.resolve(), cache, options.jobs,
                           epoch(options, plan.config))
@@ -65,12 +68,14 @@ def kernel(args: argparse.Namespace, options: Options) -> int:
 
 
 def boot(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.engine.outdir import OutputDir
     from khib_build.kernel.boot import boot, kernel_cmdline, qemu_command, qemu_for
     from khib_build.pipeline import plan_image
 
     plan = plan_image(options.config)
-    image = args.image or options.outdir / plan.config.output
-    bzimage = args.kernel or options.outdir / "bzImage"
+    out = OutputDir(options.outdir)
+    image = args.image or out.image(plan.config.output)
+    bzimage = args.kernel or out.kernel_file("bzImage")
     if not bzimage.is_file():
         raise UsageError(f"kernel {bzimage} does not exist: build one with `khib-build "
                          "kernel`, or give --kernel")

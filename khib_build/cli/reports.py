@@ -34,6 +34,7 @@ def show_info(args: argparse.Namespace, options: Options) -> int:
 
 
 def legal_info(_args: argparse.Namespace, options: Options) -> int:
+    from khib_build.engine.outdir import OutputDir
     from khib_build.fsutil import sha256_of
     from khib_build.pipeline import fetch_sources, plan_image
     from khib_build.reports.legal import write_legal_info
@@ -43,9 +44,10 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
     with report.live():
         fetched = fetch_sources(plan, options, [r.name for r in with_source])
     tarballs = dict(zip((r.name for r in with_source), fetched, strict=True))
-    image = options.outdir / plan.config.output
+    out = OutputDir(options.outdir)
+    image = out.image(plan.config.output)
     document = write_legal_info(plan, tarballs, sha256_of(image) if image.is_file() else None,
-                                epoch(options, plan.config), options.outdir / "legal-info")
+                                epoch(options, plan.config), out.legal_info)
     print(f"sbom: {shown(document)}")
     return 0
 
@@ -57,13 +59,14 @@ def size_report(args: argparse.Namespace, options: Options) -> int:
     from khib_build.reports.size import breakdown, draw
 
     plan = plan_image(options.config)
-    image = options.outdir / plan.config.output
-    record = OutputDir(options.outdir.resolve()).image_record()
+    out = OutputDir(options.outdir)
+    image = out.image(plan.config.output)
+    record = out.image_record()
     if not image.is_file() or record is None:
         raise UsageError(f"no image in {options.outdir}: build it with `khib-build rootfs` "
                          "first")
     found = breakdown(image, record.get("owners", {}), set(plan.tables))
-    chart = image.with_name("size-report.svg")
+    chart = out.size_chart
     with atomic_output(chart) as handle:
         draw(found, handle)
     if not args.files:
@@ -83,6 +86,7 @@ def size_report(args: argparse.Namespace, options: Options) -> int:
 
 
 def lint(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.engine.cache import Cache
     from khib_build.kernel.build import kernel_source
     from khib_build.reports.lint import lint_recipe, source_for
     from khib_build.settings.config import load_config
@@ -105,7 +109,8 @@ def lint(args: argparse.Namespace, options: Options) -> int:
     def kernel_tree() -> Path | None:  # unpacked once into the cache, as `kernel` does
         if config.kernel_source is None or not config.kernel_source.exists():
             return None
-        return kernel_source(None, config, options.cache_dir.resolve()).tree
+        return kernel_source(None, config,
+                             Cache(options.cache_dir.resolve()).kernel_sources).tree
 
     findings = []
     for folder in folders:

@@ -3,20 +3,18 @@
 Each step runs in a controlled environment (C locale, UTC, ``SOURCE_DATE_EPOCH``, umask
 022, the run's own make job server, a compiler pointed at the package's sysroot), is
 timed, and appends to the package's log.  A failure names the package, the step and the
-log.  :func:`package_inputs` names everything that can change the output.
+log (:func:`keys.package_inputs` names everything that can change the output).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -24,15 +22,14 @@ from typing import TextIO, TypeVar
 from khib_build import __version__, cancel, report
 from khib_build.engine.cache import Cache
 from khib_build.engine.jobserver import JobServer
+from khib_build.engine.outdir import OutputDir
 from khib_build.errors import BuildError, FetchError, KhibError
-from khib_build.fsutil import sha256_of
 from khib_build.python import pyinstall
 from khib_build.settings.config import ImageConfig
-from khib_build.settings.recipes import Recipe, recipe_files, render_command
+from khib_build.settings.recipes import Recipe, render_command
 from khib_build.sources.extract import ExtractError, extract
 from khib_build.sources.fetch import Sources, fetch
 
-CACHE_FORMAT = 2
 T = TypeVar("T")
 DROPPED_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS",
                "CFLAGS", "CPPFLAGS", "LDFLAGS", "CC", "CROSS_COMPILE")
@@ -43,7 +40,7 @@ class BuildSettings:
     """Everything a package build needs beyond its recipe."""
 
     config: ImageConfig
-    outdir: Path
+    out: OutputDir
     sources: Sources
     cache: Cache
     jobs: int
@@ -54,50 +51,6 @@ class BuildSettings:
 class Step:
     name: str
     seconds: float
-
-
-def compiler_version(cc: Sequence[str]) -> str:
-    """The first line of the compiler's ``--version``."""
-    try:
-        return subprocess.run([*cc, "--version"], capture_output=True, text=True,
-                              check=True).stdout.splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError) as exc:
-        raise KhibError(f"toolchain {shlex.join(cc)} does not run: {exc}") from None
-
-
-def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str]:
-    """What of the compiler can change a build's output: command, version, flags, and the
-    versions of the C library whose code static binaries carry."""
-    tc = config.toolchain
-    inputs = {
-        "toolchain cc": shlex.join([shutil.which(tc.cc[0]) or tc.cc[0], *tc.cc[1:]]),
-        "toolchain version": compiler_version(tc.cc),
-        "toolchain cflags": shlex.join(tc.cflags),
-        "toolchain ldflags": shlex.join(tc.ldflags),
-    }
-    return inputs | {f"C library {name}": version for name, version in libc.items()}
-
-
-def package_inputs(recipe: Recipe, settings: BuildSettings, toolchain: dict[str, str],
-                   dependency_outputs: dict[str, str]) -> dict[str, str]:
-    """Every input of a package build, each named so a change can be explained."""
-    inputs = {
-        "khib-build cache format": str(CACHE_FORMAT),
-        "arch": settings.config.arch,
-        "SOURCE_DATE_EPOCH": str(settings.epoch),
-        "source sha256": recipe.source.sha256 if recipe.source else "none (src/ folder)",
-    }
-    inputs |= {f"recipe file {rel}": digest for rel, digest in recipe_files(recipe).items()}
-    inputs |= {f"patch {patch}": sha256_of(patch) for patch in recipe.patches
-               if not patch.is_relative_to(recipe.folder)}
-    inputs |= toolchain
-    inputs |= {f"dependency {name} output": digest for name, digest in
-               sorted(dependency_outputs.items())}
-    return inputs
-
-
-def key_of(inputs: object) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def build_env(settings: BuildSettings, sysroot: Path, jobserver: JobServer) -> dict[str, str]:
@@ -137,8 +90,8 @@ class Builder:
                  jobserver: JobServer) -> None:
         self.recipe, self.settings, self.staging = recipe, settings, staging
         self.sysroot, self.jobserver = sysroot, jobserver
-        self.workdir = settings.outdir / "build" / recipe.name
-        self.log = settings.outdir / "logs" / f"{recipe.name}.log"
+        self.workdir = settings.out.build_dir(recipe.name)
+        self.log = settings.out.log(recipe.name)
         self.env = build_env(settings, sysroot, jobserver)
         self.steps: list[Step] = []
 

@@ -44,15 +44,33 @@ class Entry:
 
 
 class Cache:
-    """Package trees by key; a disabled cache finds nothing and stores nothing."""
+    """Package trees by key; a disabled cache finds nothing and stores nothing. Its
+    layout is decided here: ``packages/<name>/<key>/``, and beside them the C library's
+    ``sysroots/``, unpacked ``kernel-src/`` and the private apt state ``apt-sources/``."""
 
     def __init__(self, root: Path, enabled: bool = True) -> None:
         self.root = root
         self.enabled = enabled
         self.held: list[int] = []  # directory fds under a shared lock, closed at exit
 
+    @property
+    def packages(self) -> Path:
+        return self.root / "packages"
+
+    @property
+    def sysroots(self) -> Path:
+        return self.root / "sysroots"
+
+    @property
+    def kernel_sources(self) -> Path:
+        return self.root / "kernel-src"
+
+    @property
+    def apt_sources(self) -> Path:
+        return self.root / "apt-sources"
+
     def entry(self, name: str, key: str) -> Path:
-        return self.root / "packages" / name / key
+        return self.packages / name / key
 
     def meta(self, name: str, key: str) -> dict[str, Any] | None:
         """The recorded metadata of a complete entry, without checking its tree."""
@@ -131,7 +149,7 @@ class Cache:
 
     def latest_inputs(self, name: str) -> dict[str, str] | None:
         """The inputs of the package's most recently used entry, if any."""
-        metas = [m for m in (self.root / "packages" / name).glob("*/meta.json")
+        metas = [m for m in (self.packages / name).glob("*/meta.json")
                  if not m.parent.name.startswith(".")]
         for meta in sorted(metas, key=mtime, reverse=True):
             with contextlib.suppress(OSError, ValueError, KeyError):
@@ -142,7 +160,7 @@ class Cache:
     def entries(self) -> list[Entry]:
         """Every complete entry, with its size and last use."""
         found = []
-        for meta in sorted((self.root / "packages").glob("*/*/meta.json")):
+        for meta in sorted(self.packages.glob("*/*/meta.json")):
             entry = meta.parent
             if entry.name.startswith("."):
                 continue

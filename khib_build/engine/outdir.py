@@ -1,4 +1,5 @@
-"""What an output dir remembers between runs, and the lock that keeps runs apart.
+"""The output dir: where each thing in it lives, what it remembers between runs, and
+the lock that keeps runs apart.
 
 ``<out>/.khib/`` holds ``lock`` (one run at a time per output dir), one record per
 package (``packages/<name>.json``: the inputs and key of the tree now in
@@ -22,10 +23,63 @@ from khib_build.report import say
 
 
 class OutputDir:
+    """One output dir; every path in it is decided here."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.meta = root / ".khib"
         self.lock_fd: int | None = None
+
+    def build_dir(self, package: str) -> Path:
+        return self.root / "build" / package
+
+    def log(self, package: str) -> Path:
+        return self.root / "logs" / f"{package}.log"
+
+    def staging(self, package: str) -> Path:
+        return self.root / "staging" / package
+
+    def sysroot(self, package: str) -> Path:
+        return self.root / "sysroot" / package
+
+    def image(self, file_name: str) -> Path:
+        """The packed image, under the config's ``output`` name."""
+        return self.root / file_name
+
+    @property
+    def rootfs(self) -> Path:
+        return self.root / "rootfs"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def python_modules(self) -> Path:
+        return self.root / "python-modules.txt"
+
+    @property
+    def kernel_fragment(self) -> Path:
+        return self.root / "kernel.config"
+
+    @property
+    def kernel_work(self) -> Path:
+        return self.root / "kernel-build"
+
+    def kernel_file(self, name: str) -> Path:
+        """bzImage, kernel.full.config or kernel.json."""
+        return self.root / name
+
+    def kconfig_work(self, arch: str) -> Path:
+        return self.root / f"kconfig-{arch}"
+
+    @property
+    def legal_info(self) -> Path:
+        return self.root / "legal-info"
+
+    @property
+    def size_chart(self) -> Path:
+        return self.root / "size-report.svg"
 
     def lock(self, wait: bool = True) -> None:
         """Take the output dir for this run; wait for another run holding it, or fail."""

@@ -1,6 +1,6 @@
 """Carry out the package graph: each package is up to date, restored from a cache, or built.
 
-A package's key hashes every input of its build (see :func:`build.package_inputs`),
+A package's key hashes every input of its build (see :func:`keys.package_inputs`),
 including the digests of its dependencies' installed trees, not their keys: a dependency
 rebuilt into the same bytes leaves its dependents' keys, and so their cache entries,
 valid (early cut-off).  Packages whose dependencies are done start at once, side by
@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from khib_build import cancel, report
-from khib_build.engine.build import Builder, BuildSettings, Step, key_of, package_inputs
+from khib_build.engine.build import Builder, BuildSettings, Step
 from khib_build.engine.jobserver import JobServer
+from khib_build.engine.keys import key_of, package_inputs
 from khib_build.engine.outdir import OutputDir
 from khib_build.engine.remote import RemoteCache
 from khib_build.engine.sysroot import package_sysroot
@@ -146,7 +147,8 @@ class Engine:
 
     def inputs(self, recipe: Recipe) -> dict[str, str]:
         outputs = {d: self.results[d].output for d in closure(recipe, self.recipes)}
-        return package_inputs(recipe, self.settings, self.toolchain, outputs)
+        return package_inputs(recipe, self.settings.config.arch, self.settings.epoch,
+                              self.toolchain, outputs)
 
     def package(self, recipe: Recipe, jobserver: JobServer) -> PackageResult:
         """Bring one package's staging tree up to date; say how."""
@@ -154,7 +156,7 @@ class Engine:
         label = f"{recipe.name} {recipe.version}"
         inputs = self.inputs(recipe)
         key = key_of(inputs)
-        staging = self.settings.outdir / "staging" / recipe.name
+        staging = self.settings.out.staging(recipe.name)
         # --no-cache builds everything from scratch: no cache, no earlier staging tree.
         forced = recipe.name in self.force or not self.settings.cache.enabled
         record = self.state.record(recipe.name)
@@ -189,7 +191,7 @@ class Engine:
               jobserver: JobServer) -> tuple[tuple[Step, ...], dict[str, Any]]:
         deps = [self.results[d].staging for d in closure(recipe, self.recipes)]
         sysroot = package_sysroot(recipe.name, self.sysroot_base, deps,
-                                  self.settings.outdir / "sysroot" / recipe.name)
+                                  self.settings.out.sysroot(recipe.name))
         with jobserver.slot():
             report.step(recipe.name, recipe.version, "building")
             steps = Builder(recipe, self.settings, staging, sysroot, jobserver).run()
@@ -217,10 +219,11 @@ def survey(recipes: dict[str, Recipe], settings: BuildSettings, toolchain: dict[
             found[name] = Survey("stale", waits_on=waiting)
             continue
         outputs = {d: found[d].output or "" for d in deps}
-        inputs = package_inputs(recipe, settings, toolchain, outputs)
+        inputs = package_inputs(recipe, settings.config.arch, settings.epoch, toolchain,
+                                outputs)
         key = key_of(inputs)
         record = state.record(name)
-        staging = settings.outdir / "staging" / name
+        staging = settings.out.staging(name)
         if record and record.get("key") == key and staging.is_dir():
             found[name] = Survey("up to date", key, inputs, record["output"])
         elif (meta := settings.cache.meta(name, key)) is not None:

@@ -10,14 +10,13 @@ no declared dependency installs is not found, whatever the host has installed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from khib_build.engine.keys import sysroot_key
 from khib_build.errors import KhibError
 from khib_build.fsutil import built_beside, merge, reason
 from khib_build.settings.config import ImageConfig
@@ -46,11 +45,10 @@ def libc_versions(packages: Sequence[str]) -> dict[str, str]:
     return {p: installed[p] for p in packages}
 
 
-def base_sysroot(config: ImageConfig, cache_root: Path, versions: dict[str, str]) -> Path:
+def base_sysroot(config: ImageConfig, sysroots: Path, versions: dict[str, str]) -> Path:
     """The C library's headers and static libraries, assembled once per version set."""
     kept = (*KEPT, *(f"{d}/" for d in config.target.lib_dirs))
-    identity = json.dumps({"packages": versions, "kept": kept}, sort_keys=True)
-    final = cache_root / "sysroots" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+    final = sysroots / sysroot_key(versions, kept)
     if final.is_dir():
         return final
     try:

@@ -11,7 +11,6 @@ base, the architecture and the compiler.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from khib_build.engine.build import CACHE_FORMAT, compiler_version, key_of
 from khib_build.engine.cache import Cache
+from khib_build.engine.keys import kernel_inputs, key_of
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import KhibError, UsageError
 from khib_build.fsutil import built_beside, reason, sha256_of, tree_digest
@@ -36,7 +35,7 @@ from khib_build.kernel.kconfig import (
 )
 from khib_build.report import say
 from khib_build.settings.config import ImageConfig
-from khib_build.settings.recipes import DEFAULT_EXPANSION, Recipe, recipe_files
+from khib_build.settings.recipes import DEFAULT_EXPANSION, Recipe
 from khib_build.sources.extract import extract
 
 
@@ -46,7 +45,7 @@ class KernelSource:
     identity: str  # the tarball's sha256, or a digest of the tree
 
 
-def kernel_source(given: Path | None, config: ImageConfig, cache_root: Path) -> KernelSource:
+def kernel_source(given: Path | None, config: ImageConfig, unpacked: Path) -> KernelSource:
     """The tree to build from: ``--kernel-src``, else the config's ``kernel_source``."""
     path = given or config.kernel_source
     if path is None:
@@ -61,7 +60,7 @@ def kernel_source(given: Path | None, config: ImageConfig, cache_root: Path) -> 
     if not path.is_file():
         raise UsageError(f"kernel source {path} does not exist")
     sha = sha256_of(path)
-    final = cache_root / "kernel-src" / sha[:24]
+    final = unpacked / sha[:24]
     if not final.is_dir():
         say(f"kernel: unpacking {path.name} (once; kept in {final.parent})")
         try:
@@ -87,22 +86,6 @@ def base_of(config: ImageConfig) -> str:
     return str(path)
 
 
-def kernel_inputs(source: KernelSource, linux: Recipe, requests: dict[str, Request],
-                  base: str, arch: str, epoch: int) -> dict[str, str]:
-    """What the kernel is built from; the requests count, not who asked for them."""
-    inputs = {
-        "khib-build cache format": str(CACHE_FORMAT),
-        "kernel source": source.identity,
-        "requests": hashlib.sha256("\n".join(r.line for r in requests.values()).encode()
-                                   ).hexdigest(),
-        "base": base if base in BASES else f"{Path(base).name} {sha256_of(Path(base))}",
-        "arch": arch,
-        "compiler": compiler_version(["gcc"]),
-        "SOURCE_DATE_EPOCH": str(epoch),
-    }
-    return inputs | {f"recipe file {rel}": d for rel, d in recipe_files(linux).items()}
-
-
 @dataclass(frozen=True)
 class KernelResult:
     bzimage: Path
@@ -118,15 +101,18 @@ def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Reques
     started = time.monotonic()
     state = OutputDir(outdir)
     state.lock()
-    inputs = kernel_inputs(source, linux, requests, base, arch, epoch)
+    files = ("bzImage", "kernel.full.config")
+    base_identity = base if base in BASES else f"{Path(base).name} {sha256_of(Path(base))}"
+    inputs = kernel_inputs(source.identity, linux, [r.line for r in requests.values()],
+                           base_identity, arch, epoch)
     key = key_of(inputs)
     name = f"linux-{arch}"
-    work = outdir / "kernel-build"
+    work = state.kernel_work
     if cache.restore(name, key, work / "result") is not None:
         status = "cached"
     else:
         status = "built"
-        log_path = outdir / "logs" / "kernel.log"
+        log_path = state.log("kernel")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w") as log:
             tree = patched_tree(source.tree, linux, work, log)
@@ -143,16 +129,16 @@ def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Reques
         if replace.exists():
             shutil.rmtree(replace)
         replace.mkdir(parents=True)
-        shutil.copyfile(build / "arch" / "x86" / "boot" / "bzImage", replace / "bzImage")
-        shutil.copyfile(build / ".config", replace / "kernel.full.config")
+        shutil.copyfile(build / "arch" / "x86" / "boot" / "bzImage", replace / files[0])
+        shutil.copyfile(build / ".config", replace / files[1])
         cache.store(name, key, replace, {"name": name, "key": key, "inputs": inputs})
-    for file in ("bzImage", "kernel.full.config"):
-        tmp = outdir / f".{file}.tmp"
+    for file in files:
+        tmp = state.kernel_file(f".{file}.tmp")
         shutil.copyfile(work / "result" / file, tmp)
-        os.replace(tmp, outdir / file)
-    (outdir / "kernel.json").write_text(json.dumps({"key": key, "inputs": inputs},
-                                                   indent=1, sort_keys=True) + "\n")
-    return KernelResult(outdir / "bzImage", outdir / "kernel.full.config", status,
+        os.replace(tmp, state.kernel_file(file))
+    state.kernel_file("kernel.json").write_text(json.dumps({"key": key, "inputs": inputs},
+                                                           indent=1, sort_keys=True) + "\n")
+    return KernelResult(*(state.kernel_file(file) for file in files), status,
                         time.monotonic() - started)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from khib_build.engine.build import compiler_version
+from khib_build.engine.keys import compiler_version
 from khib_build.kernel.kconfig import (
     KconfigError,
     Request,
@@ -256,10 +256,10 @@ class KernelKconfig:
         """Extra symbols that let every request (symbol: value) land: requests with a
         prompt first, those without (which follow from others) only once the rest hold."""
         extra: dict[str, str] = {}
-        wanted = [Request(symbol, value, ()) for symbol, value in requests.items()]
+        asked = [Request(symbol, value, ()) for symbol, value in requests.items()]
         for _ in range(20):
             self.load(base, {**requests, **extra})
-            missing = [r for r in wanted if self.value(r.symbol) != r.value]
+            missing = [r for r in asked if self.value(r.symbol) != r.value]
             prompted = [r for r in missing if r.symbol in self.kconf.syms
                         and self.has_prompt(r.symbol)]
             chosen = prompted or missing

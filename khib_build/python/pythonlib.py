@@ -49,9 +49,9 @@ def python_scripts(root: Path) -> list[str]:
         else []
 
 
-def prune(root: Path, recipes: Sequence[Recipe], outdir: Path) -> list[str] | None:
-    """Replace the image's standard library by the compiled closure; the closure's
-    module names (None when the image has no interpreter)."""
+def prune(root: Path, recipes: Sequence[Recipe], listing: Path) -> list[str] | None:
+    """Replace the image's standard library by the compiled closure, whose module names
+    go to ``listing`` and are returned (None when the image has no interpreter)."""
     lib = interpreter_lib(root)
     if lib is None:
         return None
@@ -62,7 +62,7 @@ def prune(root: Path, recipes: Sequence[Recipe], outdir: Path) -> list[str] | No
     site = lib / "site-packages"
     make_dirs(site)
     extra = sorted({m for r in recipes for m in r.python_modules})
-    with tempfile.TemporaryDirectory(prefix=".python-", dir=outdir) as work:
+    with tempfile.TemporaryDirectory(prefix=".python-", dir=listing.parent) as work:
         job = {"stdlib": str(lib), "site": str(site), "scripts": python_scripts(root),
                "modules": extra + module_names(site), "out": work,
                "prefix": "/" + lib.relative_to(root).as_posix()}
@@ -77,6 +77,6 @@ def prune(root: Path, recipes: Sequence[Recipe], outdir: Path) -> list[str] | No
         shutil.move(str(Path(work) / "site-packages"), site)
     make_dirs(lib / "lib-dynload")  # the landmark of exec_prefix
     closure: list[str] = found["closure"]
-    (outdir / "python-modules.txt").write_text("\n".join(closure) + "\n")
+    listing.write_text("\n".join(closure) + "\n")
     say(f"python: {len(closure)} standard library modules kept, compiled for {lib.name}")
     return closure

@@ -17,7 +17,7 @@ from khib_build import __version__
 from khib_build.errors import KhibError
 from khib_build.fsutil import built_beside
 from khib_build.pipeline import Plan
-from khib_build.settings.recipes import Recipe
+from khib_build.settings.recipes import Recipe, package_facts
 from khib_build.sources.extract import source_members
 
 
@@ -26,21 +26,23 @@ def spdx_id(name: str) -> str:
 
 
 def spdx_package(recipe: Recipe) -> dict[str, Any]:
-    source = recipe.source
+    """A package's facts as an SPDX package."""
+    facts = package_facts(recipe)
+    source = facts["source"]
     package: dict[str, Any] = {
-        "SPDXID": spdx_id(recipe.name),
-        "name": recipe.name,
-        "versionInfo": recipe.version,
-        "downloadLocation": source.urls[0] if source else "NOASSERTION",
+        "SPDXID": spdx_id(facts["name"]),
+        "name": facts["name"],
+        "versionInfo": facts["version"],
+        "downloadLocation": source["urls"][0] if source else "NOASSERTION",
         "filesAnalyzed": False,
         "licenseConcluded": "NOASSERTION",
-        "licenseDeclared": recipe.license,
+        "licenseDeclared": facts["license"],
         "copyrightText": "NOASSERTION",
         "primaryPackagePurpose": "APPLICATION",
     }
     if source:
-        package["packageFileName"] = source.filename
-        package["checksums"] = [{"algorithm": "SHA256", "checksumValue": source.sha256}]
+        package["packageFileName"] = source["file"]
+        package["checksums"] = [{"algorithm": "SHA256", "checksumValue": source["sha256"]}]
     return package
 
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -247,3 +248,25 @@ def recipe_files(recipe: Recipe) -> dict[str, str]:
         executable = " (executable)" if os.access(path, os.X_OK) else ""
         found[rel + executable] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
+
+
+def package_facts(recipe: Recipe) -> dict[str, Any]:
+    """What a package is, as plain data: the one source of the manifest's, show-info's
+    and the SBOM's package entries."""
+    source = recipe.source
+    return {
+        "name": recipe.name,
+        "version": recipe.version,
+        "license": recipe.license,
+        "license_files": list(recipe.license_files),
+        "kind": recipe.kind,
+        "recipe": str(recipe.folder),
+        "source": None if source is None else {
+            "file": source.filename, "sha256": source.sha256, "urls": list(source.urls),
+            "debian": None if source.debian is None else {
+                "package": source.debian.package, "file": source.debian.file},
+        },
+        "local_source": str(recipe.folder / "src") if source is None else None,
+        "patches": [str(p) for p in recipe.patches],
+        "depends": list(recipe.depends),
+    }

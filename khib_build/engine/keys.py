@@ -1,0 +1,112 @@
+"""Every cache key khib-build computes, and the named inputs each one hashes.
+
+A key is the SHA-256 of a mapping of named inputs, so that ``explain`` can say which
+input changed. Packages, the image and the kernel each have their inputs here; the C
+library's sysroot is keyed by the versions of its Debian packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from khib_build import __version__
+from khib_build.errors import KhibError
+from khib_build.fsutil import sha256_of, tree_digest
+from khib_build.settings.config import ImageConfig
+from khib_build.settings.recipes import Recipe, recipe_files
+
+CACHE_FORMAT = 2
+
+
+def key_of(inputs: object) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def compiler_version(cc: Sequence[str]) -> str:
+    """The first line of the compiler's ``--version``."""
+    try:
+        return subprocess.run([*cc, "--version"], capture_output=True, text=True,
+                              check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError) as exc:
+        raise KhibError(f"toolchain {shlex.join(cc)} does not run: {exc}") from None
+
+
+def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str]:
+    """What of the compiler can change a build's output: command, version, flags, and the
+    versions of the C library whose code static binaries carry."""
+    tc = config.toolchain
+    inputs = {
+        "toolchain cc": shlex.join([shutil.which(tc.cc[0]) or tc.cc[0], *tc.cc[1:]]),
+        "toolchain version": compiler_version(tc.cc),
+        "toolchain cflags": shlex.join(tc.cflags),
+        "toolchain ldflags": shlex.join(tc.ldflags),
+    }
+    return inputs | {f"C library {name}": version for name, version in libc.items()}
+
+
+def package_inputs(recipe: Recipe, arch: str, epoch: int, toolchain: dict[str, str],
+                   dependency_outputs: dict[str, str]) -> dict[str, str]:
+    """Every input of a package build, each named so a change can be explained."""
+    inputs = {
+        "khib-build cache format": str(CACHE_FORMAT),
+        "arch": arch,
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "source sha256": recipe.source.sha256 if recipe.source else "none (src/ folder)",
+    }
+    inputs |= {f"recipe file {rel}": digest for rel, digest in recipe_files(recipe).items()}
+    inputs |= {f"patch {patch}": sha256_of(patch) for patch in recipe.patches
+               if not patch.is_relative_to(recipe.folder)}
+    inputs |= toolchain
+    inputs |= {f"dependency {name} output": digest for name, digest in
+               sorted(dependency_outputs.items())}
+    return inputs
+
+
+def image_inputs(config: ImageConfig, recipes: Sequence[Recipe], outputs: Mapping[str, str],
+                 tables: Iterable[tuple[str, Path | None]],
+                 overlays: Iterable[tuple[str, str, int, str | None, bytes | None]],
+                 closure_script: Path, epoch: int) -> dict[str, str]:
+    """Everything the image's bytes are made of: the packing settings, each package's
+    output, the tables (each entry and its source file) and the overlay items (path,
+    kind, mode, link target, content)."""
+    inputs = {
+        "khib-build": __version__,
+        "compression": f"{config.compression} {config.compression_level}",
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "early segment": tree_digest(config.early_segment) if config.early_segment else "",
+        "python modules": " ".join(sorted({m for r in recipes for m in r.python_modules})),
+        "python closure": sha256_of(closure_script),
+        "tables": key_of([(entry, source and sha256_of(source)) for entry, source in tables]),
+    }
+    inputs |= {f"package {name} output": output for name, output in outputs.items()}
+    for path, kind, mode, target, content in overlays:
+        inputs[f"overlay {path}"] = key_of(
+            [kind, mode, target, hashlib.sha256(content or b"").hexdigest()])
+    return inputs
+
+
+def kernel_inputs(source_identity: str, linux: Recipe, request_lines: Sequence[str],
+                  base_identity: str, arch: str, epoch: int) -> dict[str, str]:
+    """What the kernel is built from; the requests count, not who asked for them."""
+    inputs = {
+        "khib-build cache format": str(CACHE_FORMAT),
+        "kernel source": source_identity,
+        "requests": hashlib.sha256("\n".join(request_lines).encode()).hexdigest(),
+        "base": base_identity,
+        "arch": arch,
+        "compiler": compiler_version(["gcc"]),
+        "SOURCE_DATE_EPOCH": str(epoch),
+    }
+    return inputs | {f"recipe file {rel}": d for rel, d in recipe_files(linux).items()}
+
+
+def sysroot_key(versions: Mapping[str, str], kept: Sequence[str]) -> str:
+    """The C library's sysroot: the versions of its Debian packages and what is kept."""
+    identity = json.dumps({"packages": versions, "kept": kept}, sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()[:24]

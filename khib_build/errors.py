@@ -31,11 +31,14 @@ class ConfigError(KhibError):
 
     exit_code = 2
 
-    def __init__(self, path: Path | str, line: int | None, message: str) -> None:
+    def __init__(self, path: Path | str, line: int | None, message: str,
+                 column: int | None = None) -> None:
         self.path = Path(path)
         self.line = line
         self.message = message
         where = f"{self.path}:{line}" if line else str(self.path)
+        if line and column:
+            where += f":{column}"
         super().__init__(one_line(f"{where}: {message}"))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from khib_build import cancel
-from khib_build.errors import PackError
+from khib_build.errors import ConfigError, PackError
 
 CHUNK = 1 << 20  # bytes read at a time
 
@@ -61,6 +61,24 @@ def built_beside(final: Path, landed: Callable[[Path], bool] = Path.is_dir) -> I
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_text(path: Path) -> str:
+    """A text input (config, recipe, template, table, file list) as UTF-8: a missing file
+    or a byte that is not UTF-8 is a ConfigError naming the file (and line and column)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {reason(exc)}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError(path, line, f"byte 0x{data[exc.start]:02x} is not UTF-8 (text "
+                          "inputs are read as UTF-8)", column) from None
 
 
 def sha256_of(path: Path) -> str:

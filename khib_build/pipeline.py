@@ -43,6 +43,7 @@ from khib_build.settings.recipes import (
     package_facts,
     resolve,
     search_path,
+    shadowed,
 )
 from khib_build.sources.fetch import Sources, fetch
 
@@ -57,6 +58,7 @@ class Plan:
     overlay_items: list[overlays.OverlayItem]
     linux: Recipe  # the kernel recipe: its options and patches
     kernel_requests: dict[str, Request]
+    shadowed: list[tuple[Path, Path]]  # (used, hidden): one package in two recipe dirs
 
     @property
     def by_name(self) -> dict[str, Recipe]:
@@ -90,7 +92,8 @@ def plan_image(config_path: Path) -> Plan:
     items = overlays.plan(config.overlays, template_context(config, recipes))
     linux = load_recipe(find_recipe(KERNEL_RECIPE, search_path(config)) or
                         BUILTIN_RECIPES / KERNEL_RECIPE / "recipe.yaml")
-    return Plan(config, recipes, tables, items, linux, image_requests(config, linux, recipes))
+    return Plan(config, recipes, tables, items, linux, image_requests(config, linux, recipes),
+                shadowed(recipes, config))
 
 
 def template_context(config: ImageConfig, recipes: list[Recipe]) -> dict[str, Any]:
@@ -131,13 +134,13 @@ def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None,
     unknown = sorted(set(names or ()) - known)
     if unknown:
         raise UsageError(f"not in the image: {', '.join(unknown)}; packages: {', '.join(known)}")
-    wanted = [r.source for r in among if r.source and (not names or r.name in names)]
+    wanted = [(r.name, r.source) for r in among if r.source and (not names or r.name in names)]
     cancel.STOP.clear()
     with ThreadPoolExecutor(max_workers=options.jobs) as pool:
         try:
-            return list(pool.map(lambda spec: fetch(spec, settings.sources), wanted))
+            return list(pool.map(lambda job: fetch(job[1], settings.sources, job[0]), wanted))
         except BaseException:
-            cancel.STOP.set()  # the other downloads stop too
+            cancel.stop()  # the other downloads stop too
             raise
 
 

@@ -3,7 +3,8 @@
 ``routes[path]`` is the body served at ``path`` (with Range support), or a fault:
 ``Fault("500")``, ``"404"``, ``"short"`` (fewer bytes than Content-Length, then close),
 ``"reset"`` (half the body, then a TCP reset), ``"loop"`` (redirects to itself),
-``"stall"`` (a few bytes, then silence), ``"trickle"`` (a few bytes a second),
+``"stall"`` (a few bytes, then silence), ``"hang"`` (no answer at all),
+``"trickle"`` (a few bytes a second),
 ``"trickle-fast"`` (the whole body, slowly, in about two seconds),
 ``"cut-once"`` (the first answer stops halfway; later ones serve ranges).
 """
@@ -99,6 +100,10 @@ class Server:
                 self.head(len(body))
                 self.wfile.write(body[:10])
                 self.wfile.flush()
+                outer.stopping.wait(60)
+                self.close_connection = True
+
+            def fault_hang(self, body: bytes) -> None:
                 outer.stopping.wait(60)
                 self.close_connection = True
 

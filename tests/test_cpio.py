@@ -45,7 +45,15 @@ def test_mtime_is_clamped_to_the_epoch(mtime: int, epoch: int, expected: int) ->
     assert members(out.getvalue())[0][1][5] == expected
 
 
-def test_names_of_4096_bytes_are_refused() -> None:
-    with pytest.raises(PackError, match="name of 4096 bytes"):
-        write_archive([Entry("x" * 4096, "dir", 0o755)], io.BytesIO(), 0)
-    write_archive([Entry("x" * 4095, "dir", 0o755)], io.BytesIO(), 0)
+@pytest.mark.parametrize("entry", [
+    Entry("x" * 4096, "dir", 0o755),  # PATH_MAX with the NUL: the kernel skips it
+    Entry("f", "dir", 0o755, uid=99999999999),  # 10 hex digits: a corrupt header
+    Entry("f", "dir", 0o755, gid=0xFFFFFFFF),  # "unchanged" to the kernel
+    Entry("f", "chr", 0o644, rdev=(4096, 0)),  # MKDEV overflows
+    Entry("f", "blk", 0o644, rdev=(8, 1 << 20)),
+], ids=["name", "uid", "gid", "major", "minor"])
+def test_the_packer_refuses_a_header_the_kernel_would_misread(entry: Entry) -> None:
+    out = io.BytesIO()
+    with pytest.raises(PackError, match="internal error: the header of"):
+        write_archive([entry], out, 0)
+    write_archive([Entry("x" * 4095, "dir", 0o755, uid=0xFFFFFFFE)], io.BytesIO(), 0)

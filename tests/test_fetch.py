@@ -53,8 +53,13 @@ def test_every_origin_failing_is_reported_and_nothing_kept(tmp_path: Path) -> No
         server.routes["/bad/hello-1.0.tar.gz"] = b"wrong"
         dl = tmp_path / "dl"
         result = khib("fetch", "-c", sample.config, "--dl-dir", dl)
-    assert result.returncode == 1
-    assert "cannot obtain hello-1.0.tar.gz" in result.stderr
+        built = khib("rootfs", "-c", sample.config, "--dl-dir", dl, "-o", tmp_path / "out")
+    first = (f"khib-build: error: package hello: cannot obtain hello-1.0.tar.gz: "
+             f"{server.url}/upstream/hello-1.0.tar.gz: HTTP 404 Not Found")
+    for run in (result, built):  # one first line naming the package, file and last fault
+        assert run.returncode == 1
+        assert next(line for line in run.stderr.splitlines()
+                    if line.startswith("khib-build: error:")) == first
     assert f"{server.url}/bad/hello-1.0.tar.gz: wrong sha256" in result.stderr
     assert f"{server.url}/upstream/hello-1.0.tar.gz: HTTP 404" in result.stderr
     assert "Traceback" not in result.stderr

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +17,12 @@ from tests.helpers import (
     BIG,
     assert_ok,
     khib,
+    khib_argv,
     make_tarball,
     mirrored_slow_sample,
     run_until,
     slow_sample,
+    write_sample,
 )
 from tests.httpserver import Fault, serving
 
@@ -116,3 +119,34 @@ def test_full_cache_disk_gives_a_clear_error_and_no_half_entry(tmp_path: Path) -
         entries = small / "cache" / "packages" / "hello"
         assert not entries.exists() or list(entries.iterdir()) == []
         assert not (tmp_path / "out" / "rootfs.gz").exists()
+
+
+@pytest.mark.parametrize(("verb", "fault"), [("fetch", "stall"), ("rootfs", "stall"),
+                                             ("fetch", "hang")])
+def test_ctrl_c_during_a_stalled_download_stops_within_a_second(verb: str, fault: str,
+                                                                tmp_path: Path) -> None:
+    """The download thread sits in a socket read (of the body, or of headers that never
+    come) with no deadline near; the interrupt ends or abandons that read, so the run
+    stops at once (3 s allowed on a loaded machine)."""
+    dl = tmp_path / "dl"
+    with serving() as server:
+        sample = write_sample(tmp_path, [f"{server.url}/slow/hello-1.0.tar.gz"], [])
+        server.routes["/slow/hello-1.0.tar.gz"] = Fault(fault, sample.tarball)
+        extra = ["-o", tmp_path / "out", "--no-cache"] if verb == "rootfs" else []
+        process = subprocess.Popen(
+            khib_argv(verb, "-c", sample.config, "--dl-dir", dl, "--fetch-deadline", 300,
+                      *extra), stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "fetch hello-1.0.tar.gz: trying" in line:
+                break
+        time.sleep(1)  # the download is now blocked in its read
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=60)
+        took = time.monotonic() - sent
+        rest = process.stderr.read()
+    assert status == 130, rest
+    assert took < 3, f"stopped {took:.1f} s after the interrupt"
+    assert rest.strip().splitlines()[-1] == "khib-build: interrupted"
+    assert not (dl / "hello-1.0.tar.gz").exists()

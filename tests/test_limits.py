@@ -14,7 +14,7 @@ def test_file_of_4_gib_is_refused(tmp_path: Path) -> None:
     with (tree / "huge").open("wb") as handle:  # sparse: costs no disk
         handle.truncate(4 << 30)
     result = khib("pack", tree, "-o", tmp_path / "image", "--compress", "none")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "/huge: 4294967296 bytes; cpio newc holds files below 4 GiB" in result.stderr
     assert not (tmp_path / "image").exists()
     assert list(tmp_path.glob(".image*")) == []  # no temporary left behind
@@ -27,7 +27,8 @@ def test_name_of_4096_bytes_is_refused(tmp_path: Path) -> None:
     name = "/".join(["d" * 255] * 16) + "x"  # 16 * 256 = 4096 bytes (4097 with the NUL)
     (tmp_path / "list").write_text(f"file /{name} content 644 0 0\n")
     result = khib("pack", tree, "-o", tmp_path / "image", "--file-list", tmp_path / "list")
-    assert result.returncode == 1
+    assert result.returncode == 2
+    assert f"{tmp_path / 'list'}:1: /ddd" in result.stderr
     assert "name of 4096 bytes; the kernel takes names below 4096 bytes" in result.stderr
 
 

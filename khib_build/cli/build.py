@@ -35,6 +35,9 @@ def rootfs(args: argparse.Namespace, options: Options) -> int:
     unknown = sorted(set(force) - {r.name for r in plan.recipes})
     if unknown:
         raise UsageError(f"not in the image: {', '.join(unknown)}")
+    for used, hidden in plan.shadowed:
+        report.say(f"warning: {used.parent.name} is defined differently in {used} and "
+                   f"{hidden}; using {used} (the first recipe dir wins)")
     with report.live():
         result = build_image(plan, options, force)
     if args.json:
@@ -136,9 +139,12 @@ def parse_size(text: str) -> int:
     number = text.strip().upper().removesuffix("B").removesuffix("I")
     unit = number[-1:] if number[-1:] in units else ""
     try:
-        return int(float(number.removesuffix(unit)) * units[unit])
+        size = float(number.removesuffix(unit)) * units[unit]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)") from None
+        size = -1.0
+    if not 0 <= size < float("inf"):  # (nan fails both)
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)")
+    return int(size)
 
 
 BUILD_JSON = arg("--json", action="store_true",

@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 
 from khib_build import report
-from khib_build.cli.verbs import Verb, arg
+from khib_build.cli.verbs import Verb, arg, typed
 from khib_build.errors import UsageError
 from khib_build.settings.compression import FORMATS
 from khib_build.settings.config import ImageConfig
+from khib_build.settings.kinds import Int
 from khib_build.settings.options import Options, epoch
 from khib_build.settings.schema import settings_of
 
@@ -90,7 +91,7 @@ VERBS = (
                  help="gen_init_cpio file list (repeatable)"),
              arg("--compress", choices=tuple(FORMATS), default=COMPRESSION.default,
                  help=f"{COMPRESSION.help} (default: %(default)s)"),
-             arg("--level", type=int, metavar="N",
+             arg("--level", type=typed(Int(0)), metavar="N",
                  help="compression level (default: the format's own)"),
              arg("--early", type=Path, metavar="DIR",
                  help="folder packed as an uncompressed first segment (early microcode)"))),

@@ -7,9 +7,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from khib_build.cli.verbs import PLACES, Verb, arg, shown
+from khib_build.cli.verbs import PLACES, Verb, arg, shown, typed
 from khib_build.errors import UsageError
 from khib_build.settings.config import ARCHES
+from khib_build.settings.kinds import Int, Seconds
 from khib_build.settings.options import Options, epoch
 
 KERNEL_SRC = arg("--kernel-src", type=Path, metavar="PATH",
@@ -81,8 +82,6 @@ def boot(args: argparse.Namespace, options: Options) -> int:
                          "kernel`, or give --kernel")
     if not image.is_file():
         raise UsageError(f"image {image} does not exist")
-    if args.cpus < 1:
-        raise UsageError(f"--cpus {args.cpus}: give at least one CPU")
     command = qemu_command(qemu_for(bzimage), bzimage, image,
                            kernel_cmdline(args.run, args.append), args.memory,
                            tuple(args.disk), args.cpus)
@@ -124,11 +123,11 @@ VERBS = (
               help="initramfs (default: OUTDIR/<the config's output>)"),
           arg("--run", metavar="CMD", help="shell command the image runs (khib.run=)"),
           arg("--expect", metavar="TEXT", help="text that must appear on the console"),
-          arg("--timeout", type=float, default=120, metavar="S",
+          arg("--timeout", type=typed(Seconds()), default=120, metavar="S",
               help="seconds before QEMU is stopped (default: %(default)s)"),
-          arg("--memory", type=int, default=512, metavar="MiB",
+          arg("--memory", type=typed(Int(16)), default=512, metavar="MiB",
               help="guest memory (default: %(default)s)"),
-          arg("--cpus", type=int, default=1, metavar="N",
+          arg("--cpus", type=typed(Int(1)), default=1, metavar="N",
               help="virtual CPUs (QEMU -smp; default: %(default)s)"),
           arg("--append", default="", metavar="ARGS", help="more kernel arguments"),
           arg("--disk", type=Path, metavar="FILE", action="append", default=[],

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from khib_build.settings.kinds import Flag
+from khib_build.settings.kinds import Flag, Kind
 from khib_build.settings.options import OPTIONS, Options, help_text, resolve
 from khib_build.settings.schema import Setting
 
@@ -51,14 +51,20 @@ class Verb:
     arguments: tuple[Argument, ...] = ()
 
 
-def add_option(parser: argparse.ArgumentParser, option: Setting) -> None:
-    """A flag for one row of the settings table; absent from the namespace unless given."""
+def typed(kind: Kind) -> Callable[[str], Any]:
+    """An argparse type that checks its text as ``kind`` does (bad text: exit 2)."""
     def parse(text: str) -> Any:
         try:
-            return option.kind.from_text(text)
+            return kind.from_text(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
+    return parse
+
+
+def add_option(parser: argparse.ArgumentParser, option: Setting) -> None:
+    """A flag for one row of the settings table; absent from the namespace unless given."""
+    parse = typed(option.kind)
     if isinstance(option.kind, Flag):
         parser.add_argument(*option.flags, dest=option.name, action="store_true",
                             default=argparse.SUPPRESS, help=help_text(option))

@@ -23,7 +23,7 @@ from khib_build import __version__, cancel, report
 from khib_build.engine.cache import Cache
 from khib_build.engine.jobserver import JobServer
 from khib_build.engine.outdir import OutputDir
-from khib_build.errors import BuildError, FetchError, KhibError
+from khib_build.errors import BuildError, KhibError
 from khib_build.python import pyinstall
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import Recipe, render_command
@@ -139,12 +139,12 @@ class Builder:
             else:
                 dest.mkdir()
             return dest
+        archive = fetch(source, self.settings.sources, self.recipe.name)
+        report.step(self.recipe.name, self.recipe.version, f"unpacking {archive.name}")
         try:
-            archive = fetch(source, self.settings.sources)
-            report.step(self.recipe.name, self.recipe.version, f"unpacking {archive.name}")
             return extract(archive, self.workdir, self.recipe.max_expansion)
-        except (FetchError, ExtractError) as exc:
-            raise type(exc)(f"package {self.recipe.name}: {exc}") from None
+        except ExtractError as exc:
+            raise ExtractError(f"package {self.recipe.name}: {exc}") from None
 
     def shell(self, step: str, command: str, cwd: Path) -> None:
         report.step(self.recipe.name, self.recipe.version, step)

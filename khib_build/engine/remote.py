@@ -28,6 +28,7 @@ from khib_build.errors import KhibError
 from khib_build.fsutil import CHUNK, sha256_of, walk
 from khib_build.report import say
 from khib_build.sources.extract import SLACK, ExtractError, refused_nodes, unpack
+from khib_build.sources.fetch import end_read
 
 CONNECT_TIMEOUT = 3.0
 
@@ -80,6 +81,7 @@ class RemoteCache:
                 (entry / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         except (requests.RequestException, RemoteFailure, ExtractError, OSError, ValueError,
                 KeyError, TypeError) as exc:
+            cancel.check()  # (a read ended by an interrupt is not the remote's fault)
             self.turn_off(name, "fetching", exc)
             return False
         say(f"{name}: fetched from the remote cache")
@@ -93,7 +95,7 @@ class RemoteCache:
         deadline = time.monotonic() + 10 * self.timeout
         with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, self.timeout),
                           headers={"Accept-Encoding": "identity"}) as answer, \
-                dest.open("wb") as out:
+                cancel.ended_by_stop(lambda: end_read(answer)), dest.open("wb") as out:
             answer.raise_for_status()
             for block in answer.iter_content(CHUNK):
                 cancel.check()

@@ -138,7 +138,7 @@ class Engine:
                         sorter.done(name)
                         report.done(name)
         except BaseException:
-            cancel.STOP.set()
+            cancel.stop()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

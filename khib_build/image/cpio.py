@@ -21,15 +21,14 @@ from typing import Protocol
 
 from khib_build.errors import ConfigError, PackError
 from khib_build.fsutil import atomic_output
+from khib_build.image import limits
 from khib_build.image.compress import compressor
 from khib_build.image.devtable import TableEntry
 from khib_build.report import say
 
 MAGIC = b"070701"
 FIRST_INO = 721
-MAX_NAME = 4096  # PATH_MAX, including the terminating NUL, as the kernel checks it
-MAX_SIZE = 1 << 32  # the newc size field holds 32 bits
-MAX_MTIME = (1 << 32) - 1
+MAX_MTIME = limits.FIELD_MAX
 CHUNK = 1 << 20
 
 TYPE_BITS = {
@@ -65,7 +64,9 @@ class Entry:
 
 
 def scan(root: Path) -> dict[str, Entry]:
-    """Every path below ``root`` (not ``root`` itself), read with lstat: links are not followed."""
+    """Every path below ``root`` (not ``root`` itself), read with lstat: links are not
+    followed. What the kernel cannot take (a name too long, a file of 4 GiB, more entries
+    than an image holds) is refused here, naming the path."""
     entries: dict[str, Entry] = {}
     stack: list[tuple[str | Path, str]] = [(root, "")]
     while stack:
@@ -75,6 +76,9 @@ def scan(root: Path) -> dict[str, Entry]:
                 rel = prefix + item.name
                 st = item.stat(follow_symlinks=False)
                 entries[rel] = entry_from_stat(rel, item.path, st)
+                if len(entries) > limits.IMAGE_ENTRIES:
+                    raise ConfigError(root, None, f"more than {limits.IMAGE_ENTRIES} "
+                                      "entries, the most an image holds")
                 if item.is_dir(follow_symlinks=False):
                     stack.append((item.path, rel + "/"))
     return entries
@@ -84,8 +88,13 @@ def entry_from_stat(rel: str, path: str, st: os.stat_result) -> Entry:
     kind = KIND_OF_BITS.get(stat.S_IFMT(st.st_mode))
     if kind is None:
         raise PackError(f"{path}: unsupported file type")
+    if problem := limits.name_problem(rel):
+        raise ConfigError(path[:80] + "...", None, problem)
     entry = Entry(rel, kind, st.st_mode & 0o7777, mtime=int(st.st_mtime))
     if kind == "file":
+        if st.st_size >= limits.SIZE_LIMIT:
+            raise ConfigError(path, None, f"{st.st_size} bytes; cpio newc holds files below "
+                              "4 GiB")
         entry.size, entry.source = st.st_size, path
         if st.st_nlink > 1:
             entry.link_id = (st.st_dev, st.st_ino)
@@ -108,6 +117,10 @@ def apply_table(entries: dict[str, Entry], table: dict[str, TableEntry]) -> None
         current = entries.get(path)
         if row.source is not None:
             st = row.source.stat()
+            if st.st_size >= limits.SIZE_LIMIT:
+                file, line = row.where.rsplit(":", 1)
+                raise ConfigError(file, int(line), f"{row.source}: {st.st_size} bytes; cpio "
+                                  "newc holds files below 4 GiB")
             link_id = (-1, groups[row.link_group]) if row.link_group else None
             entries[path] = Entry(path, "file", row.mode, row.uid, row.gid, int(st.st_mtime),
                                   st.st_size, str(row.source), link_id=link_id)
@@ -140,9 +153,15 @@ PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")  # by size % 4: up to the next multip
 
 def header(ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, size: int,
            rdev: tuple[int, int], name: bytes) -> bytes:
-    """A newc header with its NUL-terminated name, padded to a multiple of four bytes."""
-    head = HEADER % (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1],
-                     len(name) + 1, 0) + name
+    """A newc header with its NUL-terminated name, padded to a multiple of four bytes.
+    A value the kernel would misread is refused: never a corrupt header."""
+    fields = (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
+    if (max(fields) > limits.FIELD_MAX or min(fields) < 0 or uid > limits.ID_MAX
+            or gid > limits.ID_MAX or rdev[0] > limits.MAJOR_MAX or rdev[1] > limits.MINOR_MAX
+            or len(name) >= limits.NAME_MAX):
+        raise PackError(f"internal error: the header of {name[:80]!r} cannot hold "
+                        f"{fields[:7]} {rdev}; nothing was written under the final name")
+    head = HEADER % fields + name
     return head + b"\0" * (4 - (len(head) & 3))  # the NUL, then padding
 
 
@@ -154,14 +173,6 @@ def clamp_mtime(entry: Entry, epoch: int) -> int:
         say(f"warning: /{entry.path}: mtime {mtime} does not fit in 32 bits; clamped")
         return MAX_MTIME
     return mtime
-
-
-def check_limits(entry: Entry, name: bytes) -> None:
-    if len(name) + 1 > MAX_NAME:
-        raise PackError(f"/{entry.path[:60]}...: name of {len(name)} bytes; the kernel takes "
-                        f"names below {MAX_NAME} bytes")
-    if entry.size >= MAX_SIZE:
-        raise PackError(f"/{entry.path}: {entry.size} bytes; cpio newc holds files below 4 GiB")
 
 
 class Output:
@@ -226,8 +237,6 @@ def write_archive(entries: Iterable[Entry], out: Sink, epoch: int) -> int:
     output = Output(out)
     fits = min(epoch, MAX_MTIME)  # mtimes up to this go in as they are
     for ino, (name, entry) in enumerate(ordered, FIRST_INO):
-        if len(name) >= MAX_NAME or entry.size >= MAX_SIZE:
-            check_limits(entry, name)
         group = groups.get(entry.link_id) if entry.link_id else None
         nlink, size = (2, 0) if entry.kind == "dir" else (1, entry.size)
         if group and len(group) > 1:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from khib_build.errors import ConfigError
+from khib_build.fsutil import read_text
+from khib_build.image import limits
 
 Fail = Callable[[str], ConfigError]
 KINDS = {"f": "file", "d": "dir", "c": "chr", "b": "blk", "p": "fifo"}  # device tables
@@ -51,7 +53,7 @@ def image_path(text: str, fail: Fail) -> str:
 
 def table_lines(path: Path) -> Iterator[tuple[list[str], Fail, str]]:
     """The columns of each line that is not blank or a comment, with its error maker."""
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(read_text(path).splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if line:
             def fail(message: str, number: int = number) -> ConfigError:
@@ -70,20 +72,54 @@ def parse_table(path: Path) -> list[TableEntry]:
         name, kind = columns[0], columns[1]
         if kind not in KINDS:
             raise fail(f"unknown type {kind!r}; expected one of {', '.join(KINDS)}")
-        mode, uid, gid = number_in(columns[2], 8, fail), number_in(columns[3], 10, fail), \
-            number_in(columns[4], 10, fail)
-        if mode > 0o7777:
-            raise fail(f"mode {columns[2]} has bits beyond 07777")
+        mode, uid, gid = ownership(columns[2:5], fail)
         major, minor, start, inc, count = (
             number_in(c, 10, fail, dash=0) for c in columns[5:10])
         base = image_path(name, fail)
         if kind in "cb" and count:
+            if count > limits.TABLE_LINE_ENTRIES:
+                raise fail(f"count {count}: one line makes at most "
+                           f"{limits.TABLE_LINE_ENTRIES} entries")
+            check_device(major, minor + (count - 1) * inc, fail)
+            too_many(len(entries) + count, fail)
             for i in range(count):
-                entries.append(TableEntry(f"{base}{start + i}", KINDS[kind], mode, uid, gid,
-                                          (major, minor + i * inc), where))
+                entries.append(TableEntry(checked_name(f"{base}{start + i}", fail),
+                                          KINDS[kind], mode, uid, gid, (major, minor + i * inc),
+                                          where))
         else:
-            entries.append(TableEntry(base, KINDS[kind], mode, uid, gid, (major, minor), where))
+            check_device(major, minor, fail)
+            entries.append(TableEntry(checked_name(base, fail), KINDS[kind], mode, uid, gid,
+                                      (major, minor), where))
     return entries
+
+
+def ownership(columns: Sequence[str], fail: Fail) -> tuple[int, int, int]:
+    """Mode (octal), uid and gid, each checked against what the kernel takes."""
+    mode, uid, gid = (number_in(columns[0], 8, fail), number_in(columns[1], 10, fail),
+                      number_in(columns[2], 10, fail))
+    if mode > limits.MODE_BITS:
+        raise fail(f"mode {columns[0]} has bits beyond 07777")
+    for what, value in (("uid", uid), ("gid", gid)):
+        if problem := limits.id_problem(what, value):
+            raise fail(problem)
+    return mode, uid, gid
+
+
+def check_device(major: int, minor: int, fail: Fail) -> None:
+    if problem := limits.device_problem(major, minor):
+        raise fail(problem)
+
+
+def too_many(total: int, fail: Fail) -> None:
+    if total > limits.IMAGE_ENTRIES:
+        raise fail(f"the table makes more than {limits.IMAGE_ENTRIES} entries, the most an "
+                   "image holds")
+
+
+def checked_name(path: str, fail: Fail) -> str:
+    if problem := limits.name_problem(path):
+        raise fail(f"/{path[:60]}...: {problem}")
+    return path
 
 
 LIST_COLUMNS = {"file": 6, "dir": 5, "nod": 8, "slink": 6, "pipe": 5, "sock": 5}
@@ -100,22 +136,24 @@ def parse_file_list(path: Path) -> list[TableEntry]:
         want = LIST_COLUMNS[kind]
         if len(columns) < want or (kind != "file" and len(columns) > want):
             raise fail(f"'{kind}' takes {want - 1} fields, got {len(columns) - 1}")
-        name = image_path(columns[1], fail)
+        name = checked_name(image_path(columns[1], fail), fail)
         at = 3 if kind in ("file", "slink") else 2
-        mode, uid, gid = (number_in(columns[at], 8, fail), number_in(columns[at + 1], 10, fail),
-                          number_in(columns[at + 2], 10, fail))
+        mode, uid, gid = ownership(columns[at:at + 3], fail)
         if kind == "file":
             source = (path.parent / columns[2]).resolve()
             if not source.is_file():
                 raise fail(f"file {columns[2]!r} does not exist (looked for {source})")
             group = name if len(columns) > want else ""
-            for link in [name] + [image_path(c, fail) for c in columns[want:]]:
+            too_many(len(entries) + len(columns) - want + 1, fail)
+            for link in [name] + [checked_name(image_path(c, fail), fail)
+                                  for c in columns[want:]]:
                 entries.append(TableEntry(link, "file", mode, uid, gid, (0, 0), where,
                                           source=source, link_group=group))
         elif kind == "nod":
             if columns[5] not in ("c", "b"):
                 raise fail(f"device type {columns[5]!r}: expected c or b")
             rdev = (number_in(columns[6], 10, fail), number_in(columns[7], 10, fail))
+            check_device(*rdev, fail)
             entries.append(TableEntry(name, "chr" if columns[5] == "c" else "blk", mode, uid,
                                       gid, rdev, where))
         else:
@@ -146,9 +184,12 @@ def merge_tables(device_tables: Sequence[Path], file_lists: Sequence[Path] = ()
     for entries in parsed:
         for entry in entries:
             previous = merged.get(entry.path)
+            file, line = entry.where.rsplit(":", 1)
             if previous and previous != entry:
-                file, line = entry.where.rsplit(":", 1)
                 raise ConfigError(file, int(line), f"/{entry.path} is defined differently "
                                   f"at {previous.where}")
             merged[entry.path] = entry
+            if len(merged) > limits.IMAGE_ENTRIES:
+                raise ConfigError(file, int(line), f"the tables make more than "
+                                  f"{limits.IMAGE_ENTRIES} entries, the most an image holds")
     return merged

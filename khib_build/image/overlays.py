@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from khib_build.errors import ConfigError, PackError
-from khib_build.fsutil import inside, make_dirs
+from khib_build.fsutil import inside, make_dirs, read_text
 
 TEMPLATE_SUFFIX = ".j2"
 
@@ -44,7 +44,7 @@ def plan(overlays: Sequence[Path], context: dict[str, Any]) -> list[OverlayItem]
     """What the overlays put in the image, in order; later overlays win."""
     items: list[OverlayItem] = []
     for top in overlays:
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(top)), autoescape=False,
+        env = jinja2.Environment(loader=template_loader(top), autoescape=False,
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         for folder, dirs, files in os.walk(top):
             dirs.sort()
@@ -63,6 +63,18 @@ def plan(overlays: Sequence[Path], context: dict[str, Any]) -> list[OverlayItem]
                 else:
                     items.append(OverlayItem(rel, "file", normal_mode(path), source=path))
     return items
+
+
+def template_loader(top: Path) -> jinja2.BaseLoader:
+    """Templates below ``top``, each read through fsutil.read_text (UTF-8, or an error
+    naming the file, line and column)."""
+    def load(name: str) -> tuple[str, str, Callable[[], bool]]:
+        path = top / name
+        if ".." in name.split("/") or not path.is_file():
+            raise jinja2.TemplateNotFound(name)
+        return read_text(path), str(path), lambda: True
+
+    return jinja2.FunctionLoader(load)
 
 
 def render(env: jinja2.Environment, rel: str, path: Path, context: dict[str, Any]) -> bytes:

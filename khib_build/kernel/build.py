@@ -169,8 +169,8 @@ def patched_tree(src: Path, linux: Recipe, work: Path, log: TextIO) -> Path:
     say("kernel: linking a private copy of the tree to patch")
     run_logged(["cp", "-al", str(src), str(tree)], log, "cp -al")
     for patch in needed:
-        for rel in re.findall(r"(?m)^\+\+\+ b/(\S+)", patch.read_text()):
-            target = tree / rel
+        for rel in re.findall(rb"(?m)^\+\+\+ b/(\S+)", patch.read_bytes()):
+            target = tree / os.fsdecode(rel)
             if target.is_file():
                 copy = target.with_name(target.name + ".khib-copy")
                 shutil.copy2(target, copy)

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from khib_build.errors import ConfigError
-from khib_build.settings.recipes import KERNEL_RECIPE, Recipe, load_recipe
+from khib_build.fsutil import read_text
+from khib_build.settings.recipes import BUILTIN_RECIPES, KERNEL_RECIPE, Recipe, load_recipe
 from khib_build.sources.extract import source_members
 
 PATCH_NAME = re.compile(r"\d{4}-[a-z0-9][a-z0-9.+_-]*\.patch")
@@ -60,6 +61,10 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
         line = line_of(recipe, key) if key else None
         found.append(Finding(name, str(file or path), line, check, message))
 
+    builtin = BUILTIN_RECIPES / name / "recipe.yaml"
+    if folder.resolve() != builtin.parent.resolve() and builtin.is_file():
+        finding("shadows", f"overrides the built-in recipe {builtin}: images that list "
+                f"{name} get this one instead")
     if not recipe.license_files:
         finding("license", "no license file named: add license_files (e.g. [COPYING])",
                 "license")
@@ -89,7 +94,7 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
         failure = apply_patches(recipe.patches, source)
         if failure:
             finding("patch", failure, "patches")
-    text = path.read_text()
+    text = read_text(path)
     for extra in sorted((folder / "files").rglob("*")):
         rel = extra.relative_to(folder).as_posix()
         if extra.is_file() and extra.name not in text:

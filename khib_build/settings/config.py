@@ -9,9 +9,11 @@ from khib_build.settings.compression import FORMATS
 from khib_build.settings.kinds import Choice, FilePath, Int, ListOf, Optional, Str
 from khib_build.settings.schema import Origin, Record, load, origin_field, setting
 
+# What the fetcher can read: http(s) through requests, file:// from the filesystem.
+URL = Str(r"(https?|file)://\S+", "an http(s):// or file:// URL")
 PACKAGE_NAME = r"[a-z0-9][a-z0-9+._-]*"
 NAME = Str(PACKAGE_NAME, "a name of lower-case letters, digits and + . _ -")
-KERNEL_OPTION = Str(r"[A-Z0-9_]+=(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|\"[^\"]*\")",
+KERNEL_OPTION = Str(r"(?!CONFIG_)[A-Z0-9_]+=(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|\"[^\"]*\")",
                     "SYMBOL=value without the CONFIG_ prefix, e.g. KEXEC=y")
 
 
@@ -94,7 +96,7 @@ class ImageConfig:
         Str(r"[A-Za-z0-9][A-Za-z0-9._-]*", "a file name"), "rootfs.gz", "image file name"
     )
     mirrors: tuple[str, ...] = setting(
-        ListOf(Str(r"(https?|file)://\S+", "an http(s):// or file:// URL")), (),
+        ListOf(URL), (),
         "source mirrors tried after the download dir, before upstream",
     )
     download_dir: Path | None = setting(

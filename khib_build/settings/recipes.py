@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from khib_build.settings.config import KERNEL_OPTION, NAME, ImageConfig
+from khib_build.settings.config import KERNEL_OPTION, NAME, URL, ImageConfig
 from khib_build.settings.kinds import Choice, FilePath, Int, ListOf, Optional, Str
 from khib_build.settings.paths import data_dir
 from khib_build.settings.schema import Origin, Record, load, origin_field, setting
@@ -20,7 +20,6 @@ DEFAULT_EXPANSION = 20  # a kernel source .tar.xz unpacks to about 9 times its s
 BUILTIN_RECIPES = data_dir("recipes")
 KERNEL_RECIPE = "linux"  # the kernel's recipe: not a package, read by kconfig and kernel
 PYTHON_RECIPE = "python3"  # the interpreter python packages run on
-URL = Str(r"(https?|ftp|file)://\S+", "a URL")
 SHA256 = Str(r"[0-9a-f]{64}", "a sha256 of 64 lower-case hex digits", verbatim=True)
 FILE_NAME = Str(r"[A-Za-z0-9][A-Za-z0-9+._~-]*", "a plain file name")
 TEMPLATE = Str(expected="a command string")
@@ -196,6 +195,20 @@ def find_recipe(name: str, dirs: list[Path]) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def shadowed(recipes: list[Recipe], config: ImageConfig) -> list[tuple[Path, Path]]:
+    """(used, hidden) recipe files: a package two of the config's own recipe dirs define
+    differently (the first wins)."""
+    found = []
+    for recipe in recipes:
+        used = recipe.folder / "recipe.yaml"
+        for folder in config.recipe_dirs:
+            other = folder / recipe.name / "recipe.yaml"
+            if (other.is_file() and other.resolve() != used.resolve()
+                    and other.read_bytes() != used.read_bytes()):
+                found.append((used, other))
+    return found
 
 
 def resolve(config: ImageConfig) -> list[Recipe]:

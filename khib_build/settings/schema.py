@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from khib_build.errors import ConfigError
+from khib_build.fsutil import read_text
 from khib_build.settings.kinds import Kind, Source, Str, describe, suggest
 
 REQUIRED = object()
@@ -143,12 +144,7 @@ class Record(Kind):
 
 def compose(path: Path) -> yaml.Node:
     """Read one YAML document as nodes, turning syntax errors into ConfigError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, f"cannot read: {exc}") from None
+    text = read_text(path)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:

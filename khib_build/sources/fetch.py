@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -66,8 +67,10 @@ class Sources:
         return self.dl_dir / ".partial"
 
 
-def fetch(spec: SourceSpec, sources: Sources) -> Path:
-    """Return the verified path of ``spec`` in the download dir, fetching it if needed."""
+def fetch(spec: SourceSpec, sources: Sources, package: str) -> Path:
+    """Return the verified path of ``spec`` (``package``'s source) in the download dir,
+    fetching it if needed. A failure's first line names the package, the file and the
+    last fault; the lines below it give every origin tried."""
     final = sources.dl_dir / spec.filename
     tried: list[str] = []
     if final.is_file():
@@ -89,8 +92,8 @@ def fetch(spec: SourceSpec, sources: Sources) -> Path:
     hint = " (offline: only the download dir and file:// mirrors were used)" \
         if sources.offline else ""
     raise FetchError(
-        f"cannot obtain {spec.filename} (sha256 {spec.sha256}){hint}; tried:\n  "
-        + "\n  ".join(tried)
+        f"package {package}: cannot obtain {spec.filename}: {tried[-1]}\n"
+        f"sha256 {spec.sha256}{hint}; tried:\n  " + "\n  ".join(tried)
         + f"\nput the file in {sources.dl_dir} or configure a mirror that has it"
     )
 
@@ -106,7 +109,8 @@ def with_retries(attempt: Callable[[], None], retries: int, label: str) -> None:
                 raise
             pause = BACKOFF * 2**number
             say(f"{label}: {exc}; trying again in {pause:.1f} s")
-            time.sleep(pause)
+            if cancel.STOP.wait(pause):
+                cancel.check()
 
 
 def origins(spec: SourceSpec, sources: Sources) -> Iterator[tuple[str, Callable[[], None]]]:
@@ -199,31 +203,47 @@ def fill_http(url: str, partial: Path, deadline: float, progress: Progress) -> N
     headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
     started = time.monotonic()
     try:
-        with requests.get(url, stream=True, headers=headers,
-                          timeout=(CONNECT_TIMEOUT, min(READ_TIMEOUT, deadline))) as response:
-            status = response.status_code
-            if status == 416 and have:  # nothing beyond what we have: let the hash decide
-                return
-            if status == 206 and not resumes_at(response, have):
-                partial.unlink()  # the next attempt starts over
-                raise AttemptFailed("the server resumed at the wrong offset", transient=True)
-            if status not in (200, 206):
-                raise AttemptFailed(f"HTTP {status} {response.reason}", transient=status >= 500)
-            mode = "ab" if status == 206 else "wb"
-            length = response.headers.get("Content-Length", "")
-            progress.total = int(length) if length.isdigit() else None
-            with partial.open(mode) as out:
-                while block := response.raw.read1(CHUNK, decode_content=False):
-                    cancel.check()
-                    out.write(block)
-                    progress.advance(len(block))
-                    if time.monotonic() - started > deadline:
-                        raise AttemptFailed(f"still downloading after the {deadline:g} s "
-                                            f"deadline ({progress.done} bytes)", transient=True)
+        response = cancel.wait_for(lambda: requests.get(
+            url, stream=True, headers=headers,
+            timeout=(CONNECT_TIMEOUT, min(READ_TIMEOUT, deadline))))
+        with response, cancel.ended_by_stop(lambda: end_read(response)):
+            fill_from(response, partial, have, deadline, started, progress)
     except requests.TooManyRedirects as exc:
         raise AttemptFailed(short_reason(exc)) from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        cancel.check()  # (a read ended by stop() is the interrupt, not a fault)
         raise AttemptFailed(short_reason(exc), transient=True) from None
+
+
+def end_read(response: requests.Response) -> None:
+    """End a read blocked on ``response``'s socket, from another thread."""
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def fill_from(response: requests.Response, partial: Path, have: int, deadline: float,
+              started: float, progress: Progress) -> None:
+    """Write what ``response`` holds into ``partial``, after the ``have`` bytes there."""
+    status = response.status_code
+    if status == 416 and have:  # nothing beyond what we have: let the hash decide
+        return
+    if status == 206 and not resumes_at(response, have):
+        partial.unlink()  # the next attempt starts over
+        raise AttemptFailed("the server resumed at the wrong offset", transient=True)
+    if status not in (200, 206):
+        raise AttemptFailed(f"HTTP {status} {response.reason}", transient=status >= 500)
+    length = response.headers.get("Content-Length", "")
+    progress.total = int(length) if length.isdigit() else None
+    with partial.open("ab" if status == 206 else "wb") as out:
+        while block := response.raw.read1(CHUNK, decode_content=False):
+            cancel.check()
+            out.write(block)
+            progress.advance(len(block))
+            if time.monotonic() - started > deadline:
+                raise AttemptFailed(f"still downloading after the {deadline:g} s "
+                                    f"deadline ({progress.done} bytes)", transient=True)
 
 
 def resumes_at(response: requests.Response, offset: int) -> bool:

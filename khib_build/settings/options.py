@@ -96,11 +96,11 @@ def resolve(given: Mapping[str, Any], environ: Mapping[str, str],
             taken: Iterable[str]) -> Options:
     """The run's options: for each one the verb takes, its flag if given, else its
     environment variable; else (and for the rest) its default."""
-    values = {}
-    taken = set(taken)
+    values: dict[str, Any] = {}
+    wanted = set(taken)
     for name, option in OPTIONS.items():
         value = given.get(name)
-        if (value is None or value is False) and name in taken:
+        if (value is None or value is False) and name in wanted:
             value = from_environment(option, environ)
         values[name] = option.default_for(environ) if value is None else value
     return Options(**values)

@@ -170,24 +170,20 @@ def inside(root: Path, rel: str) -> Path:
 def merge(tree: Path, root: Path) -> list[str]:
     """Lay ``tree`` over ``root``: files are hard-linked (copied across devices), links kept."""
     placed: list[str] = []
-    for folder, dirs, files in os.walk(tree):
-        dirs.sort()
-        for name in sorted(dirs + files):
-            cancel.check()
-            source = Path(folder) / name
-            rel = source.relative_to(tree).as_posix()
-            dest = inside(root, rel)
-            if source.is_dir() and not source.is_symlink():
-                if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-                    raise PackError(f"{tree.name}: /{rel} is a folder here but not in the image")
-                dest.mkdir(exist_ok=True)
-                os.chmod(dest, source.stat().st_mode & 0o7777)
-            else:
-                if dest.is_dir() and not dest.is_symlink():
-                    raise PackError(f"{tree.name}: /{rel} would replace a folder of the image")
-                dest.unlink(missing_ok=True)
-                place(source, dest)
-            placed.append(rel)
+    for rel, source, st in walk(tree):
+        cancel.check()
+        dest = inside(root, rel)
+        if stat.S_ISDIR(st.st_mode):
+            if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+                raise PackError(f"{tree.name}: /{rel} is a folder here but not in the image")
+            dest.mkdir(exist_ok=True)
+            os.chmod(dest, stat.S_IMODE(st.st_mode))
+        else:
+            if dest.is_dir() and not dest.is_symlink():
+                raise PackError(f"{tree.name}: /{rel} would replace a folder of the image")
+            dest.unlink(missing_ok=True)
+            place(source, dest)
+        placed.append(rel)
     return placed
 
 

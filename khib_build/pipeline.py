@@ -210,7 +210,7 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
                     dependents(force, plan.by_name),
                     options.explain)
     results = list(engine.run().values())
-    image = state.image(plan.config.output)
+    image = state.file(plan.config.output)
     inputs = image_inputs(
         plan.config, plan.recipes, {r.recipe.name: r.output for r in results},
         [(repr(e), e.source) for e in plan.tables.values()],

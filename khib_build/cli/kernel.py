@@ -75,8 +75,8 @@ def boot(args: argparse.Namespace, options: Options) -> int:
 
     plan = plan_image(options.config)
     out = OutputDir(options.outdir)
-    image = args.image or out.image(plan.config.output)
-    bzimage = args.kernel or out.kernel_file("bzImage")
+    image = args.image or out.file(plan.config.output)
+    bzimage = args.kernel or out.file("bzImage")
     if not bzimage.is_file():
         raise UsageError(f"kernel {bzimage} does not exist: build one with `khib-build "
                          "kernel`, or give --kernel")

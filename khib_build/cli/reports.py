@@ -45,7 +45,7 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
         fetched = fetch_sources(plan, options, [r.name for r in with_source])
     tarballs = dict(zip((r.name for r in with_source), fetched, strict=True))
     out = OutputDir(options.outdir)
-    image = out.image(plan.config.output)
+    image = out.file(plan.config.output)
     document = write_legal_info(plan, tarballs, sha256_of(image) if image.is_file() else None,
                                 epoch(options, plan.config), out.legal_info)
     print(f"sbom: {shown(document)}")
@@ -60,7 +60,7 @@ def size_report(args: argparse.Namespace, options: Options) -> int:
 
     plan = plan_image(options.config)
     out = OutputDir(options.outdir)
-    image = out.image(plan.config.output)
+    image = out.file(plan.config.output)
     record = out.image_record()
     if not image.is_file() or record is None:
         raise UsageError(f"no image in {options.outdir}: build it with `khib-build rootfs` "

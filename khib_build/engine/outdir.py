@@ -42,9 +42,10 @@ class OutputDir:
     def sysroot(self, package: str) -> Path:
         return self.root / "sysroot" / package
 
-    def image(self, file_name: str) -> Path:
-        """The packed image, under the config's ``output`` name."""
-        return self.root / file_name
+    def file(self, name: str) -> Path:
+        """A file at the top: the image (under the config's ``output`` name), bzImage,
+        kernel.full.config, kernel.json."""
+        return self.root / name
 
     @property
     def rootfs(self) -> Path:
@@ -65,10 +66,6 @@ class OutputDir:
     @property
     def kernel_work(self) -> Path:
         return self.root / "kernel-build"
-
-    def kernel_file(self, name: str) -> Path:
-        """bzImage, kernel.full.config or kernel.json."""
-        return self.root / name
 
     def kconfig_work(self, arch: str) -> Path:
         return self.root / f"kconfig-{arch}"

@@ -92,9 +92,8 @@ def entry_from_stat(rel: str, path: str, st: os.stat_result) -> Entry:
         raise ConfigError(path[:80] + "...", None, problem)
     entry = Entry(rel, kind, st.st_mode & 0o7777, mtime=int(st.st_mtime))
     if kind == "file":
-        if st.st_size >= limits.SIZE_LIMIT:
-            raise ConfigError(path, None, f"{st.st_size} bytes; cpio newc holds files below "
-                              "4 GiB")
+        if problem := limits.size_problem(st.st_size):
+            raise ConfigError(path, None, problem)
         entry.size, entry.source = st.st_size, path
         if st.st_nlink > 1:
             entry.link_id = (st.st_dev, st.st_ino)
@@ -117,10 +116,8 @@ def apply_table(entries: dict[str, Entry], table: dict[str, TableEntry]) -> None
         current = entries.get(path)
         if row.source is not None:
             st = row.source.stat()
-            if st.st_size >= limits.SIZE_LIMIT:
-                file, line = row.where.rsplit(":", 1)
-                raise ConfigError(file, int(line), f"{row.source}: {st.st_size} bytes; cpio "
-                                  "newc holds files below 4 GiB")
+            if problem := limits.size_problem(st.st_size):
+                raise row.error(f"{row.source}: {problem}")
             link_id = (-1, groups[row.link_group]) if row.link_group else None
             entries[path] = Entry(path, "file", row.mode, row.uid, row.gid, int(st.st_mtime),
                                   st.st_size, str(row.source), link_id=link_id)
@@ -131,9 +128,7 @@ def apply_table(entries: dict[str, Entry], table: dict[str, TableEntry]) -> None
         elif current.kind == row.kind:
             entries[path] = replace(current, mode=row.mode, uid=row.uid, gid=row.gid)
         else:
-            file, line = row.where.rsplit(":", 1)
-            raise ConfigError(file, int(line), f"/{path} is a {current.kind} in the tree, "
-                              f"not a {row.kind}")
+            raise row.error(f"/{path} is a {current.kind} in the tree, not a {row.kind}")
         add_parents(entries, path)
 
 

@@ -42,6 +42,11 @@ class TableEntry:
     target: str = ""  # a symlink's target
     link_group: str = ""  # names listed together on one file line share one inode
 
+    def error(self, message: str) -> ConfigError:
+        """An error located at the line that defines this entry."""
+        file, line = self.where.rsplit(":", 1)
+        return ConfigError(file, int(line), message)
+
 
 def image_path(text: str, fail: Fail) -> str:
     """Normalise an absolute or relative image path; refuse one that escapes the root."""
@@ -184,12 +189,10 @@ def merge_tables(device_tables: Sequence[Path], file_lists: Sequence[Path] = ()
     for entries in parsed:
         for entry in entries:
             previous = merged.get(entry.path)
-            file, line = entry.where.rsplit(":", 1)
             if previous and previous != entry:
-                raise ConfigError(file, int(line), f"/{entry.path} is defined differently "
-                                  f"at {previous.where}")
+                raise entry.error(f"/{entry.path} is defined differently at {previous.where}")
             merged[entry.path] = entry
             if len(merged) > limits.IMAGE_ENTRIES:
-                raise ConfigError(file, int(line), f"the tables make more than "
-                                  f"{limits.IMAGE_ENTRIES} entries, the most an image holds")
+                raise entry.error(f"the tables make more than {limits.IMAGE_ENTRIES} entries, "
+                                  "the most an image holds")
     return merged

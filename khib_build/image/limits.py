@@ -33,6 +33,13 @@ def device_problem(major: int, minor: int) -> str | None:
     return None
 
 
+def size_problem(size: int) -> str | None:
+    """Why a file of ``size`` bytes cannot be in the image, or None."""
+    if size >= SIZE_LIMIT:
+        return f"{size} bytes; cpio newc holds files below 4 GiB"
+    return None
+
+
 def name_problem(path: str) -> str | None:
     """Why a path cannot be an entry's name, or None."""
     size = len(path.encode("utf-8", "surrogateescape"))

@@ -25,7 +25,7 @@ from khib_build.engine.cache import Cache
 from khib_build.engine.keys import kernel_inputs, key_of
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import KhibError, UsageError
-from khib_build.fsutil import built_beside, reason, sha256_of, tree_digest
+from khib_build.fsutil import atomic_output, built_beside, reason, sha256_of, tree_digest
 from khib_build.kernel.explain import check, report_check
 from khib_build.kernel.kconfig import (
     BASES,
@@ -133,12 +133,12 @@ def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Reques
         shutil.copyfile(build / ".config", replace / files[1])
         cache.store(name, key, replace, {"name": name, "key": key, "inputs": inputs})
     for file in files:
-        tmp = state.kernel_file(f".{file}.tmp")
-        shutil.copyfile(work / "result" / file, tmp)
-        os.replace(tmp, state.kernel_file(file))
-    state.kernel_file("kernel.json").write_text(json.dumps({"key": key, "inputs": inputs},
-                                                           indent=1, sort_keys=True) + "\n")
-    return KernelResult(*(state.kernel_file(file) for file in files), status,
+        with (work / "result" / file).open("rb") as source, \
+                atomic_output(state.file(file)) as out:
+            shutil.copyfileobj(source, out)
+    state.file("kernel.json").write_text(json.dumps({"key": key, "inputs": inputs},
+                                                    indent=1, sort_keys=True) + "\n")
+    return KernelResult(*(state.file(file) for file in files), status,
                         time.monotonic() - started)
 
 

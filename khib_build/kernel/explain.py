@@ -63,8 +63,7 @@ def check(src: Path, arch: str, base: str, requests: dict[str, Request], work: P
     if not missing:
         return Check([], {}, {}, [])
     say(f"kconfig: {len(missing)} request(s) did not land; reading Kconfig to say why")
-    answer = in_child(src, arch, {"src": str(src), "arch": arch,
-                                  "merged": str(work / "merged" / ".config"),
+    answer = in_child(src, arch, {"merged": str(work / "merged" / ".config"),
                                   "base": str(work / "merged" / "base.config"),
                                   "missing": [r.symbol for r in missing],
                                   "requests": {s: r.value for s, r in requests.items()},
@@ -96,8 +95,8 @@ class KernelKconfig:
         import kconfiglib
 
         self.lib = kconfiglib
-        wanted = kconfig_env(src, arch)
-        if any(os.environ.get(name) != wanted[name] for name in ("srctree", "ARCH")):
+        wanted = {"srctree": str(src), "ARCH": ARCHES[arch].kernel_arch}
+        if any(os.environ.get(name) != value for name, value in wanted.items()):
             raise KconfigError("kconfiglib must run in the environment kconfig_env() gives")
 
         class Respelled(kconfiglib.Kconfig):  # type: ignore[misc]
@@ -282,6 +281,7 @@ class KernelKconfig:
 def in_child(src: Path, arch: str, question: dict[str, Any]) -> dict[str, Any]:
     """Ask a child process with kconfiglib's environment why ``question["missing"]`` did
     not land in ``question["merged"]`` (and, to ``resolve``, what would make them land)."""
+    question = {"src": str(src), "arch": arch, **question}
     done = subprocess.run([sys.executable, "-m", __name__], input=json.dumps(question),
                           capture_output=True, text=True, env=kconfig_env(src, arch),
                           check=False)

@@ -29,6 +29,7 @@ class Source:
         line = node.start_mark.line + 1 if node is not None else None
         return ConfigError(self.path, line, message)
 
+
 class Kind:
     """How one value is checked and converted; ``expected`` reads as a noun phrase."""
 
@@ -49,7 +50,9 @@ class Kind:
             raise src.error(node, f"expected {self.expected}, got {got}{hint}")
         return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
 
+
 _CONSTRUCTOR = yaml.SafeLoader("")
+
 
 def describe(node: yaml.Node) -> str:
     """Name a node's type the way a person would."""
@@ -61,6 +64,7 @@ def describe(node: yaml.Node) -> str:
     names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
              "null": "nothing (null)"}
     return f"{names.get(kind, kind)} {node.value!r}" if kind != "null" else names["null"]
+
 
 class Str(Kind):
     """A string, optionally matching a pattern.
@@ -90,6 +94,7 @@ class Str(Kind):
             raise ValueError(f"expected {self.expected}, got {text!r}")
         return text
 
+
 class Int(Kind):
     """An integer within bounds."""
 
@@ -99,11 +104,13 @@ class Int(Kind):
             f" from {low} to {high}" if low is not None and high is not None else ""
         )
 
+    def within(self, value: int) -> bool:
+        return (self.low is None or value >= self.low) and (
+            self.high is None or value <= self.high)
+
     def parse(self, node: yaml.Node, src: Source) -> int:
         value = self.scalar(node, src, ("int",))
-        if (self.low is not None and value < self.low) or (
-            self.high is not None and value > self.high
-        ):
+        if not self.within(value):
             raise src.error(node, f"expected {self.expected}, got {value}")
         return value
 
@@ -112,11 +119,10 @@ class Int(Kind):
             value = int(text, 10)
         except ValueError:
             raise ValueError(f"expected {self.expected}, got {text!r}") from None
-        if (self.low is not None and value < self.low) or (
-            self.high is not None and value > self.high
-        ):
+        if not self.within(value):
             raise ValueError(f"expected {self.expected}, got {value}")
         return value
+
 
 class Seconds(Kind):
     """A duration: a finite number of seconds above zero."""
@@ -138,6 +144,7 @@ class Seconds(Kind):
             raise ValueError(f"expected {self.expected}, got {text!r}")
         return value
 
+
 class Flag(Kind):
     """On or off; on the command line a flag without a value, in the environment any
     non-empty value."""
@@ -149,6 +156,7 @@ class Flag(Kind):
 
     def from_text(self, text: str) -> bool:
         return bool(text)
+
 
 class Choice(Kind):
     """One of a fixed set of strings."""
@@ -168,6 +176,7 @@ class Choice(Kind):
         if text not in self.choices:
             raise ValueError(f"expected {self.expected}, got {text!r}{suggest(text, self.choices)}")
         return text
+
 
 class FilePath(Kind):
     """A path, relative to the file that names it; ``must_exist`` checks it."""
@@ -192,6 +201,7 @@ class FilePath(Kind):
             raise ValueError(f"expected {self.expected}, got an empty string")
         return Path(text).expanduser()  # relative to the working directory, as given
 
+
 class ListOf(Kind):
     """A list of items of one kind; ``unique`` refuses repeated items."""
 
@@ -212,6 +222,7 @@ class ListOf(Kind):
             values.append(value)
         return tuple(values)
 
+
 class Optional(Kind):
     """A value of the wrapped kind, or null."""
 
@@ -226,6 +237,7 @@ class Optional(Kind):
 
     def from_text(self, text: str) -> Any:
         return self.inner.from_text(text)
+
 
 def suggest(word: str, choices: Any) -> str:
     """A ' (did you mean X?)' hint for a misspelt key or value, or ''."""

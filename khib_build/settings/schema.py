@@ -94,13 +94,7 @@ class Setting:
 
 def settings_of(cls: type) -> dict[str, Setting]:
     """The settings a record class declares, in declaration order."""
-    return {
-        f.name: Setting(f.name, f.metadata["kind"], f.metadata["default"], f.metadata["help"],
-                        f.metadata["flags"], f.metadata["env"], f.metadata["metavar"],
-                        f.metadata["shown"])
-        for f in fields(cls)
-        if "kind" in f.metadata
-    }
+    return {f.name: Setting(f.name, **f.metadata) for f in fields(cls) if "kind" in f.metadata}
 
 
 class Record(Kind):

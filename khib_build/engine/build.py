@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from khib_build import __version__, cancel, report
+from khib_build.engine import steps
 from khib_build.engine.cache import Cache
 from khib_build.engine.jobserver import JobServer
+from khib_build.engine.keys import build_triplet
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import BuildError, KhibError
 from khib_build.python import pyinstall
 from khib_build.settings.config import ImageConfig
-from khib_build.settings.recipes import Recipe, render_command
+from khib_build.settings.recipes import Recipe
 from khib_build.sources.extract import ExtractError, extract
 from khib_build.sources.fetch import Sources, fetch
 
@@ -71,9 +73,11 @@ def variables(recipe: Recipe, settings: BuildSettings, srcdir: Path, destdir: Pa
         "version": recipe.version,
         "arch": settings.config.arch,
         "target": settings.config.target.triplet,
+        "build_triplet": build_triplet(),
         "cc": shlex.join([*tc.cc, f"--sysroot={sysroot}"]),
-        "cflags": " ".join([*tc.cflags, source_map, f"-ffile-prefix-map={sysroot}=/"]),
-        "ldflags": " ".join(tc.ldflags),
+        "cflags": " ".join([*tc.cflags, *recipe.cflags, source_map,
+                            f"-ffile-prefix-map={sysroot}=/"]),
+        "ldflags": " ".join([*tc.ldflags, *recipe.ldflags]),
         "jobs": settings.jobs,
         "srcdir": str(srcdir),
         "destdir": str(destdir),
@@ -115,11 +119,8 @@ class Builder:
                 raise BuildError(self.recipe.name, "install python package", self.log,
                                  str(exc)) from None
         values = variables(self.recipe, self.settings, srcdir, self.staging, self.sysroot)
-        for step in ("build", "install"):
-            commands = getattr(self.recipe, step)
-            for index in range(len(commands)):
-                command = render_command(self.recipe, step, index, values)
-                self.shell(f"{step} {index + 1}/{len(commands)}", command, srcdir)
+        for step, command in steps.commands(self.recipe, values):
+            self.shell(step, command, srcdir)
         return self.steps
 
     def timed(self, name: str, action: Callable[[], T]) -> T:

@@ -7,6 +7,7 @@ library's sysroot is keyed by the versions of its Debian packages.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shlex
@@ -37,6 +38,16 @@ def compiler_version(cc: Sequence[str]) -> str:
         raise KhibError(f"toolchain {shlex.join(cc)} does not run: {exc}") from None
 
 
+@functools.cache
+def build_triplet() -> str:
+    """The GNU triplet of the machine builds run on, as its gcc names it."""
+    try:
+        return subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise KhibError(f"the host's gcc does not run: {exc}") from None
+
+
 def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str]:
     """What of the compiler can change a build's output: command, version, flags, and the
     versions of the C library whose code static binaries carry."""
@@ -46,6 +57,7 @@ def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str
         "toolchain version": compiler_version(tc.cc),
         "toolchain cflags": shlex.join(tc.cflags),
         "toolchain ldflags": shlex.join(tc.ldflags),
+        "build machine": build_triplet(),
     }
     return inputs | {f"C library {name}": version for name, version in libc.items()}
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from khib_build.settings.config import ImageConfig, Toolchain
 from khib_build.settings.options import OPTIONS, help_text
-from khib_build.settings.recipes import BUILD_VARIABLES, DebianSource, Recipe, SourceSpec
+from khib_build.settings.pins import DebianSource, SourceSpec
+from khib_build.settings.recipes import BUILD_VARIABLES, Recipe
 from khib_build.settings.schema import document
 
 

@@ -11,18 +11,32 @@ from typing import Any
 
 import jinja2
 
-from khib_build.settings.config import KERNEL_OPTION, NAME, URL, ImageConfig
-from khib_build.settings.kinds import Choice, FilePath, Int, ListOf, Optional, Str
+from khib_build.settings.config import KERNEL_OPTION, NAME, ImageConfig
+from khib_build.settings.kinds import Choice, FilePath, Flag, Int, ListOf, Optional, Str
 from khib_build.settings.paths import data_dir
+from khib_build.settings.pins import DebsByArch, SourceSpec
 from khib_build.settings.schema import Origin, Record, load, origin_field, setting
 
 DEFAULT_EXPANSION = 20  # a kernel source .tar.xz unpacks to about 9 times its size
 BUILTIN_RECIPES = data_dir("recipes")
 KERNEL_RECIPE = "linux"  # the kernel's recipe: not a package, read by kconfig and kernel
 PYTHON_RECIPE = "python3"  # the interpreter python packages run on
-SHA256 = Str(r"[0-9a-f]{64}", "a sha256 of 64 lower-case hex digits", verbatim=True)
-FILE_NAME = Str(r"[A-Za-z0-9][A-Za-z0-9+._~-]*", "a plain file name")
 TEMPLATE = Str(expected="a command string")
+ARGUMENT = Str(expected="one argument (a jinja2 template)")
+ASSIGNMENT = Str(r"[A-Za-z_][A-Za-z0-9_]*=.*", "VARIABLE=value (a jinja2 template)")
+MAKE_VARIABLE = Str(r"[A-Za-z_][A-Za-z0-9_]*", "a make variable name")
+KINDS = ("commands", "make", "autotools", "python", "deb")
+# The keys each kind takes beyond the common ones.
+KIND_KEYS = {
+    "commands": {"source", "build", "install", "cflags", "ldflags"},
+    "make": {"source", "build", "install", "cflags", "ldflags", "make", "make_targets",
+             "install_targets", "destdir_variable", "toolchain_variables"},
+    "autotools": {"source", "build", "install", "cflags", "ldflags", "configure",
+                  "configure_env", "make", "make_targets", "install_targets",
+                  "destdir_variable"},
+    "python": {"source"},
+    "deb": {"debs"},
+}
 
 # The variables a build or install command may use, each with its meaning.
 BUILD_VARIABLES = {
@@ -30,9 +44,10 @@ BUILD_VARIABLES = {
     "version": "the package version",
     "arch": "the target architecture (i386 or x86_64)",
     "target": "the target GNU triplet (i686-linux-gnu or x86_64-linux-gnu)",
+    "build_triplet": "the GNU triplet of the machine the build runs on (gcc -dumpmachine)",
     "cc": "the target compiler command, with its fixed arguments (e.g. gcc -m32)",
-    "cflags": "C compiler flags, reproducibility flags included",
-    "ldflags": "linker flags",
+    "cflags": "C compiler flags: the toolchain's, the recipe's, reproducibility flags",
+    "ldflags": "linker flags: the toolchain's and the recipe's",
     "jobs": "the run's job budget, for tools other than make (make shares it by itself)",
     "srcdir": "the unpacked source (the working directory of each command)",
     "destdir": "the package's staging tree: install here, as if it were /",
@@ -43,29 +58,12 @@ BUILD_VARIABLES = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class DebianSource:
-    """The distribution source package that carries the same upstream tarball."""
+class ToolchainVariables:
+    """The make variables a `kind: make` recipe passes the toolchain in; null passes none."""
 
-    package: str = setting(NAME, help="source package name, as `apt-get source` takes it")
-    file: str = setting(FILE_NAME, help="the .orig tarball's file name in that package")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SourceSpec:
-    """A pinned upstream tarball."""
-
-    urls: tuple[str, ...] = setting(ListOf(URL, min_items=1), help="upstream URLs, tried in order")
-    sha256: str = setting(SHA256, help="sha256 of the tarball")
-    file: str | None = setting(
-        Optional(FILE_NAME), None, "file name in the download dir (default: the URL's last part)"
-    )
-    debian: DebianSource | None = setting(
-        Optional(Record(DebianSource)), None, "Debian source package holding the same bytes"
-    )
-
-    @property
-    def filename(self) -> str:
-        return self.file or self.urls[0].rstrip("/").rsplit("/", 1)[-1]
+    cc: str | None = setting(Optional(MAKE_VARIABLE), "CC", "gets {{ cc }}")
+    cflags: str | None = setting(Optional(MAKE_VARIABLE), "CFLAGS", "gets {{ cflags }}")
+    ldflags: str | None = setting(Optional(MAKE_VARIABLE), "LDFLAGS", "gets {{ ldflags }}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,9 +74,11 @@ class Recipe:
     version: str = setting(Str(verbatim=True), help="upstream version")
     license: str = setting(Str(), help="SPDX license expression")
     kind: str = setting(
-        Choice(("commands", "python")), "commands",
-        "commands: build and install run the recipe's commands; python: a pure-Python "
-        "package (its src/ or source) installed by khib-build with its console scripts",
+        Choice(KINDS), "commands",
+        "commands: the recipe's build and install commands; make: `make` with the toolchain "
+        "as make variables, then `make install`; autotools: `./configure` for the target, "
+        "then make; python: a pure-Python package (its src/ or source) with its console "
+        "scripts; deb: Debian binary packages unpacked",
     )
     license_files: tuple[str, ...] = setting(ListOf(Str()), (), "license files in the source")
     source: SourceSpec | None = setting(
@@ -120,9 +120,45 @@ class Recipe:
         ListOf(Str(r"[A-Za-z_][A-Za-z0-9_.]*", "a module name"), unique=True), (),
         "standard library modules the package imports in ways a scan cannot see",
     )
-    build: tuple[str, ...] = setting(ListOf(TEMPLATE), (), "build commands (jinja2 templates)")
+    cflags: tuple[str, ...] = setting(ListOf(Str()), (), "C flags added to the toolchain's")
+    ldflags: tuple[str, ...] = setting(ListOf(Str()), (), "linker flags added to the toolchain's")
+    configure: tuple[str, ...] = setting(
+        ListOf(ARGUMENT), (),
+        "autotools: arguments of ./configure after --build, --host and --prefix=/usr",
+    )
+    configure_env: tuple[str, ...] = setting(
+        ListOf(ASSIGNMENT), (), "autotools: VARIABLE=value set in ./configure's environment"
+    )
+    make: tuple[str, ...] = setting(
+        ListOf(ARGUMENT), (), "make, autotools: arguments of every make call (VAR=value, -C dir)"
+    )
+    make_targets: tuple[str, ...] = setting(
+        ListOf(ARGUMENT), (), "make, autotools: the build's make targets (default: make's own)"
+    )
+    install_targets: tuple[str, ...] = setting(
+        ListOf(ARGUMENT), ("install",), "make, autotools: the install's make targets ([] for none)"
+    )
+    destdir_variable: str = setting(
+        MAKE_VARIABLE, "DESTDIR", "make, autotools: the make variable install puts {{ destdir }} in"
+    )
+    toolchain_variables: ToolchainVariables = setting(
+        Record(ToolchainVariables), ToolchainVariables(),
+        "make: the make variables the compiler and flags are passed in",
+    )
+    build: tuple[str, ...] = setting(
+        ListOf(TEMPLATE), (),
+        "build commands (jinja2 templates); for make and autotools, run before make",
+    )
     install: tuple[str, ...] = setting(
-        ListOf(TEMPLATE), (), "install commands into {{ destdir }} (jinja2 templates)"
+        ListOf(TEMPLATE), (),
+        "install commands into {{ destdir }} (jinja2 templates); for make and autotools, run "
+        "after the install targets",
+    )
+    strip: bool = setting(
+        Flag(), True, "strip the ELF files the package installs (false keeps their symbols)"
+    )
+    debs: DebsByArch = setting(
+        Record(DebsByArch), DebsByArch(), "deb: the Debian binary packages, per architecture"
     )
     origin: Origin | None = origin_field()
 
@@ -135,25 +171,48 @@ class Recipe:
 TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
-def render_command(recipe: Recipe, step: str, index: int, variables: dict[str, object]) -> str:
-    """Render one build or install command; a template error is the recipe's error."""
-    text = getattr(recipe, step)[index]
+# The recipe keys whose items are jinja2 templates of the build variables.
+TEMPLATED = ("configure_env", "configure", "make", "make_targets", "install_targets", "build",
+             "install")
+
+
+def render_command(recipe: Recipe, key: str, index: int, variables: dict[str, object]) -> str:
+    """Render one templated item (a command or an argument); a template error is the
+    recipe's error."""
+    text = getattr(recipe, key)[index]
     try:
         return TEMPLATES.from_string(text).render(variables)
     except jinja2.TemplateError as exc:
         assert recipe.origin is not None
         raise recipe.origin.error(
-            f"{step}[{index}]", f"{step} command {index + 1}: template error: {exc}; "
+            f"{key}[{index}]", f"{key} item {index + 1}: template error: {exc}; "
             f"variables: {', '.join(BUILD_VARIABLES)}",
         ) from None
 
 
 def check_templates(recipe: Recipe) -> None:
-    """Render every command with placeholder values so mistakes surface before any build."""
+    """Render every template with placeholder values so mistakes surface before any build."""
     placeholders = {name: f"<{name}>" for name in BUILD_VARIABLES}
-    for step in ("build", "install"):
-        for index in range(len(getattr(recipe, step))):
-            render_command(recipe, step, index, placeholders)
+    for key in TEMPLATED:
+        for index in range(len(getattr(recipe, key))):
+            render_command(recipe, key, index, placeholders)
+
+
+def check_kind(recipe: Recipe) -> None:
+    """The keys a recipe sets belong to its kind, and the kind has what it needs."""
+    assert recipe.origin is not None
+    specific = set().union(*KIND_KEYS.values())
+    for key in recipe.origin.lines:
+        if key in specific and key not in KIND_KEYS[recipe.kind]:
+            takes = sorted(k for k, keys in KIND_KEYS.items() if key in keys)
+            raise recipe.origin.error(key, f"{key} is for kind {' or '.join(takes)}, not "
+                                      f"{recipe.kind}")
+    if recipe.kind == "python" and PYTHON_RECIPE not in recipe.depends:
+        raise recipe.origin.error("kind", f"a python package runs on the image's interpreter:"
+                                  f" add {PYTHON_RECIPE} to its depends")
+    if recipe.kind == "deb" and not (recipe.debs.i386 or recipe.debs.x86_64):
+        raise recipe.origin.error("kind", "a deb package names its Debian packages: add debs "
+                                  "with a list for i386 or x86_64")
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -163,11 +222,8 @@ def load_recipe(path: Path) -> Recipe:
         raise recipe.origin.error(
             "name", f"name '{recipe.name}' differs from the recipe's folder '{path.parent.name}'"
         )
+    check_kind(recipe)
     check_templates(recipe)
-    if recipe.kind == "python" and PYTHON_RECIPE not in recipe.depends:
-        assert recipe.origin is not None
-        raise recipe.origin.error("kind", f"a python package runs on the image's interpreter:"
-                                  f" add {PYTHON_RECIPE} to its depends")
     return recipe
 
 

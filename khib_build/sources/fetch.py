@@ -33,7 +33,7 @@ from khib_build import cancel
 from khib_build.errors import FetchError
 from khib_build.fsutil import CHUNK, sha256_of
 from khib_build.report import Progress, say
-from khib_build.settings.recipes import SourceSpec
+from khib_build.settings.pins import SourceSpec
 
 if TYPE_CHECKING:
     import requests

@@ -167,9 +167,12 @@ def inside(root: Path, rel: str) -> Path:
     return root / rel
 
 
-def merge(tree: Path, root: Path) -> list[str]:
-    """Lay ``tree`` over ``root``: files are hard-linked (copied across devices), links kept."""
+def merge(tree: Path, root: Path, private: bool = False) -> list[str]:
+    """Lay ``tree`` over ``root``: files are hard-linked (copied across devices), links
+    kept.  ``private`` copies every file instead (files hard-linked together in the tree
+    stay so among the copies), so that ``root`` can be changed in place."""
     placed: list[str] = []
+    copies: dict[tuple[int, int], Path] = {}
     for rel, source, st in walk(tree):
         cancel.check()
         dest = inside(root, rel)
@@ -182,7 +185,14 @@ def merge(tree: Path, root: Path) -> list[str]:
             if dest.is_dir() and not dest.is_symlink():
                 raise PackError(f"{tree.name}: /{rel} would replace a folder of the image")
             dest.unlink(missing_ok=True)
-            place(source, dest)
+            first = copies.get((st.st_dev, st.st_ino))
+            if not private or not stat.S_ISREG(st.st_mode):
+                place(source, dest)
+            elif first is not None:
+                os.link(first, dest)
+            else:
+                shutil.copy2(source, dest)
+                copies[(st.st_dev, st.st_ino)] = dest
         placed.append(rel)
     return placed
 

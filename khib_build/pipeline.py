@@ -26,12 +26,14 @@ from khib_build.engine.sysroot import base_sysroot, libc_packages, libc_versions
 from khib_build.errors import KhibError, UsageError
 from khib_build.fsutil import sha256_of, write_atomically
 from khib_build.image import overlays
+from khib_build.image.checks import Finding, check_elf, downgrade, python_findings, tree_view
 from khib_build.image.cpio import pack_tree
 from khib_build.image.devtable import TableEntry, merge_tables
+from khib_build.image.hooks import run_hooks
 from khib_build.image.rootfs import assemble
 from khib_build.kernel.kconfig import Request, fragment_text, image_requests
 from khib_build.python import pyclosure, pythonlib
-from khib_build.report import say
+from khib_build.report import detail, say
 from khib_build.settings.config import ImageConfig, load_config
 from khib_build.settings.options import Options, download_dir, epoch
 from khib_build.settings.recipes import (
@@ -125,23 +127,28 @@ def settings_for(plan: Plan, options: Options) -> BuildSettings:
 
 
 def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None,
-                  recipes: list[Recipe] | None = None) -> list[Path]:
-    """Download and verify the sources of the named packages (all the image's by default,
-    or all of ``recipes``), side by side."""
+                  recipes: list[Recipe] | None = None) -> dict[str, list[Path]]:
+    """Download and verify the pinned files (tarballs, debs) of the named packages (all
+    the image's by default, or all of ``recipes``), side by side; by package."""
     settings = settings_for(plan, options)
     among = plan.recipes if recipes is None else recipes
     known = {r.name for r in among}
     unknown = sorted(set(names or ()) - known)
     if unknown:
         raise UsageError(f"not in the image: {', '.join(unknown)}; packages: {', '.join(known)}")
-    wanted = [(r.name, r.source) for r in among if r.source and (not names or r.name in names)]
+    wanted = [(r.name, pin) for r in among if not names or r.name in names
+              for pin in r.pins(plan.config.arch)]
     cancel.STOP.clear()
     with ThreadPoolExecutor(max_workers=options.jobs) as pool:
         try:
-            return list(pool.map(lambda job: fetch(job[1], settings.sources, job[0]), wanted))
+            paths = list(pool.map(lambda job: fetch(job[1], settings.sources, job[0]), wanted))
         except BaseException:
             cancel.stop()  # the other downloads stop too
             raise
+    found: dict[str, list[Path]] = {}
+    for (name, _), path in zip(wanted, paths, strict=True):
+        found.setdefault(name, []).append(path)
+    return found
 
 
 def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:
@@ -175,8 +182,13 @@ def explain(plan: Plan, options: Options, name: str) -> list[str]:
             *(f"  {line}" for line in changes(previous, state.inputs))]
 
 
-def check_host_tools(recipes: list[Recipe]) -> None:
-    """Every host tool a recipe names is on PATH, or the run stops before building."""
+def check_host_tools(recipes: list[Recipe], config: ImageConfig) -> None:
+    """Every host tool a recipe names, and the toolchain's strip, are on PATH, or the run
+    stops before building."""
+    strip = config.toolchain.strip[0]
+    if any(r.strip for r in recipes) and shutil.which(strip) is None:
+        raise KhibError(f"the toolchain's strip command {strip} is not on PATH; install it "
+                        "(binutils) or set toolchain.strip")
     for recipe in recipes:
         missing = [tool for tool in recipe.host_tools if shutil.which(tool) is None]
         if missing:
@@ -186,7 +198,7 @@ def check_host_tools(recipes: list[Recipe]) -> None:
 
 def prepare(plan: Plan, settings: BuildSettings) -> tuple[dict[str, str], Path]:
     """The toolchain's identity and the C library's sysroot."""
-    check_host_tools(plan.recipes)
+    check_host_tools(plan.recipes, plan.config)
     versions = libc_versions(libc_packages(plan.config))
     toolchain = toolchain_inputs(plan.config, versions)
     return toolchain, base_sysroot(plan.config, settings.cache.sysroots, versions)
@@ -228,14 +240,21 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
     else:
         state.forget_image()
         owners = assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
-                          state.rootfs)
-        pythonlib.prune(state.rootfs, plan.recipes, state.python_modules)
+                          state.rootfs, private=bool(plan.config.post_build))
+        problems = pythonlib.prune(state.rootfs, plan.recipes, state.python_modules) or []
+        hook_env = hook_variables(plan.config, state, settings.epoch)
+        run_hooks("post_build", plan.config.post_build, state.rootfs, hook_env, state.root,
+                  state.logs)
+        findings = check_tree(plan, state.rootfs, owners, problems)
         say(f"packing {image.name} ({plan.config.compression})")
         pack_tree(state.rootfs, plan.tables, image, plan.config.compression,
                   plan.config.compression_level, settings.epoch, plan.config.early_segment)
+        run_hooks("post_image", plan.config.post_image, image,
+                  {**hook_env, "KHIB_IMAGE": str(image)}, state.root, state.logs)
         digest = sha256_of(image)
         state.remember_image({"key": key, "sha256": digest, "inputs": inputs,
-                              "owners": owners})
+                              "owners": owners, "python_problems": problems,
+                              "warnings": [f.as_dict() for f in findings]})
         status = "packed"
     for path, content in ((state.manifest, manifest_json(plan, results, image, digest)),
                           (state.kernel_fragment,
@@ -244,6 +263,36 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
             write_atomically(path, content)
     return ImageResult(image, image.stat().st_size, digest, status, results, state.manifest,
                        time.monotonic() - started)
+
+
+def hook_variables(config: ImageConfig, state: OutputDir, epoch: int) -> dict[str, str]:
+    """The environment of the config's hooks (image.hooks.HOOK_VARIABLES)."""
+    assert config.origin is not None
+    return {"KHIB_TARGET_DIR": str(state.rootfs), "KHIB_OUTPUT_DIR": str(state.root),
+            "KHIB_CONFIG_DIR": str(config.origin.path.parent), "KHIB_ARCH": config.arch,
+            "SOURCE_DATE_EPOCH": str(epoch)}
+
+
+def check_tree(plan: Plan, root: Path, owners: dict[str, str],
+               python_problems: list[dict[str, object]]) -> list[Finding]:
+    """Check the assembled tree's ELF files and Python imports: the warnings are said and
+    returned; any error stops the build before packing."""
+    config = plan.config
+    found = downgrade(
+        check_elf(tree_view(root, plan.tables), config.target, owners)
+        + python_findings(python_problems, owners),
+        {a.path.lstrip("/"): a.reason for a in config.allow})
+    warnings = [f for f in found if f.severity == "warning"]
+    errors = [f for f in found if f.severity == "error"]
+    if warnings:
+        say(f"checks: {len(warnings)} warning(s) (listed by -v and by lint)")
+        for finding in warnings:
+            detail(f"  {finding.text()}")
+    if errors:
+        raise KhibError(f"the image fails {len(errors)} check(s); nothing was packed:"
+                        + "".join(f"\n  {f.text()}" for f in errors)
+                        + "\n(a file the config lists under allow: with a reason only warns)")
+    return warnings
 
 
 def manifest_json(plan: Plan, results: list[PackageResult], image: Path, digest: str) -> bytes:

@@ -135,5 +135,5 @@ def test_debian_source_archive_supplies_the_upstream_tarball(tmp_path: Path) -> 
     assert listing(dl) == ["busybox-1.35.0.tar.bz2", "kexec-tools-2.0.25.tar.xz"]
     assert sha256_of(dl / "busybox-1.35.0.tar.bz2") == (
         "faeeb244c35a348a334f4a59e44626ee870fb07b6884d68c10ae8bc19f83a694")
-    sources = (tmp_path / "cache" / "apt-sources" / "sources.list").read_text()
+    sources = (tmp_path / "cache" / "apt-sources" / "deb-src" / "sources.list").read_text()
     assert sources.startswith("deb-src ")  # a private list; the system's stays untouched

@@ -134,11 +134,13 @@ def test_the_state_finder_finds_each_form(tmp_path: Path) -> None:
 
 def settings_classes() -> list[type]:
     """Every class whose fields are settings: configs, recipes, run options."""
-    from khib_build.settings.config import ImageConfig, Toolchain
+    from khib_build.settings.config import Allowance, ImageConfig, Toolchain
     from khib_build.settings.options import Options
-    from khib_build.settings.recipes import DebianSource, Recipe, SourceSpec
+    from khib_build.settings.pins import DebianSource, DebPackage, DebsByArch, SourceSpec
+    from khib_build.settings.recipes import Recipe, ToolchainVariables
 
-    return [ImageConfig, Toolchain, Recipe, SourceSpec, DebianSource, Options]
+    return [ImageConfig, Toolchain, Allowance, Recipe, ToolchainVariables, SourceSpec,
+            DebianSource, DebPackage, DebsByArch, Options]
 
 
 def test_every_default_is_declared_in_the_settings_table() -> None:

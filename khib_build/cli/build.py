@@ -127,9 +127,10 @@ def fetch(args: argparse.Namespace, options: Options) -> int:
         raise UsageError("give --all or package names, not both")
     recipes = all_recipes(plan.config) if args.all else None
     with report.live():
-        paths = fetch_sources(plan, options, args.packages, recipes)
-    for path in paths:
-        print(path)
+        fetched = fetch_sources(plan, options, args.packages, recipes)
+    for paths in fetched.values():
+        for path in paths:
+            print(path)
     return 0
 
 

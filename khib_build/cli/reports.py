@@ -36,17 +36,21 @@ def show_info(args: argparse.Namespace, options: Options) -> int:
 def legal_info(_args: argparse.Namespace, options: Options) -> int:
     from khib_build.engine.outdir import OutputDir
     from khib_build.fsutil import sha256_of
-    from khib_build.pipeline import fetch_sources, plan_image
-    from khib_build.reports.legal import write_legal_info
+    from khib_build.pipeline import fetch_sources, plan_image, settings_for
+    from khib_build.reports.legal import copyleft, write_legal_info
+    from khib_build.sources.debsrc import debian_source
 
     plan = plan_image(options.config)
-    with_source = [r for r in plan.recipes if r.source]
+    sources = settings_for(plan, options).sources
     with report.live():
-        fetched = fetch_sources(plan, options, [r.name for r in with_source])
-    tarballs = dict(zip((r.name for r in with_source), fetched, strict=True))
+        fetched = fetch_sources(plan, options)
+        debian = {r.name: [f for deb in fetched[r.name]
+                           for f in debian_source(deb, sources, r.name)]
+                  for r in plan.recipes if r.kind == "deb" and copyleft(r)}
     out = OutputDir(options.outdir)
     image = out.file(plan.config.output)
-    document = write_legal_info(plan, tarballs, sha256_of(image) if image.is_file() else None,
+    document = write_legal_info(plan, fetched, debian,
+                                sha256_of(image) if image.is_file() else None,
                                 epoch(options, plan.config), out.legal_info)
     print(f"sbom: {shown(document)}")
     return 0
@@ -87,8 +91,9 @@ def size_report(args: argparse.Namespace, options: Options) -> int:
 
 def lint(args: argparse.Namespace, options: Options) -> int:
     from khib_build.engine.cache import Cache
+    from khib_build.engine.outdir import OutputDir
     from khib_build.kernel.build import kernel_source
-    from khib_build.reports.lint import lint_recipe, source_for
+    from khib_build.reports.lint import image_findings, lint_recipe, source_for
     from khib_build.settings.config import load_config
     from khib_build.settings.recipes import find_recipe, recipe_folders, search_path
 
@@ -116,6 +121,8 @@ def lint(args: argparse.Namespace, options: Options) -> int:
     for folder in folders:
         findings += lint_recipe(folder,
                                 lambda recipe: source_for(recipe, dl_dir, kernel_tree))
+    if not args.recipes:
+        findings += image_findings(config, OutputDir(options.outdir))
     if args.json:
         print(json.dumps({"recipes": [f.name for f in folders],
                           "findings": [f.as_dict() for f in findings]}, indent=1))
@@ -123,7 +130,7 @@ def lint(args: argparse.Namespace, options: Options) -> int:
         for item in findings:
             print(item.text())
         report.say(f"{len(folders)} recipe(s), {len(findings)} finding(s)")
-    return 1 if findings else 0
+    return 1 if any(f.severity == "error" for f in findings) else 0
 
 
 VERBS = (
@@ -148,8 +155,11 @@ VERBS = (
     Verb("lint", "check recipes",
          "Check recipes (all on the search path, or those named): schema, a license and "
          "license file, sources pinned, patches listed, named NNNN-*.patch and applying in "
-         "order, no unused patch or file. Exit 1 on findings.", lint,
-         ("config", "dl_dir", "cache_dir"),
+         "order, no unused patch or file. Without names, also the image built in the output "
+         "dir: every ELF file of the image's arch, its loader and libraries in the image, "
+         "no RPATH outside it; Python imports whose C extension is absent. Exit 1 on "
+         "findings other than warnings.", lint,
+         ("config", "outdir", "dl_dir", "cache_dir"),
          (JSON, arg("recipes", nargs="*", metavar="RECIPE",
                     help="a recipe name on the search path, or a recipe folder"))),
 )

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,13 +27,19 @@ from khib_build.engine.jobserver import JobServer
 from khib_build.engine.keys import build_triplet
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import BuildError, KhibError
+from khib_build.fsutil import walk
 from khib_build.python import pyinstall
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import Recipe
-from khib_build.sources.extract import ExtractError, extract
+from khib_build.sources.extract import ExtractError, extract, unpack_deb
 from khib_build.sources.fetch import Sources, fetch
 
 T = TypeVar("T")
+ET_EXEC, ET_DYN = 2, 3
+# Symbols and debug sections the loader does not need, and the compiler's .comment notes.
+# What a Debian package installs for people reading on the machine, not for an initramfs.
+DEB_DOCS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian")
+STRIP_FLAGS = ("--strip-unneeded", "--remove-section=.comment")
 DROPPED_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS",
                "CFLAGS", "CPPFLAGS", "LDFLAGS", "CC", "CROSS_COMPILE")
 
@@ -107,7 +114,11 @@ class Builder:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.write_text(f"khib-build {__version__}: {self.recipe.name} "
                             f"{self.recipe.version}\n")
-        srcdir = self.timed("unpack", self.unpack)
+        if self.recipe.kind == "deb":
+            self.timed("unpack debs", self.unpack_debs)
+            srcdir = self.staging
+        else:
+            srcdir = self.timed("unpack", self.unpack)
         for patch in self.recipe.patches:
             command = f"patch -p1 --forward --batch -i {shlex.quote(str(patch))}"
             self.shell(f"patch {patch.name}", command, srcdir)
@@ -121,6 +132,12 @@ class Builder:
         values = variables(self.recipe, self.settings, srcdir, self.staging, self.sysroot)
         for step, command in steps.commands(self.recipe, values):
             self.shell(step, command, srcdir)
+        if self.recipe.strip:
+            found = elf_programs(self.staging)
+            if found:
+                self.shell(f"strip {len(found)} file(s)", shlex.join(
+                    [*self.settings.config.toolchain.strip, *STRIP_FLAGS, *map(str, found)]),
+                    srcdir)
         return self.steps
 
     def timed(self, name: str, action: Callable[[], T]) -> T:
@@ -147,6 +164,24 @@ class Builder:
         except ExtractError as exc:
             raise ExtractError(f"package {self.recipe.name}: {exc}") from None
 
+    def unpack_debs(self) -> None:
+        """The Debian packages of the image's arch, fetched, verified and unpacked into
+        the staging tree, without their documentation (legal-info keeps the copyright)."""
+        debs = self.recipe.debs.for_arch(self.settings.config.arch)
+        if not debs:
+            raise BuildError(self.recipe.name, "unpack debs", self.log,
+                             f"the recipe lists no Debian package for "
+                             f"{self.settings.config.arch}")
+        for deb in debs:
+            path = fetch(deb, self.settings.sources, self.recipe.name)
+            report.step(self.recipe.name, self.recipe.version, f"unpacking {path.name}")
+            try:
+                unpack_deb(path, self.staging, self.recipe.max_expansion)
+            except ExtractError as exc:
+                raise ExtractError(f"package {self.recipe.name}: {exc}") from None
+        for folder in DEB_DOCS:
+            shutil.rmtree(self.staging / folder, ignore_errors=True)
+
     def shell(self, step: str, command: str, cwd: Path) -> None:
         report.step(self.recipe.name, self.recipe.version, step)
         report.detail(f"{self.recipe.name}: $ {command}")
@@ -157,6 +192,21 @@ class Builder:
                 ["/bin/sh", "-e", "-c", command], cwd, self.env, log, self.jobserver))
         if status != 0:
             raise BuildError(self.recipe.name, step, self.log, tail(self.log))
+
+
+def elf_programs(tree: Path) -> list[Path]:
+    """The executables and shared libraries below ``tree`` (ELF files of type EXEC or
+    DYN; objects and archives are left alone), in path order."""
+    found = []
+    for _, path, info in walk(tree):
+        if stat.S_ISREG(info.st_mode):
+            with path.open("rb") as handle:
+                head = handle.read(18)
+            if head[:4] == b"\x7fELF" and len(head) == 18:
+                order = "little" if head[5] == 1 else "big"
+                if int.from_bytes(head[16:18], order) in (ET_EXEC, ET_DYN):
+                    found.append(path)
+    return found
 
 
 def run_group(argv: list[str], cwd: Path, env: dict[str, str], log: TextIO,

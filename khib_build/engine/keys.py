@@ -29,13 +29,13 @@ def key_of(inputs: object) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def compiler_version(cc: Sequence[str]) -> str:
-    """The first line of the compiler's ``--version``."""
+def compiler_version(command: Sequence[str]) -> str:
+    """The first line of a toolchain command's ``--version``."""
     try:
-        return subprocess.run([*cc, "--version"], capture_output=True, text=True,
+        return subprocess.run([*command, "--version"], capture_output=True, text=True,
                               check=True).stdout.splitlines()[0]
     except (OSError, subprocess.CalledProcessError, IndexError) as exc:
-        raise KhibError(f"toolchain {shlex.join(cc)} does not run: {exc}") from None
+        raise KhibError(f"toolchain {shlex.join(command)} does not run: {exc}") from None
 
 
 @functools.cache
@@ -58,6 +58,8 @@ def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str
         "toolchain cflags": shlex.join(tc.cflags),
         "toolchain ldflags": shlex.join(tc.ldflags),
         "build machine": build_triplet(),
+        "toolchain strip": shlex.join([shutil.which(tc.strip[0]) or tc.strip[0], *tc.strip[1:]])
+        + ": " + compiler_version(tc.strip),
     }
     return inputs | {f"C library {name}": version for name, version in libc.items()}
 
@@ -71,6 +73,7 @@ def package_inputs(recipe: Recipe, arch: str, epoch: int, toolchain: dict[str, s
         "SOURCE_DATE_EPOCH": str(epoch),
         "source sha256": recipe.source.sha256 if recipe.source else "none (src/ folder)",
     }
+    inputs |= {f"deb {deb.filename}": deb.sha256 for deb in recipe.debs.for_arch(arch)}
     inputs |= {f"recipe file {rel}": digest for rel, digest in recipe_files(recipe).items()}
     inputs |= {f"patch {patch}": sha256_of(patch) for patch in recipe.patches
                if not patch.is_relative_to(recipe.folder)}
@@ -97,6 +100,11 @@ def image_inputs(config: ImageConfig, recipes: Sequence[Recipe], outputs: Mappin
         "tables": key_of([(entry, source and sha256_of(source)) for entry, source in tables]),
     }
     inputs |= {f"package {name} output": output for name, output in outputs.items()}
+    inputs |= {f"{stage} hook {script}": sha256_of(script) for stage, scripts in
+               (("post_build", config.post_build), ("post_image", config.post_image))
+               for script in scripts}
+    if config.allow:
+        inputs["allowed check failures"] = key_of([(a.path, a.reason) for a in config.allow])
     for path, kind, mode, target, content in overlays:
         inputs[f"overlay {path}"] = key_of(
             [kind, mode, target, hashlib.sha256(content or b"").hexdigest()])

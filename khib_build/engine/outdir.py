@@ -33,8 +33,12 @@ class OutputDir:
     def build_dir(self, package: str) -> Path:
         return self.root / "build" / package
 
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
     def log(self, package: str) -> Path:
-        return self.root / "logs" / f"{package}.log"
+        return self.logs / f"{package}.log"
 
     def staging(self, package: str) -> Path:
         return self.root / "staging" / package

@@ -79,7 +79,7 @@ def base_of(config: ImageConfig) -> str:
     if config.kernel_base in BASES:
         return config.kernel_base
     assert config.origin is not None
-    path = (config.origin.path.parent / config.kernel_base).resolve()
+    path = (config.origin.file("kernel_base").parent / config.kernel_base).resolve()
     if not path.is_file():
         raise config.origin.error("kernel_base", f"kernel_base {config.kernel_base}: no such "
                                   "file (tinyconfig, defconfig, or a config file)")

@@ -49,9 +49,26 @@ def python_scripts(root: Path) -> list[str]:
         else []
 
 
-def prune(root: Path, recipes: Sequence[Recipe], listing: Path) -> list[str] | None:
+def builtin_modules(root: Path, lib: Path) -> list[str] | None:
+    """The built-in modules of the image's interpreter, asked of it (with the image's
+    standard library as its home); None if it cannot run on this machine."""
+    binary = root / "usr" / "bin" / lib.name
+    binary = binary if binary.is_file() else root / "usr" / "bin" / "python3"
+    try:
+        result = subprocess.run(
+            [str(binary), "-S", "-c", "import sys; print(' '.join(sys.builtin_module_names))"],
+            capture_output=True, text=True, check=False, timeout=60,
+            env={"PYTHONHOME": str(root / "usr"), "PYTHONNOUSERSITE": "1", "LC_ALL": "C"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.split() if result.returncode == 0 else None
+
+
+def prune(root: Path, recipes: Sequence[Recipe], listing: Path
+          ) -> list[dict[str, object]] | None:
     """Replace the image's standard library by the compiled closure, whose module names
-    go to ``listing`` and are returned (None when the image has no interpreter)."""
+    go to ``listing``; return the imports that fail for want of a C extension, each with
+    its image path (None when the image has no interpreter)."""
     lib = interpreter_lib(root)
     if lib is None:
         return None
@@ -62,10 +79,14 @@ def prune(root: Path, recipes: Sequence[Recipe], listing: Path) -> list[str] | N
     site = lib / "site-packages"
     make_dirs(site)
     extra = sorted({m for r in recipes for m in r.python_modules})
+    builtins = builtin_modules(root, lib)
+    if builtins is None:
+        say(f"python: the image's {lib.name} does not run on this machine: the check of "
+            "its imports is left out")
     with tempfile.TemporaryDirectory(prefix=".python-", dir=listing.parent) as work:
         job = {"stdlib": str(lib), "site": str(site), "scripts": python_scripts(root),
                "modules": extra + module_names(site), "out": work,
-               "prefix": "/" + lib.relative_to(root).as_posix()}
+               "prefix": "/" + lib.relative_to(root).as_posix(), "builtins": builtins}
         result = subprocess.run([host, "-I", pyclosure.__file__, json.dumps(job)],
                                 capture_output=True, text=True, check=False, umask=0o022)
         if result.returncode != 0:
@@ -79,4 +100,5 @@ def prune(root: Path, recipes: Sequence[Recipe], listing: Path) -> list[str] | N
     closure: list[str] = found["closure"]
     listing.write_text("\n".join(closure) + "\n")
     say(f"python: {len(closure)} standard library modules kept, compiled for {lib.name}")
-    return closure
+    return [{**problem, "file": Path(str(problem["file"])).relative_to(root).as_posix()}
+            for problem in found["problems"]]

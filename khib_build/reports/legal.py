@@ -1,14 +1,18 @@
-"""legal-info: an SPDX 2.3 SBOM of the image, and each package's license files and patches.
+"""legal-info: an SPDX 2.3 SBOM of the image, and each package's license files, patches
+and sources.
 
 Upstream license files are read straight out of the verified source tarball (libarchive,
-one member), so nothing has to be unpacked or built first.
+one member), a Debian package's from its copyright file, so nothing has to be unpacked
+or built first.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from khib_build.errors import KhibError
 from khib_build.fsutil import built_beside
 from khib_build.pipeline import Plan
 from khib_build.settings.recipes import Recipe, package_facts
-from khib_build.sources.extract import source_members
+from khib_build.sources.extract import deb_member, source_members
 
 
 def spdx_id(name: str) -> str:
@@ -85,9 +89,20 @@ def sbom(plan: Plan, image_sha256: str | None, epoch: int) -> dict[str, Any]:
     }
 
 
-def license_texts(recipe: Recipe, tarball: Path | None) -> dict[str, bytes]:
-    """The recipe's license files: from the source tarball's top folder, or its src/."""
-    source = tarball or recipe.folder / "src"
+def license_texts(recipe: Recipe, files: list[Path]) -> dict[str, bytes]:
+    """The recipe's license files: each deb's copyright file, or the files named in
+    license_files, from the source tarball's top folder or its src/."""
+    if recipe.kind == "deb":
+        texts = {}
+        for deb in files:
+            name = deb.name.split("_", 1)[0]
+            text = deb_member(deb, f"usr/share/doc/{name}/copyright")
+            if text is None:
+                raise KhibError(f"package {recipe.name}: {deb.name} has no "
+                                f"usr/share/doc/{name}/copyright")
+            texts[f"{name}.copyright"] = text
+        return texts
+    source = files[0] if files else recipe.folder / "src"
     wanted = set(recipe.license_files)
     texts = source_members(source, wanted)
     missing = sorted(wanted - texts.keys())
@@ -97,13 +112,58 @@ def license_texts(recipe: Recipe, tarball: Path | None) -> dict[str, bytes]:
     return texts
 
 
-def write_legal_info(plan: Plan, tarballs: dict[str, Path], image_sha256: str | None,
-                     epoch: int, folder: Path) -> Path:
-    """Fill ``folder`` with sbom.spdx.json, licenses/<pkg>/… and patches/<pkg>/…: made
-    beside it and swapped in whole, so a failed run leaves the previous one intact."""
+def copyleft(recipe: Recipe) -> bool:
+    """Whether the license asks for the source to travel with the binary (GPL, LGPL, AGPL)."""
+    return "GPL" in recipe.license
+
+
+def source_archive(folder: Path, target: Path, epoch: int) -> None:
+    """A package's own src/ as a tar.gz that is the same bytes for the same files."""
+    def normal(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = epoch
+        info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
+        return info
+
+    top = target.name.removesuffix(".tar.gz")
+    with target.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed, \
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in [folder, *sorted(p for p in folder.rglob("*")
+                                     if "__pycache__" not in p.parts)]:
+            rel = path.relative_to(folder).as_posix()
+            tar.add(path, top if rel == "." else f"{top}/{rel}", recursive=False,
+                    filter=normal)
+
+
+def write_sources(recipe: Recipe, files: list[Path], debian: list[Path], work: Path,
+                  epoch: int) -> None:
+    """sources/<name>-<version>/: the verified tarball and the patches, the package's own
+    src/ as a tarball, or for a copyleft deb the Debian source it was built from."""
+    target = work / "sources" / f"{recipe.name}-{recipe.version}"
+    target.mkdir(parents=True)
+    if recipe.kind == "deb":
+        for path in debian:
+            shutil.copyfile(path, target / path.name)
+    elif files:
+        shutil.copyfile(files[0], target / files[0].name)
+    elif (recipe.folder / "src").is_dir():
+        source_archive(recipe.folder / "src", target / f"{recipe.name}-{recipe.version}.tar.gz",
+                       epoch)
+    for patch in recipe.patches:
+        shutil.copyfile(patch, target / patch.name)
+
+
+def write_legal_info(plan: Plan, fetched: dict[str, list[Path]],
+                     debian: dict[str, list[Path]], image_sha256: str | None, epoch: int,
+                     folder: Path) -> Path:
+    """Fill ``folder`` with sbom.spdx.json, licenses/<pkg>/…, patches/<pkg>/… and
+    sources/<pkg>-<version>/…: made beside it and swapped in whole, so a failed run leaves
+    the previous one intact."""
     with built_beside(folder) as work:
         for recipe in plan.recipes:
-            for name, text in license_texts(recipe, tarballs.get(recipe.name)).items():
+            files = fetched.get(recipe.name, [])
+            for name, text in license_texts(recipe, files).items():
                 target = work / "licenses" / recipe.name / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(text)
@@ -111,6 +171,7 @@ def write_legal_info(plan: Plan, tarballs: dict[str, Path], image_sha256: str | 
                 target = work / "patches" / recipe.name / patch.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(patch, target)
+            write_sources(recipe, files, debian.get(recipe.name, []), work, epoch)
         (work / "sbom.spdx.json").write_text(json.dumps(sbom(plan, image_sha256, epoch),
                                                          indent=2) + "\n")
         work.chmod(0o755)

@@ -16,8 +16,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from khib_build.engine.outdir import OutputDir
 from khib_build.errors import ConfigError
 from khib_build.fsutil import read_text
+from khib_build.image.checks import check_elf, downgrade, image_view, python_findings
+from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import BUILTIN_RECIPES, KERNEL_RECIPE, Recipe, load_recipe
 from khib_build.sources.extract import source_members
 
@@ -32,10 +35,12 @@ class Finding:
     line: int | None
     check: str
     message: str
+    severity: str = "error"
 
     def text(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: [{self.check}] {self.message}"
+        warning = "warning: " if self.severity == "warning" else ""
+        return f"{where}: [{self.check}] {warning}{self.message}"
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -100,6 +105,21 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
         if extra.is_file() and extra.name not in text:
             finding("unused", f"{rel} is not used by the recipe", file=extra)
     return found
+
+
+def image_findings(config: ImageConfig, out: OutputDir) -> list[Finding]:
+    """The checks of the image built in ``out`` (if any): its ELF files read from the
+    packed image, its Python imports as the build recorded them."""
+    image = out.file(config.output)
+    record = out.image_record()
+    if not image.is_file() or record is None:
+        return []
+    owners = record.get("owners", {})
+    allowed = {a.path.lstrip("/"): a.reason for a in config.allow}
+    checks = {"elf": check_elf(image_view(image), config.target, owners),
+              "python": python_findings(record.get("python_problems", []), owners)}
+    return [Finding(f.owner, "/" + f.path, None, check, f.message, f.severity)
+            for check, found in checks.items() for f in downgrade(found, allowed)]
 
 
 def source_for(recipe: Recipe, dl_dir: Path, kernel_tree: Callable[[], Path | None]

@@ -6,21 +6,24 @@ import re
 import sys
 from pathlib import Path
 
-from khib_build.settings.config import ImageConfig, Toolchain
+from khib_build.image.hooks import HOOK_VARIABLES
+from khib_build.settings.config import Allowance, ImageConfig, Toolchain
 from khib_build.settings.options import OPTIONS, help_text
-from khib_build.settings.pins import DebianSource, SourceSpec
-from khib_build.settings.recipes import BUILD_VARIABLES, Recipe
+from khib_build.settings.pins import DebianSource, DebPackage, DebsByArch, SourceSpec
+from khib_build.settings.recipes import BUILD_VARIABLES, Recipe, ToolchainVariables
 from khib_build.settings.schema import document
 
 
 def reference() -> str:
     variables = "\n".join(f"| `{{{{ {name} }}}}` | {meaning} |"
                           for name, meaning in BUILD_VARIABLES.items())
+    hook_variables = "\n".join(f"| `{name}` | {meaning} |"
+                               for name, meaning in HOOK_VARIABLES.items())
     return f"""\
 # khib-build file formats: reference
 
-Generated from the declarations in `khib_build/settings/config.py` and
-`khib_build/settings/recipes.py`
+Generated from the declarations in `khib_build/settings/config.py`,
+`khib_build/settings/recipes.py` and `khib_build/settings/pins.py`
 (`make docs`); a test keeps it current. See `docs/formats.md` for a guided tour.
 
 ## Image config (`configs/*.yaml`)
@@ -30,6 +33,16 @@ Generated from the declarations in `khib_build/settings/config.py` and
 ### `toolchain`
 
 {document(Toolchain)}
+
+### `allow` items
+
+{document(Allowance)}
+
+### The environment of `post_build` and `post_image` hooks
+
+| variable | meaning |
+|---|---|
+{hook_variables}
 
 ## Recipe (`recipes/<name>/recipe.yaml`)
 
@@ -42,6 +55,18 @@ Generated from the declarations in `khib_build/settings/config.py` and
 ### `source.debian`
 
 {document(DebianSource)}
+
+### `toolchain_variables` (kind: make)
+
+{document(ToolchainVariables)}
+
+### `debs` (kind: deb)
+
+{document(DebsByArch)}
+
+### `debs` items
+
+{document(DebPackage)}
 
 ## Variables of build and install commands
 

@@ -26,15 +26,19 @@ class Arch:
     qemu: str
     kernel_arch: str
     elf_class: int
+    elf_machine: str  # e_machine as pyelftools names it
+    multiarch: str  # Debian's multiarch folder name (lib/<multiarch>)
     libc_packages: tuple[str, ...]  # Debian's C library development files for the target
     lib_dirs: tuple[str, ...]  # where those packages keep the target's libraries
 
 
 ARCHES = {
-    "i386": Arch("i386", "i686-linux-gnu", "qemu-system-x86_64", "i386", 32,
+    "i386": Arch("i386", "i686-linux-gnu", "qemu-system-x86_64", "i386", 32, "EM_386",
+                 "i386-linux-gnu",
                  ("libc6-dev-i386", "libc6-dev", "linux-libc-dev", "gcc-multilib"),
                  ("usr/lib32",)),
     "x86_64": Arch("x86_64", "x86_64-linux-gnu", "qemu-system-x86_64", "x86_64", 64,
+                   "EM_X86_64", "x86_64-linux-gnu",
                    ("libc6-dev", "linux-libc-dev"), ("usr/lib/x86_64-linux-gnu",)),
 }
 
@@ -48,6 +52,11 @@ class Toolchain:
     )
     cflags: tuple[str, ...] = setting(ListOf(Str()), ("-Os",), "C compiler flags")
     ldflags: tuple[str, ...] = setting(ListOf(Str()), (), "linker flags")
+    strip: tuple[str, ...] = setting(
+        ListOf(Str(), min_items=1), ("strip",),
+        "the strip command for the target's ELF files (the host's binutils strip reads both "
+        "i386 and x86_64)",
+    )
     libc_packages: tuple[str, ...] | None = setting(
         Optional(ListOf(NAME, min_items=1)), None,
         "installed Debian packages whose headers and static libraries form the target's C "
@@ -57,8 +66,17 @@ class Toolchain:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Allowance:
+    """An image file whose check failures are warnings, and why."""
+
+    path: str = setting(Str(r"/\S+", "an absolute path in the image"), help="the file")
+    reason: str = setting(Str(r".*\S.*", "a reason"), help="why it may fail the checks")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImageConfig:
-    """One image: its packages, overlays and output, as ``configs/*.yaml`` declares it."""
+    """One image: its packages, overlays and output, as ``configs/*.yaml`` declares it
+    (``include: other.yaml`` reads another config first; see docs/formats.md)."""
 
     name: str = setting(NAME, "khib", "image name, shown in the banner")
     version: str = setting(Str(verbatim=True), "0", "image version, shown in the banner")
@@ -117,6 +135,18 @@ class ImageConfig:
         "the config the kernel fragment is merged into: tinyconfig, defconfig, or a file "
         "(relative to this config)",
     )
+    allow: tuple[Allowance, ...] = setting(
+        ListOf(Record(Allowance)), (),
+        "image files whose failed checks (ELF, Python imports) are warnings: path and reason",
+    )
+    post_build: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True)), (),
+        "scripts run on the assembled tree before it is packed ($1 and KHIB_TARGET_DIR)",
+    )
+    post_image: tuple[Path, ...] = setting(
+        ListOf(FilePath(must_exist=True)), (),
+        "scripts run on the packed image ($1 and KHIB_IMAGE)",
+    )
     source_date_epoch: int = setting(
         Int(0, 2**32 - 1), 0, "timestamp clamp for the image (SOURCE_DATE_EPOCH overrides)"
     )
@@ -129,7 +159,7 @@ class ImageConfig:
 
 def load_config(path: Path) -> ImageConfig:
     """Read and validate an image config."""
-    config: ImageConfig = load(path.resolve(), ImageConfig)
+    config: ImageConfig = load(path.resolve(), ImageConfig, including=True)
     try:
         FORMATS[config.compression].check_level(config.compression_level)
     except ValueError as exc:

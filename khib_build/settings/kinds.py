@@ -21,13 +21,14 @@ class Source:
 
     path: Path
 
-    @property
-    def base(self) -> Path:
-        return self.path.parent
+    def file_of(self, node: yaml.Node | None) -> Path:
+        """The file a node was read from: this one, or a file it includes."""
+        name = node.start_mark.name if node is not None else ""
+        return self.path if not name or name.startswith("<") else Path(name)
 
     def error(self, node: yaml.Node | None, message: str) -> ConfigError:
         line = node.start_mark.line + 1 if node is not None else None
-        return ConfigError(self.path, line, message)
+        return ConfigError(self.file_of(node), line, message)
 
 
 class Kind:
@@ -47,11 +48,15 @@ class Kind:
         if not isinstance(node, yaml.ScalarNode) or node.tag.rsplit(":", 1)[-1] not in tags:
             got = describe(node)
             hint = " (quote it to make it a string)" if "str" in tags else ""
+            if "str" in tags and isinstance(node, yaml.MappingNode) and node.flow_style:
+                hint = f" ({TEMPLATE_HINT})"
             raise src.error(node, f"expected {self.expected}, got {got}{hint}")
         return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
+TEMPLATE_HINT = ('a value that starts with {{ reads as a YAML mapping: quote it, '
+                 'e.g. - "{{ cc }} -o hello hello.c"')
 
 
 def describe(node: yaml.Node) -> str:
@@ -188,7 +193,7 @@ class FilePath(Kind):
 
     def parse(self, node: yaml.Node, src: Source) -> Path:
         text = self.scalar(node, src, ("str",))
-        path = (src.base / Path(text).expanduser()).resolve()
+        path = (src.file_of(node).parent / Path(text).expanduser()).resolve()
         if self.must_exist:
             ok = path.is_dir() if self.is_dir else path.is_file()
             if not ok:

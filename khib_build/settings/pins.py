@@ -3,7 +3,7 @@ by its file name and sha256 before it is fetched."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from khib_build.settings.config import NAME, URL
 from khib_build.settings.kinds import ListOf, Optional, Str
@@ -45,13 +45,21 @@ class SourceSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class DebPackage:
-    """One Debian binary package, pinned by name, version and sha256 for one architecture.
-    ``arch`` is filled in from the list it is in."""
+    """One Debian binary package, pinned by name, version and sha256."""
 
     name: str = setting(NAME, help="binary package name, as `apt-get download` takes it")
     version: str = setting(DEB_VERSION, help="the exact Debian version")
     sha256: str = setting(SHA256, help="sha256 of the .deb file")
-    arch: str = ""
+
+
+@dataclass(frozen=True)
+class Deb:
+    """A pinned Debian package for one target architecture: what is fetched."""
+
+    name: str
+    version: str
+    sha256: str
+    arch: str
 
     @property
     def debian_arch(self) -> str:
@@ -60,8 +68,7 @@ class DebPackage:
     @property
     def filename(self) -> str:
         """The .deb's name as the archive's pool spells it (an epoch is left out)."""
-        version = self.version.split(":", 1)[-1]
-        return f"{self.name}_{version}_{self.debian_arch}.deb"
+        return f"{self.name}_{self.version.split(':', 1)[-1]}_{self.debian_arch}.deb"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,5 +80,5 @@ class DebsByArch:
         ListOf(Record(DebPackage)), (), "for x86_64 images (Debian's amd64)"
     )
 
-    def for_arch(self, arch: str) -> tuple[DebPackage, ...]:
-        return tuple(replace(deb, arch=arch) for deb in getattr(self, arch))
+    def for_arch(self, arch: str) -> tuple[Deb, ...]:
+        return tuple(Deb(d.name, d.version, d.sha256, arch) for d in getattr(self, arch))

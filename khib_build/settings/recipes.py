@@ -14,7 +14,7 @@ import jinja2
 from khib_build.settings.config import KERNEL_OPTION, NAME, ImageConfig
 from khib_build.settings.kinds import Choice, FilePath, Flag, Int, ListOf, Optional, Str
 from khib_build.settings.paths import data_dir
-from khib_build.settings.pins import DebsByArch, SourceSpec
+from khib_build.settings.pins import Deb, DebsByArch, SourceSpec
 from khib_build.settings.schema import Origin, Record, load, origin_field, setting
 
 DEFAULT_EXPANSION = 20  # a kernel source .tar.xz unpacks to about 9 times its size
@@ -162,6 +162,10 @@ class Recipe:
     )
     origin: Origin | None = origin_field()
 
+    def pins(self, arch: str) -> tuple[SourceSpec | Deb, ...]:
+        """The pinned files the package is made from on ``arch``: its tarball or debs."""
+        return (self.source,) if self.source else self.debs.for_arch(arch)
+
     @property
     def folder(self) -> Path:
         assert self.origin is not None
@@ -185,7 +189,8 @@ def render_command(recipe: Recipe, key: str, index: int, variables: dict[str, ob
     except jinja2.TemplateError as exc:
         assert recipe.origin is not None
         raise recipe.origin.error(
-            f"{key}[{index}]", f"{key} item {index + 1}: template error: {exc}; "
+            f"{key}[{index}]", f"{key} {'command' if key in ('build', 'install') else 'item'} "
+            f"{index + 1}: template error: {exc}; "
             f"variables: {', '.join(BUILD_VARIABLES)}",
         ) from None
 

@@ -17,20 +17,28 @@ import yaml
 
 from khib_build.errors import ConfigError
 from khib_build.fsutil import read_text
-from khib_build.settings.kinds import Kind, Source, Str, describe, suggest
+from khib_build.settings.kinds import TEMPLATE_HINT, Kind, Source, Str, describe, suggest
 
 REQUIRED = object()
 
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a record was read: its file and the line of each key and list item."""
+    """Where a record was read: its file, the line of each key and list item, and for a
+    key set by an included file, that file."""
 
     path: Path
     lines: dict[str, int]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def file(self, key: str) -> Path:
+        return self.files.get(key.split("[", 1)[0], self.path)
+
+    def where(self, key: str) -> str:
+        return f"{self.file(key)}:{self.lines[key]}" if key in self.lines else "default"
 
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(self.path, self.lines.get(key), message)
+        return ConfigError(self.file(key), self.lines.get(key), message)
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ class Record(Kind):
         seen: dict[str, yaml.Node] = {}
         values: dict[str, Any] = {}
         lines: dict[str, int] = {}
+        files: dict[str, Path] = {}
         for key_node, value_node in node.value:
             key = Str(expected="a key").parse(key_node, src)
             if key in seen:
@@ -125,6 +134,8 @@ class Record(Kind):
                 )
             values[key] = setting.kind.parse(value_node, src)
             lines[key] = key_node.start_mark.line + 1
+            if key_node.start_mark.name != str(src.path):
+                files[key] = Path(key_node.start_mark.name)
             if isinstance(value_node, yaml.SequenceNode):
                 for i, item in enumerate(value_node.value):
                     lines[f"{key}[{i}]"] = item.start_mark.line + 1
@@ -132,19 +143,25 @@ class Record(Kind):
             if name not in values and s.required:
                 raise src.error(node, f"missing key '{name}': {s.help}")
         if "origin" in {f.name for f in fields(self.cls)}:
-            values["origin"] = Origin(src.path, lines)
+            values["origin"] = Origin(src.path, lines, files)
         return self.cls(**values)
 
 
 def compose(path: Path) -> yaml.Node:
     """Read one YAML document as nodes, turning syntax errors into ConfigError."""
     text = read_text(path)
+    loader = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = yaml.SafeLoader(text)
+        loader.name = str(path)  # every node's marks name its file (configs include configs)
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = " ".join(filter(None, [exc.context, exc.problem]))
+        near = text.splitlines()[max(0, line - 2):line] if line else []
+        if any("{{" in seen for seen in near):  # the error line, or the one it ends
+            problem += f"; {TEMPLATE_HINT}"
         raise ConfigError(path, line, f"invalid YAML: {problem}") from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
         line = text.count("\n", 0, exc.position) + 1
@@ -152,14 +169,78 @@ def compose(path: Path) -> yaml.Node:
                           "allowed in a YAML file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, 1, f"invalid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if node is None:
         raise ConfigError(path, 1, "the file is empty; expected a mapping of settings")
     return node
 
 
-def load(path: Path, cls: type) -> Any:
-    """Compose ``path`` and validate it as a record of ``cls``."""
-    return Record(cls).parse(compose(path), Source(path))
+def compose_including(path: Path, chain: tuple[Path, ...] = ()) -> yaml.Node:
+    """Compose ``path`` with the files its ``include`` key names (one path or a list,
+    relative to it) read first: a key of the including file replaces the included
+    value, a mapping is merged key by key, and ``key+`` extends an included list."""
+    node = compose(path)
+    src = Source(path)
+    if not isinstance(node, yaml.MappingNode):
+        return node
+    own = [(k, v) for k, v in node.value if not (isinstance(k, yaml.ScalarNode)
+                                                 and k.value == "include")]
+    includes = [v for k, v in node.value if isinstance(k, yaml.ScalarNode)
+                and k.value == "include"]
+    if not includes:
+        return node
+    items = includes[0].value if isinstance(includes[0], yaml.SequenceNode) else [includes[0]]
+    merged = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
+    for item in items:
+        included = (path.parent / Str(expected="a config file path").parse(item, src)).resolve()
+        if included in (*chain, path):
+            raise src.error(item, f"include {included} is a cycle: "
+                            + " -> ".join(map(str, (*chain, path, included))))
+        if not included.is_file():
+            raise src.error(item, f"include: no such file {included}")
+        merged = merge_nodes(merged, compose_including(included, (*chain, path)), src)
+    seen: dict[object, yaml.Node] = {}
+    for key_node, _ in own:
+        if key_node.value in seen:
+            first = seen[key_node.value].start_mark.line + 1
+            raise src.error(key_node, f"key {key_node.value!r} is given twice (first on line "
+                            f"{first})")
+        seen[key_node.value] = key_node
+    own_node = yaml.MappingNode(node.tag, own, node.start_mark, node.end_mark)
+    return merge_nodes(merged, own_node, src)
+
+
+def merge_nodes(base: yaml.Node, top: yaml.Node, src: Source) -> yaml.Node:
+    """``top`` over ``base``: mappings key by key, ``key+`` appending to a list."""
+    if not (isinstance(base, yaml.MappingNode) and isinstance(top, yaml.MappingNode)):
+        return top
+    pairs = {k.value: (k, v) for k, v in base.value}
+    for key_node, value in top.value:
+        key = key_node.value
+        if isinstance(key, str) and key.endswith("+"):
+            key = key[:-1]
+            old = pairs.get(key, (None, None))[1]
+            if not isinstance(value, yaml.SequenceNode) or not isinstance(
+                    old, yaml.SequenceNode | None):
+                raise src.error(key_node, f"{key}+ extends a list: both the included {key} "
+                                "and this value must be lists")
+            key_node = yaml.ScalarNode("tag:yaml.org,2002:str", key, key_node.start_mark,
+                                       key_node.end_mark)
+            value = yaml.SequenceNode(value.tag, [*(old.value if old else []), *value.value],
+                                      value.start_mark, value.end_mark)
+        elif key in pairs:
+            value = merge_nodes(pairs[key][1], value, src)
+        pairs[key] = (key_node, value)
+    return yaml.MappingNode(top.tag, list(pairs.values()), top.start_mark, top.end_mark)
+
+
+def load(path: Path, cls: type, including: bool = False) -> Any:
+    """Compose ``path`` (with the files it includes, if ``including``) and validate it as
+    a record of ``cls``."""
+    node = compose_including(path) if including else compose(path)
+    return Record(cls).parse(node, Source(path))
 
 
 def document(cls: type) -> str:

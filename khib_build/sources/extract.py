@@ -40,6 +40,53 @@ def extract(archive: Path, dest: Path, max_expansion: int) -> Path:
     return top[0] if len(top) == 1 and top[0].is_dir() else dest
 
 
+def deb_data(deb: Path, member: str = "data.tar") -> tuple[str, bytes]:
+    """The name and bytes of a Debian package's data.tar (or control.tar) member."""
+    try:
+        with libarchive.file_reader(str(deb)) as members:
+            for entry in members:
+                if entry.pathname.startswith(member):
+                    return entry.pathname, b"".join(entry.get_blocks())
+    except libarchive.ArchiveError as exc:
+        raise ExtractError(f"{deb.name}: not a Debian package: {exc.msg}") from None
+    raise ExtractError(f"{deb.name}: not a Debian package: it has no {member} member")
+
+
+def unpack_deb(deb: Path, dest: Path, max_expansion: int) -> None:
+    """Unpack a Debian package's files into ``dest``, as ``dpkg-deb -x`` would, with the
+    checks of :func:`unpack`."""
+    name, data = deb_data(deb)
+    inner = dest.parent / f".{deb.name}.{name}"
+    inner.write_bytes(data)
+    try:
+        unpack(inner, dest, refused_nodes, max_expansion * deb.stat().st_size + SLACK)
+    finally:
+        inner.unlink()
+
+
+def deb_control(deb: Path) -> dict[str, str]:
+    """The fields of a Debian package's control file."""
+    _, data = deb_data(deb, "control.tar")
+    with libarchive.memory_reader(data) as archive:
+        for entry in archive:
+            if entry.pathname.removeprefix("./") == "control":
+                text = b"".join(entry.get_blocks()).decode(errors="replace")
+                return {k.strip(): v.strip() for k, v in (
+                    line.split(":", 1) for line in text.splitlines()
+                    if ":" in line and not line.startswith(" "))}
+    raise ExtractError(f"{deb.name}: its control.tar has no control file")
+
+
+def deb_member(deb: Path, wanted: str) -> bytes | None:
+    """One regular file of a Debian package's data (``./`` prefix optional), or None."""
+    _, data = deb_data(deb)
+    with libarchive.memory_reader(data) as archive:
+        for entry in archive:
+            if entry.pathname.removeprefix("./") == wanted and entry.isfile:
+                return b"".join(entry.get_blocks())
+    return None
+
+
 def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
            limit: int | None = None) -> None:
     """Unpack ``archive`` into ``dest`` securely; ``on_node`` says whether to make a node.

@@ -33,10 +33,12 @@ from khib_build import cancel
 from khib_build.errors import FetchError
 from khib_build.fsutil import CHUNK, sha256_of
 from khib_build.report import Progress, say
-from khib_build.settings.pins import SourceSpec
+from khib_build.settings.pins import Deb, SourceSpec
 
 if TYPE_CHECKING:
     import requests
+
+Pinned = SourceSpec | Deb  # a file known by its name and sha256 before it is fetched
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
@@ -67,7 +69,7 @@ class Sources:
         return self.dl_dir / ".partial"
 
 
-def fetch(spec: SourceSpec, sources: Sources, package: str) -> Path:
+def fetch(spec: Pinned, sources: Sources, package: str) -> Path:
     """Return the verified path of ``spec`` (``package``'s source) in the download dir,
     fetching it if needed. A failure's first line names the package, the file and the
     last fault; the lines below it give every origin tried."""
@@ -113,7 +115,7 @@ def with_retries(attempt: Callable[[], None], retries: int, label: str) -> None:
                 cancel.check()
 
 
-def origins(spec: SourceSpec, sources: Sources) -> Iterator[tuple[str, Callable[[], None]]]:
+def origins(spec: Pinned, sources: Sources) -> Iterator[tuple[str, Callable[[], None]]]:
     """(label, attempt) pairs in the order they are tried."""
     for mirror in sources.mirrors:
         url = mirror.rstrip("/") + "/" + spec.filename
@@ -122,6 +124,11 @@ def origins(spec: SourceSpec, sources: Sources) -> Iterator[tuple[str, Callable[
         yield url, lambda url=url: download(url, spec, sources)
     if sources.offline:
         return
+    if isinstance(spec, Deb):
+        if sources.apt_state and debian_like():
+            label = f"apt-get download {spec.name}:{spec.debian_arch}={spec.version}"
+            yield label, lambda: apt_download(spec, sources)
+        return
     for url in spec.urls:
         yield url, lambda url=url: download(url, spec, sources)
     if spec.debian and sources.apt_state and debian_like():
@@ -129,7 +136,7 @@ def origins(spec: SourceSpec, sources: Sources) -> Iterator[tuple[str, Callable[
         yield label, lambda: apt_source(spec, sources)
 
 
-def download(url: str, spec: SourceSpec, sources: Sources) -> None:
+def download(url: str, spec: Pinned, sources: Sources) -> None:
     """Fetch ``url`` into ``.partial/<file>`` (resuming what is there), verify, rename.
 
     A partial file stays for the next attempt or run only after a transient failure;
@@ -153,7 +160,7 @@ def download(url: str, spec: SourceSpec, sources: Sources) -> None:
         raise AttemptFailed("wrong sha256, rejected")
 
 
-def verified(partial: Path, spec: SourceSpec, dl_dir: Path) -> bool:
+def verified(partial: Path, spec: Pinned, dl_dir: Path) -> bool:
     """Rename ``partial`` to its final name if its sha256 matches; else delete it."""
     with partial.open("rb+") as handle:
         os.fsync(handle.fileno())
@@ -285,28 +292,44 @@ def debian_like() -> bool:
 
 
 def apt_source(spec: SourceSpec, sources: Sources) -> None:
-    """Fetch the .orig tarball with ``apt-get source --download-only``, verified.
+    """Fetch the .orig tarball with ``apt-get source --download-only``, verified."""
+    assert spec.debian is not None
+    apt_fetch(spec, spec.debian.file, ["source", "--download-only", spec.debian.package],
+              sources, "deb-src")
 
-    The system's apt configuration is left alone: a private sources list holds a
-    ``deb-src`` line for each Debian or Ubuntu archive the system already uses (as
-    ``apt-get indextargets`` reports them), with its own lists dir under ``state``.
+
+def apt_download(deb: Deb, sources: Sources) -> None:
+    """Fetch a binary package of the target's architecture with ``apt-get download``."""
+    apt_fetch(deb, deb.filename, ["download", f"{deb.name}:{deb.debian_arch}={deb.version}"],
+              sources, "deb", deb.debian_arch)
+
+
+def apt_fetch(spec: Pinned, file: str, command: list[str], sources: Sources, kind: str,
+              arch: str | None = None) -> None:
+    """Run an apt-get download command on private lists, then keep ``file`` if verified.
+
+    The system's apt configuration is left alone: a private sources list holds a ``kind``
+    line (deb-src, or deb for ``arch``) for each Debian or Ubuntu archive the system
+    already uses (as ``apt-get indextargets`` reports them), with its own lists dir
+    under the apt state folder.
     """
-    assert spec.debian is not None and sources.apt_state is not None
-    sources.apt_state.mkdir(parents=True, exist_ok=True)
+    assert sources.apt_state is not None
+    state = sources.apt_state / (kind if arch is None else f"{kind}-{arch}")
+    state.mkdir(parents=True, exist_ok=True)
     sources.partial_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="apt-", dir=sources.partial_dir))
     try:
         # One apt at a time on the private state (apt runs without its own locks here):
         # packages fetched side by side, or two runs, would corrupt each other's lists.
-        with locked(sources.apt_state):
-            options = apt_options(sources.apt_state)
+        with locked(state):
+            options = apt_options(state, kind, arch)
             update = run_apt(["apt-get", *options, "update"])
-            result = run_apt(["apt-get", *options, "source", "--download-only",
-                              spec.debian.package], cwd=workdir)
-        found = workdir / spec.debian.file
+            result = run_apt(["apt-get", *options, *command], cwd=workdir)
+        found = workdir / file
         if not found.is_file():
-            last = (result.stdout + update.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise AttemptFailed(f"{spec.debian.file} not obtained ({last[0]})")
+            last = (result.stderr + result.stdout + update.stdout).strip().splitlines()[-1:] \
+                or ["no output"]
+            raise AttemptFailed(f"{file} not obtained ({last[0]})")
         partial = sources.partial_dir / spec.filename
         with locked(sources.partial_dir):
             os.replace(found, partial)
@@ -316,18 +339,21 @@ def apt_source(spec: SourceSpec, sources: Sources) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def apt_options(state: Path) -> list[str]:
-    """``-o`` options pointing apt at a private deb-src list and lists dir."""
+def apt_options(state: Path, kind: str, arch: str | None) -> list[str]:
+    """``-o`` options pointing apt at a private list of ``kind`` lines and lists dir."""
     lists = state / "lists"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     (state / "sources.list.d").mkdir(exist_ok=True)
     sources = state / "sources.list"
-    sources.write_text("".join(f"deb-src {line}\n" for line in debian_archives()))
+    options = f" [arch={arch}]" if arch else ""
+    sources.write_text("".join(f"{kind}{options} {line}\n" for line in debian_archives()))
     return [
         "-o", f"Dir::Etc::SourceList={sources}",
         "-o", f"Dir::Etc::SourceParts={state / 'sources.list.d'}",
         "-o", f"Dir::State::Lists={lists}",
         "-o", "Debug::NoLocking=1",
+        # The target's architecture, for these lists only (the host's dpkg is not told).
+        *(["-o", f"APT::Architectures::={arch}"] if arch else []),
         # As root apt drops to _apt for downloads, which cannot write a user's folders.
         *(["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []),
     ]

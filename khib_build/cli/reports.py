@@ -25,6 +25,9 @@ def show_info(args: argparse.Namespace, options: Options) -> int:
     image = found["image"]
     print(f"image {image['name']} {image['version']} ({image['arch']}), "
           f"{image['compression']} -> {image['output']}")
+    for name, where in found["settings_from"].items():
+        if where != "default":
+            print(f"  {name:<18} {where}")
     for package in found["packages"]:
         source = package["source"]
         origin = source["urls"][0] if source else package["local_source"]

@@ -11,7 +11,9 @@ from typing import Any
 from khib_build import __version__
 from khib_build.engine.scheduler import Survey
 from khib_build.pipeline import Plan
+from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import Recipe, package_facts
+from khib_build.settings.schema import settings_of
 
 SCHEMA_VERSION = 1
 
@@ -36,6 +38,14 @@ def package_info(recipe: Recipe, state: Survey | None) -> dict[str, Any]:
                                     "cache_status": state.status if state else "unknown"}
 
 
+def settings_from(config: ImageConfig) -> dict[str, str]:
+    """Where each setting of the image config was given ("file:line"; an included file's
+    line for what it set), or "default"."""
+    origin = config.origin
+    return {name: origin.where(name) if origin else "default" for name in settings_of(
+        type(config))}
+
+
 def show_info(plan: Plan, found: dict[str, Survey]) -> dict[str, Any]:
     """The whole image: settings, packages in build order, and the kernel recipe."""
     return {
@@ -43,6 +53,7 @@ def show_info(plan: Plan, found: dict[str, Survey]) -> dict[str, Any]:
         "khib_build_version": __version__,
         "config": str(plan.config.origin.path) if plan.config.origin else None,
         "image": plain(plan.config),
+        "settings_from": settings_from(plan.config),
         "packages": [package_info(r, found.get(r.name)) for r in plan.recipes],
         "kernel": package_info(plan.linux, None),
     }

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from khib_build.settings.compression import FORMATS
 from khib_build.settings.kinds import Choice, FilePath, Int, ListOf, Optional, Str
+from khib_build.settings.paths import data_dir
 from khib_build.settings.schema import Origin, Record, load, origin_field, setting
 
+BUILTIN_CONFIGS = data_dir("configs")
 # What the fetcher can read: http(s) through requests, file:// from the filesystem.
 URL = Str(r"(https?|file)://\S+", "an http(s):// or file:// URL")
 PACKAGE_NAME = r"[a-z0-9][a-z0-9+._-]*"
@@ -157,9 +159,15 @@ class ImageConfig:
         return ARCHES[self.arch]
 
 
+def builtin_config(name: str) -> Path | None:
+    """A config khib-build ships, by its name with or without .yaml."""
+    path = BUILTIN_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
+    return path if "/" not in name and path.is_file() else None
+
+
 def load_config(path: Path) -> ImageConfig:
     """Read and validate an image config."""
-    config: ImageConfig = load(path.resolve(), ImageConfig, including=True)
+    config: ImageConfig = load(path.resolve(), ImageConfig, builtin_config)
     try:
         FORMATS[config.compression].check_level(config.compression_level)
     except ValueError as exc:

@@ -177,10 +177,12 @@ def compose(path: Path) -> yaml.Node:
     return node
 
 
-def compose_including(path: Path, chain: tuple[Path, ...] = ()) -> yaml.Node:
+def compose_including(path: Path, builtin: Callable[[str], Path | None] | None = None,
+                      chain: tuple[Path, ...] = ()) -> yaml.Node:
     """Compose ``path`` with the files its ``include`` key names (one path or a list,
-    relative to it) read first: a key of the including file replaces the included
-    value, a mapping is merged key by key, and ``key+`` extends an included list."""
+    relative to it, else as ``builtin`` finds them) read first: a key of the including
+    file replaces the included value, a mapping is merged key by key, and ``key+``
+    extends an included list."""
     node = compose(path)
     src = Source(path)
     if not isinstance(node, yaml.MappingNode):
@@ -194,13 +196,16 @@ def compose_including(path: Path, chain: tuple[Path, ...] = ()) -> yaml.Node:
     items = includes[0].value if isinstance(includes[0], yaml.SequenceNode) else [includes[0]]
     merged = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
     for item in items:
-        included = (path.parent / Str(expected="a config file path").parse(item, src)).resolve()
+        name = Str(expected="a config file path").parse(item, src)
+        included = (path.parent / name).resolve()
+        if not included.is_file() and builtin is not None:
+            included = builtin(name) or included
         if included in (*chain, path):
             raise src.error(item, f"include {included} is a cycle: "
                             + " -> ".join(map(str, (*chain, path, included))))
         if not included.is_file():
             raise src.error(item, f"include: no such file {included}")
-        merged = merge_nodes(merged, compose_including(included, (*chain, path)), src)
+        merged = merge_nodes(merged, compose_including(included, builtin, (*chain, path)), src)
     seen: dict[object, yaml.Node] = {}
     for key_node, _ in own:
         if key_node.value in seen:
@@ -236,10 +241,10 @@ def merge_nodes(base: yaml.Node, top: yaml.Node, src: Source) -> yaml.Node:
     return yaml.MappingNode(top.tag, list(pairs.values()), top.start_mark, top.end_mark)
 
 
-def load(path: Path, cls: type, including: bool = False) -> Any:
-    """Compose ``path`` (with the files it includes, if ``including``) and validate it as
-    a record of ``cls``."""
-    node = compose_including(path) if including else compose(path)
+def load(path: Path, cls: type, builtin: Callable[[str], Path | None] | None = None) -> Any:
+    """Compose ``path`` and validate it as a record of ``cls``; with ``builtin`` (which
+    finds a built-in file by name), with the files it includes."""
+    node = compose_including(path, builtin) if builtin else compose(path)
     return Record(cls).parse(node, Source(path))
 
 

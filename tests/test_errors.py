@@ -114,6 +114,16 @@ CASES = [
     ("template-syntax",
      {"recipes/tool/recipe.yaml": GOOD_RECIPE + "install:\n  - cp x {{ destdir\n"},
      "recipes/tool/recipe.yaml", 10, "install command 1: template error"),
+    ("template-unquoted", {"recipes/tool/recipe.yaml": GOOD_RECIPE + "install:\n"
+                           "  - {{ cc }} -o x x.c\n"},
+     "recipes/tool/recipe.yaml", 10, "a value that starts with {{ reads as a YAML mapping: "
+     "quote it"),
+    ("template-unquoted-alone", {"recipes/tool/recipe.yaml": GOOD_RECIPE + "install:\n"
+                                 "  - {{ cc }}\n"},
+     "recipes/tool/recipe.yaml", 10, "got a mapping (a value that starts with {{ reads as a "
+     "YAML mapping: quote it"),
+    ("kind-key", {"recipes/tool/recipe.yaml": GOOD_RECIPE + "make_targets: [all]\n"},
+     "recipes/tool/recipe.yaml", 9, "make_targets is for kind autotools or make, not commands"),
     ("dependency-with-dots", {"recipes/tool/recipe.yaml": GOOD_RECIPE + "depends: [../x]\n"},
      "recipes/tool/recipe.yaml", 9, "expected a name of lower-case letters"),
     ("debian-no-file", {"recipes/tool/recipe.yaml": GOOD_RECIPE.replace(

@@ -17,13 +17,9 @@ from khib_hello.cli import digest  # noqa: E402
 
 
 def hello_config(base: Path, root: Path) -> Path:
-    """The default config for ``base``'s arch with khib-hello added, paths made absolute."""
-    text = base.read_text()
-    text = text.replace("  - python3\n", "  - python3\n  - khib-hello\n")
-    text = text.replace("../overlays/khib", str(REPO / "overlays" / "khib"))
-    text = text.replace("  - device_table.txt", f"  - {REPO / 'configs' / 'device_table.txt'}")
+    """The default config for ``base``'s arch with khib-hello added."""
     config = root / "hello.yaml"
-    config.write_text(text)
+    config.write_text(f"include: {base}\npackages+: [khib-hello]\n")
     return config
 
 

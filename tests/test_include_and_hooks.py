@@ -64,6 +64,16 @@ def test_include_errors_name_the_file_and_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"khib-build: error: {tmp_path / 'b.yaml'}:2: expected "
                                     "one of ")
+    (tmp_path / "b.yaml").write_text("packages: [busybox, nosuch]\n")
+    (tmp_path / "a.yaml").write_text("include: b.yaml\npackages+: [lz4, nosuch2]\n")
+    result = khib("show-info", "-c", tmp_path / "a.yaml")
+    assert result.stderr.startswith(f"khib-build: error: {tmp_path / 'b.yaml'}:1: no recipe "
+                                    "for package 'nosuch'")
+    (tmp_path / "b.yaml").write_text("packages: [busybox]\n")
+    result = khib("show-info", "-c", tmp_path / "a.yaml")
+    assert result.stderr.startswith(f"khib-build: error: {tmp_path / 'a.yaml'}:2: no recipe "
+                                    "for package 'nosuch2'")
+    (tmp_path / "b.yaml").write_text("packages: [busybox]\ncompression: gzip\n")
     (tmp_path / "a.yaml").write_text("include: b.yaml\ncompression+: [x]\n")
     result = khib("show-info", "-c", tmp_path / "a.yaml")
     assert result.returncode == 2

@@ -37,9 +37,9 @@ from khib_build.sources.fetch import Sources, fetch
 T = TypeVar("T")
 ET_EXEC, ET_DYN = 2, 3
 # Symbols and debug sections the loader does not need, and the compiler's .comment notes.
+STRIP_FLAGS = ("--strip-unneeded", "--remove-section=.comment")
 # What a Debian package installs for people reading on the machine, not for an initramfs.
 DEB_DOCS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian")
-STRIP_FLAGS = ("--strip-unneeded", "--remove-section=.comment")
 DROPPED_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS",
                "CFLAGS", "CPPFLAGS", "LDFLAGS", "CC", "CROSS_COMPILE")
 

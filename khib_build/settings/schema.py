@@ -32,7 +32,9 @@ class Origin:
     files: dict[str, Path] = field(default_factory=dict)
 
     def file(self, key: str) -> Path:
-        return self.files.get(key.split("[", 1)[0], self.path)
+        """The file that gave ``key`` (``packages[2]``: that item's, as ``key+`` can join
+        items of two files in one list)."""
+        return self.files.get(key) or self.files.get(key.split("[", 1)[0], self.path)
 
     def where(self, key: str) -> str:
         return f"{self.file(key)}:{self.lines[key]}" if key in self.lines else "default"
@@ -139,6 +141,8 @@ class Record(Kind):
             if isinstance(value_node, yaml.SequenceNode):
                 for i, item in enumerate(value_node.value):
                     lines[f"{key}[{i}]"] = item.start_mark.line + 1
+                    if item.start_mark.name != key_node.start_mark.name:
+                        files[f"{key}[{i}]"] = Path(item.start_mark.name)
         for name, s in self.settings.items():
             if name not in values and s.required:
                 raise src.error(node, f"missing key '{name}': {s.help}")

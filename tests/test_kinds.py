@@ -111,6 +111,7 @@ def test_a_deb_package_goes_into_the_image_offline_with_its_license(tmp_path: Pa
                  debs={"i386": [{"name": "debhello", "version": "1.0-1",
                                  "sha256": hashlib.sha256(deb.read_bytes()).hexdigest()}]})
     config = image(tmp_path, ["debhello"])
+    assert_ok(khib("lint", "-c", config, "debhello"))
     assert_ok(build(tmp_path, config, "--offline"))
     tree = tmp_path / "out" / "rootfs"
     assert (tree / "usr" / "bin" / "debhello").read_bytes()[:4] == b"\x7fELF"

@@ -70,11 +70,11 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
     if folder.resolve() != builtin.parent.resolve() and builtin.is_file():
         finding("shadows", f"overrides the built-in recipe {builtin}: images that list "
                 f"{name} get this one instead")
-    if not recipe.license_files:
+    if not recipe.license_files and recipe.kind != "deb":  # a deb's copyright file is its own
         finding("license", "no license file named: add license_files (e.g. [COPYING])",
                 "license")
     source = source_of(recipe)
-    if recipe.source is None and recipe.name != KERNEL_RECIPE:
+    if recipe.source is None and recipe.name != KERNEL_RECIPE and recipe.kind != "deb":
         source = folder / "src"  # the package's own code
         if not source.is_dir():
             finding("source", "no source: pin an upstream tarball (urls and sha256) or "

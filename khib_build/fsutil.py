@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -208,3 +209,28 @@ def place(source: Path, dest: Path) -> None:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
         shutil.copy2(source, dest)
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, on_wait: Callable[[], None]) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (made if missing) against other processes
+    and threads; while another holder has it, call ``on_wait`` once and wait, stopping
+    if the run is cancelled."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    on_wait()
+                    waited = True
+                if cancel.STOP.wait(0.2):
+                    cancel.check()
+        yield
+    finally:
+        os.close(fd)
+

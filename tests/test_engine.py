@@ -236,3 +236,21 @@ def test_cache_stats_and_gc_least_recently_used_first(sample: Path) -> None:
         os.close(held)
     assert_ok(khib("cache", "gc", *cache, "--max-size", "0"))
     assert json.loads(khib("cache", "stats", *cache, "--json").stdout)["entries"] == 0
+
+
+def test_concurrent_runs_on_one_cache_build_each_key_once(tmp_path: Path) -> None:
+    """Two rootfs runs started together on an empty cache (two output dirs): every
+    package is built by one of them; the other waits for it and takes it from the cache."""
+    write_graph_sample(tmp_path, extra_steps="sleep 1")
+    runs = [subprocess.Popen(
+        khib_argv("rootfs", "-c", tmp_path / "graph.yaml", "-o", tmp_path / f"out{i}",
+                  "--cache-dir", tmp_path / "cache", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    statuses = [{p["name"]: p["status"] for p in json.loads(out)["packages"]}
+                for out, _ in outputs]
+    for name in ("libgreet", "app", "tool"):
+        assert sorted(s[name] for s in statuses) == ["built", "cached"], statuses
+    assert "another run is building it; waiting for its result" in outputs[0][1] + outputs[1][1]
+    assert run_app(tmp_path, "out1") == run_app(tmp_path, "out2") == "hello from libgreet\n"

@@ -11,6 +11,10 @@ removes it.
 A run holds a shared lock on every entry it uses until it ends; ``gc`` and the removal
 of a corrupt entry take the exclusive lock without waiting, so they never remove what
 a running build holds.  An entry's ``meta.json`` modification time is its last use.
+
+Whoever builds an entry holds ``locks/<name>-<key>.lock`` while it builds: another run
+(or thread) about to build the same key waits for it, then finds the entry stored, so
+concurrent runs on one cache build each key once.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from khib_build.errors import KhibError
-from khib_build.fsutil import built_beside, copy_tree, reason, tree_digest, walk
+from khib_build.fsutil import built_beside, copy_tree, exclusive, reason, tree_digest, walk
 from khib_build.report import say
 
 
@@ -68,6 +72,21 @@ class Cache:
     @property
     def apt_sources(self) -> Path:
         return self.root / "apt-sources"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @contextlib.contextmanager
+    def building(self, name: str, key: str) -> Iterator[None]:
+        """Hold the build lock of one key, waiting while another run holds it; a disabled
+        cache locks nothing."""
+        if not self.enabled:
+            yield
+            return
+        with exclusive(self.locks / f"{name}-{key}.lock", lambda: say(
+                f"{name}: another run is building it; waiting for its result")):
+            yield
 
     def entry(self, name: str, key: str) -> Path:
         return self.packages / name / key

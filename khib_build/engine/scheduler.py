@@ -172,14 +172,19 @@ class Engine:
         why: tuple[str, ...] = ()
         steps: tuple[Step, ...] = ()
         if meta is None:
-            previous = (record or {}).get("inputs") or self.settings.cache.latest_inputs(
-                recipe.name)
-            why = tuple(changes(previous, inputs))
-            if recipe.name in self.force:
-                why = ("forced (rebuild)",)
-            if self.explain:
-                say(f"{label}: building because " + "; ".join(why))
-            status, steps, meta = "built", *self.build(recipe, key, inputs, staging, jobserver)
+            with self.settings.cache.building(recipe.name, key):
+                if not forced:  # built meanwhile by a run that held the lock
+                    meta = self.settings.cache.restore(recipe.name, key, staging)
+                if meta is None:
+                    previous = (record or {}).get("inputs") or \
+                        self.settings.cache.latest_inputs(recipe.name)
+                    why = tuple(changes(previous, inputs))
+                    if recipe.name in self.force:
+                        why = ("forced (rebuild)",)
+                    if self.explain:
+                        say(f"{label}: building because " + "; ".join(why))
+                    status, steps, meta = "built", *self.build(recipe, key, inputs, staging,
+                                                               jobserver)
         self.state.remember(recipe.name, {"key": key, "output": meta["tree_sha256"],
                                           "inputs": inputs})
         seconds = time.monotonic() - started

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from khib_build.engine.keys import sysroot_key
 from khib_build.errors import KhibError
-from khib_build.fsutil import built_beside, merge, reason
+from khib_build.fsutil import built_beside, exclusive, merge, reason
 from khib_build.settings.config import ImageConfig
 
 KEPT = ("usr/include/",)  # plus the arch's library folders
@@ -51,17 +51,21 @@ def base_sysroot(config: ImageConfig, sysroots: Path, versions: dict[str, str]) 
     final = sysroots / sysroot_key(versions, kept)
     if final.is_dir():
         return final
-    try:
-        with built_beside(final) as staging:
-            for package in versions:
-                listing = subprocess.run(["dpkg-query", "-L", package], capture_output=True,
-                                         text=True, check=True).stdout
-                for name in listing.splitlines():
-                    if name.lstrip("/").startswith(kept):
-                        copy_in(Path(name), staging)
-    except OSError as exc:
-        raise KhibError(f"cannot assemble the C library's sysroot in {final.parent}: "
-                        f"{reason(exc)}") from None
+    with exclusive(sysroots / f".{final.name}.lock", lambda: None):  # one assembly at once
+        if final.is_dir():
+            return final
+        try:
+            with built_beside(final) as staging:
+                for package in versions:
+                    listing = subprocess.run(["dpkg-query", "-L", package],
+                                             capture_output=True, text=True,
+                                             check=True).stdout
+                    for name in listing.splitlines():
+                        if name.lstrip("/").startswith(kept):
+                            copy_in(Path(name), staging)
+        except OSError as exc:
+            raise KhibError(f"cannot assemble the C library's sysroot in {final.parent}: "
+                            f"{reason(exc)}") from None
     return final
 
 

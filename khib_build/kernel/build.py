@@ -25,7 +25,14 @@ from khib_build.engine.cache import Cache
 from khib_build.engine.keys import kernel_inputs, key_of
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import KhibError, UsageError
-from khib_build.fsutil import atomic_output, built_beside, reason, sha256_of, tree_digest
+from khib_build.fsutil import (
+    atomic_output,
+    built_beside,
+    exclusive,
+    reason,
+    sha256_of,
+    tree_digest,
+)
 from khib_build.kernel.explain import check, report_check
 from khib_build.kernel.kconfig import (
     BASES,
@@ -37,6 +44,8 @@ from khib_build.report import say
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import DEFAULT_EXPANSION, Recipe
 from khib_build.sources.extract import extract
+
+KERNEL_FILES = ("bzImage", "kernel.full.config")  # what a kernel build leaves in the output dir
 
 
 @dataclass(frozen=True)
@@ -61,14 +70,16 @@ def kernel_source(given: Path | None, config: ImageConfig, unpacked: Path) -> Ke
         raise UsageError(f"kernel source {path} does not exist")
     sha = sha256_of(path)
     final = unpacked / sha[:24]
-    if not final.is_dir():
-        say(f"kernel: unpacking {path.name} (once; kept in {final.parent})")
-        try:
-            with built_beside(final) as staging:
-                extract(path, staging, DEFAULT_EXPANSION)
-        except OSError as exc:
-            raise KhibError(f"kernel: cannot unpack {path} into {final.parent}: "
-                            f"{reason(exc)}") from None
+    with exclusive(unpacked / f".{sha[:24]}.lock",
+                   lambda: say("kernel: another run is unpacking the source; waiting")):
+        if not final.is_dir():
+            say(f"kernel: unpacking {path.name} (once; kept in {final.parent})")
+            try:
+                with built_beside(final) as staging:
+                    extract(path, staging, DEFAULT_EXPANSION)
+            except OSError as exc:
+                raise KhibError(f"kernel: cannot unpack {path} into {final.parent}: "
+                                f"{reason(exc)}") from None
     tops = [p for p in final.iterdir() if p.is_dir()]
     tree = tops[0] if len(tops) == 1 else final
     return KernelSource(tree, sha)
@@ -94,6 +105,33 @@ class KernelResult:
     seconds: float
 
 
+def make_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Request], base: str,
+                arch: str, state: OutputDir, jobs: int, epoch: int) -> str:
+    """Configure and build the kernel into ``<kernel work>/result``; "built"."""
+    work = state.kernel_work
+    log_path = state.log("kernel")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        tree = patched_tree(source.tree, linux, work, log)
+        say(f"kernel: configuring for {arch} ({Path(base).name} + the image's fragment)")
+        result = check(tree, arch, base, requests, work / "config", log)
+        if result.missing:
+            raise KhibError("kernel config: requests did not land (khib-build kconfig "
+                            "--resolve proposes what to add):\n" +
+                            "\n".join(report_check(result)))
+        build = work / "config" / "merged"
+        say(f"kernel: building bzImage with -j{jobs} (log: {log_path})")
+        kernel_make(tree, build, arch, ["bzImage"], log, jobs, kbuild_env(epoch))
+    result_dir = work / "result"
+    if result_dir.exists():
+        shutil.rmtree(result_dir)
+    result_dir.mkdir(parents=True)
+    shutil.copyfile(build / "arch" / "x86" / "boot" / "bzImage",
+                    result_dir / KERNEL_FILES[0])
+    shutil.copyfile(build / ".config", result_dir / KERNEL_FILES[1])
+    return "built"
+
+
 def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Request],
                  base: str, arch: str, outdir: Path, cache: Cache, jobs: int, epoch: int
                  ) -> KernelResult:
@@ -101,44 +139,25 @@ def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Reques
     started = time.monotonic()
     state = OutputDir(outdir)
     state.lock()
-    files = ("bzImage", "kernel.full.config")
     base_identity = base if base in BASES else f"{Path(base).name} {sha256_of(Path(base))}"
     inputs = kernel_inputs(source.identity, linux, [r.line for r in requests.values()],
                            base_identity, arch, epoch)
     key = key_of(inputs)
     name = f"linux-{arch}"
     work = state.kernel_work
-    if cache.restore(name, key, work / "result") is not None:
-        status = "cached"
-    else:
-        status = "built"
-        log_path = state.log("kernel")
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("w") as log:
-            tree = patched_tree(source.tree, linux, work, log)
-            say(f"kernel: configuring for {arch} ({Path(base).name} + the image's fragment)")
-            result = check(tree, arch, base, requests, work / "config", log)
-            if result.missing:
-                raise KhibError("kernel config: requests did not land (khib-build kconfig "
-                                "--resolve proposes what to add):\n" +
-                                "\n".join(report_check(result)))
-            build = work / "config" / "merged"
-            say(f"kernel: building bzImage with -j{jobs} (log: {log_path})")
-            kernel_make(tree, build, arch, ["bzImage"], log, jobs, kbuild_env(epoch))
-        replace = work / "result"
-        if replace.exists():
-            shutil.rmtree(replace)
-        replace.mkdir(parents=True)
-        shutil.copyfile(build / "arch" / "x86" / "boot" / "bzImage", replace / files[0])
-        shutil.copyfile(build / ".config", replace / files[1])
-        cache.store(name, key, replace, {"name": name, "key": key, "inputs": inputs})
-    for file in files:
+    with cache.building(name, key):  # one build of a key, whoever asks for it
+        status = "cached" if cache.restore(name, key, work / "result") is not None else \
+            make_kernel(source, linux, requests, base, arch, state, jobs, epoch)
+        if status == "built":
+            cache.store(name, key, work / "result", {"name": name, "key": key,
+                                                      "inputs": inputs})
+    for file in KERNEL_FILES:
         with (work / "result" / file).open("rb") as source, \
                 atomic_output(state.file(file)) as out:
             shutil.copyfileobj(source, out)
     state.file("kernel.json").write_text(json.dumps({"key": key, "inputs": inputs},
                                                     indent=1, sort_keys=True) + "\n")
-    return KernelResult(*(state.file(file) for file in files), status,
+    return KernelResult(*(state.file(file) for file in KERNEL_FILES), status,
                         time.monotonic() - started)
 
 

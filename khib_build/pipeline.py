@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from khib_build.kernel.kconfig import Request, fragment_text, image_requests
 from khib_build.python import pyclosure, pythonlib
 from khib_build.report import detail, say
 from khib_build.settings.config import ImageConfig, load_config
+from khib_build.settings.kinds import suggest
 from khib_build.settings.options import Options, download_dir, epoch
 from khib_build.settings.recipes import (
     BUILTIN_RECIPES,
@@ -132,10 +134,7 @@ def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None,
     the image's by default, or all of ``recipes``), side by side; by package."""
     settings = settings_for(plan, options)
     among = plan.recipes if recipes is None else recipes
-    known = {r.name for r in among}
-    unknown = sorted(set(names or ()) - known)
-    if unknown:
-        raise UsageError(f"not in the image: {', '.join(unknown)}; packages: {', '.join(known)}")
+    check_names(names or (), [r.name for r in among])
     wanted = [(r.name, pin) for r in among if not names or r.name in names
               for pin in r.pins(plan.config.arch)]
     cancel.STOP.clear()
@@ -149,6 +148,14 @@ def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None,
     for (name, _), path in zip(wanted, paths, strict=True):
         found.setdefault(name, []).append(path)
     return found
+
+
+def check_names(names: Iterable[str], known: list[str]) -> None:
+    """Every name is one of ``known`` packages, or a usage error with the likely one."""
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        hints = ", ".join(f"{name}{suggest(name, known)}" for name in unknown)
+        raise UsageError(f"not in the image: {hints}; its packages: {', '.join(known)}")
 
 
 def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from khib_build import __version__, report
 from khib_build.cli import build, files, kernel, reports
 from khib_build.cli.verbs import REPORTING, add_option, add_verb, options_from
 from khib_build.errors import KhibError, UsageError
+from khib_build.settings.kinds import suggest
 from khib_build.settings.options import OPTIONS
 
+# argparse's "invalid choice: 'x' (choose from 'a', 'b')", to suggest the closest.
+INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+CHOICE = re.compile(r"'([^']*)'")
 VERBS = (*build.VERBS, *reports.VERBS, *files.VERBS, *kernel.VERBS)
 
 
@@ -26,7 +31,9 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as khib-build errors (exit status 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        choice = INVALID_CHOICE.search(message)
+        hint = suggest(choice[1], CHOICE.findall(choice[2])) if choice else ""
+        raise UsageError(f"{message}{hint} (see {self.prog} --help)")
 
 
 def parser() -> argparse.ArgumentParser:

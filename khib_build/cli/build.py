@@ -28,13 +28,11 @@ def summary(packages: Sequence[PackageResult], image_status: str, seconds: float
 
 
 def rootfs(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import build_image, plan_image
+    from khib_build.pipeline import build_image, check_names, plan_image
 
     force = tuple(getattr(args, "packages", ()))
     plan = plan_image(options.config)
-    unknown = sorted(set(force) - {r.name for r in plan.recipes})
-    if unknown:
-        raise UsageError(f"not in the image: {', '.join(unknown)}")
+    check_names(force, [r.name for r in plan.recipes])
     for used, hidden in plan.shadowed:
         report.say(f"warning: {used.parent.name} is defined differently in {used} and "
                    f"{hidden}; using {used} (the first recipe dir wins)")
@@ -77,11 +75,10 @@ def status(args: argparse.Namespace, options: Options) -> int:
 
 
 def explain(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import explain, plan_image
+    from khib_build.pipeline import check_names, explain, plan_image
 
     plan = plan_image(options.config)
-    if args.package not in plan.by_name:
-        raise UsageError(f"not in the image: {args.package}")
+    check_names([args.package], [r.name for r in plan.recipes])
     for line in explain(plan, options, args.package):
         print(line)
     return 0

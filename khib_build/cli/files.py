@@ -9,7 +9,7 @@ from pathlib import Path
 
 from khib_build import report
 from khib_build.cli.verbs import Verb, arg, typed
-from khib_build.errors import UsageError
+from khib_build.errors import KhibError, UsageError
 from khib_build.settings.compression import FORMATS
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.kinds import Int
@@ -69,9 +69,19 @@ def extract(args: argparse.Namespace, _options: Options) -> int:
 
 
 def diff(args: argparse.Namespace, _options: Options) -> int:
+    """0 the same entries, 1 they differ, 2 trouble (as diff(1))."""
+    from khib_build.fsutil import reason
     from khib_build.image.listing import diff_trees, final_tree, read_image
 
-    changes = diff_trees(final_tree(read_image(args.first)), final_tree(read_image(args.second)))
+    trees = []
+    for image in (args.first, args.second):
+        try:
+            trees.append(final_tree(read_image(image)))
+        except OSError as exc:
+            raise UsageError(f"diff: cannot read {image}: {reason(exc)}") from None
+        except KhibError as exc:
+            raise UsageError(f"diff: cannot read {image}: {exc}") from None
+    changes = diff_trees(*trees)
     for line in changes:
         print(line)
     return 1 if changes else 0

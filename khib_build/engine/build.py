@@ -153,7 +153,8 @@ class Builder:
             own = self.recipe.folder / "src"
             dest = self.workdir / "src"
             if own.is_dir():
-                shutil.copytree(own, dest, symlinks=True)
+                shutil.copytree(own, dest, symlinks=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
             else:
                 dest.mkdir()
             return dest

@@ -166,7 +166,10 @@ def builtin_config(name: str) -> Path | None:
 
 
 def load_config(path: Path) -> ImageConfig:
-    """Read and validate an image config."""
+    """Read and validate an image config: a file, or a built-in config by its name
+    (``khib-x86_64``) when no such file is there."""
+    if not path.exists() and len(path.parts) == 1:
+        path = builtin_config(path.name) or path
     config: ImageConfig = load(path.resolve(), ImageConfig, builtin_config)
     try:
         FORMATS[config.compression].check_level(config.compression_level)

@@ -25,7 +25,8 @@ class Options:
     config: Path = setting(
         FilePath(), Computed(lambda _env: data_dir("configs") / "khib.yaml",
                              "the built-in configs/khib.yaml"),
-        "image config", flags=("-c", "--config"), metavar="CONFIG")
+        "image config: a file, or a built-in config by name (khib, khib-x86_64)",
+        flags=("-c", "--config"), metavar="CONFIG")
     outdir: Path = setting(FilePath(is_dir=True), Path("output"), "output dir",
                            flags=("-o", "--outdir"), metavar="OUTDIR")
     dl_dir: Path | None = setting(

@@ -313,11 +313,19 @@ def build_order(recipes: dict[str, Recipe]) -> list[Recipe]:
     return order
 
 
+def generated(rel: Path) -> bool:
+    """Whether a file of a recipe folder is made by tools rather than written: Python's
+    byte code (pip compiles src/ when it installs khib-build), which never counts."""
+    return "__pycache__" in rel.parts or rel.suffix in (".pyc", ".pyo")
+
+
 def recipe_files(recipe: Recipe) -> dict[str, str]:
-    """Every file of the recipe's folder (recipe.yaml, patches, files/, src/) with the
-    sha256 of its contents; an executable file's name ends in " (executable)"."""
+    """Every file of the recipe's folder (recipe.yaml, patches, files/, src/; nothing
+    generated) with the sha256 of its contents; an executable file's name ends in
+    " (executable)"."""
     found = {}
-    for path in sorted(p for p in recipe.folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in recipe.folder.rglob("*") if p.is_file()
+                       and not generated(p.relative_to(recipe.folder))):
         rel = path.relative_to(recipe.folder).as_posix()
         executable = " (executable)" if os.access(path, os.X_OK) else ""
         found[rel + executable] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
@@ -9,6 +10,7 @@ import os
 import pty
 import re
 import subprocess
+import tarfile
 from pathlib import Path
 
 import jsonschema
@@ -16,8 +18,10 @@ import pytest
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
+from khib_build.fsutil import sha256_of
 from tests.helpers import (
     DEFAULT_CONFIG,
+    KERNEL_TARBALL,
     REPO,
     assert_ok,
     khib,
@@ -69,6 +73,26 @@ def test_legal_info_writes_a_valid_spdx_document_and_the_license_texts(
     assert b"PYTHON SOFTWARE FOUNDATION" in (licenses / "python3" / "LICENSE").read_bytes()
     assert (licenses / "khib-core" / "COPYING").read_bytes() == (
         REPO / "recipes" / "khib-core" / "src" / "COPYING").read_bytes()
+    # The kernel too: its license, its patches and its source, with the rest in sources/.
+    assert b"GPL-2.0 WITH Linux-syscall-note" in (licenses / "linux" / "COPYING").read_bytes()
+    assert b"GNU GENERAL PUBLIC LICENSE" in (
+        licenses / "linux" / "LICENSES" / "preferred" / "GPL-2.0").read_bytes()
+    linux = sorted(p.name for p in (REPO / "recipes" / "linux" / "patches").iterdir())
+    assert sorted(p.name for p in (folder / "patches" / "linux").iterdir()) == linux
+    sources = folder / "sources"
+    assert sorted(p.name for p in (sources / "linux-6.1").iterdir()) == sorted(
+        [KERNEL_TARBALL.name, *linux])
+    rows = {row["PACKAGE"]: row for row in csv.DictReader(
+        (folder / "manifest.csv").read_text().splitlines())}
+    assert list(rows) == ["busybox", "kexec-tools", "lz4", "python3", "khib-core",
+                          "khib-tools", "linux"]
+    assert rows["linux"]["SOURCE SHA256"] == sha256_of(KERNEL_TARBALL)
+    assert rows["linux"]["SOURCE SITE"].startswith("linux-source-6.1 6.1.")
+    busybox = sources / "busybox-1.35.0" / "busybox-1.35.0.tar.bz2"
+    assert sha256_of(busybox) == rows["busybox"]["SOURCE SHA256"] == by_name["busybox"][
+        "checksums"][0]["checksumValue"]
+    with tarfile.open(sources / "khib-core-0.1" / "khib-core-0.1.tar.gz") as tar:
+        assert "khib-core-0.1/khib-core.c" in tar.getnames()
     # Deterministic: a second run writes the same document.
     first = (folder / "sbom.spdx.json").read_bytes()
     assert_ok(khib("legal-info", "-c", DEFAULT_CONFIG, "-o", outdir))

@@ -37,10 +37,12 @@ def show_info(args: argparse.Namespace, options: Options) -> int:
 
 
 def legal_info(_args: argparse.Namespace, options: Options) -> int:
+    from khib_build.engine.cache import Cache
     from khib_build.engine.outdir import OutputDir
     from khib_build.fsutil import sha256_of
+    from khib_build.kernel.build import kernel_source
     from khib_build.pipeline import fetch_sources, plan_image, settings_for
-    from khib_build.reports.legal import copyleft, write_legal_info
+    from khib_build.reports.legal import KernelLegal, copyleft, installed_by, write_legal_info
     from khib_build.sources.debsrc import debian_source
 
     plan = plan_image(options.config)
@@ -50,9 +52,15 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
         debian = {r.name: [f for deb in fetched[r.name]
                            for f in debian_source(deb, sources, r.name)]
                   for r in plan.recipes if r.kind == "deb" and copyleft(r)}
+    kernel = None
+    given = plan.config.kernel_source
+    if given is not None and given.exists():
+        source = kernel_source(None, plan.config, Cache(options.cache_dir.resolve()).kernel_sources)
+        kernel = KernelLegal(plan.linux, source.tree, given if given.is_file() else None,
+                             source.identity, installed_by(given))
     out = OutputDir(options.outdir)
     image = out.file(plan.config.output)
-    document = write_legal_info(plan, fetched, debian,
+    document = write_legal_info(plan, fetched, debian, kernel,
                                 sha256_of(image) if image.is_file() else None,
                                 epoch(options, plan.config), out.legal_info)
     print(f"sbom: {shown(document)}")

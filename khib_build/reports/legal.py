@@ -8,12 +8,16 @@ or built first.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,13 +158,91 @@ def write_sources(recipe: Recipe, files: list[Path], debian: list[Path], work: P
         shutil.copyfile(patch, target / patch.name)
 
 
+@dataclass(frozen=True)
+class KernelLegal:
+    """What legal-info says of the kernel the image boots with."""
+
+    recipe: Recipe  # the linux recipe: its license, license files and patches
+    tree: Path  # the unpacked source, where the license files are read
+    archive: Path | None  # the tarball it came from (None for a tree), shipped in sources/
+    identity: str  # the tarball's sha256, or a digest of the tree
+    package: str  # the Debian package and version that installed the tarball, or ""
+
+
+def installed_by(path: Path) -> str:
+    """"package version" of the Debian package a host file belongs to, or ""."""
+    found = subprocess.run(["dpkg-query", "-S", str(path)], capture_output=True, text=True,
+                           check=False)
+    if found.returncode != 0:
+        return ""
+    package = found.stdout.split(":", 1)[0]
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                             capture_output=True, text=True, check=False).stdout
+    return f"{package} {version}".strip()
+
+
+def write_kernel(kernel: KernelLegal, work: Path) -> None:
+    """The kernel's license files, patches and source tarball."""
+    recipe = kernel.recipe
+    for name in recipe.license_files:
+        target = work / "licenses" / recipe.name / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kernel.tree / name, target)
+    for patch in recipe.patches:
+        target = work / "patches" / recipe.name / patch.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(patch, target)
+    target = work / "sources" / f"{recipe.name}-{recipe.version}"
+    target.mkdir(parents=True)
+    if kernel.archive is not None:
+        try:  # the tarball is large: a link where the file system allows
+            os.link(kernel.archive, target / kernel.archive.name)
+        except OSError:
+            shutil.copyfile(kernel.archive, target / kernel.archive.name)
+    for patch in recipe.patches:
+        shutil.copyfile(patch, target / patch.name)
+
+
+MANIFEST_COLUMNS = ("PACKAGE", "VERSION", "LICENSE", "LICENSE FILES", "SOURCE ARCHIVE",
+                    "SOURCE SHA256", "SOURCE SITE", "DEPENDENCIES")
+
+
+def manifest_rows(plan: Plan, fetched: dict[str, list[Path]],
+                  kernel: KernelLegal | None) -> list[tuple[str, ...]]:
+    """One row per package (and the kernel), as Buildroot's legal-info manifest.csv."""
+    rows = []
+    for recipe in plan.recipes:
+        files = fetched.get(recipe.name, [])
+        pins = recipe.pins(plan.config.arch)
+        licenses = [f"{p.name.split('_', 1)[0]}.copyright" for p in files] \
+            if recipe.kind == "deb" else list(recipe.license_files)
+        site = recipe.source.urls[0] if recipe.source else \
+            "Debian archive" if recipe.kind == "deb" else "src/ of the recipe"
+        rows.append((recipe.name, recipe.version, recipe.license, " ".join(licenses),
+                     " ".join(p.name for p in files) or f"{recipe.name}-{recipe.version}.tar.gz",
+                     " ".join(p.sha256 for p in pins), site, " ".join(recipe.depends)))
+    if kernel is not None:
+        recipe = kernel.recipe
+        rows.append((recipe.name, recipe.version, recipe.license,
+                     " ".join(recipe.license_files),
+                     kernel.archive.name if kernel.archive else f"(a tree: {kernel.tree})",
+                     kernel.identity, kernel.package or "local", ""))
+    return rows
+
+
 def write_legal_info(plan: Plan, fetched: dict[str, list[Path]],
-                     debian: dict[str, list[Path]], image_sha256: str | None, epoch: int,
-                     folder: Path) -> Path:
-    """Fill ``folder`` with sbom.spdx.json, licenses/<pkg>/…, patches/<pkg>/… and
-    sources/<pkg>-<version>/…: made beside it and swapped in whole, so a failed run leaves
-    the previous one intact."""
+                     debian: dict[str, list[Path]], kernel: KernelLegal | None,
+                     image_sha256: str | None, epoch: int, folder: Path) -> Path:
+    """Fill ``folder`` with sbom.spdx.json, manifest.csv, licenses/<pkg>/…,
+    patches/<pkg>/… and sources/<pkg>-<version>/… (the kernel's too): made beside it and
+    swapped in whole, so a failed run leaves the previous one intact."""
     with built_beside(folder) as work:
+        if kernel is not None:
+            write_kernel(kernel, work)
+        with (work / "manifest.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(MANIFEST_COLUMNS)
+            writer.writerows(manifest_rows(plan, fetched, kernel))
         for recipe in plan.recipes:
             files = fetched.get(recipe.name, [])
             for name, text in license_texts(recipe, files).items():

@@ -3,10 +3,12 @@ outside the package's build dir."""
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pytest
 
+from khib_build.sources.extract import extract
 from tests.helpers import cases, khib, member, recipe_for, tarball
 
 
@@ -41,3 +43,17 @@ def test_recipe_may_raise_the_expansion_limit(tmp_path: Path) -> None:
     result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--dl-dir", tmp_path / "dl",
                   "--no-cache")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_hard_link_to_itself_is_skipped_without_noise(tmp_path: Path,
+                                                        capfd: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """kexec-tools' tarball links some files to themselves: nothing to make, nothing said
+    (libarchive would print a line per entry on the terminal)."""
+    data = tarball([member("pkg-1/a.c", b"int a;\n"),
+                    member("pkg-1/a.c", None, tarfile.LNKTYPE, "pkg-1/a.c")], mode="w")
+    archive = tmp_path / "pkg-1.tar"
+    archive.write_bytes(data)
+    top = extract(archive, tmp_path / "out", 20)
+    assert (top / "a.c").read_bytes() == b"int a;\n"
+    assert capfd.readouterr() == ("", "")

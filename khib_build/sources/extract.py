@@ -124,6 +124,8 @@ def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
                                    "recipe may raise max_expansion)")
             if (entry.isblk or entry.ischr) and not on_node(archive, entry.pathname):
                 continue
+            if entry.islnk and entry.linkpath == entry.pathname:
+                continue  # a hard link to itself (kexec-tools has some): nothing to make
             if entry.islnk:  # a hard link names a path of the archive, placed the same way
                 entry.linkpath = below(entry, entry.linkpath, "Hard link path")
             entry.pathname = below(entry, entry.pathname, "Path")

@@ -208,7 +208,7 @@ def prepare(plan: Plan, settings: BuildSettings) -> tuple[dict[str, str], Path]:
     check_host_tools(plan.recipes, plan.config)
     versions = libc_versions(libc_packages(plan.config))
     toolchain = toolchain_inputs(plan.config, versions)
-    return toolchain, base_sysroot(plan.config, settings.cache.sysroots, versions)
+    return toolchain, base_sysroot(plan.config, settings.cache, versions)
 
 
 def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> ImageResult:

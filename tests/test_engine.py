@@ -217,7 +217,9 @@ def test_cache_stats_and_gc_least_recently_used_first(sample: Path) -> None:
     stats = khib("cache", "stats", *cache, "--json")
     assert_ok(stats)
     found = json.loads(stats.stdout)
-    assert found["entries"] == 3 and set(found["packages"]) == {"libgreet", "app", "tool"}
+    assert found["folders"]["packages"]["entries"] == 3
+    assert set(found["packages"]) == {"libgreet", "app", "tool"}
+    assert found["folders"]["sysroots"]["entries"] == 1  # the C library's
     entries = {p.parent.name: p for p in (sample / "cache" / "packages").glob("*/*")}
     for age, name in enumerate(["tool", "libgreet", "app"]):  # app used longest ago
         os.utime(entries[name] / "meta.json", (1e9 + age, 1e9 - age))
@@ -236,6 +238,33 @@ def test_cache_stats_and_gc_least_recently_used_first(sample: Path) -> None:
         os.close(held)
     assert_ok(khib("cache", "gc", *cache, "--max-size", "0"))
     assert json.loads(khib("cache", "stats", *cache, "--json").stdout)["entries"] == 0
+
+
+def test_gc_trims_every_folder_of_the_cache(tmp_path: Path) -> None:
+    """Package entries, sysroots, unpacked kernel sources and apt states are counted and
+    trimmed together, least recently used first, down to the limit."""
+    cache = tmp_path / "cache"
+    items = {"sysroots/c0ffee": 2000, "packages/app/k1": 1000, "apt-sources/deb-i386": 500,
+             "kernel-src/beef": 3000}
+    for age, (item, size) in enumerate(items.items()):  # oldest first
+        folder = cache / item
+        data = folder / "tree" / "data" if item.startswith("packages") else folder / "data"
+        data.parent.mkdir(parents=True)
+        data.write_bytes(b"x" * size)
+        if item.startswith("packages"):
+            (folder / "meta.json").write_text("{}")
+            os.utime(folder / "meta.json", (1e9 + age, 1e9 + age))
+        os.utime(folder, (1e9 + age, 1e9 + age))
+    stats = json.loads(khib("cache", "stats", "--cache-dir", cache, "--json").stdout)
+    assert {name: row["entries"] for name, row in stats["folders"].items()} == {
+        "packages": 1, "sysroots": 1, "kernel-src": 1, "apt-sources": 1}
+    assert stats["bytes"] == 6500 + 2  # and meta.json
+    gc = khib("cache", "gc", "--cache-dir", cache, "--max-size", 3600)
+    assert_ok(gc)
+    assert gc.stdout.splitlines()[:2] == ["removed sysroots c0ffee (2000 bytes)",
+                                          "removed app k1 (1002 bytes)"]
+    assert [item for item in items if (cache / item).exists()] == [
+        "apt-sources/deb-i386", "kernel-src/beef"]
 
 
 def test_concurrent_runs_on_one_cache_build_each_key_once(tmp_path: Path) -> None:

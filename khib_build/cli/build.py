@@ -98,20 +98,26 @@ def cache(args: argparse.Namespace, options: Options) -> int:
             print(f"kept {entry.name} {entry.key[:12]}: held by a running build")
     entries = store.entries()
     total = sum(e.size for e in entries)
+    folders: dict[str, dict[str, int]] = {}
+    per_package: dict[str, dict[str, int]] = {}
+    for e in entries:
+        for table, name in ((folders, e.folder), (per_package, e.name)):
+            if table is folders or e.folder == "packages":
+                row = table.setdefault(name, {"entries": 0, "bytes": 0})
+                row["entries"] += 1
+                row["bytes"] += e.size
     if args.json:
-        per_package: dict[str, dict[str, int]] = {}
-        for e in entries:
-            row = per_package.setdefault(e.name, {"entries": 0, "bytes": 0})
-            row["entries"] += 1
-            row["bytes"] += e.size
         print(json.dumps({"root": str(store.root), "entries": len(entries), "bytes": total,
-                          "packages": per_package}, indent=1))
+                          "folders": folders, "packages": per_package}, indent=1))
         return 0
     print(f"cache {store.root}: {len(entries)} entries, {total / 2**20:.1f} MiB")
+    for folder, row in folders.items():
+        print(f"  {folder + '/':<14} {row['entries']:>4} entries  {row['bytes'] / 2**20:10.1f} MiB")
     if args.action == "stats":
-        for e in sorted(entries, key=lambda e: (e.name, -e.last_used)):
+        for e in sorted(entries, key=lambda e: (e.folder, e.name, -e.last_used)):
             used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
-            print(f"  {e.name:<20} {e.key[:12]}  {e.size / 2**20:8.2f} MiB  last used {used}")
+            print(f"  {e.name:<20} {e.key[:12]:<12}  {e.size / 2**20:8.2f} MiB  last used "
+                  f"{used}")
     return 0
 
 

@@ -27,8 +27,7 @@ def kconfig(args: argparse.Namespace, options: Options) -> int:
 
     plan = plan_image(options.config)
     arch = args.arch or plan.config.arch
-    source = kernel_source(args.kernel_src, plan.config,
-                           Cache(options.cache_dir.resolve()).kernel_sources)
+    source = kernel_source(args.kernel_src, plan.config, Cache(options.cache_dir.resolve()))
     base = args.base or base_of(plan.config)
     if base not in ("tinyconfig", "defconfig"):
         base = str(Path(base).resolve())
@@ -59,7 +58,7 @@ def kernel(args: argparse.Namespace, options: Options) -> int:
 
     plan = plan_image(options.config)
     cache = Cache(options.cache_dir.resolve(), enabled=not options.no_cache)
-    source = kernel_source(args.kernel_src, plan.config, cache.kernel_sources)
+    source = kernel_source(args.kernel_src, plan.config, cache)
     result = build_kernel(source, plan.linux, plan.kernel_requests, base_of(plan.config),
                           plan.config.arch, options.outdir.resolve(), cache, options.jobs,
                           epoch(options, plan.config))

@@ -55,7 +55,7 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
     kernel = None
     given = plan.config.kernel_source
     if given is not None and given.exists():
-        source = kernel_source(None, plan.config, Cache(options.cache_dir.resolve()).kernel_sources)
+        source = kernel_source(None, plan.config, Cache(options.cache_dir.resolve()))
         kernel = KernelLegal(plan.linux, source.tree, given if given.is_file() else None,
                              source.identity, installed_by(given))
     out = OutputDir(options.outdir)
@@ -125,8 +125,7 @@ def lint(args: argparse.Namespace, options: Options) -> int:
     def kernel_tree() -> Path | None:  # unpacked once into the cache, as `kernel` does
         if config.kernel_source is None or not config.kernel_source.exists():
             return None
-        return kernel_source(None, config,
-                             Cache(options.cache_dir.resolve()).kernel_sources).tree
+        return kernel_source(None, config, Cache(options.cache_dir.resolve())).tree
 
     findings = []
     for folder in folders:

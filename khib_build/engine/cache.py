@@ -38,9 +38,11 @@ from khib_build.report import say
 
 @dataclass(frozen=True)
 class Entry:
-    """One stored package tree."""
+    """One item of the cache: a stored package tree (``packages``), a C library sysroot,
+    an unpacked kernel source or a private apt state (named after its folder)."""
 
-    name: str
+    folder: str  # packages, sysroots, kernel-src or apt-sources
+    name: str  # the package, or the folder for the others
     key: str
     path: Path
     size: int
@@ -176,23 +178,41 @@ class Cache:
                 return inputs
         return None
 
+    def use(self, item: Path) -> Path:
+        """Mark a sysroot, kernel source or apt state as used now, and hold it (shared)
+        for the rest of the run so that gc leaves it alone."""
+        with contextlib.suppress(OSError):
+            os.utime(item)
+        fd = os.open(item, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        self.held.append(fd)
+        return item
+
     def entries(self) -> list[Entry]:
-        """Every complete entry, with its size and last use."""
+        """Every complete item of every folder, with its size and last use (a package
+        entry's meta.json time, another item's folder time)."""
         found = []
         for meta in sorted(self.packages.glob("*/*/meta.json")):
             entry = meta.parent
             if entry.name.startswith("."):
                 continue
-            try:
-                found.append(Entry(entry.parent.name, entry.name, entry, du(entry),
-                                   meta.stat().st_mtime))
-            except FileNotFoundError:  # removed meanwhile
-                continue
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                found.append(Entry("packages", entry.parent.name, entry.name, entry,
+                                   du(entry), meta.stat().st_mtime))
+        for folder in (self.sysroots, self.kernel_sources, self.apt_sources):
+            items = sorted(folder.iterdir()) if folder.is_dir() else []
+            for item in items:
+                if item.name.startswith(".") or not item.is_dir():
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    found.append(Entry(folder.name, folder.name, item.name, item, du(item),
+                                       item.stat().st_mtime))
         return found
 
     def gc(self, max_size: int) -> tuple[list[Entry], list[Entry]]:
-        """Remove least recently used entries until the cache fits ``max_size`` bytes;
-        return what was removed and what was kept only because a run holds it."""
+        """Remove least recently used items of every folder until the cache fits
+        ``max_size`` bytes; return what was removed and what was kept only because a run
+        holds it."""
         entries = sorted(self.entries(), key=lambda e: e.last_used)
         total = sum(e.size for e in entries)
         removed: list[Entry] = []

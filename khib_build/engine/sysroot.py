@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from khib_build.engine.cache import Cache
 from khib_build.engine.keys import sysroot_key
 from khib_build.errors import KhibError
 from khib_build.fsutil import built_beside, exclusive, merge, reason
@@ -45,8 +46,13 @@ def libc_versions(packages: Sequence[str]) -> dict[str, str]:
     return {p: installed[p] for p in packages}
 
 
-def base_sysroot(config: ImageConfig, sysroots: Path, versions: dict[str, str]) -> Path:
-    """The C library's headers and static libraries, assembled once per version set."""
+def base_sysroot(config: ImageConfig, cache: Cache, versions: dict[str, str]) -> Path:
+    """The C library's headers and static libraries, assembled once per version set (and
+    held in use for the run)."""
+    return cache.use(assembled_sysroot(config, cache.sysroots, versions))
+
+
+def assembled_sysroot(config: ImageConfig, sysroots: Path, versions: dict[str, str]) -> Path:
     kept = (*KEPT, *(f"{d}/" for d in config.target.lib_dirs))
     final = sysroots / sysroot_key(versions, kept)
     if final.is_dir():

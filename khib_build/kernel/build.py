@@ -54,8 +54,10 @@ class KernelSource:
     identity: str  # the tarball's sha256, or a digest of the tree
 
 
-def kernel_source(given: Path | None, config: ImageConfig, unpacked: Path) -> KernelSource:
-    """The tree to build from: ``--kernel-src``, else the config's ``kernel_source``."""
+def kernel_source(given: Path | None, config: ImageConfig, cache: Cache) -> KernelSource:
+    """The tree to build from: ``--kernel-src``, else the config's ``kernel_source`` (a
+    tarball is unpacked once into the cache's kernel-src/, and held in use for the run)."""
+    unpacked = cache.kernel_sources
     path = given or config.kernel_source
     if path is None:
         raise UsageError("no kernel source: give --kernel-src (a tarball such as "
@@ -80,6 +82,7 @@ def kernel_source(given: Path | None, config: ImageConfig, unpacked: Path) -> Ke
             except OSError as exc:
                 raise KhibError(f"kernel: cannot unpack {path} into {final.parent}: "
                                 f"{reason(exc)}") from None
+    cache.use(final)
     tops = [p for p in final.iterdir() if p.is_dir()]
     tree = tops[0] if len(tops) == 1 else final
     return KernelSource(tree, sha)

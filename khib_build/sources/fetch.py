@@ -345,6 +345,7 @@ def apt_options(state: Path, kind: str, arch: str | None) -> list[str]:
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     (state / "sources.list.d").mkdir(exist_ok=True)
     sources = state / "sources.list"
+    os.utime(state)  # its last use, for cache gc
     options = f" [arch={arch}]" if arch else ""
     sources.write_text("".join(f"{kind}{options} {line}\n" for line in debian_archives()))
     return [

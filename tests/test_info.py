@@ -19,6 +19,7 @@ from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from khib_build.fsutil import sha256_of
+from khib_build.settings.recipes import KINDS
 from tests.helpers import (
     DEFAULT_CONFIG,
     KERNEL_TARBALL,
@@ -39,6 +40,7 @@ def test_show_info_json_follows_its_schema(default_image: Path) -> None:
     found = json.loads(result.stdout)
     schema = json.loads((REPO / "docs" / "show-info.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$defs"]["package"]["properties"]["kind"]["enum"] == list(KINDS)
     jsonschema.validate(found, schema, cls=jsonschema.Draft202012Validator)
     packages = {p["name"]: p for p in found["packages"]}
     assert list(packages) == found["image"]["packages"]  # build order, here as configured
@@ -162,7 +164,7 @@ def test_a_terminal_gets_progress_bars_and_no_color_drops_their_colour(
     status, shown = run_in_terminal([*argv, "-v"], dict(os.environ, NO_COLOR="1"))
     assert status == 0, shown[-3000:]
     assert re.search(r"packages .*\d/6", shown)
-    assert "khib-core: $ make CC=" in shown  # -v: the commands builds run
+    assert "khib-core: $ make 'CC=" in shown  # -v: the commands builds run
     assert not re.search(r"\x1b\[[0-9;]*m", shown)  # no colour or style at all
 
 

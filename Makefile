@@ -24,7 +24,11 @@ APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # the kernel source's gen_init_cpio is the reference packer; makedumpfile reads exported
 # images, and liblz4-dev lets the unit tests build khib-core for the host.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
-	nginx zlib1g-dev makedumpfile liblz4-dev $(APT_KERNEL)
+	nginx zlib1g-dev makedumpfile liblz4-dev
+# ... and GNU time for the benchmarks. All of them are installed together by `make setup`
+# before anything is built: a package installed later (linux-source-6.1 once pulled a
+# newer linux-libc-dev) would change the C library headers under finished builds.
+APT_ALL := $(sort $(APT_BUILD) $(APT_KERNEL) $(APT_TEST) time)
 
 # Install the named Debian packages that are not installed yet.
 define apt_ensure
@@ -42,10 +46,9 @@ endef
 	dist install
 
 setup: $(VENV)/.runtime
-	$(call apt_ensure,$(APT_BUILD))
+	$(call apt_ensure,$(APT_ALL))
 
 setup-test: setup $(VENV)/.test
-	$(call apt_ensure,$(APT_TEST))
 
 $(VENV)/bin/python:
 	$(call apt_ensure,python3 python3-venv)
@@ -71,7 +74,6 @@ rootfs: setup
 
 # The kernel the image needs (output/bzImage), from Debian's linux-source-6.1.
 kernel: setup
-	$(call apt_ensure,$(APT_KERNEL))
 	$(BIN)/khib-build kernel -c $(CONFIG) -o $(OUTDIR)
 
 lint: setup-test
@@ -122,7 +124,6 @@ distclean: clean
 # The packing and saving benchmarks (bench/RESULTS.md records their figures); GNU time
 # measures.
 bench: setup-test
-	$(call apt_ensure,time)
 	$(BIN)/python bench/pack.py
 	$(BIN)/python bench/save.py
 

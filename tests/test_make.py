@@ -39,3 +39,17 @@ def test_make_rootfs_builds_and_reports_the_image(default_image: Path, tmp_path:
     last = result.stdout.strip().splitlines()[-3:]
     assert re.fullmatch(rf"image: output/rootfs\.gz \({size} bytes, [0-9.]+ MiB\)", last[0])
     assert image.read_bytes() == default_image.read_bytes()
+
+
+def test_setup_installs_every_debian_package_before_any_build() -> None:
+    """One apt-get for everything any target needs, in `make setup`, which every target
+    that builds depends on: a package installed later cannot change the C library under
+    finished builds (linux-source-6.1 once pulled a newer linux-libc-dev)."""
+    text = (REPO / "Makefile").read_text()
+    calls = re.findall(r"^\t\$\(call apt_ensure,(.*)\)$", text, re.M)
+    assert calls == ["$(APT_ALL)", "python3 python3-venv"]  # the venv's own bootstrap
+    lists = set(re.findall(r"^(APT_[A-Z]+) :=", text, re.M)) - {"APT_ALL"}
+    everything = re.search(r"^APT_ALL := \$\(sort (.*)\)$", text, re.M)
+    assert everything and lists <= set(re.findall(r"\$\((APT_[A-Z]+)\)", everything[1]))
+    for target in ("rootfs", "kernel", "docs", "setup-test"):
+        assert re.search(rf"^{target}: setup\b", text, re.M), target

@@ -97,8 +97,12 @@ dist: export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null ||
 dist: $(VENV)/.dist
 	rm -rf dist
 	$(BIN)/python -m build -q -o dist .
+	$(BIN)/python -m khib_build.reports.reference --man-sections > dist/man-sections
 	$(BIN)/argparse-manpage --module khib_build.cli --function parser --prog khib-build \
-		--project-name khib-build --manual-title "khib-build manual" --output dist/khib-build.1
+		--project-name khib-build --manual-title "khib-build manual" \
+		--description "build deterministic initramfs images for kexec jump" \
+		--include dist/man-sections --output dist/khib-build.1
+	rm dist/man-sections
 	$(BIN)/shtab --shell=bash --prog khib-build khib_build.cli.parser > dist/khib-build.bash
 
 # make install PREFIX=/usr DESTDIR=pkgroot: the wheel installed for $(PYTHON), in its

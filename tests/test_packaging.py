@@ -37,6 +37,7 @@ def test_sdist_and_wheel_carry_recipes_configs_and_overlays(dists: Path) -> None
     assert {"recipes/busybox/recipe.yaml", "configs/khib-x86_64.yaml", "Makefile",
             "overlays/khib/init.j2"} <= names
     assert not any("__pycache__" in n for n in names)
+    assert "LICENSE" in names and "khib_build-0.1.0.dist-info/licenses/LICENSE" in wheel
 
 
 def test_the_installed_wheel_builds_the_default_image_outside_the_repo(
@@ -59,12 +60,17 @@ def test_make_install_lays_out_prefix_under_destdir(tmp_path: Path) -> None:
     result = subprocess.run(["make", "-s", "install", f"DESTDIR={root}", "PREFIX=/usr"],
                             cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "warning" not in (result.stdout + result.stderr).lower(), result.stderr[-3000:]
     script = root / "usr" / "bin" / "khib-build"
     assert script.read_text().startswith("#!/usr/bin/python3")
     packages = next((root / "usr" / "lib").glob("python3*/*-packages"))
     assert (packages / "khib_build" / "data" / "configs" / "khib.yaml").is_file()
     manual = (root / "usr" / "share" / "man" / "man1" / "khib-build.1").read_text()
     assert manual.startswith(".TH KHIB")
+    assert r"khib\-build \- build deterministic initramfs images for kexec jump" in manual
+    for section in ("EXIT STATUS", "ENVIRONMENT", "FILES"):
+        assert f".SH {section}" in manual, section
+    assert "KHIB_CACHE_DIR" in manual and "SOURCE_DATE_EPOCH" in manual
     assert r"show\-info" in manual and r"legal\-info" in manual  # roff spells - as \-
     completion = root / "usr" / "share" / "bash-completion" / "completions" / "khib-build"
     assert "size-report" in completion.read_text()

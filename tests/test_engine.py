@@ -86,6 +86,17 @@ def test_same_output_stops_the_rebuild_early(sample: Path) -> None:
     assert "libgreet 1: building because recipe file files/build.sh" in again["stderr"]
 
 
+def test_a_toolchain_change_is_said_in_one_line(sample: Path) -> None:
+    """Whatever every package shares (the C library, the toolchain) changed: one line says
+    what and how many packages it rebuilt."""
+    config = sample / "graph.yaml"
+    config.write_text(config.read_text().replace("ldflags: [-m32]", "ldflags: [-m32, -s]"))
+    result = khib("rootfs", "-c", config, "-o", sample / "out", "--cache-dir",
+                  sample / "cache")
+    assert_ok(result)
+    assert "toolchain ldflags: '-m32' -> '-m32 -s': 3 package(s) rebuilt" in result.stderr
+
+
 def test_an_undeclared_dependency_fails_to_build(sample: Path) -> None:
     recipe = sample / "recipes" / "app" / "recipe.yaml"
     recipe.write_text(recipe.read_text().replace("depends: ['libgreet']", "depends: []"))

@@ -20,11 +20,16 @@ if TYPE_CHECKING:
 
 def summary(packages: Sequence[PackageResult], image_status: str, seconds: float) -> None:
     """The table at the end of a build: each package's status, time and steps."""
+    from khib_build.engine.scheduler import shared_changes
+
     for result in packages:
         steps = ", ".join(f"{s.name} {s.seconds:.1f} s" for s in result.steps)
         report.say(f"  {result.recipe.name:<20} {result.status:<11} {result.seconds:6.1f} s"
                    + (f"  ({steps})" if steps else ""))
     report.say(f"  image: {image_status}; {seconds:.1f} s in all")
+    causes, count = shared_changes(packages)
+    if causes:  # what made every package rebuild, in one line
+        report.say(f"{'; '.join(causes)}: {count} package(s) rebuilt")
 
 
 def rootfs(args: argparse.Namespace, options: Options) -> int:

@@ -100,6 +100,23 @@ def changes(old: dict[str, str] | None, new: dict[str, str]) -> list[str]:
     return lines or ["no input changed"]
 
 
+# Inputs every package shares: a change to one of them rebuilds everything.
+SHARED_INPUTS = ("C library ", "toolchain ", "build machine", "khib-build cache format",
+                 "SOURCE_DATE_EPOCH", "arch")
+
+
+def shared_changes(results: Iterable[PackageResult]) -> tuple[list[str], int]:
+    """The shared inputs (C library, toolchain) that changed for the packages built this
+    run, and how many packages were built because of them."""
+    found: set[str] = set()
+    count = 0
+    for result in results:
+        lines = [line for line in result.why if line.startswith(SHARED_INPUTS)]
+        found.update(lines)
+        count += bool(lines)
+    return sorted(found), count
+
+
 def short(value: str | None) -> str:
     if value is None:
         return "(none)"

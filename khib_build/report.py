@@ -131,8 +131,9 @@ def counting(total: int) -> Iterator[None]:
 
 
 def step(name: str, version: str, what: str) -> None:
-    """Package ``name`` is now at step ``what``: a line, and its place on the bar."""
-    say(f"{name} {version}: {what}")
+    """Package ``name`` is now at step ``what``: its place on the bar, and with ``-v`` a
+    line (without, a package says only how it ended)."""
+    detail(f"{name} {version}: {what}")
     if _board is not None:
         with _LINES:
             _board.steps[name] = what

@@ -324,10 +324,12 @@ def mirrored_slow_sample(root: Path) -> Path:
 
 def run_until(config: Path, root: Path, marker: str, sig: int, dl: Path | None = None,
               cache: Path | None = None) -> tuple[int, str]:
-    """Start a build, send ``sig`` once ``marker`` shows on its progress output."""
+    """Start a build, send ``sig`` once ``marker`` shows on its progress output (``-v``:
+    every step's line)."""
     process = subprocess.Popen(
-        khib_argv("rootfs", "-c", config, "-o", root / "out", "--dl-dir", dl or root / "dl",
-                  "--cache-dir", cache or root / "cache", "--fetch-deadline", 60),
+        khib_argv("-v", "rootfs", "-c", config, "-o", root / "out", "--dl-dir",
+                  dl or root / "dl", "--cache-dir", cache or root / "cache",
+                  "--fetch-deadline", 60),
         stderr=subprocess.PIPE, text=True)
     seen = []
     assert process.stderr is not None

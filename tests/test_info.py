@@ -160,11 +160,13 @@ def test_a_terminal_gets_progress_bars_and_no_color_drops_their_colour(
     assert status == 0, shown[-3000:]
     assert re.search(r"packages .*\d/6", shown)  # the packages' bar, counting
     assert re.search(r"\x1b\[[0-9;]*3\dm", shown)  # in colour
-    assert "khib-core 0.1: building" in shown  # the plain lines stay
+    assert "khib-core 0.1: built (" in shown  # the plain lines stay
+    assert "khib-core 0.1: make" not in shown  # a step's line only with -v
     status, shown = run_in_terminal([*argv, "-v"], dict(os.environ, NO_COLOR="1"))
     assert status == 0, shown[-3000:]
     assert re.search(r"packages .*\d/6", shown)
     assert "khib-core: $ make 'CC=" in shown  # -v: the commands builds run
+    assert "khib-core 0.1: make install" in shown  # and each step
     assert not re.search(r"\x1b\[[0-9;]*m", shown)  # no colour or style at all
 
 

@@ -17,20 +17,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 from khib_build import cancel
-from khib_build.errors import ConfigError, PackError
+from khib_build.errors import ConfigError, KhibError, PackError
 
 CHUNK = 1 << 20  # bytes read at a time
 
 
 @contextlib.contextmanager
 def atomic_output(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Write to a temporary file beside ``path``; rename it into place only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a temporary file beside ``path``; rename it into place only on success.
+    A folder or file that cannot be made is an error naming ``path``."""
     # The name is chosen before the file exists, so that an interrupt arriving just after
     # it is created still finds it to remove (mkstemp leaves a window where it cannot).
     temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise KhibError(f"cannot write {path}: {exc.strerror or exc}") from None
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()

@@ -36,12 +36,25 @@ def test_diff_exits_like_diff(tmp_path: Path) -> None:
     other = tmp_path / "other.cpio"
     assert_ok(khib("pack", tmp_path / "recipes", "-o", other, "--compress", "none"))
     assert khib("diff", image, other).returncode == 1
-    for bad, why in ((tmp_path / "missing", "No such file or directory"),
-                     (REPO / "README.md", "neither cpio nor a compressed stream")):
+    for bad, why in ((tmp_path / "missing", f"cannot read the image {tmp_path / 'missing'}: "
+                                            "No such file or directory"),
+                     (REPO / "README.md", f"{REPO / 'README.md'}: offset 0: neither cpio nor "
+                                          "a compressed stream the kernel knows")):
         result = khib("diff", image, bad)
         assert result.returncode == 2
-        assert result.stderr.startswith(f"khib-build: error: diff: cannot read {bad}: ")
-        assert why in result.stderr
+        assert result.stderr.startswith(f"khib-build: error: diff: {why}")
+
+
+def test_io_errors_name_the_operation_and_the_path(tmp_path: Path) -> None:
+    for argv, message in (
+            (["rootfs", "-o", "/proc/khib-out"],
+             "cannot use /proc/khib-out as the output dir: No such file or directory"),
+            (["pack", tmp_path, "-o", "/proc/khib.cpio"],
+             "cannot write /proc/khib.cpio: No such file or directory"),
+            (["inspect", tmp_path], f"cannot read the image {tmp_path}: Is a directory")):
+        result = khib(*argv)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == f"khib-build: error: {message}\n"
 
 
 def test_byte_code_beside_a_recipe_is_not_an_input(tmp_path: Path) -> None:

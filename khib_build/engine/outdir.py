@@ -84,8 +84,12 @@ class OutputDir:
 
     def lock(self, wait: bool = True) -> None:
         """Take the output dir for this run; wait for another run holding it, or fail."""
-        self.meta.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.meta.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise KhibError(f"cannot use {self.root} as the output dir: "
+                            f"{exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -93,7 +93,11 @@ def detect(head: bytes) -> str | None:
 
 def segments(image: Path) -> Iterator[Segment]:
     """Each segment of ``image`` in order; its temporary file lives until the next one."""
-    with image.open("rb") as handle:
+    try:
+        handle = image.open("rb")
+    except OSError as exc:
+        raise ImageError(f"cannot read the image {image}: {exc.strerror or exc}") from None
+    with handle:
         reader = Reader(handle)
         index = 0
         while reader.skip_zeros():

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,22 +141,41 @@ def source_archive(folder: Path, target: Path, epoch: int) -> None:
                     filter=normal)
 
 
-def write_sources(recipe: Recipe, files: list[Path], debian: list[Path], work: Path,
-                  epoch: int) -> None:
-    """sources/<name>-<version>/: the verified tarball and the patches, the package's own
-    src/ as a tarball, or for a copyleft deb the Debian source it was built from."""
-    target = work / "sources" / f"{recipe.name}-{recipe.version}"
-    target.mkdir(parents=True)
+def shipped_sources(recipe: Recipe, files: list[Path], debian: list[Path], work: Path,
+                    epoch: int) -> list[Path]:
+    """What sources/ ships of a package: its verified tarball, for a copyleft deb the
+    Debian source it was built from, or its own src/ made into a tarball (in ``work``)."""
     if recipe.kind == "deb":
-        for path in debian:
-            shutil.copyfile(path, target / path.name)
-    elif files:
-        shutil.copyfile(files[0], target / files[0].name)
-    elif (recipe.folder / "src").is_dir():
-        source_archive(recipe.folder / "src", target / f"{recipe.name}-{recipe.version}.tar.gz",
-                       epoch)
+        return debian
+    if files:
+        return files[:1]
+    if not (recipe.folder / "src").is_dir():
+        return []
+    archive = work / f"{recipe.name}-{recipe.version}.tar.gz"
+    source_archive(recipe.folder / "src", archive, epoch)
+    return [archive]
+
+
+def write_package(work: Path, recipe: Recipe, licenses: dict[str, bytes],
+                  sources: list[Path]) -> None:
+    """licenses/<name>/…, patches/<name>/… and sources/<name>-<version>/… (the sources
+    and the patches; a large file linked rather than copied where the file system
+    allows)."""
+    for name, text in licenses.items():
+        target = work / "licenses" / recipe.name / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(text)
+    shipped = work / "sources" / f"{recipe.name}-{recipe.version}"
+    shipped.mkdir(parents=True)
     for patch in recipe.patches:
-        shutil.copyfile(patch, target / patch.name)
+        target = work / "patches" / recipe.name / patch.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(patch, target)
+    for path in [*sources, *recipe.patches]:
+        try:
+            os.link(path, shipped / path.name)
+        except OSError:
+            shutil.copyfile(path, shipped / path.name)
 
 
 @dataclass(frozen=True)
@@ -179,28 +199,6 @@ def installed_by(path: Path) -> str:
     version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
                              capture_output=True, text=True, check=False).stdout
     return f"{package} {version}".strip()
-
-
-def write_kernel(kernel: KernelLegal, work: Path) -> None:
-    """The kernel's license files, patches and source tarball."""
-    recipe = kernel.recipe
-    for name in recipe.license_files:
-        target = work / "licenses" / recipe.name / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kernel.tree / name, target)
-    for patch in recipe.patches:
-        target = work / "patches" / recipe.name / patch.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(patch, target)
-    target = work / "sources" / f"{recipe.name}-{recipe.version}"
-    target.mkdir(parents=True)
-    if kernel.archive is not None:
-        try:  # the tarball is large: a link where the file system allows
-            os.link(kernel.archive, target / kernel.archive.name)
-        except OSError:
-            shutil.copyfile(kernel.archive, target / kernel.archive.name)
-    for patch in recipe.patches:
-        shutil.copyfile(patch, target / patch.name)
 
 
 MANIFEST_COLUMNS = ("PACKAGE", "VERSION", "LICENSE", "LICENSE FILES", "SOURCE ARCHIVE",
@@ -236,24 +234,18 @@ def write_legal_info(plan: Plan, fetched: dict[str, list[Path]],
     """Fill ``folder`` with sbom.spdx.json, manifest.csv, licenses/<pkg>/…,
     patches/<pkg>/… and sources/<pkg>-<version>/… (the kernel's too): made beside it and
     swapped in whole, so a failed run leaves the previous one intact."""
-    with built_beside(folder) as work:
-        if kernel is not None:
-            write_kernel(kernel, work)
+    with built_beside(folder) as work, tempfile.TemporaryDirectory() as scratch:
         with (work / "manifest.csv").open("w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(MANIFEST_COLUMNS)
             writer.writerows(manifest_rows(plan, fetched, kernel))
         for recipe in plan.recipes:
             files = fetched.get(recipe.name, [])
-            for name, text in license_texts(recipe, files).items():
-                target = work / "licenses" / recipe.name / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(text)
-            for patch in recipe.patches:
-                target = work / "patches" / recipe.name / patch.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(patch, target)
-            write_sources(recipe, files, debian.get(recipe.name, []), work, epoch)
+            write_package(work, recipe, license_texts(recipe, files), shipped_sources(
+                recipe, files, debian.get(recipe.name, []), Path(scratch), epoch))
+        if kernel is not None:
+            write_package(work, kernel.recipe, license_texts(kernel.recipe, [kernel.tree]),
+                          [kernel.archive] if kernel.archive else [])
         (work / "sbom.spdx.json").write_text(json.dumps(sbom(plan, image_sha256, epoch),
                                                          indent=2) + "\n")
         work.chmod(0o755)

@@ -14,6 +14,7 @@ import fnmatch
 import io
 import posixpath
 import stat
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -168,8 +169,8 @@ def elf_problems(path: str, data: bytes, view: View, arch: Arch, defaults: list[
                        if s["p_type"] == "PT_INTERP"), None)
         dynamic = next((s for s in elf.iter_sections() if isinstance(s, DynamicSection)), None)
         tags = [(t.entry.d_tag, t) for t in dynamic.iter_tags()] if dynamic else []
-    except (ELFError, ValueError, KeyError) as exc:
-        return [f"not a readable ELF file: {exc}"]
+    except (ELFError, ValueError, KeyError, IndexError, struct.error) as exc:
+        return [f"not a readable ELF file: {exc}"]  # cut short or corrupt
     problems = []
     if interp is not None and not view.is_file(interp):
         problems.append(f"its loader {interp} is not in the image (link it statically, or "

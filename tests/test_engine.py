@@ -207,7 +207,8 @@ def test_two_runs_on_one_output_dir(tmp_path: Path) -> None:
     assert len(waited) == 1 and "waiting for it to finish" in waited[0]
     assert khib("inspect", tmp_path / "out" / "rootfs.gz").stdout.count("usr/bin/") == 2
     # --no-wait fails at once while another run holds the output dir.
-    holder = subprocess.Popen(khib_argv(*argv, "--no-cache"), stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(khib_argv("-v", *argv, "--no-cache"), stderr=subprocess.PIPE,
+                              text=True)
     assert holder.stderr is not None
     for line in holder.stderr:
         if "building" in line:

@@ -89,7 +89,7 @@ def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(arch: str, tmp_path: P
     and olddefconfig wrote."""
     _, _, work = kconfig(tmp_path, arch)
     source = kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
-                           Cache(run_options().cache_dir.resolve()).kernel_sources)
+                           Cache(run_options().cache_dir.resolve()))
     for name, value in kconfig_env(source.tree, arch).items():
         monkeypatch.setenv(name, value)
     tree = KernelKconfig(source.tree, arch)

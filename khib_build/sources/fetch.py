@@ -299,8 +299,10 @@ def apt_source(spec: SourceSpec, sources: Sources) -> None:
 
 
 def apt_download(deb: Deb, sources: Sources) -> None:
-    """Fetch a binary package of the target's architecture with ``apt-get download``."""
-    apt_fetch(deb, deb.filename, ["download", f"{deb.name}:{deb.debian_arch}={deb.version}"],
+    """Fetch a binary package of the target's architecture with ``apt-get download``
+    (which spells a version's epoch colon as %3a in the file's name)."""
+    saved_as = f"{deb.name}_{deb.version.replace(':', '%3a')}_{deb.debian_arch}.deb"
+    apt_fetch(deb, saved_as, ["download", f"{deb.name}:{deb.debian_arch}={deb.version}"],
               sources, "deb", deb.debian_arch)
 
 

@@ -25,10 +25,15 @@ APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # images, and liblz4-dev lets the unit tests build khib-core for the host.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
 	nginx zlib1g-dev makedumpfile liblz4-dev
+# ... Debian's own Python packages of khib-build's runtime dependencies (an installed
+# khib-build runs on them; the suite checks it does) ...
+APT_PYTHON := python3-jinja2 python3-yaml python3-libarchive-c python3-requests \
+	python3-zstandard python3-lz4 python3-matplotlib python3-rich python3-pyelftools \
+	python3-kconfiglib
 # ... and GNU time for the benchmarks. All of them are installed together by `make setup`
 # before anything is built: a package installed later (linux-source-6.1 once pulled a
 # newer linux-libc-dev) would change the C library headers under finished builds.
-APT_ALL := $(sort $(APT_BUILD) $(APT_KERNEL) $(APT_TEST) time)
+APT_ALL := $(sort $(APT_BUILD) $(APT_KERNEL) $(APT_TEST) $(APT_PYTHON) time)
 
 # Install the named Debian packages that are not installed yet.
 define apt_ensure
@@ -112,6 +117,8 @@ dist: $(VENV)/.dist
 PREFIX ?= /usr/local
 DESTDIR ?=
 install: dist
+	@$(PYTHON) -c 'import jinja2, yaml, libarchive, requests, zstandard, lz4, matplotlib, rich, elftools, kconfiglib' 2>/dev/null || \
+		{ echo "make install: $(PYTHON) lacks khib-build's runtime dependencies; on Debian: apt-get install $(APT_PYTHON)" >&2; exit 1; }
 	PYTHONPATH="$$($(BIN)/python -c 'import installer, os; print(os.path.dirname(os.path.dirname(installer.__file__)))')" \
 		DEB_PYTHON_INSTALL_LAYOUT=deb $(PYTHON) -m installer --destdir "$(DESTDIR)/" \
 		--prefix "$(PREFIX)" dist/*.whl

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, make_tarball, write_sample
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +79,44 @@ def test_make_install_lays_out_prefix_under_destdir(tmp_path: Path) -> None:
         ["bash", "-c", f"source {completion}; COMP_WORDS=(khib-build size-r); COMP_CWORD=1; "
          "_shtab_khib_build; echo ${COMPREPLY[@]}"], capture_output=True, text=True, check=False)
     assert probe.stdout.split() == ["size-report"], probe.stdout + probe.stderr
+
+
+def test_debian_python_packages_run_the_installed_khib_build(
+        dists: Path, default_image: Path, tmp_path: Path) -> None:
+    """/usr/bin/python3 with Debian's python3-* packages alone (a venv that sees only the
+    system's site packages; khib-build from the wheel, without dependencies): it builds
+    the default image to the same bytes, builds a package from a tarball (unpacked by
+    Debian's python3-libarchive-c 2.9), packs, inspects and describes."""
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", venv],
+                   check=True)
+    install = subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-index",
+                              next(dists.glob("*.whl"))], capture_output=True, text=True,
+                             check=False)
+    assert install.returncode == 0, install.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def run(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([venv / "bin" / "khib-build", *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, env=env, check=False)
+
+    where = subprocess.run([venv / "bin" / "python", "-c", "import libarchive, jinja2, "
+                            "zstandard; print(libarchive.__file__, zstandard.__file__)"],
+                           capture_output=True, text=True, env=env, check=True).stdout
+    assert where.count("/usr/lib/python3/dist-packages/") == 2, where
+    result = run("rootfs", "-o", "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "rootfs.gz").read_bytes() == default_image.read_bytes()
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "hello-1.0.tar.gz").write_bytes(make_tarball())
+    sample = write_sample(tmp_path / "sample", ["http://127.0.0.1:9/hello-1.0.tar.gz"],
+                          [mirror.as_uri()])
+    result = run("rootfs", "-c", sample.config, "-o", "sample-out", "--no-cache",
+                 "--dl-dir", tmp_path / "dl")
+    assert result.returncode == 0, result.stderr[-3000:]
+    listing = run("inspect", tmp_path / "sample-out" / "rootfs.gz")
+    assert "usr/bin/hello" in listing.stdout
+    assert run("pack", mirror, "-o", "mirror.cpio", "--compress", "zstd").returncode == 0
+    assert "hello-1.0.tar.gz" in run("inspect", "mirror.cpio").stdout
+    assert '"arch": "i386"' in run("show-info", "--json").stdout

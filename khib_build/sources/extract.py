@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -104,7 +106,8 @@ def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
 
     def below(entry: libarchive.ArchiveEntry, name: str | bytes, what: str) -> bytes:
         """``name`` (relative, without ..) placed under dest, or the entry is refused."""
-        raw = name if isinstance(name, bytes) else name.encode(entry.header_codec)
+        raw = name if isinstance(name, bytes) else name.encode(
+            getattr(entry, "header_codec", "utf-8"))  # (libarchive-c 2.9 always decodes UTF-8)
         if raw.startswith(b"/"):
             raise refuse(f"{what} is absolute")
         if b".." in raw.split(b"/"):
@@ -127,7 +130,7 @@ def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
             if entry.islnk and entry.linkpath == entry.pathname:
                 continue  # a hard link to itself (kexec-tools has some): nothing to make
             if entry.islnk:  # a hard link names a path of the archive, placed the same way
-                entry.linkpath = below(entry, entry.linkpath, "Hard link path")
+                set_hard_link(entry, below(entry, entry.linkpath, "Hard link path"))
             entry.pathname = below(entry, entry.pathname, "Path")
             yield entry
 
@@ -137,6 +140,24 @@ def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
     except libarchive.ArchiveError as exc:
         where = f" at entry {current!r}" if current else ""
         raise ExtractError(f"{archive.name}: refused{where}: {exc.msg}") from None
+
+
+@functools.cache
+def hard_link_updater() -> Callable[[object, bytes], int]:
+    """libarchive's archive_entry_update_hardlink_utf8, through a handle of our own."""
+    update = ctypes.CDLL(libarchive.ffi.libarchive_path).archive_entry_update_hardlink_utf8
+    update.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    update.restype = ctypes.c_int
+    return update  # type: ignore[no-any-return]
+
+
+def set_hard_link(entry: libarchive.ArchiveEntry, target: bytes) -> None:
+    """Point a hard link entry at ``target``: libarchive-c 3 and later have a setter;
+    Debian 12's 2.9 has none, so libarchive is asked directly."""
+    if getattr(type(entry).linkpath, "fset", None) is not None:
+        entry.linkpath = target
+    else:
+        hard_link_updater()(entry._entry_p, target)
 
 
 def refused_nodes(archive: Path, name: str) -> bool:

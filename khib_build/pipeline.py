@@ -27,7 +27,7 @@ from khib_build.engine.sysroot import base_sysroot, libc_packages, libc_versions
 from khib_build.errors import KhibError, UsageError
 from khib_build.fsutil import sha256_of, write_atomically
 from khib_build.image import overlays
-from khib_build.image.checks import Finding, check_elf, downgrade, python_findings, tree_view
+from khib_build.image.checks import Finding, image_checks, tree_view
 from khib_build.image.cpio import pack_tree
 from khib_build.image.devtable import TableEntry, merge_tables
 from khib_build.image.hooks import run_hooks
@@ -284,11 +284,7 @@ def check_tree(plan: Plan, root: Path, owners: dict[str, str],
                python_problems: list[dict[str, object]]) -> list[Finding]:
     """Check the assembled tree's ELF files and Python imports: the warnings are said and
     returned; any error stops the build before packing."""
-    config = plan.config
-    found = downgrade(
-        check_elf(tree_view(root, plan.tables), config.target, owners)
-        + python_findings(python_problems, owners),
-        {a.path.lstrip("/"): a.reason for a in config.allow})
+    found = image_checks(tree_view(root, plan.tables), plan.config, owners, python_problems)
     warnings = [f for f in found if f.severity == "warning"]
     errors = [f for f in found if f.severity == "error"]
     if warnings:

@@ -27,7 +27,7 @@ from elftools.elf.elffile import ELFFile
 from khib_build.fsutil import walk
 from khib_build.image.devtable import TableEntry
 from khib_build.image.segments import segments
-from khib_build.settings.config import Arch
+from khib_build.settings.config import Arch, ImageConfig
 
 ELF_MAGIC = b"\x7fELF"
 MAX_HOPS = 40  # symlinks followed in one lookup, as the kernel's limit
@@ -41,13 +41,14 @@ class Finding:
     owner: str  # the package (or "overlay", "table") that put it there
     message: str
     severity: str = "error"
+    check: str = "elf"  # or "python"
 
     def text(self) -> str:
         return f"{self.severity}: /{self.path} (from {self.owner}): {self.message}"
 
     def as_dict(self) -> dict[str, str]:
         return {"path": "/" + self.path, "owner": self.owner, "message": self.message,
-                "severity": self.severity}
+                "severity": self.severity, "check": self.check}
 
 
 @dataclass
@@ -215,4 +216,14 @@ def python_findings(problems: Iterable[Mapping[str, object]], owners: Mapping[st
                     ) -> list[Finding]:
     """The Python import problems (file, line, severity, message) as findings."""
     return [Finding(str(p["file"]), owners.get(str(p["file"]), "table"),
-                    f"line {p['line']}: {p['message']}", str(p["severity"])) for p in problems]
+                    f"line {p['line']}: {p['message']}", str(p["severity"]), "python")
+            for p in problems]
+
+
+def image_checks(view: View, config: ImageConfig, owners: Mapping[str, str],
+                 python_problems: Iterable[Mapping[str, object]]) -> list[Finding]:
+    """Every finding of an image (its ELF files, its Python imports as the build found
+    them), those of the files the config's ``allow`` names turned into warnings."""
+    return downgrade(check_elf(view, config.target, owners)
+                     + python_findings(python_problems, owners),
+                     {a.path.lstrip("/"): a.reason for a in config.allow})

@@ -19,7 +19,7 @@ from pathlib import Path
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import ConfigError
 from khib_build.fsutil import read_text
-from khib_build.image.checks import check_elf, downgrade, image_view, python_findings
+from khib_build.image.checks import image_checks, image_view
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import BUILTIN_RECIPES, KERNEL_RECIPE, Recipe, load_recipe
 from khib_build.sources.extract import source_members
@@ -114,12 +114,10 @@ def image_findings(config: ImageConfig, out: OutputDir) -> list[Finding]:
     record = out.image_record()
     if not image.is_file() or record is None:
         return []
-    owners = record.get("owners", {})
-    allowed = {a.path.lstrip("/"): a.reason for a in config.allow}
-    checks = {"elf": check_elf(image_view(image), config.target, owners),
-              "python": python_findings(record.get("python_problems", []), owners)}
-    return [Finding(f.owner, "/" + f.path, None, check, f.message, f.severity)
-            for check, found in checks.items() for f in downgrade(found, allowed)]
+    found = image_checks(image_view(image), config, record.get("owners", {}),
+                         record.get("python_problems", []))
+    return [Finding(f.owner, "/" + f.path, None, f.check, f.message, f.severity)
+            for f in found]
 
 
 def source_for(recipe: Recipe, dl_dir: Path, kernel_tree: Callable[[], Path | None]

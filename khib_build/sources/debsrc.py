@@ -17,7 +17,7 @@ from pathlib import Path
 from khib_build.errors import FetchError
 from khib_build.fsutil import sha256_of
 from khib_build.sources.extract import deb_control
-from khib_build.sources.fetch import Sources, apt_options, debian_like, locked, run_apt
+from khib_build.sources.fetch import Sources, apt_get, debian_like
 
 CHECKSUM_LINE = re.compile(r"^ ([0-9a-f]{64}) \d+ (\S+)$", re.MULTILINE)
 
@@ -54,20 +54,14 @@ def debian_source(deb: Path, sources: Sources, package: str) -> list[Path]:
         raise FetchError(f"package {package}: the Debian source {name} {version} of "
                          f"{deb.name} is not in {folder} (needed for legal-info; fetch it "
                          "online once)")
-    state = sources.apt_state / "deb-src"
-    state.mkdir(parents=True, exist_ok=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".apt-", dir=folder.parent))
     try:
-        with locked(state):
-            options = apt_options(state, "deb-src", None)
-            run_apt(["apt-get", *options, "update"])
-            result = run_apt(["apt-get", *options, "source", "--download-only",
-                              f"{name}={version}"], cwd=work)
+        said = apt_get(sources.apt_state, "deb-src", None,
+                       ["source", "--download-only", f"{name}={version}"], work)
         if complete(work, dsc) is None:
-            last = (result.stderr + result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise FetchError(f"package {package}: cannot obtain the Debian source {name} "
-                             f"{version} of {deb.name}: {last[0]}")
+                             f"{version} of {deb.name}: {said}")
         shutil.rmtree(folder, ignore_errors=True)
         work.rename(folder)
     finally:

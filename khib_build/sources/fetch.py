@@ -316,22 +316,13 @@ def apt_fetch(spec: Pinned, file: str, command: list[str], sources: Sources, kin
     under the apt state folder.
     """
     assert sources.apt_state is not None
-    state = sources.apt_state / (kind if arch is None else f"{kind}-{arch}")
-    state.mkdir(parents=True, exist_ok=True)
     sources.partial_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="apt-", dir=sources.partial_dir))
     try:
-        # One apt at a time on the private state (apt runs without its own locks here):
-        # packages fetched side by side, or two runs, would corrupt each other's lists.
-        with locked(state):
-            options = apt_options(state, kind, arch)
-            update = run_apt(["apt-get", *options, "update"])
-            result = run_apt(["apt-get", *options, *command], cwd=workdir)
+        said = apt_get(sources.apt_state, kind, arch, command, workdir)
         found = workdir / file
         if not found.is_file():
-            last = (result.stderr + result.stdout + update.stdout).strip().splitlines()[-1:] \
-                or ["no output"]
-            raise AttemptFailed(f"{file} not obtained ({last[0]})")
+            raise AttemptFailed(f"{file} not obtained ({said})")
         partial = sources.partial_dir / spec.filename
         with locked(sources.partial_dir):
             os.replace(found, partial)
@@ -339,6 +330,23 @@ def apt_fetch(spec: Pinned, file: str, command: list[str], sources: Sources, kin
                 raise AttemptFailed("wrong sha256, rejected")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def apt_get(apt_state: Path, kind: str, arch: str | None, command: list[str], cwd: Path
+            ) -> str:
+    """``apt-get update`` then ``apt-get COMMAND`` in ``cwd``, on the private state for
+    ``kind`` lines (and ``arch``); apt's last line, for a message if the files are not
+    there."""
+    state = apt_state / (kind if arch is None else f"{kind}-{arch}")
+    state.mkdir(parents=True, exist_ok=True)
+    # One apt at a time on the private state (apt runs without its own locks here):
+    # packages fetched side by side, or two runs, would corrupt each other's lists.
+    with locked(state):
+        options = apt_options(state, kind, arch)
+        update = run_apt(["apt-get", *options, "update"])
+        result = run_apt(["apt-get", *options, *command], cwd=cwd)
+    lines = (result.stderr + result.stdout + update.stdout).strip().splitlines()
+    return lines[-1] if lines else "no output"
 
 
 def apt_options(state: Path, kind: str, arch: str | None) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from khib_build import report
@@ -15,6 +15,7 @@ from khib_build.errors import UsageError
 from khib_build.settings.options import Options
 
 if TYPE_CHECKING:
+    from khib_build.engine.cache import Entry
     from khib_build.engine.scheduler import PackageResult
 
 
@@ -103,14 +104,8 @@ def cache(args: argparse.Namespace, options: Options) -> int:
             print(f"kept {entry.name} {entry.key[:12]}: held by a running build")
     entries = store.entries()
     total = sum(e.size for e in entries)
-    folders: dict[str, dict[str, int]] = {}
-    per_package: dict[str, dict[str, int]] = {}
-    for e in entries:
-        for table, name in ((folders, e.folder), (per_package, e.name)):
-            if table is folders or e.folder == "packages":
-                row = table.setdefault(name, {"entries": 0, "bytes": 0})
-                row["entries"] += 1
-                row["bytes"] += e.size
+    folders = tally(entries, lambda e: e.folder)
+    per_package = tally([e for e in entries if e.folder == "packages"], lambda e: e.name)
     if args.json:
         print(json.dumps({"root": str(store.root), "entries": len(entries), "bytes": total,
                           "folders": folders, "packages": per_package}, indent=1))
@@ -124,6 +119,16 @@ def cache(args: argparse.Namespace, options: Options) -> int:
             print(f"  {e.name:<20} {e.key[:12]:<12}  {e.size / 2**20:8.2f} MiB  last used "
                   f"{used}")
     return 0
+
+
+def tally(entries: Sequence[Entry], group: Callable[[Entry], str]) -> dict[str, dict[str, int]]:
+    """Entries and bytes by group."""
+    rows: dict[str, dict[str, int]] = {}
+    for entry in entries:
+        row = rows.setdefault(group(entry), {"entries": 0, "bytes": 0})
+        row["entries"] += 1
+        row["bytes"] += entry.size
+    return rows
 
 
 def fetch(args: argparse.Namespace, options: Options) -> int:

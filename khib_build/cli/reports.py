@@ -37,7 +37,6 @@ def show_info(args: argparse.Namespace, options: Options) -> int:
 
 
 def legal_info(_args: argparse.Namespace, options: Options) -> int:
-    from khib_build.engine.cache import Cache
     from khib_build.engine.outdir import OutputDir
     from khib_build.fsutil import sha256_of
     from khib_build.kernel.build import kernel_source
@@ -46,16 +45,16 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
     from khib_build.sources.debsrc import debian_source
 
     plan = plan_image(options.config)
-    sources = settings_for(plan, options).sources
+    settings = settings_for(plan, options)
     with report.live():
         fetched = fetch_sources(plan, options)
         debian = {r.name: [f for deb in fetched[r.name]
-                           for f in debian_source(deb, sources, r.name)]
+                           for f in debian_source(deb, settings.sources, r.name)]
                   for r in plan.recipes if r.kind == "deb" and copyleft(r)}
     kernel = None
     given = plan.config.kernel_source
     if given is not None and given.exists():
-        source = kernel_source(None, plan.config, Cache(options.cache_dir.resolve()))
+        source = kernel_source(None, plan.config, settings.cache)
         kernel = KernelLegal(plan.linux, source.tree, given if given.is_file() else None,
                              source.identity, installed_by(given))
     out = OutputDir(options.outdir)

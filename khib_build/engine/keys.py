@@ -48,18 +48,22 @@ def build_triplet() -> str:
         raise KhibError(f"the host's gcc does not run: {exc}") from None
 
 
+def resolved(command: Sequence[str]) -> str:
+    """A command line with its program's path as PATH finds it."""
+    return shlex.join([shutil.which(command[0]) or command[0], *command[1:]])
+
+
 def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str]:
     """What of the compiler can change a build's output: command, version, flags, and the
     versions of the C library whose code static binaries carry."""
     tc = config.toolchain
     inputs = {
-        "toolchain cc": shlex.join([shutil.which(tc.cc[0]) or tc.cc[0], *tc.cc[1:]]),
+        "toolchain cc": resolved(tc.cc),
         "toolchain version": compiler_version(tc.cc),
         "toolchain cflags": shlex.join(tc.cflags),
         "toolchain ldflags": shlex.join(tc.ldflags),
         "build machine": build_triplet(),
-        "toolchain strip": shlex.join([shutil.which(tc.strip[0]) or tc.strip[0], *tc.strip[1:]])
-        + ": " + compiler_version(tc.strip),
+        "toolchain strip": f"{resolved(tc.strip)}: {compiler_version(tc.strip)}",
     }
     return inputs | {f"C library {name}": version for name, version in libc.items()}
 

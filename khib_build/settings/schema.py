@@ -107,6 +107,18 @@ def settings_of(cls: type) -> dict[str, Setting]:
     return {f.name: Setting(f.name, **f.metadata) for f in fields(cls) if "kind" in f.metadata}
 
 
+def unique_keys(pairs: list[tuple[yaml.Node, yaml.Node]], src: Source) -> None:
+    """A key given twice in one mapping is an error at its second place."""
+    seen: dict[str, yaml.Node] = {}
+    for key_node, _ in pairs:
+        if isinstance(key_node, yaml.ScalarNode):
+            if key_node.value in seen:
+                first = seen[key_node.value].start_mark.line + 1
+                raise src.error(key_node, f"key {key_node.value!r} is given twice (first on "
+                                f"line {first})")
+            seen[key_node.value] = key_node
+
+
 class Record(Kind):
     """A mapping whose keys are the settings of a dataclass; parses to an instance."""
 
@@ -118,16 +130,12 @@ class Record(Kind):
     def parse(self, node: yaml.Node, src: Source) -> Any:
         if not isinstance(node, yaml.MappingNode):
             raise src.error(node, f"expected {self.expected}, got {describe(node)}")
-        seen: dict[str, yaml.Node] = {}
+        unique_keys(node.value, src)
         values: dict[str, Any] = {}
         lines: dict[str, int] = {}
         files: dict[str, Path] = {}
         for key_node, value_node in node.value:
             key = Str(expected="a key").parse(key_node, src)
-            if key in seen:
-                first = seen[key].start_mark.line + 1
-                raise src.error(key_node, f"key {key!r} is given twice (first on line {first})")
-            seen[key] = key_node
             setting = self.settings.get(key)
             if setting is None:
                 raise src.error(
@@ -210,13 +218,7 @@ def compose_including(path: Path, builtin: Callable[[str], Path | None] | None =
         if not included.is_file():
             raise src.error(item, f"include: no such file {included}")
         merged = merge_nodes(merged, compose_including(included, builtin, (*chain, path)), src)
-    seen: dict[object, yaml.Node] = {}
-    for key_node, _ in own:
-        if key_node.value in seen:
-            first = seen[key_node.value].start_mark.line + 1
-            raise src.error(key_node, f"key {key_node.value!r} is given twice (first on line "
-                            f"{first})")
-        seen[key_node.value] = key_node
+    unique_keys(own, src)  # (the merge below would hide the second)
     own_node = yaml.MappingNode(node.tag, own, node.start_mark, node.end_mark)
     return merge_nodes(merged, own_node, src)
 

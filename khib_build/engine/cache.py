@@ -103,14 +103,15 @@ class Cache:
             return None
         return meta
 
-    def hold(self, entry: Path) -> int | None:
-        """Take a shared lock on an entry for the rest of the run; None if it is gone."""
+    def hold(self, entry: Path, landmark: str = "meta.json") -> int | None:
+        """Take a shared lock on an entry (or any item whose ``landmark`` shows it is
+        whole) for the rest of the run; None if it is gone."""
         try:
             fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
             return None
         fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while gc is removing this very entry
-        if not (entry / "meta.json").is_file():
+        if not (entry / landmark).exists():
             os.close(fd)
             return None
         self.held.append(fd)
@@ -183,9 +184,9 @@ class Cache:
         for the rest of the run so that gc leaves it alone."""
         with contextlib.suppress(OSError):
             os.utime(item)
-        fd = os.open(item, os.O_RDONLY | os.O_DIRECTORY)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        self.held.append(fd)
+        if self.hold(item, ".") is None:
+            raise KhibError(f"{item} was removed by cache gc just as this run needed it; "
+                            "run again")
         return item
 
     def entries(self) -> list[Entry]:

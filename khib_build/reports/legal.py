@@ -141,6 +141,11 @@ def source_archive(folder: Path, target: Path, epoch: int) -> None:
                     filter=normal)
 
 
+def own_archive(recipe: Recipe) -> str:
+    """The name sources/ gives a package's own src/ as a tarball."""
+    return f"{recipe.name}-{recipe.version}.tar.gz"
+
+
 def shipped_sources(recipe: Recipe, files: list[Path], debian: list[Path], work: Path,
                     epoch: int) -> list[Path]:
     """What sources/ ships of a package: its verified tarball, for a copyleft deb the
@@ -151,7 +156,7 @@ def shipped_sources(recipe: Recipe, files: list[Path], debian: list[Path], work:
         return files[:1]
     if not (recipe.folder / "src").is_dir():
         return []
-    archive = work / f"{recipe.name}-{recipe.version}.tar.gz"
+    archive = work / own_archive(recipe)
     source_archive(recipe.folder / "src", archive, epoch)
     return [archive]
 
@@ -217,7 +222,7 @@ def manifest_rows(plan: Plan, fetched: dict[str, list[Path]],
         site = recipe.source.urls[0] if recipe.source else \
             "Debian archive" if recipe.kind == "deb" else "src/ of the recipe"
         rows.append((recipe.name, recipe.version, recipe.license, " ".join(licenses),
-                     " ".join(p.name for p in files) or f"{recipe.name}-{recipe.version}.tar.gz",
+                     " ".join(p.name for p in files) or own_archive(recipe),
                      " ".join(p.sha256 for p in pins), site, " ".join(recipe.depends)))
     if kernel is not None:
         recipe = kernel.recipe

@@ -30,10 +30,14 @@ APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils b
 APT_PYTHON := python3-jinja2 python3-yaml python3-libarchive-c python3-requests \
 	python3-zstandard python3-lz4 python3-matplotlib python3-rich python3-pyelftools \
 	python3-kconfiglib
+# ... Debian's tools to build and check khib-build's own Debian package (debian/), whose
+# setuptools and wheel also install khib-build for Debian's Python in the suite ...
+APT_DEB := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
+	python3-setuptools python3-wheel lintian
 # ... and GNU time for the benchmarks. All of them are installed together by `make setup`
 # before anything is built: a package installed later (linux-source-6.1 once pulled a
 # newer linux-libc-dev) would change the C library headers under finished builds.
-APT_ALL := $(sort $(APT_BUILD) $(APT_KERNEL) $(APT_TEST) $(APT_PYTHON) time)
+APT_ALL := $(sort $(APT_BUILD) $(APT_KERNEL) $(APT_TEST) $(APT_PYTHON) $(APT_DEB) time)
 
 # Install the named Debian packages that are not installed yet.
 define apt_ensure
@@ -55,23 +59,29 @@ setup: $(VENV)/.runtime
 
 setup-test: setup $(VENV)/.test
 
+# khib-build is installed editable with the venv's own setuptools (Debian 12's, as the
+# Debian package is built), and wheel for it; setuptools' note on editable installs is
+# left out. pip's own messages stay: -q keeps its warnings and errors.
+PIP_EDITABLE := PYTHONWARNINGS="ignore:::setuptools.command.editable_wheel" \
+	$(BIN)/pip install -q --no-build-isolation -e
+
 $(VENV)/bin/python:
 	$(call apt_ensure,python3 python3-venv)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip wheel
 
 $(VENV)/.runtime: pyproject.toml $(VENV)/bin/python
-	$(BIN)/pip install -q -e .
+	$(PIP_EDITABLE) .
 	touch $@
 
 $(VENV)/.dist: pyproject.toml $(VENV)/.runtime
-	$(BIN)/pip install -q -e '.[dist]'
+	$(PIP_EDITABLE) '.[dist]'
 	touch $@
 
 # The test extras include the dist ones (test_packaging runs make install), so .dist is
 # fresh too: nothing reinstalls the package while the suite runs.
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime
-	$(BIN)/pip install -q -e '.[test]'
+	$(PIP_EDITABLE) '.[test]'
 	touch $(VENV)/.dist $@
 
 rootfs: setup
@@ -96,19 +106,15 @@ check: setup-test lint
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 # For packagers: the sdist and wheel (recipes, configs and overlays inside), a man page and
-# bash completion generated from the argument parser, all in dist/.
+# bash completion generated from the argument parser, all in dist/. Built with the
+# venv's setuptools (Debian 12's, as the Debian package is), without fetching another.
 # Dated by the last commit (SOURCE_DATE_EPOCH), so the same tree gives the same files.
 dist: export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 dist: $(VENV)/.dist
 	rm -rf dist
-	$(BIN)/python -m build -q -o dist .
-	$(BIN)/python -m khib_build.reports.reference --man-sections > dist/man-sections
-	$(BIN)/argparse-manpage --module khib_build.cli --function parser --prog khib-build \
-		--project-name khib-build --manual-title "khib-build manual" \
-		--description "build deterministic initramfs images for kexec jump" \
-		--include dist/man-sections --output dist/khib-build.1
-	rm dist/man-sections
-	$(BIN)/shtab --shell=bash --prog khib-build khib_build.cli.parser > dist/khib-build.bash
+	$(BIN)/python -m build -q --no-isolation -o dist .
+	$(BIN)/python -m khib_build.reports.manual man > dist/khib-build.1
+	$(BIN)/python -m khib_build.reports.manual bash > dist/khib-build.bash
 
 # make install PREFIX=/usr DESTDIR=pkgroot: the wheel installed for $(PYTHON), in its
 # distribution layout (Debian: PREFIX/lib/python3/dist-packages; its scripts

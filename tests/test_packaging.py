@@ -1,9 +1,11 @@
 """For packagers: the sdist and wheel carry the recipes, configs and overlays; the wheel
-builds the default image outside the repo; make install lays out a distribution's tree."""
+builds the default image outside the repo; make install lays out a distribution's tree;
+the Debian package builds with Debian's tools, passes lintian and builds the same image."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -17,12 +19,31 @@ from tests.helpers import REPO, make_tarball, write_sample
 pytestmark = pytest.mark.slow
 
 
+# A Debian build's PATH: the system's tools, whatever else the caller's PATH puts first.
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "-q", "-o", out, REPO], check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "build", "-q", "--no-isolation", "-o", out, REPO],
+                   check=True, capture_output=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def source_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkout's files (tracked and new, nothing ignored) in a folder of their own,
+    as a packager unpacks them."""
+    tree = tmp_path_factory.mktemp("source") / "khib-build"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=REPO, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, tree / name)
+    return tree
 
 
 def test_sdist_and_wheel_carry_recipes_configs_and_overlays(dists: Path) -> None:
@@ -37,7 +58,7 @@ def test_sdist_and_wheel_carry_recipes_configs_and_overlays(dists: Path) -> None
     assert {"recipes/busybox/recipe.yaml", "configs/khib-x86_64.yaml", "Makefile",
             "overlays/khib/init.j2"} <= names
     assert not any("__pycache__" in n for n in names)
-    assert "LICENSE" in names and "khib_build-0.1.0.dist-info/licenses/LICENSE" in wheel
+    assert "LICENSE" in names and "khib_build-0.1.0.dist-info/LICENSE" in wheel
 
 
 def test_the_installed_wheel_builds_the_default_image_outside_the_repo(
@@ -77,22 +98,27 @@ def test_make_install_lays_out_prefix_under_destdir(tmp_path: Path) -> None:
     # bash loads the completion and completes a verb.
     probe = subprocess.run(
         ["bash", "-c", f"source {completion}; COMP_WORDS=(khib-build size-r); COMP_CWORD=1; "
-         "_shtab_khib_build; echo ${COMPREPLY[@]}"], capture_output=True, text=True, check=False)
+         "_khib_build; echo ${COMPREPLY[@]}"], capture_output=True, text=True, check=False)
     assert probe.stdout.split() == ["size-report"], probe.stdout + probe.stderr
+    probe = subprocess.run(
+        ["bash", "-c", f"source {completion}; COMP_WORDS=(khib-build cache ''); COMP_CWORD=2; "
+         "_khib_build; echo ${COMPREPLY[@]}"], capture_output=True, text=True, check=False)
+    assert probe.stdout.split() == ["stats", "gc"], probe.stdout + probe.stderr
 
 
 def test_debian_python_packages_run_the_installed_khib_build(
-        dists: Path, default_image: Path, tmp_path: Path) -> None:
+        source_tree: Path, default_image: Path, tmp_path: Path) -> None:
     """/usr/bin/python3 with Debian's python3-* packages alone (a venv that sees only the
-    system's site packages; khib-build from the wheel, without dependencies): it builds
+    system's site packages; khib-build installed from its source tree with Debian's
+    setuptools, without dependencies or an index): it builds
     the default image to the same bytes, builds a package from a tarball (unpacked by
     Debian's python3-libarchive-c 2.9), packs, inspects and describes."""
     venv = tmp_path / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", venv],
                    check=True)
     install = subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-index",
-                              next(dists.glob("*.whl"))], capture_output=True, text=True,
-                             check=False)
+                              "--no-build-isolation", "."], cwd=source_tree,
+                             capture_output=True, text=True, check=False)
     assert install.returncode == 0, install.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
@@ -120,3 +146,34 @@ def test_debian_python_packages_run_the_installed_khib_build(
     assert run("pack", mirror, "-o", "mirror.cpio", "--compress", "zstd").returncode == 0
     assert "hello-1.0.tar.gz" in run("inspect", "mirror.cpio").stdout
     assert '"arch": "i386"' in run("show-info", "--json").stdout
+
+
+def test_the_debian_package_builds_passes_lintian_and_builds_the_same_image(
+        source_tree: Path, default_image: Path, tmp_path: Path) -> None:
+    """debian/: dpkg-buildpackage with Debian's tools (pybuild), lintian without errors or
+    warnings, and the .deb unpacked into a folder (never installed on the host) builds
+    the default image to the checkout's bytes."""
+    env = {"PATH": SYSTEM_PATH, "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "DEB_BUILD_OPTIONS": "nocheck"}
+    build = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=source_tree,
+                           env=env, capture_output=True, text=True, check=False)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    deb = source_tree.parent / "khib-build_0.1.0_all.deb"
+    lintian = subprocess.run(["lintian", "--allow-root", "--display-level", ">=warning",
+                              deb], env=env, capture_output=True, text=True, check=False)
+    assert lintian.returncode == 0 and lintian.stdout == "", lintian.stdout + lintian.stderr
+    fields = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True,
+                            text=True, check=True).stdout
+    assert "python3-libarchive-c" in fields and "python3-jinja2" in fields, fields
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
+    assert (root / "usr/share/man/man1/khib-build.1.gz").is_file()
+    completion = root / "usr/share/bash-completion/completions/khib-build"
+    assert "_khib_build" in completion.read_text()
+    run_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run_env |= {"PATH": SYSTEM_PATH,
+                "PYTHONPATH": str(root / "usr/lib/python3/dist-packages")}
+    result = subprocess.run([root / "usr/bin/khib-build", "rootfs", "-o", "out"], cwd=tmp_path,
+                            env=run_env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "out" / "rootfs.gz").read_bytes() == default_image.read_bytes()

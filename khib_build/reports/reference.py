@@ -96,55 +96,9 @@ def with_options_table(readme: str) -> str:
     return MARKED.sub(lambda m: m.group(1) + options_table() + m.group(2), readme)
 
 
-# The sections of the man page that argparse cannot give (argparse-manpage --include).
-EXIT_STATUS = """\
-.TP
-0
-success (diff: the images have the same entries)
-.TP
-1
-a build, fetch, check or boot failed (diff: the images differ; lint: findings)
-.TP
-2
-a bad config, recipe, table or command line, named with its file and line (diff: an
-image cannot be read)
-.TP
-130
-interrupted
-"""
-FILES = """\
-.TP
-configs/khib.yaml, configs/khib\\-x86_64.yaml
-the built-in image configs (\\-c khib, \\-c khib\\-x86_64); recipes/ the built-in recipes
-.TP
-output/
-the default output dir: the image, manifest.json, kernel.config, logs/, legal\\-info/
-.TP
-~/.cache/khib\\-build/cache
-the build cache: packages/, sysroots/, kernel\\-src/, apt\\-sources/, locks/
-.TP
-~/.cache/khib\\-build/dl
-the download dir
-"""
-
-
-def man_sections() -> str:
-    """EXIT STATUS, ENVIRONMENT (from the options table) and FILES, in argparse-manpage's
-    include format."""
-    variables = [(o.env, help_text(o)) for o in OPTIONS.values() if o.env]
-    variables += [("XDG_CACHE_HOME", "where the user's cache dir is (default: ~/.cache)"),
-                  ("NO_COLOR", "no colour in the progress display")]
-    environment = "".join(f".TP\n{name}\n{text.replace('-', chr(92) + '-')}\n"
-                          for name, text in variables)
-    return (f"[EXIT STATUS]\n{EXIT_STATUS}\n[ENVIRONMENT]\n{environment}\n"
-            f"[FILES]\n{FILES}")
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--readme"]:
         path = Path(sys.argv[2])
         path.write_text(with_options_table(path.read_text()))
-    elif sys.argv[1:2] == ["--man-sections"]:
-        print(man_sections(), end="")
     else:
         print(reference(), end="")

@@ -19,11 +19,11 @@ from typing import Any
 from khib_build import cancel
 from khib_build.engine.build import BuildSettings
 from khib_build.engine.cache import Cache
-from khib_build.engine.keys import image_inputs, key_of, toolchain_inputs
+from khib_build.engine.keys import LibcFiles, image_inputs, key_of, toolchain_inputs
 from khib_build.engine.outdir import OutputDir
 from khib_build.engine.remote import RemoteCache
 from khib_build.engine.scheduler import Engine, PackageResult, Survey, changes, dependents, survey
-from khib_build.engine.sysroot import base_sysroot, libc_packages, libc_versions
+from khib_build.engine.sysroot import base_sysroot, libc_files, libc_packages, libc_versions
 from khib_build.errors import KhibError, UsageError
 from khib_build.fsutil import sha256_of, write_atomically
 from khib_build.image import overlays
@@ -161,8 +161,9 @@ def check_names(names: Iterable[str], known: list[str]) -> None:
 def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:
     """Each package's state (up to date, cached, stale, never built), building nothing."""
     settings = settings_for(plan, options)
-    toolchain = toolchain_inputs(plan.config, libc_versions(libc_packages(plan.config)))
-    return survey(plan.by_name, settings, toolchain, settings.out)
+    base = base_sysroot(plan.config, settings.cache, libc_versions(libc_packages(plan.config)))
+    return survey(plan.by_name, settings, toolchain_inputs(plan.config), libc_files(base),
+                  settings.out)
 
 
 def explain(plan: Plan, options: Options, name: str) -> list[str]:
@@ -203,12 +204,11 @@ def check_host_tools(recipes: list[Recipe], config: ImageConfig) -> None:
                             ", which are not on PATH; install them")
 
 
-def prepare(plan: Plan, settings: BuildSettings) -> tuple[dict[str, str], Path]:
-    """The toolchain's identity and the C library's sysroot."""
+def prepare(plan: Plan, settings: BuildSettings) -> tuple[dict[str, str], LibcFiles, Path]:
+    """The toolchain's identity, the C library's sysroot and the content of its files."""
     check_host_tools(plan.recipes, plan.config)
-    versions = libc_versions(libc_packages(plan.config))
-    toolchain = toolchain_inputs(plan.config, versions)
-    return toolchain, base_sysroot(plan.config, settings.cache, versions)
+    base = base_sysroot(plan.config, settings.cache, libc_versions(libc_packages(plan.config)))
+    return toolchain_inputs(plan.config), libc_files(base), base
 
 
 def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> ImageResult:
@@ -219,13 +219,13 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
     settings = settings_for(plan, options)
     state = settings.out
     state.lock(wait=not options.no_wait)
-    toolchain, sysroot_base = prepare(plan, settings)
+    toolchain, libc, sysroot_base = prepare(plan, settings)
     remote = None
     if options.remote_cache and settings.cache.enabled:
         remote = RemoteCache(options.remote_cache, settings.cache,
                              writable=not options.remote_cache_read_only,
                              timeout=options.remote_timeout)
-    engine = Engine(plan.by_name, settings, toolchain, sysroot_base, state, remote,
+    engine = Engine(plan.by_name, settings, toolchain, libc, sysroot_base, state, remote,
                     dependents(force, plan.by_name),
                     options.explain)
     results = list(engine.run().values())

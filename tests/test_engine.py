@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,47 @@ def test_a_toolchain_change_is_said_in_one_line(sample: Path) -> None:
                   sample / "cache")
     assert_ok(result)
     assert "toolchain ldflags: '-m32' -> '-m32 -s': 3 package(s) rebuilt" in result.stderr
+
+
+def read_by(root: Path, name: str) -> set[str]:
+    """The C library headers the cache recorded for a package's newest build."""
+    record = max((root / "cache" / "reads" / name).glob("*/read.json"),
+                 key=lambda path: path.stat().st_mtime)
+    return set(json.loads(record.read_text())["sets"][0])
+
+
+def test_keys_follow_the_c_library_headers_each_build_read(sample: Path) -> None:
+    """A C library header no package read changes: nothing rebuilds. One only tool reads
+    changes: tool alone rebuilds, and one line says why."""
+    tool = sample / "recipes" / "tool" / "src" / "tool.c"
+    tool.write_text("#include <sys/utsname.h>\n" + tool.read_text())
+    assert build(sample)["by_name"]["tool"] == "built"
+    (base,) = (p for p in (sample / "cache" / "sysroots").iterdir() if p.is_dir())
+    everything = {p.relative_to(base).as_posix() for p in (base / "usr/include").rglob("*.h")}
+    read = {name: read_by(sample, name) for name in ("libgreet", "app", "tool")}
+    # Its own header, and the one gcc includes in every compile.
+    assert read["libgreet"] == {"usr/include/stdc-predef.h"}
+    assert "usr/include/stdio.h" in read["app"] & read["tool"]
+    unread = sorted(everything - read["app"] - read["tool"])[0]
+    with (base / unread).open("a") as header:
+        header.write("/* a new Debian revision */\n")
+    again = build(sample)
+    assert set(again["by_name"].values()) == {"up to date"}, again["by_name"]
+    assert "C library" not in again["stderr"]
+
+    (only_tool,) = [h for h in read["tool"] - read["app"] if h.endswith("sys/utsname.h")]
+    with (base / only_tool).open("a") as header:
+        header.write("/* a new Debian revision */\n")
+    explained = khib("explain", "tool", "-c", sample / "graph.yaml", "-o", sample / "out",
+                     "--cache-dir", sample / "cache")
+    assert f"C library header {only_tool}: " in explained.stdout, explained.stdout
+    result = khib("rootfs", "-c", sample / "graph.yaml", "-o", sample / "out", "--cache-dir",
+                  sample / "cache")
+    assert_ok(result)
+    assert f"C library headers changed ({only_tool}): 1 package(s) rebuilt" in result.stderr
+    statuses = build(sample)["by_name"]
+    assert statuses == {"libgreet": "up to date", "app": "up to date", "tool": "up to date"}
+    assert re.search(r"tool +built", result.stderr), result.stderr
 
 
 def test_an_undeclared_dependency_fails_to_build(sample: Path) -> None:

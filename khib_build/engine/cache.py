@@ -12,9 +12,12 @@ A run holds a shared lock on every entry it uses until it ends; ``gc`` and the r
 of a corrupt entry take the exclusive lock without waiting, so they never remove what
 a running build holds.  An entry's ``meta.json`` modification time is its last use.
 
-Whoever builds an entry holds ``locks/<name>-<key>.lock`` while it builds: another run
-(or thread) about to build the same key waits for it, then finds the entry stored, so
-concurrent runs on one cache build each key once.
+Whoever builds a package holds ``locks/<name>-<recipe key>.lock`` while it builds:
+another run (or thread) about to build the same recipe key waits for it, then finds the
+entry stored, so concurrent runs on one cache build each key once.
+
+``reads/<name>/<recipe key>/read.json`` lists the C library headers that builds of one
+recipe key read (newest first): with their content they give the keys of its entries.
 """
 
 from __future__ import annotations
@@ -32,16 +35,27 @@ from pathlib import Path
 from typing import Any
 
 from khib_build.errors import KhibError
-from khib_build.fsutil import built_beside, copy_tree, exclusive, reason, tree_digest, walk
+from khib_build.fsutil import (
+    built_beside,
+    copy_tree,
+    exclusive,
+    reason,
+    tree_digest,
+    walk,
+    write_atomically,
+)
 from khib_build.report import say
+
+READ_SETS_KEPT = 8
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One item of the cache: a stored package tree (``packages``), a C library sysroot,
-    an unpacked kernel source or a private apt state (named after its folder)."""
+    """One item of the cache: a stored package tree (``packages``), the header sets of a
+    recipe key (``reads``), a C library sysroot, an unpacked kernel source or a private
+    apt state (named after its folder)."""
 
-    folder: str  # packages, sysroots, kernel-src or apt-sources
+    folder: str  # packages, reads, sysroots, kernel-src or apt-sources
     name: str  # the package, or the folder for the others
     key: str
     path: Path
@@ -62,6 +76,10 @@ class Cache:
     @property
     def packages(self) -> Path:
         return self.root / "packages"
+
+    @property
+    def reads(self) -> Path:
+        return self.root / "reads"
 
     @property
     def sysroots(self) -> Path:
@@ -92,6 +110,36 @@ class Cache:
 
     def entry(self, name: str, key: str) -> Path:
         return self.packages / name / key
+
+    def read_sets(self, name: str, recipe_key: str) -> list[list[str]]:
+        """The header sets builds of one recipe key read, the newest first."""
+        record = self.reads / name / recipe_key / "read.json"
+        if not self.enabled:
+            return []
+        try:
+            sets = json.loads(record.read_text())["sets"]
+            os.utime(record)
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        return [[str(h) for h in s] for s in sets if isinstance(s, list)]
+
+    def add_read_sets(self, name: str, recipe_key: str, sets: list[list[str]]) -> None:
+        """Record header sets (newest first) beside those recorded, keeping the newest
+        few; callers hold the recipe key's build lock."""
+        if not self.enabled:
+            return
+        merged: list[list[str]] = []
+        for found in [*sets, *self.read_sets(name, recipe_key)]:
+            if found not in merged:
+                merged.append(found)
+        folder = self.reads / name / recipe_key
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(folder / "read.json",
+                             json.dumps({"sets": merged[:READ_SETS_KEPT]}).encode())
+        except OSError as exc:
+            raise KhibError(f"{name}: cannot record the headers it read in {folder}: "
+                            f"{reason(exc)}") from None
 
     def meta(self, name: str, key: str) -> dict[str, Any] | None:
         """The recorded metadata of a complete entry, without checking its tree."""
@@ -200,6 +248,10 @@ class Cache:
             with contextlib.suppress(FileNotFoundError):  # removed meanwhile
                 found.append(Entry("packages", entry.parent.name, entry.name, entry,
                                    du(entry), meta.stat().st_mtime))
+        for record in sorted(self.reads.glob("*/*/read.json")):
+            with contextlib.suppress(FileNotFoundError):
+                found.append(Entry("reads", record.parent.parent.name, record.parent.name,
+                                   record.parent, du(record.parent), record.stat().st_mtime))
         for folder in (self.sysroots, self.kernel_sources, self.apt_sources):
             items = sorted(folder.iterdir()) if folder.is_dir() else []
             for item in items:

@@ -3,6 +3,13 @@
 A key is the SHA-256 of a mapping of named inputs, so that ``explain`` can say which
 input changed. Packages, the image and the kernel each have their inputs here; the C
 library's sysroot is keyed by the versions of its Debian packages.
+
+A package's key holds the C library by content, and only the headers its last build
+read (as ccache's direct mode does): its inputs without the C library make its *recipe
+key*, under which the cache keeps the header sets its builds read; each set, with the
+current content of those headers, gives a key to look for (:func:`libc_inputs`).  A new
+Debian revision of the C library that changes no header a package reads leaves that
+package's key alone.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from khib_build import __version__
@@ -22,7 +30,17 @@ from khib_build.fsutil import sha256_of, tree_digest
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import Recipe, recipe_files
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
+LIBC = "C library files"  # names, links, libraries: everything but the headers' content
+HEADER = "C library header "
+
+
+@dataclass(frozen=True)
+class LibcFiles:
+    """The content of a C library sysroot, as package keys use it."""
+
+    headers: dict[str, str]  # usr/include/... -> sha256 (of a link: its target)
+    rest: str  # one digest of every file's name and type and of everything not a header
 
 
 def key_of(inputs: object) -> str:
@@ -53,11 +71,10 @@ def resolved(command: Sequence[str]) -> str:
     return shlex.join([shutil.which(command[0]) or command[0], *command[1:]])
 
 
-def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str]:
-    """What of the compiler can change a build's output: command, version, flags, and the
-    versions of the C library whose code static binaries carry."""
+def toolchain_inputs(config: ImageConfig) -> dict[str, str]:
+    """What of the compiler can change a build's output: command, version, flags."""
     tc = config.toolchain
-    inputs = {
+    return {
         "toolchain cc": resolved(tc.cc),
         "toolchain version": compiler_version(tc.cc),
         "toolchain cflags": shlex.join(tc.cflags),
@@ -65,12 +82,24 @@ def toolchain_inputs(config: ImageConfig, libc: dict[str, str]) -> dict[str, str
         "build machine": build_triplet(),
         "toolchain strip": f"{resolved(tc.strip)}: {compiler_version(tc.strip)}",
     }
-    return inputs | {f"C library {name}": version for name, version in libc.items()}
+
+
+def libc_inputs(libc: LibcFiles, headers: Iterable[str]) -> dict[str, str]:
+    """The C library as a package build saw it: everything but the headers, and the
+    content of the headers it read (a header since removed is "absent")."""
+    inputs = {LIBC: libc.rest}
+    return inputs | {HEADER + h: libc.headers.get(h, "absent") for h in sorted(headers)}
+
+
+def headers_read(inputs: Mapping[str, str]) -> list[str]:
+    """The C library headers a package's inputs hold."""
+    return sorted(name.removeprefix(HEADER) for name in inputs if name.startswith(HEADER))
 
 
 def package_inputs(recipe: Recipe, arch: str, epoch: int, toolchain: dict[str, str],
                    dependency_outputs: dict[str, str]) -> dict[str, str]:
-    """Every input of a package build, each named so a change can be explained."""
+    """Every input of a package build but the C library (its recipe key's inputs), each
+    named so a change can be explained."""
     inputs = {
         "khib-build cache format": str(CACHE_FORMAT),
         "arch": arch,

@@ -3,9 +3,10 @@
 Any server that stores what is PUT works (a WebDAV server, an object store front end).
 Under the base URL, ``<name>/<key>.tar.gz`` holds a package's tree and ``<name>/<key>.json``
 its metadata with the artifact's size and sha256; the JSON goes up last, so a reader
-never finds the metadata of an artifact still on its way.  A download is checked twice,
-the artifact against its sha256 and the unpacked tree against its digest, before it
-becomes a local cache entry.
+never finds the metadata of an artifact still on its way;
+``<name>/<recipe key>.reads.json`` holds the C library header sets builds of a recipe key
+read, which give its keys.  A download is checked twice, the artifact against its sha256
+and the unpacked tree against its digest, before it becomes a local cache entry.
 
 Every failure (refused, timed out, an HTTP error, a corrupt artifact) is reported once and
 turns the remote cache off for the rest of the run, so a run pays for at most one
@@ -86,6 +87,38 @@ class RemoteCache:
             return False
         say(f"{name}: fetched from the remote cache")
         return True
+
+    def download_reads(self, name: str, recipe_key: str) -> list[list[str]]:
+        """The header sets the shared cache knows for a recipe key (none on a miss or a
+        failure)."""
+        if self.off:
+            return []
+        import requests
+
+        try:
+            answer = requests.get(self.url(name, recipe_key, ".reads.json"),
+                                  timeout=(CONNECT_TIMEOUT, self.timeout))
+            if answer.status_code == 404:
+                return []
+            answer.raise_for_status()
+            sets = answer.json()["sets"]
+            return [[str(h) for h in s] for s in sets if isinstance(s, list)]
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            cancel.check()
+            self.turn_off(name, "fetching the headers read by", exc)
+            return []
+
+    def upload_reads(self, name: str, recipe_key: str, sets: list[list[str]]) -> None:
+        """Publish the header sets of a recipe key, unless read-only or off."""
+        if self.off or not self.writable:
+            return
+        import requests
+
+        try:
+            self.put(self.url(name, recipe_key, ".reads.json"),
+                     json.dumps({"sets": sets}).encode())
+        except requests.RequestException as exc:
+            self.turn_off(name, "storing the headers read by", exc)
 
     def get_file(self, url: str, dest: Path, meta: dict[str, object]) -> None:
         """Download ``url`` into ``dest`` within a total deadline; check its sha256."""

@@ -1,7 +1,9 @@
 """Carry out the package graph: each package is up to date, restored from a cache, or built.
 
-A package's key hashes every input of its build (see :func:`keys.package_inputs`),
-including the digests of its dependencies' installed trees, not their keys: a dependency
+A package's key hashes every input of its build (see :func:`keys.package_inputs`), with
+the C library headers its build read (found through the header sets its recipe key has
+read before, :func:`keys.libc_inputs`), and the digests of its dependencies' installed
+trees, not their keys: a dependency
 rebuilt into the same bytes leaves its dependents' keys, and so their cache entries,
 valid (early cut-off).  Packages whose dependencies are done start at once, side by
 side; builds draw on the run's one job budget (:mod:`jobserver`).  The first failure
@@ -21,10 +23,18 @@ from typing import Any
 from khib_build import cancel, report
 from khib_build.engine.build import Builder, BuildSettings, Step
 from khib_build.engine.jobserver import JobServer
-from khib_build.engine.keys import key_of, package_inputs
+from khib_build.engine.keys import (
+    HEADER,
+    LibcFiles,
+    headers_read,
+    key_of,
+    libc_inputs,
+    package_inputs,
+)
 from khib_build.engine.outdir import OutputDir
+from khib_build.engine.reads import watching
 from khib_build.engine.remote import RemoteCache
-from khib_build.engine.sysroot import package_sysroot
+from khib_build.engine.sysroot import HEADERS, package_sysroot
 from khib_build.report import say
 from khib_build.settings.recipes import Recipe
 
@@ -100,20 +110,29 @@ def changes(old: dict[str, str] | None, new: dict[str, str]) -> list[str]:
     return lines or ["no input changed"]
 
 
-# Inputs every package shares: a change to one of them rebuilds everything.
+# Inputs every package shares: a change to one of them rebuilds everything (or, for the
+# C library's headers, every package that read one).
 SHARED_INPUTS = ("C library ", "toolchain ", "build machine", "khib-build cache format",
                  "SOURCE_DATE_EPOCH", "arch")
 
 
 def shared_changes(results: Iterable[PackageResult]) -> tuple[list[str], int]:
     """The shared inputs (C library, toolchain) that changed for the packages built this
-    run, and how many packages were built because of them."""
+    run, and how many packages were built because of them; the C library headers count
+    as one cause that names them."""
     found: set[str] = set()
+    headers: set[str] = set()
     count = 0
     for result in results:
         lines = [line for line in result.why if line.startswith(SHARED_INPUTS)]
-        found.update(lines)
+        headers.update(line.split(":")[0].removeprefix(HEADER) for line in lines
+                       if line.startswith(HEADER))
+        found.update(line for line in lines if not line.startswith(HEADER))
         count += bool(lines)
+    if headers:
+        shown = sorted(headers)
+        more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+        found.add(f"C library headers changed ({', '.join(shown[:3])}{more})")
     return sorted(found), count
 
 
@@ -128,6 +147,7 @@ class Engine:
     recipes: dict[str, Recipe]
     settings: BuildSettings
     toolchain: dict[str, str]
+    libc: LibcFiles
     sysroot_base: Path
     state: OutputDir
     remote: RemoteCache | None = None
@@ -171,37 +191,36 @@ class Engine:
         """Bring one package's staging tree up to date; say how."""
         started = time.monotonic()
         label = f"{recipe.name} {recipe.version}"
-        inputs = self.inputs(recipe)
-        key = key_of(inputs)
+        base = self.inputs(recipe)
+        recipe_key = key_of(base)
         staging = self.settings.out.staging(recipe.name)
+        cache = self.settings.cache
         # --no-cache builds everything from scratch: no cache, no earlier staging tree.
-        forced = recipe.name in self.force or not self.settings.cache.enabled
+        forced = recipe.name in self.force or not cache.enabled
         record = self.state.record(recipe.name)
-        if not forced and record and record.get("key") == key and staging.is_dir():
-            return PackageResult(recipe, key, record["output"], "up to date", staging,
-                                 time.monotonic() - started, inputs)
+        if not forced and record and staging.is_dir():
+            inputs = base | libc_inputs(self.libc, headers_read(record.get("inputs", {})))
+            if record.get("key") == key_of(inputs):
+                return PackageResult(recipe, record["key"], record["output"], "up to date",
+                                     staging, time.monotonic() - started, inputs)
         self.state.forget(recipe.name)
-        status, meta = "cached", None
-        if not forced:
-            meta = self.settings.cache.restore(recipe.name, key, staging)
-            if meta is None and self.remote and self.remote.download(recipe.name, key):
-                status, meta = "remote", self.settings.cache.restore(recipe.name, key, staging)
+        found = None if forced else self.restore(recipe, base, recipe_key, staging)
         why: tuple[str, ...] = ()
         steps: tuple[Step, ...] = ()
-        if meta is None:
-            with self.settings.cache.building(recipe.name, key):
+        if found is None:
+            with cache.building(recipe.name, recipe_key):
                 if not forced:  # built meanwhile by a run that held the lock
-                    meta = self.settings.cache.restore(recipe.name, key, staging)
-                if meta is None:
-                    previous = (record or {}).get("inputs") or \
-                        self.settings.cache.latest_inputs(recipe.name)
-                    why = tuple(changes(previous, inputs))
+                    found = self.restore(recipe, base, recipe_key, staging, remote=False)
+                if found is None:
+                    previous = (record or {}).get("inputs") or cache.latest_inputs(recipe.name)
+                    expected = base | libc_inputs(self.libc, headers_read(previous or {}))
+                    why = tuple(changes(previous, expected))
                     if recipe.name in self.force:
                         why = ("forced (rebuild)",)
                     if self.explain:
                         say(f"{label}: building because " + "; ".join(why))
-                    status, steps, meta = "built", *self.build(recipe, key, inputs, staging,
-                                                               jobserver)
+                    steps, found = self.build(recipe, base, recipe_key, staging, jobserver)
+        status, key, inputs, meta = found
         self.state.remember(recipe.name, {"key": key, "output": meta["tree_sha256"],
                                           "inputs": inputs})
         seconds = time.monotonic() - started
@@ -209,30 +228,70 @@ class Engine:
         return PackageResult(recipe, key, meta["tree_sha256"], status, staging, seconds,
                              inputs, steps, why)
 
-    def build(self, recipe: Recipe, key: str, inputs: dict[str, str], staging: Path,
-              jobserver: JobServer) -> tuple[tuple[Step, ...], dict[str, Any]]:
+    def restore(self, recipe: Recipe, base: dict[str, str], recipe_key: str, staging: Path,
+                remote: bool = True) -> Found | None:
+        """The package from the local cache, else from the remote one: under the key of
+        each header set its recipe key read before, with those headers' content now."""
+        cache = self.settings.cache
+        for headers in cache.read_sets(recipe.name, recipe_key):
+            inputs = base | libc_inputs(self.libc, headers)
+            key = key_of(inputs)
+            if (meta := cache.restore(recipe.name, key, staging)) is not None:
+                return "cached", key, inputs, meta
+        if not remote or self.remote is None:
+            return None
+        for headers in self.remote.download_reads(recipe.name, recipe_key):
+            inputs = base | libc_inputs(self.libc, headers)
+            key = key_of(inputs)
+            if self.remote.download(recipe.name, key):
+                with cache.building(recipe.name, recipe_key):
+                    cache.add_read_sets(recipe.name, recipe_key, [headers])
+                if (meta := cache.restore(recipe.name, key, staging)) is not None:
+                    return "remote", key, inputs, meta
+        return None
+
+    def build(self, recipe: Recipe, base: dict[str, str], recipe_key: str, staging: Path,
+              jobserver: JobServer) -> tuple[tuple[Step, ...], Found]:
+        """Build, watching which C library headers the build reads; store the result under
+        the key those headers give."""
         deps = [self.results[d].staging for d in closure(recipe, self.recipes)]
         sysroot = package_sysroot(recipe.name, self.sysroot_base, deps,
                                   self.settings.out.sysroot(recipe.name))
-        with jobserver.slot():
+        with jobserver.slot(), watching(sysroot / HEADERS) as reads:
             report.step(recipe.name, recipe.version, "building")
             steps = Builder(recipe, self.settings, staging, sysroot, jobserver).run()
         cancel.check()
+        opened = {HEADERS + path for path in reads.paths} if reads.complete else set(
+            self.libc.headers)
+        headers = sorted(opened & self.libc.headers.keys())
+        inputs = base | libc_inputs(self.libc, headers)
+        key = key_of(inputs)
         report.step(recipe.name, recipe.version, "storing in the build cache")
         started = time.monotonic()
-        meta = self.settings.cache.store(
-            recipe.name, key, staging, {"name": recipe.name, "version": recipe.version,
-                                        "key": key, "inputs": inputs},
-            replace=recipe.name in self.force)
+        cache = self.settings.cache
+        meta = cache.store(recipe.name, key, staging,
+                           {"name": recipe.name, "version": recipe.version, "key": key,
+                            "recipe_key": recipe_key, "inputs": inputs},
+                           replace=recipe.name in self.force)
+        cache.add_read_sets(recipe.name, recipe_key, [headers])
         if self.remote:
             self.remote.upload(recipe.name, key)
-        return (*steps, Step("store", time.monotonic() - started)), meta
+            self.remote.upload_reads(recipe.name, recipe_key,
+                                     cache.read_sets(recipe.name, recipe_key))
+        return (*steps, Step("store", time.monotonic() - started)), \
+            ("built", key, inputs, meta)
+
+
+# How a package was found: its status, key, inputs and cache metadata.
+Found = tuple[str, str, dict[str, str], dict[str, Any]]
 
 
 def survey(recipes: dict[str, Recipe], settings: BuildSettings, toolchain: dict[str, str],
-           state: OutputDir) -> dict[str, Survey]:
+           libc: LibcFiles, state: OutputDir) -> dict[str, Survey]:
     """Each package's state without building: its key is known once its dependencies'
-    outputs are (up to date or cached); otherwise it waits on a stale one."""
+    outputs are (up to date or cached) and a header set its recipe key read gives a key
+    the output dir or the cache holds; otherwise it waits on a stale dependency, or is
+    stale with the inputs its last build's header set gives."""
     found: dict[str, Survey] = {}
     for name, recipe in recipes.items():
         deps = closure(recipe, recipes)
@@ -241,17 +300,22 @@ def survey(recipes: dict[str, Recipe], settings: BuildSettings, toolchain: dict[
             found[name] = Survey("stale", waits_on=waiting)
             continue
         outputs = {d: found[d].output or "" for d in deps}
-        inputs = package_inputs(recipe, settings.config.arch, settings.epoch, toolchain,
-                                outputs)
-        key = key_of(inputs)
+        base = package_inputs(recipe, settings.config.arch, settings.epoch, toolchain,
+                              outputs)
         record = state.record(name)
-        staging = settings.out.staging(name)
-        if record and record.get("key") == key and staging.is_dir():
-            found[name] = Survey("up to date", key, inputs, record["output"])
-        elif (meta := settings.cache.meta(name, key)) is not None:
-            found[name] = Survey("cached", key, inputs, meta.get("tree_sha256"))
-        elif record or settings.cache.latest_inputs(name) is not None:
-            found[name] = Survey("stale", key, inputs)
-        else:
-            found[name] = Survey("never built", key, inputs)
+        previous = (record or {}).get("inputs") or settings.cache.latest_inputs(name)
+        header_sets = [headers_read(previous or {}),
+                       *settings.cache.read_sets(name, key_of(base))]
+        expected = base | libc_inputs(libc, header_sets[0])
+        found[name] = Survey("never built" if previous is None else "stale",
+                             key_of(expected), expected)
+        for headers in header_sets:
+            inputs = base | libc_inputs(libc, headers)
+            key = key_of(inputs)
+            if record and record.get("key") == key and settings.out.staging(name).is_dir():
+                found[name] = Survey("up to date", key, inputs, record["output"])
+                break
+            if (meta := settings.cache.meta(name, key)) is not None:
+                found[name] = Survey("cached", key, inputs, meta.get("tree_sha256"))
+                break
     return found

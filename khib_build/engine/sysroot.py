@@ -6,23 +6,30 @@ into ``<cache>/sysroots/``.  Each package then builds against its own
 ``<out>/sysroot/<name>/``: the base plus the staging trees of its declared dependencies
 (and theirs), hard-linked.  With ``--sysroot`` pointing there, a header or library that
 no declared dependency installs is not found, whatever the host has installed.
+
+Package keys hold the base's content, not its versions (:func:`libc_files`): the headers
+one by one, so that a key holds only the headers its build read, and the rest (file
+names, link targets, libraries and start files) as one digest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from khib_build.engine.cache import Cache
-from khib_build.engine.keys import sysroot_key
+from khib_build.engine.keys import LibcFiles, sysroot_key
 from khib_build.errors import KhibError
-from khib_build.fsutil import built_beside, exclusive, merge, reason
+from khib_build.fsutil import built_beside, exclusive, merge, reason, sha256_of, walk
 from khib_build.settings.config import ImageConfig
 
 KEPT = ("usr/include/",)  # plus the arch's library folders
+HEADERS = "usr/include/"
 
 
 def libc_packages(config: ImageConfig) -> tuple[str, ...]:
@@ -73,6 +80,24 @@ def assembled_sysroot(config: ImageConfig, sysroots: Path, versions: dict[str, s
             raise KhibError(f"cannot assemble the C library's sysroot in {final.parent}: "
                             f"{reason(exc)}") from None
     return final
+
+
+def libc_files(base: Path) -> LibcFiles:
+    """Digests of a base sysroot's headers, and one digest of the rest."""
+    headers = {}
+    rest = hashlib.sha256()
+    try:
+        for rel, path, st in walk(base):
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            digest = os.readlink(path) if stat.S_ISLNK(st.st_mode) else sha256_of(path)
+            if rel.startswith(HEADERS):
+                headers[rel] = digest
+                digest = "header"
+            rest.update(f"{rel}\0{stat.S_IFMT(st.st_mode):o}\0{digest}\0".encode())
+    except OSError as exc:
+        raise KhibError(f"cannot read the C library's sysroot {base}: {reason(exc)}") from None
+    return LibcFiles(headers, rest.hexdigest())
 
 
 def copy_in(path: Path, root: Path) -> None:

@@ -113,8 +113,8 @@ dist: export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null ||
 dist: $(VENV)/.dist
 	rm -rf dist
 	$(BIN)/python -m build -q --no-isolation -o dist .
-	$(BIN)/python -m khib_build.reports.manual man > dist/khib-build.1
-	$(BIN)/python -m khib_build.reports.manual bash > dist/khib-build.bash
+	$(BIN)/python -m khib_build.cli.manual man > dist/khib-build.1
+	$(BIN)/python -m khib_build.cli.manual bash > dist/khib-build.bash
 
 # make install PREFIX=/usr DESTDIR=pkgroot: the wheel installed for $(PYTHON), in its
 # distribution layout (Debian: PREFIX/lib/python3/dist-packages; its scripts

@@ -30,7 +30,7 @@ from khib_build.fsutil import sha256_of, tree_digest
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import Recipe, recipe_files
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 2
 LIBC = "C library files"  # names, links, libraries: everything but the headers' content
 HEADER = "C library header "
 

@@ -4,14 +4,13 @@ khib-build writes them itself rather than through argparse-manpage and shtab: th
 package builds them with Debian 12's tools, whose argparse-manpage (1.2) has no extra
 sections and whose shtab (1.5) completes only the first verb.
 
-``python -m khib_build.reports.manual man|bash`` prints one of them.
+``python -m khib_build.cli.manual man|bash`` prints one of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 from khib_build import __version__
@@ -135,11 +134,3 @@ def bash_completion(parser: argparse.ArgumentParser) -> str:
 def flags_of(parser: argparse.ArgumentParser) -> list[str]:
     return [flag for action in parser._actions for flag in action.option_strings]
 
-
-if __name__ == "__main__":
-    from khib_build.cli import parser as cli_parser
-
-    kinds = {"man": man_page, "bash": bash_completion}
-    if sys.argv[1:] not in ([k] for k in kinds):
-        sys.exit(f"usage: python -m khib_build.reports.manual {'|'.join(kinds)}")
-    print(kinds[sys.argv[1]](cli_parser()), end="")

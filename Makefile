@@ -39,6 +39,12 @@ APT_DEB := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
 # newer linux-libc-dev) would change the C library headers under finished builds.
 APT_ALL := $(sort $(APT_BUILD) $(APT_KERNEL) $(APT_TEST) $(APT_PYTHON) $(APT_DEB) time)
 
+# Set-up (apt, the venv, pip) says what it does in a line and writes the tools' own
+# output to .setup.log; a failure shows the log's tail. `make V=1 ...` shows it all.
+SETUP_LOG := .setup.log
+QUIET := $(if $(V),,>> $(SETUP_LOG) 2>&1 || { tail -n 30 $(SETUP_LOG) >&2; \
+	echo "failed: see $(SETUP_LOG)" >&2; exit 1; })
+
 # Install the named Debian packages that are not installed yet.
 define apt_ensure
 	@missing=""; for p in $(1); do \
@@ -46,8 +52,8 @@ define apt_ensure
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
-		$(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+		{ $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+			$(SUDO) apt-get install -y -q --no-install-recommends $$missing; } $(QUIET); \
 	fi
 endef
 
@@ -60,29 +66,31 @@ setup: $(VENV)/.runtime
 setup-test: setup $(VENV)/.test
 
 # khib-build is installed editable with the venv's own setuptools (Debian 12's, as the
-# Debian package is built), and wheel for it; setuptools' note on editable installs is
-# left out. pip's own messages stay: -q keeps its warnings and errors.
-PIP_EDITABLE := PYTHONWARNINGS="ignore:::setuptools.command.editable_wheel" \
-	$(BIN)/pip install -q --no-build-isolation -e
+# Debian package is built), and wheel for it.
+PIP_EDITABLE := $(BIN)/pip install -q --no-build-isolation -e
 
 $(VENV)/bin/python:
 	$(call apt_ensure,python3 python3-venv)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip wheel
+	@echo "making the Python environment $(VENV) (log: $(SETUP_LOG))"
+	@$(PYTHON) -m venv $(VENV) $(QUIET)
+	@$(BIN)/python -m pip install -q --upgrade pip wheel $(QUIET)
 
 $(VENV)/.runtime: pyproject.toml $(VENV)/bin/python
-	$(PIP_EDITABLE) .
-	touch $@
+	@echo "installing khib-build and its dependencies into $(VENV)"
+	@$(PIP_EDITABLE) . $(QUIET)
+	@touch $@
 
 $(VENV)/.dist: pyproject.toml $(VENV)/.runtime
-	$(PIP_EDITABLE) '.[dist]'
-	touch $@
+	@echo "installing the packaging tools into $(VENV)"
+	@$(PIP_EDITABLE) '.[dist]' $(QUIET)
+	@touch $@
 
 # The test extras include the dist ones (test_packaging runs make install), so .dist is
 # fresh too: nothing reinstalls the package while the suite runs.
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime
-	$(PIP_EDITABLE) '.[test]'
-	touch $(VENV)/.dist $@
+	@echo "installing the test tools into $(VENV)"
+	@$(PIP_EDITABLE) '.[test]' $(QUIET)
+	@touch $(VENV)/.dist $@
 
 rootfs: setup
 	$(BIN)/khib-build rootfs -c $(CONFIG) -o $(OUTDIR)
@@ -136,7 +144,7 @@ clean:
 	rm -rf $(OUTDIR)
 
 distclean: clean
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(SETUP_LOG) build dist *.egg-info
 
 # The packing and saving benchmarks (bench/RESULTS.md records their figures); GNU time
 # measures.

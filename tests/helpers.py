@@ -475,3 +475,15 @@ def kernel_usr_tools() -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return home
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The files a clone would have (tracked, plus new files not ignored), nothing else."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, names):
+        source = REPO / os.fsdecode(name)
+        if source.exists() or source.is_symlink():
+            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / os.fsdecode(name), follow_symlinks=False)
+    return dest

@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, fresh_copy
 
 pytestmark = pytest.mark.slow
-
-
-def fresh_copy(dest: Path) -> Path:
-    """The files a clone would have (tracked, plus new files not ignored), nothing else."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, names):
-        source = REPO / os.fsdecode(name)
-        if source.exists() or source.is_symlink():
-            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / os.fsdecode(name), follow_symlinks=False)
-    return dest
 
 
 def test_make_rootfs_builds_and_reports_the_image(default_image: Path, tmp_path: Path) -> None:
@@ -39,6 +26,12 @@ def test_make_rootfs_builds_and_reports_the_image(default_image: Path, tmp_path:
     last = result.stdout.strip().splitlines()[-3:]
     assert re.fullmatch(rf"image: output/rootfs\.gz \({size} bytes, [0-9.]+ MiB\)", last[0])
     assert image.read_bytes() == default_image.read_bytes()
+    # Quiet: a line for each set-up step and the build's own lines; pip's output is in
+    # .setup.log.
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) < 60, "\n".join(lines)
+    assert "making the Python environment .venv (log: .setup.log)" in lines
+    assert (checkout / ".setup.log").is_file()
 
 
 def test_setup_installs_every_debian_package_before_any_build() -> None:

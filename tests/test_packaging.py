@@ -5,7 +5,6 @@ the Debian package builds with Debian's tools, passes lintian and builds the sam
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, make_tarball, write_sample
+from tests.helpers import REPO, fresh_copy, make_tarball, write_sample
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +32,8 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def source_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The checkout's files (tracked and new, nothing ignored) in a folder of their own,
-    as a packager unpacks them."""
-    tree = tmp_path_factory.mktemp("source") / "khib-build"
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=REPO, capture_output=True,
-                            check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, tree / name)
-    return tree
+    """The checkout's files in a folder of their own, as a packager unpacks them."""
+    return fresh_copy(tmp_path_factory.mktemp("source") / "khib-build")
 
 
 def test_sdist_and_wheel_carry_recipes_configs_and_overlays(dists: Path) -> None:

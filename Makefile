@@ -57,8 +57,8 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs kernel test check lint docs bench bench-rebuild clean distclean \
-	dist install
+.PHONY: setup setup-test rootfs kernel test check lint docs bench bench-rebuild bench-suite \
+	clean distclean dist install
 
 setup: $(VENV)/.runtime
 	$(call apt_ensure,$(APT_ALL))
@@ -155,6 +155,10 @@ bench: setup-test
 # The rebuild benchmark: no-op and incremental builds (bench/RESULTS.md).
 bench-rebuild: setup-test
 	$(BIN)/python bench/rebuild.py
+
+# The suite's cold build floor: everything make test builds, from an empty cache.
+bench-suite: setup-test
+	$(BIN)/python bench/suite.py
 
 # Regenerate the format reference and README's options table from the settings declarations.
 docs: setup

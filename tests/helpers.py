@@ -3,6 +3,7 @@ written as data, and where the user's cache is. Fixtures live in conftest.py alo
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import io
@@ -359,13 +360,15 @@ class Sample:
 
 
 def make_tarball(version: str = "1.0") -> bytes:
+    """The sample's source tarball, the same bytes on every call (gzip's header has no
+    time in it: two calls a second apart once gave two sha256s)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, data in (("hello.c", HELLO_C), ("Makefile", MAKEFILE)):
             info = tarfile.TarInfo(f"hello-{version}/{name}")
             info.size, info.mtime, info.mode = len(data), 1_000_000_000, 0o644
             tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), mtime=0)
 
 
 def write_sample(root: Path, urls: list[str], mirrors: list[str], arch: str = "i386") -> Sample:

@@ -11,7 +11,9 @@ from elftools.elf.elffile import ELFFile
 
 from tests.helpers import assert_ok, khib, write_recipe
 
-I386 = {"arch": "i386", "toolchain": {"cc": ["gcc", "-m32"], "ldflags": ["-m32"]}}
+# The default image's toolchain: with the user's cache, python3 is the default image's own.
+I386 = {"arch": "i386",
+        "toolchain": {"cc": ["gcc", "-m32"], "cflags": ["-Os", "-pipe"], "ldflags": ["-m32"]}}
 HELLO = '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n'
 
 

@@ -102,11 +102,12 @@ kernel: setup
 lint: setup-test
 	$(BIN)/ruff check .
 
-# Two workers, whole test files each (a file's fixtures are built once per run). Session
-# fixtures (images, kernels) are built per worker through the shared build cache: warm,
-# the second worker restores what the first built.
+# Two workers, whole test files each (a file's fixtures are built once per run), the
+# longest files first (tests/conftest.py orders them) so that both workers end together.
+# Session fixtures (images, kernels) are built per worker through the shared build cache:
+# one builds, the other waits for it and restores what it built.
 test: setup-test lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The fast subset while working: everything but the tests marked slow (QEMU boots, kernel
 # and scratch builds), under two minutes warm.

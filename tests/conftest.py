@@ -20,6 +20,21 @@ from tests.helpers import (
     khib,
 )
 
+# The test files that take longest (QEMU boots, a build from scratch), longest first:
+# `make test` hands files to its two workers in collection order, so these start first
+# and the short files fill the gaps at the end.
+LONGEST_FIRST = ("test_hibernate.py", "test_jump.py", "test_reproducible.py",
+                 "test_freepages.py", "test_kconfig.py", "test_packaging.py",
+                 "test_interrupts.py", "test_kernel.py", "test_boot.py", "test_engine.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, and among the rest, the usual order
+
 
 @pytest.fixture(scope="session")
 def default_image(tmp_path_factory: pytest.TempPathFactory) -> Path:

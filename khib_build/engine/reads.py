@@ -81,14 +81,18 @@ def watching(root: Path) -> Iterator[Reads]:
 
 
 def collect(fd: int, stop: int, folders: dict[int, str], reads: Reads) -> None:
-    """Read events until ``stop`` is readable, then drain what is left."""
-    while True:
-        ready, _, _ = select.select([fd, stop], [], [])
-        if fd in ready:
-            drain(fd, folders, reads)
-        if stop in ready:
-            drain(fd, folders, reads)
-            return
+    """Read events until ``stop`` is readable, then drain what is left; any failure
+    leaves the watch incomplete."""
+    try:
+        while True:
+            ready, _, _ = select.select([fd, stop], [], [])
+            if fd in ready:
+                drain(fd, folders, reads)
+            if stop in ready:
+                drain(fd, folders, reads)
+                return
+    except (OSError, ValueError, struct.error):
+        reads.complete = False
 
 
 def drain(fd: int, folders: dict[int, str], reads: Reads) -> None:

@@ -46,6 +46,7 @@ def main() -> None:
                         / "khib-build" / "dl", help="download dir with the sources")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="khib-suite-floor-"))
+    work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KHIB_CACHE_DIR": str(work / "cache"),
            "KHIB_DL_DIR": str(args.dl_dir)}
     total = 0.0

@@ -117,11 +117,11 @@ class Cache:
         if not self.enabled:
             return []
         try:
-            sets = json.loads(record.read_text())["sets"]
+            sets = header_sets(json.loads(record.read_text()))
             os.utime(record)
         except (OSError, ValueError, KeyError, TypeError):
             return []
-        return [[str(h) for h in s] for s in sets if isinstance(s, list)]
+        return sets
 
     def add_read_sets(self, name: str, recipe_key: str, sets: list[list[str]]) -> None:
         """Record header sets (newest first) beside those recorded, keeping the newest
@@ -279,6 +279,11 @@ class Cache:
             else:
                 busy.append(entry)
         return removed, busy
+
+
+def header_sets(record: Any) -> list[list[str]]:
+    """The header sets of a ``read.json`` (or its remote copy), as lists of names."""
+    return [[str(h) for h in s] for s in record["sets"] if isinstance(s, list)]
 
 
 def remove_entry(entry: Path) -> bool:

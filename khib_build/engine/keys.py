@@ -7,7 +7,7 @@ library's sysroot is keyed by the versions of its Debian packages.
 A package's key holds the C library by content, and only the headers its last build
 read (as ccache's direct mode does): its inputs without the C library make its *recipe
 key*, under which the cache keeps the header sets its builds read; each set, with the
-current content of those headers, gives a key to look for (:func:`libc_inputs`).  A new
+current content of those headers, gives a key to look for (:func:`package_key`).  A new
 Debian revision of the C library that changes no header a package reads leaves that
 package's key alone.
 """
@@ -84,11 +84,14 @@ def toolchain_inputs(config: ImageConfig) -> dict[str, str]:
     }
 
 
-def libc_inputs(libc: LibcFiles, headers: Iterable[str]) -> dict[str, str]:
-    """The C library as a package build saw it: everything but the headers, and the
-    content of the headers it read (a header since removed is "absent")."""
-    inputs = {LIBC: libc.rest}
-    return inputs | {HEADER + h: libc.headers.get(h, "absent") for h in sorted(headers)}
+def package_key(base: Mapping[str, str], libc: LibcFiles, headers: Iterable[str]
+                ) -> tuple[str, dict[str, str]]:
+    """A package's key and inputs: its recipe key's inputs (``base``) with the C library
+    as a build that read ``headers`` saw it: everything but the headers, and the content
+    of those headers (a header since removed is "absent")."""
+    inputs = {**base, LIBC: libc.rest}
+    inputs |= {HEADER + h: libc.headers.get(h, "absent") for h in sorted(headers)}
+    return key_of(inputs), inputs
 
 
 def headers_read(inputs: Mapping[str, str]) -> list[str]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from khib_build import cancel
-from khib_build.engine.cache import Cache
+from khib_build.engine.cache import Cache, header_sets
 from khib_build.errors import KhibError
 from khib_build.fsutil import CHUNK, sha256_of, walk
 from khib_build.report import say
@@ -101,8 +101,7 @@ class RemoteCache:
             if answer.status_code == 404:
                 return []
             answer.raise_for_status()
-            sets = answer.json()["sets"]
-            return [[str(h) for h in s] for s in sets if isinstance(s, list)]
+            return header_sets(answer.json())
         except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
             cancel.check()
             self.turn_off(name, "fetching the headers read by", exc)

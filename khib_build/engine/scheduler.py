@@ -2,7 +2,7 @@
 
 A package's key hashes every input of its build (see :func:`keys.package_inputs`), with
 the C library headers its build read (found through the header sets its recipe key has
-read before, :func:`keys.libc_inputs`), and the digests of its dependencies' installed
+read before, :func:`keys.package_key`), and the digests of its dependencies' installed
 trees, not their keys: a dependency
 rebuilt into the same bytes leaves its dependents' keys, and so their cache entries,
 valid (early cut-off).  Packages whose dependencies are done start at once, side by
@@ -28,8 +28,8 @@ from khib_build.engine.keys import (
     LibcFiles,
     headers_read,
     key_of,
-    libc_inputs,
     package_inputs,
+    package_key,
 )
 from khib_build.engine.outdir import OutputDir
 from khib_build.engine.reads import watching
@@ -199,8 +199,8 @@ class Engine:
         forced = recipe.name in self.force or not cache.enabled
         record = self.state.record(recipe.name)
         if not forced and record and staging.is_dir():
-            inputs = base | libc_inputs(self.libc, headers_read(record.get("inputs", {})))
-            if record.get("key") == key_of(inputs):
+            key, inputs = package_key(base, self.libc, headers_read(record.get("inputs", {})))
+            if record.get("key") == key:
                 return PackageResult(recipe, record["key"], record["output"], "up to date",
                                      staging, time.monotonic() - started, inputs)
         self.state.forget(recipe.name)
@@ -213,7 +213,7 @@ class Engine:
                     found = self.restore(recipe, base, recipe_key, staging, remote=False)
                 if found is None:
                     previous = (record or {}).get("inputs") or cache.latest_inputs(recipe.name)
-                    expected = base | libc_inputs(self.libc, headers_read(previous or {}))
+                    _, expected = package_key(base, self.libc, headers_read(previous or {}))
                     why = tuple(changes(previous, expected))
                     if recipe.name in self.force:
                         why = ("forced (rebuild)",)
@@ -234,15 +234,13 @@ class Engine:
         each header set its recipe key read before, with those headers' content now."""
         cache = self.settings.cache
         for headers in cache.read_sets(recipe.name, recipe_key):
-            inputs = base | libc_inputs(self.libc, headers)
-            key = key_of(inputs)
+            key, inputs = package_key(base, self.libc, headers)
             if (meta := cache.restore(recipe.name, key, staging)) is not None:
                 return "cached", key, inputs, meta
         if not remote or self.remote is None:
             return None
         for headers in self.remote.download_reads(recipe.name, recipe_key):
-            inputs = base | libc_inputs(self.libc, headers)
-            key = key_of(inputs)
+            key, inputs = package_key(base, self.libc, headers)
             if self.remote.download(recipe.name, key):
                 with cache.building(recipe.name, recipe_key):
                     cache.add_read_sets(recipe.name, recipe_key, [headers])
@@ -264,8 +262,7 @@ class Engine:
         opened = {HEADERS + path for path in reads.paths} if reads.complete else set(
             self.libc.headers)
         headers = sorted(opened & self.libc.headers.keys())
-        inputs = base | libc_inputs(self.libc, headers)
-        key = key_of(inputs)
+        key, inputs = package_key(base, self.libc, headers)
         report.step(recipe.name, recipe.version, "storing in the build cache")
         started = time.monotonic()
         cache = self.settings.cache
@@ -304,14 +301,10 @@ def survey(recipes: dict[str, Recipe], settings: BuildSettings, toolchain: dict[
                               outputs)
         record = state.record(name)
         previous = (record or {}).get("inputs") or settings.cache.latest_inputs(name)
-        header_sets = [headers_read(previous or {}),
-                       *settings.cache.read_sets(name, key_of(base))]
-        expected = base | libc_inputs(libc, header_sets[0])
-        found[name] = Survey("never built" if previous is None else "stale",
-                             key_of(expected), expected)
-        for headers in header_sets:
-            inputs = base | libc_inputs(libc, headers)
-            key = key_of(inputs)
+        candidates = [package_key(base, libc, headers) for headers in
+                      [headers_read(previous or {}), *settings.cache.read_sets(name, key_of(base))]]
+        found[name] = Survey("never built" if previous is None else "stale", *candidates[0])
+        for key, inputs in candidates:
             if record and record.get("key") == key and settings.out.staging(name).is_dir():
                 found[name] = Survey("up to date", key, inputs, record["output"])
                 break

@@ -188,15 +188,16 @@ def loads_of(data: bytes) -> list[Load]:
 def reseal(image: Path, key: bytes | None = None) -> None:
     """Recompute every CRC-32 and the SHA-256 seal after a change (and the HMAC with
     ``key``): without it, what someone who can write the disk but has no key can do."""
-    data = bytearray(image.read_bytes())
+    original = image.read_bytes()
     segments, records = loads(image)
-    found = notes(bytes(data))
+    found = notes(original)
     desc = bytearray(found[SEGMENTS])
     for index, (load, record) in enumerate(zip(segments, records, strict=True)):
         if load.filesz:
-            crc = zlib.crc32(unpacked(bytes(data), load))
+            crc = zlib.crc32(unpacked(original, load))
             struct.pack_into("<QQII", desc, 24 * index, *record[:2], crc, record[3])
-    message = sealed_message(bytes(data), bytes(desc))
+    message = sealed_message(original, bytes(desc))
+    data = bytearray(original)
     size, keyed, _, mac = struct.unpack_from("<QQ32s32s", found[SEAL])
     if key:  # without the key, the HMAC (and the flag) stay as they were
         keyed, mac = 1, hmac.new(key, message, "sha256").digest()
@@ -204,7 +205,7 @@ def reseal(image: Path, key: bytes | None = None) -> None:
     for old, new in ((found[SEGMENTS], desc), (found[SEAL], seal)):
         at = data.rindex(old)
         data[at:at + len(new)] = new
-    image.write_bytes(bytes(data))
+    image.write_bytes(data)
 
 HEADER = re.compile(rb"070701([0-9A-F]{8}){13}")
 

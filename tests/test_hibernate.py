@@ -80,9 +80,10 @@ def test_hibernate_power_off_and_resume(target: Target, tmp_path: Path) -> None:
     # (a) data changed and every CRC-32 and the SHA-256 seal recomputed: the HMAC fails;
     changed = tmp_path / "changed.img"
     shutil.copyfile(vda, changed)
-    data = bytearray(changed.read_bytes())
-    at = next(b[0] for s in loads(changed)[0] if s.filesz for b in blocks(bytes(data), s)
+    saved = changed.read_bytes()
+    at = next(b[0] for s in loads(changed)[0] if s.filesz for b in blocks(saved, s)
               if b[2])  # a block kept as it is (random data)
+    data = bytearray(saved)
     data[at + 1000] ^= 0x01
     changed.write_bytes(bytes(data))
     reseal(changed)

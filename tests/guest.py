@@ -53,32 +53,51 @@ def disk(path: Path, mib: int) -> Path:
     return path
 
 
-# A process holding 32 MiB of random data; on SIGUSR1 it hashes them again.
+# A process holding 32 MiB of random data. On SIGUSR1 it hashes them again, then runs
+# pinned to CPU 1 and tells the CPU it ran on through a FIFO, which A's shell reads (no
+# Python start and no sleep per check).
 HOLDER_PY = """import hashlib, os, signal
 data = bytearray(os.urandom(32 << 20))
 print("HOLDER start", hashlib.sha256(data).hexdigest(), flush=True)
-signal.signal(signal.SIGUSR1,
-              lambda *_: print("HOLDER again", hashlib.sha256(data).hexdigest(), flush=True))
+everywhere = os.sched_getaffinity(0)
+
+def tell(text):
+    with open("/tmp/holder.fifo", "w") as fifo:
+        fifo.write(text + "\\n")
+
+def again(*_):
+    print("HOLDER again", hashlib.sha256(data).hexdigest(), flush=True)
+    try:
+        os.sched_setaffinity(0, {1})
+        sum(range(10 ** 5))
+        cpu = open("/proc/self/stat").read().split()[38]
+        os.sched_setaffinity(0, everywhere)
+    except OSError as error:
+        cpu = str(error).replace(" ", "_")
+    tell(cpu)
+
+signal.signal(signal.SIGUSR1, again)
+tell("ready")
 while True:
     signal.pause()
 """
 
 # A's workload and its check after each return: the tmpfs file's hash, the holder's own
-# re-hash, the CPUs online, and the kernel log's complaints.
+# re-hash, the CPUs online, the CPU the holder ran on pinned to CPU 1, and the kernel
+# log's complaints.
 A_PRELUDE = """#!/bin/sh
 token=@TOKEN@
 dd if=/dev/urandom of=/tmp/blob bs=1M count=64 2>/dev/null
 echo "BLOB start $(sha256sum /tmp/blob | cut -d ' ' -f 1)"
+mkfifo /tmp/holder.fifo
 python3 /boot/holder.py & holder=$!
-sleep 5
+read -r ready < /tmp/holder.fifo
 echo "A-UPTIME before $(cut -d ' ' -f 1 /proc/uptime) $(cat /proc/sys/kernel/random/boot_id)"
 echo "A-IOMEM"; grep 'System RAM' /proc/iomem | grep -v '^ '; echo "A-IOMEM-END"
 check() {
     echo "BLOB $1 $(sha256sum /tmp/blob | cut -d ' ' -f 1)"
-    kill -USR1 $holder; sleep 2
-    pinned=$(python3 -c 'import os; os.sched_setaffinity(0, {1}); sum(range(10 ** 6)); \
-print(open("/proc/self/stat").read().split()[38])' 2>&1 | tail -n 1 | tr ' ' _)
-    echo "A-STATE $1 cpus=$(cat /sys/devices/system/cpu/online) pinned=$pinned \
+    kill -USR1 $holder; read -r pinned < /tmp/holder.fifo
+    echo "A-STATE $1 cpus=$(cat /sys/devices/system/cpu/online) pinned=$pinned \\
 token=$token complaints=$(dmesg | grep -c -E 'BUG|Oops|WARNING|Call Trace')"
 }
 jump() {

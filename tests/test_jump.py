@@ -138,7 +138,7 @@ def test_round_trips_keep_all_of_a(target: Target, tmp_path: Path) -> None:
     # B saved A, damaged all of it in A's memory, saw the damage, restored it.
     assert re.search(r"B-MARKER kexec_jump_back_entry=0x[0-9a-f]+", console), tail
     damaged = re.search(r"B damaged (\d+) MiB", console)
-    assert damaged and int(damaged[1]) > 300, tail
+    assert damaged, tail
     differs = re.search(r"B-VERIFY result=1 differs=(\d+)", console)
     assert differs and int(differs[1]) > 0, tail
     assert "segments written and verified" in console, tail
@@ -146,6 +146,7 @@ def test_round_trips_keep_all_of_a(target: Target, tmp_path: Path) -> None:
     # The image covers every page of A's System RAM but B's own: 4 KiB-640 KiB and the
     # window (docs/jump.md); A's 1-16 MiB included.
     segments, _ = loads(tmp_path / "vda.img")
+    assert int(damaged[1]) == sum(s.memsz for s in segments) >> 20  # B damaged all of it
     start, size = (int(part[:-1]) << 20 for part in WINDOW.split(":"))
     expected = without(a_ram(console), [(0x1000, 0xA0000), (start, start + size)])
     assert covered([(s.paddr, s.paddr + s.memsz) for s in segments]) == expected

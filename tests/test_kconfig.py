@@ -3,6 +3,7 @@ them, and kconfiglib reads the tree exactly as the kernel's own tools do."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,19 @@ def kconfig(tmp_path: Path, arch: str, *extra: object) -> tuple[int, str, Path]:
     return result.returncode, result.stdout, tmp_path / f"kconfig-{arch}"
 
 
+@pytest.fixture(scope="module")
+def tinyconfig(tmp_path_factory: pytest.TempPathFactory
+               ) -> Callable[[str], tuple[int, str, Path]]:
+    """``kconfig`` on tinyconfig with the fragment alone, run once per arch for the module."""
+    runs: dict[str, tuple[int, str, Path]] = {}
+
+    def run(arch: str) -> tuple[int, str, Path]:
+        if arch not in runs:
+            runs[arch] = kconfig(tmp_path_factory.mktemp(f"tinyconfig-{arch}"), arch)
+        return runs[arch]
+    return run
+
+
 def reported(stdout: str) -> dict[str, str]:
     """Each not-landed symbol with its reason."""
     found = {}
@@ -40,8 +54,8 @@ def reported(stdout: str) -> dict[str, str]:
 
 
 def test_i386_tinyconfig_loses_four_requests_and_resolve_brings_them_back(
-        tmp_path: Path) -> None:
-    status, stdout, work = kconfig(tmp_path, "i386")
+        tinyconfig: Callable[[str], tuple[int, str, Path]], tmp_path: Path) -> None:
+    status, stdout, work = tinyconfig("i386")
     assert status == 1
     reasons = reported(stdout)
     assert set(reasons) == {"CRASH_DUMP", "PROC_VMCORE", "PM_SLEEP", "KEXEC_JUMP"}
@@ -66,8 +80,9 @@ def test_i386_tinyconfig_loses_four_requests_and_resolve_brings_them_back(
     assert resolved.get("NOHIGHMEM", "n") == "n"
 
 
-def test_x86_64_tinyconfig_loses_another_set(tmp_path: Path) -> None:
-    status, stdout, work = kconfig(tmp_path, "x86_64")
+def test_x86_64_tinyconfig_loses_another_set(
+        tinyconfig: Callable[[str], tuple[int, str, Path]], tmp_path: Path) -> None:
+    status, stdout, work = tinyconfig("x86_64")
     assert status == 1
     merged = read_config(work / "merged" / ".config")
     lost = {s for s in FRAGMENT if merged.get(s, "n") != "y"}
@@ -82,12 +97,12 @@ def test_x86_64_tinyconfig_loses_another_set(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("arch", ["i386", "x86_64"])
-def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(arch: str, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(
+        arch: str, tinyconfig: Callable[[str], tuple[int, str, Path]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Every symbol kconfiglib computes from base + fragment equals what merge_config.sh
     and olddefconfig wrote."""
-    _, _, work = kconfig(tmp_path, arch)
+    _, _, work = tinyconfig(arch)
     source = kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
                            Cache(run_options().cache_dir.resolve()))
     for name, value in kconfig_env(source.tree, arch).items():

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,9 @@ from tests.helpers import (
 )
 
 # The test files that take longest (QEMU boots, a build from scratch), longest first:
-# `make test` hands files to its two workers in collection order, so these start first
-# and the short files fill the gaps at the end.
-LONGEST_FIRST = ("test_hibernate.py", "test_jump.py", "test_reproducible.py",
+# `make test` hands files to its workers in collection order, so these start first and
+# the short files fill the gaps at the end.
+LONGEST_FIRST = ("test_jump.py", "test_hibernate.py", "test_reproducible.py",
                  "test_freepages.py", "test_kconfig.py", "test_packaging.py",
                  "test_interrupts.py", "test_kernel.py", "test_boot.py", "test_engine.py")
 
@@ -36,12 +38,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: within a file, and among the rest, the usual order
 
 
+def built_once(factory: pytest.TempPathFactory, name: str,
+               build: Callable[[Path], None]) -> Path:
+    """The folder ``name``, made by ``build`` once per run: pytest-xdist's workers share
+    it (the first builds it under a lock; the others wait, then read it). Tests only read
+    these folders."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's temp dir, above each worker's own
+    folder = base / name
+    with (base / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+def built_image(factory: pytest.TempPathFactory, name: str, config: Path) -> Path:
+    """The rootfs.gz `khib-build rootfs` builds for ``config`` (through the user's cache)."""
+    def build(outdir: Path) -> None:
+        assert_ok(khib("rootfs", "-c", config, "-o", outdir))
+    return built_once(factory, name, build) / "rootfs.gz"
+
+
 @pytest.fixture(scope="session")
 def default_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default i386 image, built once per run (through the user's build cache)."""
-    outdir = tmp_path_factory.mktemp("default-image")
-    assert_ok(khib("rootfs", "-c", DEFAULT_CONFIG, "-o", outdir))
-    return outdir / "rootfs.gz"
+    """The default i386 image, built once per run."""
+    return built_image(tmp_path_factory, "default-image", DEFAULT_CONFIG)
 
 @pytest.fixture(scope="session")
 def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -69,35 +95,33 @@ def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cached
 
 
-def built_kernel(factory: pytest.TempPathFactory, config: Path) -> Path:
+def built_kernel(factory: pytest.TempPathFactory, name: str, config: Path) -> Path:
     """The bzImage `khib-build kernel` builds for ``config`` (through the user's cache)."""
-    outdir = factory.mktemp("kernel")
-    assert_ok(khib("kernel", "-c", config, "-o", outdir, timeout=3600))
-    return outdir / "bzImage"
+    def build(outdir: Path) -> None:
+        assert_ok(khib("kernel", "-c", config, "-o", outdir, timeout=3600))
+    return built_once(factory, name, build) / "bzImage"
 
 
 @pytest.fixture(scope="session")
 def kernel_i386(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return built_kernel(tmp_path_factory, DEFAULT_CONFIG)
+    return built_kernel(tmp_path_factory, "kernel-i386", DEFAULT_CONFIG)
 
 
 @pytest.fixture(scope="session")
 def kernel_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return built_kernel(tmp_path_factory, X86_64_CONFIG)
+    return built_kernel(tmp_path_factory, "kernel-x86_64", X86_64_CONFIG)
 
 
 @pytest.fixture(scope="session")
 def image_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default x86_64 image, built once per run."""
-    outdir = tmp_path_factory.mktemp("image-x86_64")
-    assert_ok(khib("rootfs", "-c", X86_64_CONFIG, "-o", outdir))
-    return outdir / "rootfs.gz"
+    return built_image(tmp_path_factory, "image-x86_64", X86_64_CONFIG)
 
 
 @pytest.fixture(scope="session")
 def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The C core built for the host from recipes/khib-core/src (warnings are errors)."""
-    build = tmp_path_factory.mktemp("core")
-    shutil.copytree(REPO / "recipes" / "khib-core" / "src", build, dirs_exist_ok=True)
-    subprocess.run(["make", "-s", "CC=gcc"], cwd=build, check=True)
-    return build
+    def build(folder: Path) -> None:
+        shutil.copytree(REPO / "recipes" / "khib-core" / "src", folder, dirs_exist_ok=True)
+        subprocess.run(["make", "-s", "CC=gcc"], cwd=folder, check=True)
+    return built_once(tmp_path_factory, "core", build)

@@ -34,8 +34,17 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow  # they read the built default image
 
 
-def test_show_info_json_follows_its_schema(default_image: Path) -> None:
-    result = khib("show-info", "-c", DEFAULT_CONFIG, "-o", default_image.parent, "--json")
+@pytest.fixture(scope="module")
+def own_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default image in an output dir of this module's own: these tests write there
+    (legal-info, size-report, a rebuild), which the run's shared image dir must not get."""
+    outdir = tmp_path_factory.mktemp("info-image")
+    assert_ok(khib("rootfs", "-c", DEFAULT_CONFIG, "-o", outdir))
+    return outdir / "rootfs.gz"
+
+
+def test_show_info_json_follows_its_schema(own_image: Path) -> None:
+    result = khib("show-info", "-c", DEFAULT_CONFIG, "-o", own_image.parent, "--json")
     assert_ok(result)
     found = json.loads(result.stdout)
     schema = json.loads((REPO / "docs" / "show-info.schema.json").read_text())
@@ -45,7 +54,7 @@ def test_show_info_json_follows_its_schema(default_image: Path) -> None:
     packages = {p["name"]: p for p in found["packages"]}
     assert list(packages) == found["image"]["packages"]  # build order, here as configured
     assert {p["cache_status"] for p in packages.values()} == {"up to date"}
-    manifest = json.loads((default_image.parent / "manifest.json").read_text())
+    manifest = json.loads((own_image.parent / "manifest.json").read_text())
     assert {p["name"]: p["cache_key"] for p in manifest["packages"]} == {
         name: p["cache_key"] for name, p in packages.items()}
     assert packages["busybox"]["source"]["sha256"] == manifest["packages"][0]["source"]["sha256"]
@@ -54,8 +63,8 @@ def test_show_info_json_follows_its_schema(default_image: Path) -> None:
 
 
 def test_legal_info_writes_a_valid_spdx_document_and_the_license_texts(
-        default_image: Path, tmp_path: Path) -> None:
-    outdir = default_image.parent
+        own_image: Path, tmp_path: Path) -> None:
+    outdir = own_image.parent
     assert_ok(khib("legal-info", "-c", DEFAULT_CONFIG, "-o", outdir))
     folder = outdir / "legal-info"
     document = parse_file(str(folder / "sbom.spdx.json"))
@@ -101,16 +110,16 @@ def test_legal_info_writes_a_valid_spdx_document_and_the_license_texts(
     assert (folder / "sbom.spdx.json").read_bytes() == first
 
 
-def test_size_report_accounts_for_every_byte_of_the_image(default_image: Path) -> None:
-    outdir = default_image.parent
+def test_size_report_accounts_for_every_byte_of_the_image(own_image: Path) -> None:
+    outdir = own_image.parent
     result = khib("size-report", "-c", DEFAULT_CONFIG, "-o", outdir, "--json", "--files")
     assert_ok(result)
     found = json.loads(result.stdout)
-    unpacked = len(gzip.decompress(default_image.read_bytes()))
+    unpacked = len(gzip.decompress(own_image.read_bytes()))
     assert found["uncompressed_size"] == unpacked
     assert sum(p["size"] for p in found["packages"]) == unpacked
     assert sum(f["size"] for f in found["files"]) == unpacked
-    assert found["compressed_size"] == default_image.stat().st_size
+    assert found["compressed_size"] == own_image.stat().st_size
     assert abs(sum(p["compressed"] for p in found["packages"]) - found["compressed_size"]) < 16
     owners = {f["path"]: f["owner"] for f in found["files"]}
     assert owners["usr/sbin/kexec"] == "kexec-tools"
@@ -124,10 +133,10 @@ def test_size_report_accounts_for_every_byte_of_the_image(default_image: Path) -
     assert chart.read_bytes().startswith(b"<?xml") and b"python3" in chart.read_bytes()
 
 
-def test_rootfs_piped_prints_no_escape_codes(default_image: Path) -> None:
+def test_rootfs_piped_prints_no_escape_codes(own_image: Path) -> None:
     """Output to a pipe (as in CI logs) is plain lines: no colour, no cursor movement."""
     for args in ((), ("--json",)):
-        result = khib("rootfs", "-c", DEFAULT_CONFIG, "-o", default_image.parent, *args)
+        result = khib("rootfs", "-c", DEFAULT_CONFIG, "-o", own_image.parent, *args)
         assert_ok(result)
         assert "\x1b" not in result.stdout + result.stderr and "\r" not in result.stderr
     assert json.loads(result.stdout)["sha256"]  # --json: one summary object
@@ -154,8 +163,8 @@ def run_in_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 
 def test_a_terminal_gets_progress_bars_and_no_color_drops_their_colour(
-        default_image: Path) -> None:
-    argv = khib_argv("rebuild", "khib-core", "-c", DEFAULT_CONFIG, "-o", default_image.parent)
+        own_image: Path) -> None:
+    argv = khib_argv("rebuild", "khib-core", "-c", DEFAULT_CONFIG, "-o", own_image.parent)
     status, shown = run_in_terminal(argv, dict(os.environ))
     assert status == 0, shown[-3000:]
     assert re.search(r"packages .*\d/6", shown)  # the packages' bar, counting
@@ -171,7 +180,7 @@ def test_a_terminal_gets_progress_bars_and_no_color_drops_their_colour(
 
 
 def test_fetch_all_fills_the_download_dir_with_every_recipes_source(
-        default_image: Path, tmp_path: Path) -> None:
+        own_image: Path, tmp_path: Path) -> None:
     """--all takes every recipe on the search path, also those the image leaves out."""
 
     mirror = tmp_path / "mirror"

@@ -69,6 +69,7 @@ def default_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default i386 image, built once per run."""
     return built_image(tmp_path_factory, "default-image", DEFAULT_CONFIG)
 
+
 @pytest.fixture(scope="session")
 def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Debian's current amd64 kernel image, as linux-image-amd64 names it (cached)."""

@@ -31,7 +31,7 @@ from tests.helpers import (
     write_recipe,
 )
 
-pytestmark = pytest.mark.slow  # they read the built default image
+pytestmark = pytest.mark.slow  # they build and read the default image
 
 
 @pytest.fixture(scope="module")

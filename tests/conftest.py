@@ -57,17 +57,20 @@ def built_once(factory: pytest.TempPathFactory, name: str,
     return folder
 
 
-def built_image(factory: pytest.TempPathFactory, name: str, config: Path) -> Path:
-    """The rootfs.gz `khib-build rootfs` builds for ``config`` (through the user's cache)."""
+def built_output(factory: pytest.TempPathFactory, name: str, verb: str, config: Path,
+                 output: str) -> Path:
+    """The file ``output`` that `khib-build VERB` writes for ``config`` (through the user's
+    build cache), built once per run into the folder ``name``."""
     def build(outdir: Path) -> None:
-        assert_ok(khib("rootfs", "-c", config, "-o", outdir))
-    return built_once(factory, name, build) / "rootfs.gz"
+        assert_ok(khib(verb, "-c", config, "-o", outdir, timeout=3600))
+    return built_once(factory, name, build) / output
 
 
 @pytest.fixture(scope="session")
 def default_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default i386 image, built once per run."""
-    return built_image(tmp_path_factory, "default-image", DEFAULT_CONFIG)
+    return built_output(tmp_path_factory, "default-image", "rootfs", DEFAULT_CONFIG,
+                        "rootfs.gz")
 
 
 @pytest.fixture(scope="session")
@@ -96,27 +99,20 @@ def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cached
 
 
-def built_kernel(factory: pytest.TempPathFactory, name: str, config: Path) -> Path:
-    """The bzImage `khib-build kernel` builds for ``config`` (through the user's cache)."""
-    def build(outdir: Path) -> None:
-        assert_ok(khib("kernel", "-c", config, "-o", outdir, timeout=3600))
-    return built_once(factory, name, build) / "bzImage"
-
-
 @pytest.fixture(scope="session")
 def kernel_i386(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return built_kernel(tmp_path_factory, "kernel-i386", DEFAULT_CONFIG)
+    return built_output(tmp_path_factory, "kernel-i386", "kernel", DEFAULT_CONFIG, "bzImage")
 
 
 @pytest.fixture(scope="session")
 def kernel_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return built_kernel(tmp_path_factory, "kernel-x86_64", X86_64_CONFIG)
+    return built_output(tmp_path_factory, "kernel-x86_64", "kernel", X86_64_CONFIG, "bzImage")
 
 
 @pytest.fixture(scope="session")
 def image_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default x86_64 image, built once per run."""
-    return built_image(tmp_path_factory, "image-x86_64", X86_64_CONFIG)
+    return built_output(tmp_path_factory, "image-x86_64", "rootfs", X86_64_CONFIG, "rootfs.gz")
 
 
 @pytest.fixture(scope="session")

@@ -118,9 +118,10 @@ def notes(data: bytes) -> dict[int | str, bytes]:
     return found
 
 
-def loads(image: Path) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
-    """The image's memory segments and its records: (paddr, memsz, crc32, kind)."""
-    data = image.read_bytes()
+def loads(image: Path | bytes) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
+    """The image's memory segments and its records: (paddr, memsz, crc32, kind); from the
+    file, or from its bytes already read."""
+    data = image if isinstance(image, bytes) else image.read_bytes()
     assert data[:4] == b"\x7fELF" and data[4] == 2  # ELF64, complete
     assert struct.unpack_from("<H", data, 16)[0] == 4  # ET_CORE
     desc = notes(data)[SEGMENTS]
@@ -189,7 +190,7 @@ def reseal(image: Path, key: bytes | None = None) -> None:
     """Recompute every CRC-32 and the SHA-256 seal after a change (and the HMAC with
     ``key``): without it, what someone who can write the disk but has no key can do."""
     original = image.read_bytes()
-    segments, records = loads(image)
+    segments, records = loads(original)
     found = notes(original)
     desc = bytearray(found[SEGMENTS])
     for index, (load, record) in enumerate(zip(segments, records, strict=True)):

@@ -81,11 +81,11 @@ def test_hibernate_power_off_and_resume(target: Target, tmp_path: Path) -> None:
     changed = tmp_path / "changed.img"
     shutil.copyfile(vda, changed)
     saved = changed.read_bytes()
-    at = next(b[0] for s in loads(changed)[0] if s.filesz for b in blocks(saved, s)
+    at = next(b[0] for s in loads(saved)[0] if s.filesz for b in blocks(saved, s)
               if b[2])  # a block kept as it is (random data)
     data = bytearray(saved)
     data[at + 1000] ^= 0x01
-    changed.write_bytes(bytes(data))
+    changed.write_bytes(data)
     reseal(changed)
     refused = resume_boot(target, keyed, changed)
     assert "khib: not resuming: /dev/vda: the image fails its HMAC" in refused, refused[-4000:]

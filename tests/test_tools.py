@@ -123,3 +123,18 @@ def test_the_status_page_has_a_physical_address(tmp_path: Path) -> None:
     first = status.mapped_pages(tmp_path / "probe")[1]
     outside = status.StatusPage(avoid=(min(first), max(first) + 4096), folder=tmp_path)
     assert not min(first) <= outside.address <= max(first)
+
+
+def test_info_into_a_pipe_closed_early_says_nothing(core: Path, tmp_path: Path) -> None:
+    """``khib info IMAGE | head -n 1``: one line out, no complaint about the pipe."""
+    memory(tmp_path / "mem", 4 << 20)
+    (tmp_path / "ranges").write_text("00000000-003fffff\n")
+    subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                    tmp_path / "ranges", "-o", tmp_path / "image"], check=True,
+                   capture_output=True)
+    khib = f"{sys.executable} -c 'import sys; from khib_tools.cli import main; sys.exit(main())'"
+    result = subprocess.run(f"{khib} info {tmp_path / 'image'} | head -c 1", shell=True,
+                            capture_output=True, text=True, check=False,
+                            env={"PYTHONPATH": str(REPO / "recipes" / "khib-tools" / "src")})
+    assert result.stdout == str(tmp_path / "image")[0]
+    assert result.stderr == ""

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PAGE = 4096
 MAGIC = b"KHIBBOOT"
@@ -25,8 +25,7 @@ class NoBootArea(Exception):
     """The device holds no usable boot area: the message says why."""
 
 
-@dataclass(frozen=True)
-class BootArea:
+class BootArea(NamedTuple):
     kernel: bytes
     initrd: bytes
     cmdline: str  # the confinement B ran with, without its console= arguments

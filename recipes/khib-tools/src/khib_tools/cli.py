@@ -488,7 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(handler=info)
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args))
+        status = int(args.handler(args))
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:  # the reader left early (khib info | head): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (Failure, OSError) as exc:
         print(f"khib: {exc}", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import struct
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 ELF_MAGIC = b"\x7fELF"
 USED_MAGIC = b"KUSD"  # left by a resume: the same image is never resumed twice
@@ -21,8 +21,7 @@ class NoImage(Exception):
     """There is no complete, unused image: the message says which."""
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     paddr: int
     memsz: int
     kind: str  # data (stored), zero or free (recorded)
@@ -30,18 +29,16 @@ class Segment:
     filesz: int  # the bytes a data run takes in the image
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """What khib-save found of the old kernel: its free pages, counted two ways."""
     free_recorded: int = 0
     free_counted: int = 0
     kernel_count: int = 0
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(NamedTuple):
     segments: list[Segment]
-    meta: dict[str, object] = field(default_factory=dict)
+    meta: dict[str, object]
     size: int = 0  # bytes on the disk, from the seal
     keyed: bool = False
     layout: Layout = Layout()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import secrets
 from pathlib import Path
 
 PAGE = 4096
@@ -30,7 +29,7 @@ class StatusPage:
         The page allocator hands out pages from one free block after another, and the
         block it is at may lie in the window: chunks are mapped until one holds a page
         outside it; that chunk is kept, the others are freed."""
-        self.nonce = secrets.token_hex(8)
+        self.nonce = os.urandom(8).hex()
         rejected = []
         for attempt in range(LIMIT // (CHUNK * PAGE)):
             chunk, addresses = mapped_pages(folder / f"khib-status-{self.nonce}-{attempt}")

@@ -58,7 +58,7 @@ def disk(path: Path, mib: int) -> Path:
 # Python start and no sleep per check).
 HOLDER_PY = """import hashlib, os, signal
 data = bytearray(os.urandom(32 << 20))
-print("HOLDER start", hashlib.sha256(data).hexdigest(), flush=True)
+print("HOLDER start", hashlib.md5(data).hexdigest(), flush=True)
 everywhere = os.sched_getaffinity(0)
 
 def tell(text):
@@ -66,7 +66,7 @@ def tell(text):
         fifo.write(text + "\\n")
 
 def again(*_):
-    print("HOLDER again", hashlib.sha256(data).hexdigest(), flush=True)
+    print("HOLDER again", hashlib.md5(data).hexdigest(), flush=True)
     try:
         os.sched_setaffinity(0, {1})
         sum(range(10 ** 5))
@@ -84,18 +84,19 @@ while True:
 
 # A's workload and its check after each return: the tmpfs file's hash, the holder's own
 # re-hash, the CPUs online, the CPU the holder ran on pinned to CPU 1, and the kernel
-# log's complaints.
+# log's complaints. MD5, not SHA-256: nothing here is adversarial, and under TCG it
+# takes half the time (1.3 s for the file on i386, 2.5 s with sha256sum).
 A_PRELUDE = """#!/bin/sh
 token=@TOKEN@
 dd if=/dev/urandom of=/tmp/blob bs=1M count=64 2>/dev/null
-echo "BLOB start $(sha256sum /tmp/blob | cut -d ' ' -f 1)"
+echo "BLOB start $(md5sum /tmp/blob | cut -d ' ' -f 1)"
 mkfifo /tmp/holder.fifo
 python3 /boot/holder.py & holder=$!
 read -r ready < /tmp/holder.fifo
 echo "A-UPTIME before $(cut -d ' ' -f 1 /proc/uptime) $(cat /proc/sys/kernel/random/boot_id)"
 echo "A-IOMEM"; grep 'System RAM' /proc/iomem | grep -v '^ '; echo "A-IOMEM-END"
 check() {
-    echo "BLOB $1 $(sha256sum /tmp/blob | cut -d ' ' -f 1)"
+    echo "BLOB $1 $(md5sum /tmp/blob | cut -d ' ' -f 1)"
     kill -USR1 $holder; read -r pinned < /tmp/holder.fifo
     echo "A-STATE $1 cpus=$(cat /sys/devices/system/cpu/online) pinned=$pinned \\
 token=$token complaints=$(dmesg | grep -c -E 'BUG|Oops|WARNING|Call Trace')"
@@ -125,8 +126,8 @@ def a_initrd(target: Target, root: Path, script: str, b_files: dict[str, bytes])
 def states(console: str) -> dict[str, tuple[str, str, str, str, int]]:
     """Each check A printed: label -> (blob hash, holder hash, CPUs online, the CPU a task
     pinned to CPU 1 ran on, complaints)."""
-    blobs = dict(re.findall(r"BLOB (\S+) ([0-9a-f]{64})", console))
-    holders = re.findall(r"HOLDER (?:start|again) ([0-9a-f]{64})", console)
+    blobs = dict(re.findall(r"BLOB (\S+) ([0-9a-f]{32})", console))
+    holders = re.findall(r"HOLDER (?:start|again) ([0-9a-f]{32})", console)
     found = {}
     for index, match in enumerate(re.finditer(
             r"A-STATE (\S+) cpus=(\S+) pinned=(\S+) token=\S+ complaints=(\d+)", console)):
@@ -139,8 +140,8 @@ def states(console: str) -> dict[str, tuple[str, str, str, str, int]]:
 def assert_a_intact(console: str, labels: list[str]) -> None:
     """After every return A's file and process hash as before, all CPUs are online (a task
     pinned to the second runs there), A's kernel log is clean."""
-    blob_start = re.search(r"BLOB start ([0-9a-f]{64})", console)
-    holder_start = re.search(r"HOLDER start ([0-9a-f]{64})", console)
+    blob_start = re.search(r"BLOB start ([0-9a-f]{32})", console)
+    holder_start = re.search(r"HOLDER start ([0-9a-f]{32})", console)
     assert blob_start and holder_start, console[-4000:]
     found = states(console)
     for label in labels:

@@ -3,6 +3,7 @@ them, and kconfiglib reads the tree exactly as the kernel's own tools do."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,10 +120,20 @@ def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(
 
 
 def test_the_image_fragment_lands_on_tinyconfig_for_both_arches(tmp_path: Path) -> None:
+    """... and the tree's config programs, compiled by the first run, serve the second."""
+    source = kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
+                           Cache(run_options().cache_dir.resolve()))
+    assert source.kconfig_tools is not None
+    shutil.rmtree(source.kconfig_tools, ignore_errors=True)
+    compiled = []
     for arch in ("i386", "x86_64"):
         result = khib("kconfig", "-c", DEFAULT_CONFIG, "--arch", arch, "-o", tmp_path)
         assert_ok(result)
         assert "requested symbols landed (tinyconfig, " + arch in result.stdout
+        log = (tmp_path / f"kconfig-{arch}" / "kconfig.log").read_text()
+        compiled.append("HOSTCC  scripts/kconfig/conf.o" in log)
+    assert compiled == [True, False]
+    assert (source.kconfig_tools / "kconfig" / "conf").is_file()
 
 
 def test_rootfs_writes_the_fragment_with_who_asked(default_image: Path) -> None:

@@ -39,7 +39,8 @@ def kconfig(args: argparse.Namespace, options: Options) -> int:
     work.mkdir(parents=True)
     log = work / "kconfig.log"
     with log.open("w") as handle:
-        result = check(source.tree, arch, base, requests, work, handle, args.resolve)
+        result = check(source.tree, arch, base, requests, work, handle, args.resolve,
+                       source.kconfig_tools)
     for line in report_check(result):
         print(line)
     print(f"{len(requests) - len(result.missing)} of {len(requests)} requested symbols landed "

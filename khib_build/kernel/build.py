@@ -11,6 +11,7 @@ base, the architecture and the compiler.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from khib_build.engine.cache import Cache
-from khib_build.engine.keys import kernel_inputs, key_of
+from khib_build.engine.keys import compiler_version, kernel_inputs, key_of
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import KhibError, UsageError
 from khib_build.fsutil import (
@@ -52,6 +53,7 @@ KERNEL_FILES = ("bzImage", "kernel.full.config")  # what a kernel build leaves i
 class KernelSource:
     tree: Path  # the unpacked source
     identity: str  # the tarball's sha256, or a digest of the tree
+    kconfig_tools: Path | None = None  # where its built config tools are kept (a tarball's)
 
 
 def kernel_source(given: Path | None, config: ImageConfig, cache: Cache) -> KernelSource:
@@ -85,7 +87,11 @@ def kernel_source(given: Path | None, config: ImageConfig, cache: Cache) -> Kern
     cache.use(final)
     tops = [p for p in final.iterdir() if p.is_dir()]
     tree = tops[0] if len(tops) == 1 else final
-    return KernelSource(tree, sha)
+    host = hashlib.sha256(compiler_version(["gcc"]).encode()).hexdigest()[:12]
+    tools = unpacked / f"{sha[:24]}-kconfig-tools-{host}"  # built by this host's gcc
+    if tools.is_dir():
+        cache.use(tools)
+    return KernelSource(tree, sha, tools)
 
 
 def base_of(config: ImageConfig) -> str:

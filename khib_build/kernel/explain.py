@@ -52,13 +52,14 @@ class Check:
 
 
 def check(src: Path, arch: str, base: str, requests: dict[str, Request], work: Path,
-          log: TextIO, resolve: bool = False) -> Check:
-    """Merge ``requests`` into ``base`` with the tree's tools; what did not land and why;
-    with ``resolve``, the extra symbols that make everything land (checked the same way)."""
+          log: TextIO, resolve: bool = False, tools: Path | None = None) -> Check:
+    """Merge ``requests`` into ``base`` with the tree's tools (kept in ``tools``, see
+    :func:`merge`); what did not land and why; with ``resolve``, the extra symbols that
+    make everything land (checked the same way)."""
     work.mkdir(parents=True, exist_ok=True)
     fragment = work / "fragment.config"
     fragment.write_text(fragment_text(requests))
-    actual = merge(src, work / "merged", arch, base, [fragment], log)
+    actual = merge(src, work / "merged", arch, base, [fragment], log, tools)
     missing = not_landed(requests, actual)
     if not missing:
         return Check([], {}, {}, [])
@@ -73,7 +74,7 @@ def check(src: Path, arch: str, base: str, requests: dict[str, Request], work: P
         return Check(missing, reasons, {}, [])
     proposal = work / "resolved.config"
     proposal.write_text("".join(f"CONFIG_{s}={v}\n" for s, v in extra.items()))
-    resolved = merge(src, work / "resolved", arch, base, [fragment, proposal], log)
+    resolved = merge(src, work / "resolved", arch, base, [fragment, proposal], log, tools)
     return Check(missing, reasons, extra, not_landed(requests, resolved))
 
 

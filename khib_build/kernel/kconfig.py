@@ -11,6 +11,7 @@ explain module says why).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from khib_build.errors import ConfigError, KhibError
+from khib_build.fsutil import built_beside
 from khib_build.settings.config import ARCHES, ImageConfig
 from khib_build.settings.recipes import Recipe
 
@@ -141,9 +143,15 @@ def run_logged(command: list[str], log: TextIO, what: str,
 
 
 def merge(src: Path, build: Path, arch: str, base: str, fragments: Sequence[Path],
-          log: TextIO) -> dict[str, str]:
-    """The kernel tools' own merge of ``fragments`` into ``base``; the resulting values."""
+          log: TextIO, tools: Path | None = None) -> dict[str, str]:
+    """The kernel tools' own merge of ``fragments`` into ``base``; the resulting values.
+
+    ``tools`` keeps the tree's host programs (fixdep, conf) once built: copied into
+    ``build`` with their times, make finds them up to date instead of compiling them."""
     config = build / ".config"
+    if tools is not None and tools.is_dir():
+        with contextlib.suppress(OSError):  # removed by a cache gc meanwhile: make builds them
+            shutil.copytree(tools, build / "scripts", dirs_exist_ok=True)
     if base in BASES:
         kernel_make(src, build, arch, [base], log)
     else:
@@ -155,6 +163,9 @@ def merge(src: Path, build: Path, arch: str, base: str, fragments: Sequence[Path
                     str(build), str(build / "base.config"), *map(str, fragments)], log,
                    "merge_config.sh")
     kernel_make(src, build, arch, ["olddefconfig"], log)
+    if tools is not None and not tools.is_dir():
+        with built_beside(tools) as staging:
+            shutil.copytree(build / "scripts", staging, dirs_exist_ok=True)
     return read_config(config)
 
 

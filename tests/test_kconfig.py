@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from khib_build.engine.cache import Cache
-from khib_build.kernel.build import kernel_source
+from khib_build.kernel.build import KernelSource, kernel_source
 from khib_build.kernel.explain import KernelKconfig, kconfig_env
 from khib_build.kernel.kconfig import fragment_requests, read_config
 from khib_build.settings.config import load_config
@@ -42,6 +42,13 @@ def tinyconfig(tmp_path_factory: pytest.TempPathFactory
             runs[arch] = kconfig(tmp_path_factory.mktemp(f"tinyconfig-{arch}"), arch)
         return runs[arch]
     return run
+
+
+@pytest.fixture(scope="module")
+def source() -> KernelSource:
+    """The kernel tarball, unpacked in the user's build cache."""
+    return kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
+                         Cache(run_options().cache_dir.resolve()))
 
 
 def reported(stdout: str) -> dict[str, str]:
@@ -99,13 +106,11 @@ def test_x86_64_tinyconfig_loses_another_set(
 
 @pytest.mark.parametrize("arch", ["i386", "x86_64"])
 def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(
-        arch: str, tinyconfig: Callable[[str], tuple[int, str, Path]], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        arch: str, tinyconfig: Callable[[str], tuple[int, str, Path]], source: KernelSource,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every symbol kconfiglib computes from base + fragment equals what merge_config.sh
     and olddefconfig wrote."""
     _, _, work = tinyconfig(arch)
-    source = kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
-                           Cache(run_options().cache_dir.resolve()))
     for name, value in kconfig_env(source.tree, arch).items():
         monkeypatch.setenv(name, value)
     tree = KernelKconfig(source.tree, arch)
@@ -119,10 +124,9 @@ def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(
     assert differing == set()
 
 
-def test_the_image_fragment_lands_on_tinyconfig_for_both_arches(tmp_path: Path) -> None:
+def test_the_image_fragment_lands_on_tinyconfig_for_both_arches(source: KernelSource,
+                                                                tmp_path: Path) -> None:
     """... and the tree's config programs, compiled by the first run, serve the second."""
-    source = kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
-                           Cache(run_options().cache_dir.resolve()))
     assert source.kconfig_tools is not None
     shutil.rmtree(source.kconfig_tools, ignore_errors=True)
     compiled = []

@@ -11,7 +11,6 @@ base, the architecture and the compiler.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -87,7 +86,7 @@ def kernel_source(given: Path | None, config: ImageConfig, cache: Cache) -> Kern
     cache.use(final)
     tops = [p for p in final.iterdir() if p.is_dir()]
     tree = tops[0] if len(tops) == 1 else final
-    host = hashlib.sha256(compiler_version(["gcc"]).encode()).hexdigest()[:12]
+    host = key_of(compiler_version(["gcc"]))[:12]
     tools = unpacked / f"{sha[:24]}-kconfig-tools-{host}"  # built by this host's gcc
     if tools.is_dir():
         cache.use(tools)

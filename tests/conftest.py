@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.guest import Target
 from tests.helpers import (
     DEFAULT_CONFIG,
     REPO,
@@ -21,18 +22,23 @@ from tests.helpers import (
     kernel_package,
     khib,
 )
+from tests.jumps import JumpRun, read_run, run_scenario
 
 # The test files that take longest (QEMU boots, a build from scratch), longest first:
 # `make test` hands files to its workers in collection order, so these start first and
-# the short files fill the gaps at the end.
+# the short files fill the gaps at the end. Files that read a boot another file's test
+# runs go last, when that boot is done (a worker would otherwise wait for it).
 LONGEST_FIRST = ("test_jump.py", "test_hibernate.py", "test_reproducible.py",
-                 "test_freepages.py", "test_kconfig.py", "test_packaging.py",
-                 "test_interrupts.py", "test_kernel.py", "test_boot.py", "test_engine.py")
+                 "test_kconfig.py", "test_packaging.py", "test_interrupts.py",
+                 "test_kernel.py", "test_boot.py", "test_engine.py")
+READERS_LAST = ("test_freepages.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
+        if name in READERS_LAST:
+            return len(LONGEST_FIRST) + 1
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: within a file, and among the rest, the usual order
@@ -113,6 +119,15 @@ def kernel_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def image_x86_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default x86_64 image, built once per run."""
     return built_output(tmp_path_factory, "image-x86_64", "rootfs", X86_64_CONFIG, "rootfs.gz")
+
+
+@pytest.fixture
+def jump_run(target: Target, tmp_path_factory: pytest.TempPathFactory) -> JumpRun:
+    """The jump scenario's QEMU run on ``target`` (tests/jumps.py), once per run and arch:
+    test_jump and test_freepages read its console and disks."""
+    folder = built_once(tmp_path_factory, f"jumps-{target.arch}",
+                        lambda folder: run_scenario(target, folder))
+    return read_run(folder)
 
 
 @pytest.fixture(scope="session")

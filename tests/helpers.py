@@ -99,11 +99,12 @@ PT_MEMORY = 0x6B480000  # a khib image's memory segments
 BLOCK, RAW = 256 << 10, 1 << 31  # each block covers BLOCK bytes of memory; RAW: not LZ4
 
 
-def notes(data: bytes) -> dict[int | str, bytes]:
-    """The image's notes: KHIB's by type, and "VMCOREINFO"."""
+def note_places(data: bytes) -> dict[int | str, tuple[int, int]]:
+    """Where the image's notes' descriptors are: (offset, size), KHIB's by type, and
+    "VMCOREINFO"."""
     phoff, = struct.unpack_from("<Q", data, 32)
     phnum, = struct.unpack_from("<H", data, 56)
-    found: dict[int | str, bytes] = {}
+    found: dict[int | str, tuple[int, int]] = {}
     for i in range(phnum):
         kind, _, offset, _, _, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data,
                                                                   phoff + 56 * i)
@@ -113,9 +114,14 @@ def notes(data: bytes) -> dict[int | str, bytes]:
             name = data[at + 12:at + 12 + namesz - 1]
             desc_at = at + 12 + (namesz + 3) // 4 * 4
             assert name in (b"KHIB", b"VMCOREINFO"), name
-            found[note_type if name == b"KHIB" else "VMCOREINFO"] = data[desc_at:desc_at + descsz]
+            found[note_type if name == b"KHIB" else "VMCOREINFO"] = (desc_at, descsz)
             at = desc_at + (descsz + 3) // 4 * 4
     return found
+
+
+def notes(data: bytes) -> dict[int | str, bytes]:
+    """The image's notes: KHIB's by type, and "VMCOREINFO"."""
+    return {key: data[at:at + size] for key, (at, size) in note_places(data).items()}
 
 
 def loads(image: Path | bytes) -> tuple[list[Load], list[tuple[int, int, int, int]]]:
@@ -191,6 +197,7 @@ def reseal(image: Path, key: bytes | None = None) -> None:
     ``key``): without it, what someone who can write the disk but has no key can do."""
     original = image.read_bytes()
     segments, records = loads(original)
+    places = note_places(original)
     found = notes(original)
     desc = bytearray(found[SEGMENTS])
     for index, (load, record) in enumerate(zip(segments, records, strict=True)):
@@ -198,15 +205,14 @@ def reseal(image: Path, key: bytes | None = None) -> None:
             crc = zlib.crc32(unpacked(original, load))
             struct.pack_into("<QQII", desc, 24 * index, *record[:2], crc, record[3])
     message = sealed_message(original, bytes(desc))
-    data = bytearray(original)
     size, keyed, _, mac = struct.unpack_from("<QQ32s32s", found[SEAL])
     if key:  # without the key, the HMAC (and the flag) stay as they were
         keyed, mac = 1, hmac.new(key, message, "sha256").digest()
     seal = struct.pack("<QQ32s32s", size, keyed, hashlib.sha256(message).digest(), mac)
-    for old, new in ((found[SEGMENTS], desc), (found[SEAL], seal)):
-        at = data.rindex(old)
-        data[at:at + len(new)] = new
-    image.write_bytes(data)
+    with image.open("r+b") as handle:  # the two notes rewritten where they are
+        for name, new in ((SEGMENTS, desc), (SEAL, seal)):
+            handle.seek(places[name][0])
+            handle.write(new)
 
 HEADER = re.compile(rb"070701([0-9A-F]{8}){13}")
 

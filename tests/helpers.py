@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import io
 import json
+import lzma
 import os
 import random
 import re
@@ -25,6 +26,7 @@ from typing import Any
 
 import lz4.block
 import yaml
+import zstandard
 
 from khib_build.settings.config import load_config
 from khib_build.settings.options import OPTIONS, Options, download_dir, resolve
@@ -77,6 +79,23 @@ def kernel_package() -> str | None:
                              capture_output=True, text=True, check=False).stdout
     return next((line.split(":", 1)[1].strip() for line in depends.splitlines()
                  if line.strip().startswith("Depends:") and "linux-image-" in line), None)
+
+def vmlinux_of(bzimage: bytes) -> bytes:
+    """The ELF kernel a bzImage carries, decompressed (xz, zstd or gzip, by its magic)."""
+    setup_sectors = bzimage[0x1F1] or 4
+    offset, _ = struct.unpack_from("<II", bzimage, 0x248)  # payload_offset, _length
+    payload = bzimage[(setup_sectors + 1) * 512 + offset:]
+    if payload.startswith(b"\xfd7zXZ\x00"):
+        kernel = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
+    elif payload.startswith(b"\x28\xb5\x2f\xfd"):
+        kernel = zstandard.ZstdDecompressor().decompressobj().decompress(payload)
+    elif payload.startswith(b"\x1f\x8b"):
+        kernel = zlib.decompressobj(wbits=31).decompress(payload)
+    else:
+        raise AssertionError(f"a bzImage payload starting {payload[:6]!r}")
+    assert kernel.startswith(b"\x7fELF"), kernel[:16]
+    return kernel
+
 
 PAGE = 4096
 

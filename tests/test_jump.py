@@ -55,7 +55,7 @@ def test_round_trips_keep_all_of_a(jump_run: JumpRun) -> None:
     assert "khib: in B: failed: the command in B still ran after 5 s" in console, tail
     assert "khib: in B: failed: the command in B ran out of memory" in console, tail
     assert re.search(r"hibernation failed, A carries on: failed: the command in B exited 1: "
-                     r"khib: khib-save: /dev/vdc: the image outgrew the room there \(\d+ MiB\)",
+                     r"khib: khib-save: /dev/vdb: the image outgrew the room there \(\d+ MiB\)",
                      console), tail
     assert re.search(r"the window 400M:16M lies in memory reserved by memmap=16M\$400M: .*"
                      r"Boot A without it", console), tail

@@ -53,11 +53,11 @@ def disk(path: Path, mib: int) -> Path:
     return path
 
 
-# A process holding 32 MiB of random data. On SIGUSR1 it hashes them again, then runs
+# A process holding 16 MiB of random data. On SIGUSR1 it hashes them again, then runs
 # pinned to CPU 1 and tells the CPU it ran on through a FIFO, which A's shell reads (no
 # Python start and no sleep per check).
 HOLDER_PY = """import hashlib, os, signal
-data = bytearray(os.urandom(32 << 20))
+data = bytearray(os.urandom(16 << 20))
 print("HOLDER start", hashlib.md5(data).hexdigest(), flush=True)
 everywhere = os.sched_getaffinity(0)
 
@@ -85,10 +85,10 @@ while True:
 # A's workload and its check after each return: the tmpfs file's hash, the holder's own
 # re-hash, the CPUs online, the CPU the holder ran on pinned to CPU 1, and the kernel
 # log's complaints. MD5, not SHA-256: nothing here is adversarial, and under TCG it
-# takes half the time (1.3 s for the file on i386, 2.5 s with sha256sum).
+# takes half the time (1.3 s for a 64 MiB file on i386, 2.5 s with sha256sum).
 A_PRELUDE = """#!/bin/sh
 token=@TOKEN@
-dd if=/dev/urandom of=/tmp/blob bs=1M count=64 2>/dev/null
+dd if=/dev/urandom of=/tmp/blob bs=1M count=32 2>/dev/null
 echo "BLOB start $(md5sum /tmp/blob | cut -d ' ' -f 1)"
 mkfifo /tmp/holder.fifo
 python3 /boot/holder.py & holder=$!

@@ -2,7 +2,7 @@
 default image khib-build built, whose console and disks test_jump and test_freepages read
 (conftest's ``jump_run`` runs it once per test run).
 
-A holds 64 MiB of random data in a tmpfs file and 32 MiB in a process and jumps five
+A holds 32 MiB of random data in a tmpfs file and 16 MiB in a process and jumps five
 times. B's command fails. A writes 160 MiB more (copies of its file), deletes them and
 drops its caches, so its free pages hold old data; B saves A twice, leaving A's free
 pages out (/dev/vda) and keeping them (/dev/vdc), overwrites every page the first image
@@ -62,7 +62,7 @@ RESERVED = "memmap=16M$400M"  # on A's command line: a window there is refused
 # jump before that would not do: B's load takes free pages and hands them back zeroed).
 A_BODY = f"""
 jump --b-run 'exit 3'; echo "A-JUMP fail result=$?"; check fail
-cat /tmp/blob /tmp/blob > /tmp/dirty; dd if=/tmp/blob bs=1M count=32 2>/dev/null >> /tmp/dirty
+cat /tmp/blob /tmp/blob /tmp/blob /tmp/blob /tmp/blob > /tmp/dirty
 rm /tmp/dirty; sync; echo 3 > /proc/sys/vm/drop_caches
 jump --b-run /boot/b.sh; echo "A-JUMP save result=$?"; check save
 jump --b-run 'sleep 1000' --deadline 5; echo "A-JUMP hang result=$?"; check hang

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Characters that end a line for str.splitlines() or a terminal, besides "\n" itself.
+# Characters that end a line for str.splitlines() or a terminal.
 _BREAKS = {ord(c): c.encode("unicode_escape").decode() for c in
-           "\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+           "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def one_line(text: str) -> str:
-    """``text`` with every line-breaking character but newline spelt as an escape."""
+    """``text`` with every line-breaking character spelt as an escape (a file name it
+    quotes may hold one)."""
     return text.translate(_BREAKS)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from khib_build.cli import main
@@ -215,6 +215,7 @@ def run_in_process(config: Path, out: Path) -> tuple[int, str]:
 @settings(max_examples=150, deadline=None)
 @given(st.one_of(CONFIGS.map(lambda c: {**c, "packages": ["zz-no-such-package"]}), CONFIGS,
                  st.text(max_size=200)))
+@example({"recipe_dirs": ["\n"], "packages": ["zz-no-such-package"]})  # a path with a newline
 def test_random_yaml_always_exits_2_with_a_location(document: object) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "khib.yaml"

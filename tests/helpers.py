@@ -80,6 +80,7 @@ def kernel_package() -> str | None:
     return next((line.split(":", 1)[1].strip() for line in depends.splitlines()
                  if line.strip().startswith("Depends:") and "linux-image-" in line), None)
 
+
 def vmlinux_of(bzimage: bytes) -> bytes:
     """The ELF kernel a bzImage carries, decompressed (xz, zstd or gzip, by its magic)."""
     setup_sectors = bzimage[0x1F1] or 4

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from khib_build.engine.cache import Cache
-from khib_build.kernel.build import KernelSource, kernel_source
+from khib_build.kernel.build import KernelSource, kconfig_tools, kernel_source
 from khib_build.kernel.explain import KernelKconfig, kconfig_env
 from khib_build.kernel.kconfig import fragment_requests, read_config
 from khib_build.settings.config import load_config
@@ -127,8 +127,9 @@ def test_kconfiglib_reads_the_tree_as_the_kernel_tools_do(
 def test_the_image_fragment_lands_on_tinyconfig_for_both_arches(source: KernelSource,
                                                                 tmp_path: Path) -> None:
     """... and the tree's config programs, compiled by the first run, serve the second."""
-    assert source.kconfig_tools is not None
-    shutil.rmtree(source.kconfig_tools, ignore_errors=True)
+    tools = kconfig_tools(source, Cache(run_options().cache_dir.resolve()))
+    assert tools is not None
+    shutil.rmtree(tools, ignore_errors=True)
     compiled = []
     for arch in ("i386", "x86_64"):
         result = khib("kconfig", "-c", DEFAULT_CONFIG, "--arch", arch, "-o", tmp_path)
@@ -137,7 +138,7 @@ def test_the_image_fragment_lands_on_tinyconfig_for_both_arches(source: KernelSo
         log = (tmp_path / f"kconfig-{arch}" / "kconfig.log").read_text()
         compiled.append("HOSTCC  scripts/kconfig/conf.o" in log)
     assert compiled == [True, False]
-    assert (source.kconfig_tools / "kconfig" / "conf").is_file()
+    assert (tools / "kconfig" / "conf").is_file()
 
 
 def test_rootfs_writes_the_fragment_with_who_asked(default_image: Path) -> None:

@@ -20,14 +20,15 @@ KERNEL_SRC = arg("--kernel-src", type=Path, metavar="PATH",
 def kconfig(args: argparse.Namespace, options: Options) -> int:
     from khib_build.engine.cache import Cache
     from khib_build.engine.outdir import OutputDir
-    from khib_build.kernel.build import base_of, kernel_source
+    from khib_build.kernel.build import base_of, kconfig_tools, kernel_source
     from khib_build.kernel.explain import check, report_check
     from khib_build.kernel.kconfig import fragment_requests, image_requests
     from khib_build.pipeline import plan_image
 
     plan = plan_image(options.config)
     arch = args.arch or plan.config.arch
-    source = kernel_source(args.kernel_src, plan.config, Cache(options.cache_dir.resolve()))
+    cache = Cache(options.cache_dir.resolve())
+    source = kernel_source(args.kernel_src, plan.config, cache)
     base = args.base or base_of(plan.config)
     if base not in ("tinyconfig", "defconfig"):
         base = str(Path(base).resolve())
@@ -40,7 +41,7 @@ def kconfig(args: argparse.Namespace, options: Options) -> int:
     log = work / "kconfig.log"
     with log.open("w") as handle:
         result = check(source.tree, arch, base, requests, work, handle, args.resolve,
-                       source.kconfig_tools)
+                       kconfig_tools(source, cache))
     for line in report_check(result):
         print(line)
     print(f"{len(requests) - len(result.missing)} of {len(requests)} requested symbols landed "

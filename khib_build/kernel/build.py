@@ -51,8 +51,7 @@ KERNEL_FILES = ("bzImage", "kernel.full.config")  # what a kernel build leaves i
 @dataclass(frozen=True)
 class KernelSource:
     tree: Path  # the unpacked source
-    identity: str  # the tarball's sha256, or a digest of the tree
-    kconfig_tools: Path | None = None  # where its built config tools are kept (a tarball's)
+    identity: str  # the tarball's sha256, or "tree " and a digest of the tree
 
 
 def kernel_source(given: Path | None, config: ImageConfig, cache: Cache) -> KernelSource:
@@ -86,11 +85,19 @@ def kernel_source(given: Path | None, config: ImageConfig, cache: Cache) -> Kern
     cache.use(final)
     tops = [p for p in final.iterdir() if p.is_dir()]
     tree = tops[0] if len(tops) == 1 else final
+    return KernelSource(tree, sha)
+
+
+def kconfig_tools(source: KernelSource, cache: Cache) -> Path | None:
+    """Where a tarball's config programs (fixdep, conf), built by this host's gcc, are
+    kept beside its unpacked tree (held in use for the run); None for a given tree."""
+    if source.identity.startswith("tree "):
+        return None
     host = key_of(compiler_version(["gcc"]))[:12]
-    tools = unpacked / f"{sha[:24]}-kconfig-tools-{host}"  # built by this host's gcc
+    tools = cache.kernel_sources / f"{source.identity[:24]}-kconfig-tools-{host}"
     if tools.is_dir():
         cache.use(tools)
-    return KernelSource(tree, sha, tools)
+    return tools
 
 
 def base_of(config: ImageConfig) -> str:

@@ -49,6 +49,8 @@ def compile_tree(source_root: str, out_root: str, image_root: str, keep: set[str
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 
 
+# The nodes an import statement can be in (expressions cannot hold statements).
+STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
 # The exception types whose handler makes an import optional.
 CATCHES_IMPORT = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
@@ -93,10 +95,10 @@ def imports_of(tree: ast.AST, package: str) -> list[tuple[str, int, bool, bool]]
             for child in [*node.handlers, *node.orelse, *node.finalbody]:
                 visit(child, guarded, top)
             return
-        inner = top and not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef
-                                       | ast.Lambda)
+        inner = top and not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
         for child in ast.iter_child_nodes(node):
-            visit(child, guarded, inner)
+            if isinstance(child, STATEMENTS):  # an expression holds no import statement
+                visit(child, guarded, inner)
 
     visit(tree, False, True)
     return found
@@ -148,14 +150,17 @@ def main() -> None:
     job = json.loads(sys.argv[1])
     path = [job["site"], job["stdlib"]]
     excluded = [m for m in DEVELOPMENT if m not in job["modules"]]
-    startup = modulefinder.ModuleFinder(path=path, excludes=INTERACTIVE + excluded)
-    for name in STARTUP:
-        startup.import_hook(name)
     finder = modulefinder.ModuleFinder(path=path, excludes=excluded)
     for name in job["modules"]:
         finder.import_hook(name)
     for script in job["scripts"]:
         finder.run_script(script)
+    # The start-up modules the image's code already reached are not scanned again: that
+    # scan followed all their imports, the interactive ones included.
+    startup = modulefinder.ModuleFinder(path=path, excludes=INTERACTIVE + excluded)
+    startup.modules.update(finder.modules)
+    for name in STARTUP:
+        startup.import_hook(name)
     finder.modules.update(startup.modules)
     stdlib = os.path.join(job["stdlib"], "")
     site = os.path.join(job["site"], "")

@@ -53,6 +53,13 @@ def khib_argv(*args: object) -> list[str]:
     return [sys.executable, "-m", "khib_build", *map(str, args)]
 
 
+def interruptible(argv: list[str]) -> list[str]:
+    """``argv`` with SIGINT at its default, as a terminal's Ctrl-C finds it: a test run
+    started in the background by a non-interactive shell (a CI job's ``make test &``)
+    inherits SIGINT ignored, and a program keeps ignoring it, as it should."""
+    return ["env", "--default-signal=INT", *argv]
+
+
 def khib(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None,
          timeout: float = 1800, umask: int = -1) -> subprocess.CompletedProcess[str]:
     """Run the khib-build command line as a user would; capture its output."""
@@ -356,9 +363,9 @@ def run_until(config: Path, root: Path, marker: str, sig: int, dl: Path | None =
     """Start a build, send ``sig`` once ``marker`` shows on its progress output (``-v``:
     every step's line)."""
     process = subprocess.Popen(
-        khib_argv("-v", "rootfs", "-c", config, "-o", root / "out", "--dl-dir",
-                  dl or root / "dl", "--cache-dir", cache or root / "cache",
-                  "--fetch-deadline", 60),
+        interruptible(khib_argv("-v", "rootfs", "-c", config, "-o", root / "out", "--dl-dir",
+                                dl or root / "dl", "--cache-dir", cache or root / "cache",
+                                "--fetch-deadline", 60)),
         stderr=subprocess.PIPE, text=True)
     seen = []
     assert process.stderr is not None

@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import (
     BIG,
     assert_ok,
+    interruptible,
     khib,
     khib_argv,
     make_tarball,
@@ -134,8 +135,9 @@ def test_ctrl_c_during_a_stalled_download_stops_within_a_second(verb: str, fault
         server.routes["/slow/hello-1.0.tar.gz"] = Fault(fault, sample.tarball)
         extra = ["-o", tmp_path / "out", "--no-cache"] if verb == "rootfs" else []
         process = subprocess.Popen(
-            khib_argv(verb, "-c", sample.config, "--dl-dir", dl, "--fetch-deadline", 300,
-                      *extra), stderr=subprocess.PIPE, text=True)
+            interruptible(khib_argv(verb, "-c", sample.config, "--dl-dir", dl,
+                                    "--fetch-deadline", 300, *extra)),
+            stderr=subprocess.PIPE, text=True)
         assert process.stderr is not None
         for line in process.stderr:
             if "fetch hello-1.0.tar.gz: trying" in line:

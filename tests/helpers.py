@@ -33,6 +33,10 @@ from khib_build.settings.options import OPTIONS, Options, download_dir, resolve
 from khib_build.settings.paths import user_cache_root
 
 REPO = Path(__file__).resolve().parent.parent
+# The khib tools (the image's Python payload) run on the host too, for the tests.
+sys.path.insert(0, str(REPO / "recipes" / "khib-tools" / "src"))
+from khib_tools import format as fmt  # noqa: E402 - after the path it is found on
+
 DEFAULT_CONFIG = REPO / "configs" / "khib.yaml"
 X86_64_CONFIG = REPO / "configs" / "khib-x86_64.yaml"
 USER_CACHE = user_cache_root(os.environ)  # where khib-build keeps its cache, dl/ and so on
@@ -117,13 +121,13 @@ class Load:
     filesz: int
     offset: int
 
-SEGMENTS, META, LAYOUT, SEAL = 0x4B480001, 0x4B480002, 0x4B480003, 0x4B480004
+SEGMENTS, META, LAYOUT, SEAL = fmt.NOTE_SEGMENTS, fmt.NOTE_META, fmt.NOTE_LAYOUT, fmt.NOTE_SEAL
 
-DATA, ZERO, FREE = 0, 1, 2  # a record's kind
+DATA, ZERO, FREE = (fmt.KINDS.index(kind) for kind in ("data", "zero", "free"))
 
-PT_MEMORY = 0x6B480000  # a khib image's memory segments
+PT_MEMORY = fmt.PT_MEMORY  # a khib image's memory segments
 
-BLOCK, RAW = 256 << 10, 1 << 31  # each block covers BLOCK bytes of memory; RAW: not LZ4
+BLOCK, RAW = fmt.BLOCK, fmt.BLOCK_RAW  # each block covers BLOCK bytes of memory; RAW: not LZ4
 
 
 def note_places(data: bytes) -> dict[int | str, tuple[int, int]]:
@@ -199,13 +203,15 @@ def memory(path: Path, size: int) -> bytes:
 
 
 def sealed_message(data: bytes, records: bytes | None = None) -> bytes:
-    """What the seal covers: the stored bytes' SHA-256, the program headers, the notes."""
+    """What the seal covers: the SHA-256 of the list of each stored block's SHA-256 (its
+    header and bytes), the program headers, the notes."""
     phoff, = struct.unpack_from("<Q", data, 32)
     phnum, = struct.unpack_from("<H", data, 56)
     found = notes(data)
-    segments = [load for load in loads_of(data) if load.filesz]
-    stored = b"".join(data[s.offset:s.offset + s.filesz] for s in segments)
-    return (hashlib.sha256(stored).digest() + data[phoff:phoff + 56 * phnum]
+    digests = b"".join(hashlib.sha256(data[at - 4:at + length]).digest()
+                       for load in loads_of(data) if load.filesz
+                       for at, length, _ in blocks(data, load))
+    return (hashlib.sha256(digests).digest() + data[phoff:phoff + 56 * phnum]
             + (records or found[SEGMENTS]) + found[META] + found[LAYOUT]
             + found.get("VMCOREINFO", b""))
 

@@ -162,7 +162,7 @@ def test_a_keyed_image_is_refused_when_changed_or_cut_short(core: Path, tmp_path
     assert run(core, "khib-restore", tmp_path / "image", "--check", "--key", key).returncode == 0
     target = tmp_path / "target"
     cases = {"wrong key": (good, other, "fails its HMAC"),
-             "no key": (good, None, "the image is keyed: it needs --key")}
+             "no key": (good, None, "the image is keyed: it needs its key")}
     segments, _ = loads(tmp_path / "image")
     at, _, raw = next(b for s in segments if s.filesz for b in blocks(good, s))
     assert raw  # random pages: kept as they are
@@ -188,7 +188,7 @@ def test_a_keyed_image_is_refused_when_changed_or_cut_short(core: Path, tmp_path
     assert target.read_bytes() == mem
     unkeyed = saved(core, tmp_path, MiB)
     refused = run(core, "khib-restore", tmp_path / "image", "--check", "--key", key)
-    assert refused.returncode == 1 and "not keyed: refused under --key" in refused.stderr
+    assert refused.returncode == 1 and "not keyed: refused under a key" in refused.stderr
     assert unkeyed
 
 

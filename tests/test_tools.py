@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, memory
-
-sys.path.insert(0, str(REPO / "recipes" / "khib-tools" / "src"))
 from khib_tools import bootarea, cli, image, newc, status
+from tests.helpers import REPO, memory
 
 IOMEM = """00000000-00000fff : Reserved
 00001000-0009fbff : System RAM

@@ -27,45 +27,17 @@
  * flags take its low 5 bits (SECTION_MAP_LAST_BIT <= 5 on 6.1, the map is aligned beyond).
  */
 #define _GNU_SOURCE
-#include "khib-image.h"
+#include "oldmem.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CACHE_PAGES 64
 #define BATCH_PAGES 1024u
-#define IND_DESTINATION 0x1u
-#define IND_INDIRECTION 0x2u
-#define IND_DONE 0x4u
-#define IND_SOURCE 0x8u
-#define KEXEC_CONTROL_CODE_MAX_SIZE 2048u
-#if defined(__x86_64__)
-#define WORD 8u
-#define BACKUP_LIST_AT (KEXEC_CONTROL_CODE_MAX_SIZE + 0x30u)
-#define START_KERNEL_MAP 0xffffffff80000000ull
-#else
-#define WORD 4u
-#define BACKUP_LIST_AT (KEXEC_CONTROL_CODE_MAX_SIZE + 0x1cu)
-#endif
-
-/* The old kernel's physical memory as the running kernel can read it. */
-struct old_memory {
-	int fd;
-	const struct khib_range *ranges;      /* readable where the old kernel left it */
-	size_t count;
-	struct khib_pair *window;             /* moved aside by kexec: dest -> source */
-	size_t nwindow;
-	uint64_t cached_pfn[CACHE_PAGES];
-	int cached_valid[CACHE_PAGES];
-	unsigned char cache[CACHE_PAGES][KHIB_PAGE];
-};
 
 struct layout {
 	const char *text;
 	uint64_t page_size, struct_page, mapcount, private, buddy, max_order;
-	uint64_t page_offset;                 /* i386 */
-	uint64_t top_pgt, phys_base, l5, sme_mask;  /* x86_64 */
 	uint64_t sections, roots, per_root, section_size, section_map, section_bits, physmem_bits;
 	uint64_t mem_map;
 	int sparse;
@@ -101,185 +73,8 @@ static int need(const char *text, const char *key, uint64_t *value, char *why, s
 	return 0;
 }
 
-static int compare_pairs(const void *a, const void *b)
-{
-	const struct khib_pair *x = a, *y = b;
-
-	return x->dest < y->dest ? -1 : x->dest > y->dest;
-}
-
-static const struct khib_pair *moved(const struct old_memory *m, uint64_t page)
-{
-	struct khib_pair key = {.dest = page};
-
-	return m->nwindow ? bsearch(&key, m->window, m->nwindow, sizeof(key), compare_pairs)
-			  : NULL;
-}
-
-/* One page of the old kernel's memory (through the cache), or NULL with errno set. */
-static const unsigned char *old_page(struct old_memory *m, uint64_t paddr)
-{
-	uint64_t page = paddr & ~(uint64_t)(KHIB_PAGE - 1);
-	size_t slot = (size_t)((page / KHIB_PAGE) % CACHE_PAGES);
-	const struct khib_pair *pair = moved(m, page);
-	uint64_t from = pair ? pair->source : page;
-
-	if (m->cached_valid[slot] && m->cached_pfn[slot] == page)
-		return m->cache[slot];
-	for (size_t r = 0; r < m->count; r++) {
-		const struct khib_range *range = &m->ranges[r];
-		if (from >= range->paddr && from - range->paddr < range->size) {
-			if (khib_mem_copy(m->fd, m->cache[slot], KHIB_PAGE,
-					  range->offset + (from - range->paddr), 0) < 0)
-				return NULL;
-			m->cached_pfn[slot] = page;
-			m->cached_valid[slot] = 1;
-			return m->cache[slot];
-		}
-	}
-	errno = EFAULT;
-	return NULL;
-}
-
-static int old_read(struct old_memory *m, uint64_t paddr, void *buffer, size_t size)
-{
-	unsigned char *at = buffer;
-
-	while (size) {
-		size_t offset = (size_t)(paddr % KHIB_PAGE);
-		size_t length = KHIB_PAGE - offset < size ? KHIB_PAGE - offset : size;
-		const unsigned char *page = old_page(m, paddr);
-		if (!page)
-			return -1;
-		memcpy(at, page + offset, length);
-		at += length;
-		paddr += length;
-		size -= length;
-	}
-	return 0;
-}
-
-static uint64_t old_word(struct old_memory *m, uint64_t paddr, int *failed)
-{
-	unsigned char bytes[8] = {0};
-	uint64_t value = 0;
-
-	if (old_read(m, paddr, bytes, WORD) < 0)
-		*failed = 1;
-	for (unsigned i = 0; i < WORD; i++)
-		value |= (uint64_t)bytes[i] << (8 * i);
-	return value;
-}
-
-/* A kernel virtual address as a physical one (UINT64_MAX if unmapped). */
-static uint64_t vtop(struct old_memory *m, const struct layout *l, uint64_t vaddr)
-{
-#if defined(__x86_64__)
-	static const unsigned shifts[] = {48, 39, 30, 21, 12};
-	uint64_t table = l->top_pgt, mask = 0x000ffffffffff000ull & ~l->sme_mask;
-	int failed = 0;
-
-	if (vaddr >= START_KERNEL_MAP)
-		return vaddr - START_KERNEL_MAP + l->phys_base;
-	for (unsigned level = l->l5 ? 0 : 1; level < 5; level++) {
-		uint64_t entry = old_word(m, table + ((vaddr >> shifts[level]) & 511u) * 8u,
-					  &failed);
-		uint64_t span = 1ull << shifts[level];
-		if (failed || !(entry & 1u))
-			return UINT64_MAX;
-		if (level == 4 || ((level == 2 || level == 3) && (entry & 0x80u)))
-			return ((entry & mask) & ~(span - 1)) | (vaddr & (span - 1));
-		table = entry & mask;
-	}
-	return UINT64_MAX;
-#else
-	(void)m;
-	return vaddr >= l->page_offset ? vaddr - l->page_offset : UINT64_MAX;
-#endif
-}
-
-/* Read from a kernel virtual address, page by page (a range need not be contiguous). */
-static int vread(struct old_memory *m, const struct layout *l, uint64_t vaddr, void *buffer,
-		 size_t size)
-{
-	unsigned char *at = buffer;
-
-	while (size) {
-		size_t offset = (size_t)(vaddr % KHIB_PAGE);
-		size_t length = KHIB_PAGE - offset < size ? KHIB_PAGE - offset : size;
-		uint64_t paddr = vtop(m, l, vaddr);
-		if (paddr == UINT64_MAX || old_read(m, paddr, at, length) < 0)
-			return -1;
-		at += length;
-		vaddr += length;
-		size -= length;
-	}
-	return 0;
-}
-
-static int64_t little(const unsigned char *bytes, size_t size)
-{
-	uint64_t value = 0;
-
-	for (size_t i = 0; i < size; i++)
-		value |= (uint64_t)bytes[i] << (8 * i);
-	if (size < 8 && (value >> (8 * size - 1)) & 1u)
-		value |= ~0ull << (8 * size);
-	return (int64_t)value;
-}
-
-static uint64_t vword(struct old_memory *m, const struct layout *l, uint64_t vaddr,
-		      int *failed)
-{
-	unsigned char bytes[8];
-
-	if (vread(m, l, vaddr, bytes, WORD) < 0) {
-		*failed = 1;
-		return 0;
-	}
-	return (uint64_t)little(bytes, WORD) & (WORD == 8 ? ~0ull : 0xffffffffull);
-}
-
-/* The window's pages that kexec moved aside, from the backup list in the control page. */
-static int backup_list(struct old_memory *m, uint64_t control_page, char *why, size_t size)
-{
-	int failed = 0;
-	uint64_t entry = old_word(m, control_page + BACKUP_LIST_AT, &failed), dest = 0;
-	uint64_t list = 0, index = 0;
-	size_t capacity = 0;
-
-	for (unsigned long steps = 0; !failed && steps < (1ul << 24); steps++) {
-		uint64_t page = entry & ~(uint64_t)(KHIB_PAGE - 1);
-		if (entry & IND_DONE)
-			return 0;
-		if (entry & IND_DESTINATION) {
-			dest = page;
-		} else if (entry & IND_INDIRECTION) {
-			list = page;
-			index = 0;
-		} else if (entry & IND_SOURCE) {
-			if (m->nwindow == capacity) {
-				void *grown;
-				capacity = capacity ? 2 * capacity : 4096;
-				grown = realloc(m->window, capacity * sizeof(*m->window));
-				if (!grown)
-					break;
-				m->window = grown;
-			}
-			m->window[m->nwindow++] = (struct khib_pair){dest, page};
-			dest += KHIB_PAGE;
-		}
-		if (!list || index >= KHIB_PAGE / WORD)
-			break;
-		entry = old_word(m, list + WORD * index++, &failed);
-	}
-	snprintf(why, size, "the kexec backup list at 0x%llx is unreadable or unterminated",
-		 (unsigned long long)(control_page + BACKUP_LIST_AT));
-	return -1;
-}
-
 /* The virtual address of pfn's struct page, or 0. */
-static uint64_t page_struct(struct old_memory *m, const struct layout *l, uint64_t pfn)
+static uint64_t page_struct(struct khib_old_memory *m, const struct layout *l, uint64_t pfn)
 {
 	uint64_t nr, root, entry, map;
 	int failed = 0;
@@ -290,7 +85,7 @@ static uint64_t page_struct(struct old_memory *m, const struct layout *l, uint64
 	if (nr >= l->sections)
 		return 0;
 	if (l->per_root > 1) {   /* SPARSEMEM_EXTREME: a root points at a page of sections */
-		root = vword(m, l, l->mem_map + nr / l->per_root * WORD, &failed);
+		root = khib_vword(m, l->mem_map + nr / l->per_root * WORD, &failed);
 		entry = root + nr % l->per_root * l->section_size;
 	} else {
 		root = l->mem_map;
@@ -298,14 +93,14 @@ static uint64_t page_struct(struct old_memory *m, const struct layout *l, uint64
 	}
 	if (failed || !root)
 		return 0;
-	map = vword(m, l, entry + l->section_map, &failed);
+	map = khib_vword(m, entry + l->section_map, &failed);
 	if (failed || !(map & 1u))   /* SECTION_MARKED_PRESENT */
 		return 0;
 	return (map & ~0x1full) + pfn * l->struct_page;
 }
 
 /* Sum of NR_FREE_PAGES over the zones of one node. */
-static int node_free(struct old_memory *m, const struct layout *l, uint64_t pgdat,
+static int node_free(struct khib_old_memory *m, const struct layout *l, uint64_t pgdat,
 		     uint64_t *total)
 {
 	uint64_t nr_zones_at, zones_at, zone_size, vm_stat, index, counter;
@@ -318,20 +113,20 @@ static int node_free(struct old_memory *m, const struct layout *l, uint64_t pgda
 	    need(l->text, "OFFSET(zone.vm_stat)", &vm_stat, NULL, 0) < 0 ||
 	    need(l->text, "NUMBER(NR_FREE_PAGES)", &index, NULL, 0) < 0 ||
 	    need(l->text, "SIZE(atomic_long_t)", &counter, NULL, 0) < 0 || counter > 8 ||
-	    vread(m, l, pgdat + nr_zones_at, bytes, 4) < 0)
+	    khib_vread(m, pgdat + nr_zones_at, bytes, 4) < 0)
 		return -1;
-	nr_zones = (int32_t)little(bytes, 4);
+	nr_zones = (int32_t)khib_little(bytes, 4);
 	for (int32_t z = 0; z < nr_zones && z < 16; z++) {
 		uint64_t at = pgdat + zones_at + (uint64_t)z * zone_size + vm_stat + index * counter;
-		if (vread(m, l, at, bytes, (size_t)counter) < 0)
+		if (khib_vread(m, at, bytes, (size_t)counter) < 0)
 			return -1;
-		*total += (uint64_t)little(bytes, (size_t)counter);
+		*total += (uint64_t)khib_little(bytes, (size_t)counter);
 	}
 	return 0;
 }
 
 /* NR_FREE_PAGES as the old kernel counted it, summed over its zones. */
-static int kernel_count(struct old_memory *m, const struct layout *l, uint64_t *total)
+static int kernel_count(struct khib_old_memory *m, const struct layout *l, uint64_t *total)
 {
 	int64_t pgdat, nodes, length;
 	int failed = 0;
@@ -343,7 +138,7 @@ static int kernel_count(struct old_memory *m, const struct layout *l, uint64_t *
 	    number(l->text, "LENGTH(node_data)", &length) < 0)
 		return -1;
 	for (int64_t n = 0; n < length && n < 1024; n++) {
-		uint64_t node = vword(m, l, (uint64_t)nodes + (uint64_t)n * WORD, &failed);
+		uint64_t node = khib_vword(m, (uint64_t)nodes + (uint64_t)n * WORD, &failed);
 		if (failed || (node && node_free(m, l, node, total) < 0))
 			return -1;
 	}
@@ -359,15 +154,17 @@ static int release_supported(const char *text, char *why, size_t size)
 		snprintf(why, size, "A's VMCOREINFO names no kernel release");
 		return -1;
 	}
-	if (major > 6 || (major == 6 && minor >= 9) || major < 4) {
+	/* 5.10 to 6.8: _mapcount holds PAGE_BUDDY_MAPCOUNT_VALUE on a free block's head. */
+	if (major * 1000u + minor < 5010u || major * 1000u + minor > 6008u) {
 		snprintf(why, size, "A runs Linux %u.%u: its free pages are marked in a way this "
-			 "khib-save does not read (it reads 4.x to 6.8)", major, minor);
+			 "khib-save does not read (it reads 5.10 to 6.8)", major, minor);
 		return -1;
 	}
 	return 0;
 }
 
-static int read_layout(struct layout *l, uint64_t kernel_code, char *why, size_t size)
+static int read_layout(struct khib_old_memory *m, struct layout *l, uint64_t kernel_code,
+		       char *why, size_t size)
 {
 	const char *t = l->text;
 	int64_t value;
@@ -391,21 +188,21 @@ static int read_layout(struct layout *l, uint64_t kernel_code, char *why, size_t
 	}
 #if defined(__x86_64__)
 	(void)kernel_code;
-	if (need(t, "SYMBOL(init_top_pgt)", &l->top_pgt, why, size) < 0 ||
-	    need(t, "NUMBER(phys_base)", &l->phys_base, why, size) < 0)
+	if (need(t, "SYMBOL(init_top_pgt)", &m->top_pgt, why, size) < 0 ||
+	    need(t, "NUMBER(phys_base)", &m->phys_base, why, size) < 0)
 		return -1;
-	l->top_pgt = l->top_pgt - START_KERNEL_MAP + l->phys_base;
-	l->l5 = number(t, "NUMBER(pgtable_l5_enabled)", &value) == 0 && value;
-	l->sme_mask = number(t, "NUMBER(sme_mask)", &value) == 0 ? (uint64_t)value : 0;
+	m->top_pgt = m->top_pgt - START_KERNEL_MAP + m->phys_base;
+	m->l5 = number(t, "NUMBER(pgtable_l5_enabled)", &value) == 0 && value;
+	m->sme_mask = number(t, "NUMBER(sme_mask)", &value) == 0 ? (uint64_t)value : 0;
 #else
-	if (need(t, "SYMBOL(_stext)", &l->page_offset, why, size) < 0)
+	if (need(t, "SYMBOL(_stext)", &m->page_offset, why, size) < 0)
 		return -1;
-	if (!kernel_code || kernel_code > l->page_offset) {
+	if (!kernel_code || kernel_code > m->page_offset) {
 		snprintf(why, size, "A's \"Kernel code\" is unknown: its PAGE_OFFSET cannot be "
 			 "derived");
 		return -1;
 	}
-	l->page_offset -= kernel_code;
+	m->page_offset -= kernel_code;
 #endif
 	l->sparse = number(t, "SYMBOL(mem_section)", &value) == 0;
 	if (l->sparse) {
@@ -435,25 +232,26 @@ static int read_layout(struct layout *l, uint64_t kernel_code, char *why, size_t
 }
 
 /* The note's descriptor (the VMCOREINFO text) from its ELF note at paddr. */
-static char *read_note(struct old_memory *m, uint64_t paddr, uint64_t size, size_t *length)
+static char *read_note(struct khib_old_memory *m, uint64_t paddr, uint64_t size,
+		       size_t *length)
 {
 	unsigned char header[12];
-	uint32_t namesz, descsz;
+	uint64_t namesz, descsz;
 	char *text;
 
-	if (size < sizeof(header) || size > (1u << 20) ||
-	    old_read(m, paddr, header, sizeof(header)) < 0)
+	if (size < sizeof(header) || size > KHIB_VMCOREINFO_MAX + 64u ||
+	    khib_old_read(m, paddr, header, sizeof(header)) < 0)
 		return NULL;
-	namesz = (uint32_t)little(header, 4) & 0xffffffffu;
-	descsz = (uint32_t)little(header + 4, 4) & 0xffffffffu;
-	if (namesz != 11 || sizeof(header) + 12u + descsz > size)
+	namesz = (uint64_t)khib_little(header, 4) & 0xffffffffu;
+	descsz = (uint64_t)khib_little(header + 4, 4) & 0xffffffffu;
+	if (namesz != 11 || descsz > KHIB_VMCOREINFO_MAX || 24u + descsz > size)
 		return NULL;
-	text = calloc(1, descsz + 1u);
-	if (!text || old_read(m, paddr + sizeof(header) + 12u, text, descsz) < 0) {
+	text = calloc(1, (size_t)descsz + 1u);
+	if (!text || khib_old_read(m, paddr + 24u, text, (size_t)descsz) < 0) {
 		free(text);
 		return NULL;
 	}
-	*length = strnlen(text, descsz);
+	*length = strnlen(text, (size_t)descsz);
 	return text;
 }
 
@@ -469,7 +267,7 @@ int khib_page_free(const struct khib_free_pages *f, uint64_t pfn)
 }
 
 /* Walk the struct pages of every pfn in the ranges, marking the free buddy blocks. */
-static int walk(struct old_memory *m, const struct layout *l, const struct khib_range *ranges,
+static int walk(struct khib_old_memory *m, const struct layout *l, const struct khib_range *ranges,
 		size_t count, struct khib_free_pages *f)
 {
 	unsigned char *batch = malloc(BATCH_PAGES * (size_t)l->struct_page);
@@ -488,17 +286,17 @@ static int walk(struct old_memory *m, const struct layout *l, const struct khib_
 				uint64_t left = per - pfn % per;
 				n = n < left ? n : left;
 			}
-			if (!first || vread(m, l, first, batch, (size_t)(n * l->struct_page)) < 0) {
+			if (!first || khib_vread(m, first, batch, (size_t)(n * l->struct_page)) < 0) {
 				pfn += n;   /* no struct pages: nothing known free here */
 				continue;
 			}
 			for (uint64_t i = 0; i < n; i++) {
 				const unsigned char *page = batch + i * l->struct_page;
-				int32_t type = (int32_t)little(page + l->mapcount, 4);
+				int32_t type = (int32_t)khib_little(page + l->mapcount, 4);
 				uint64_t order;
 				if (pfn + i < free_until || type != (int32_t)l->buddy)
 					continue;
-				order = (uint64_t)little(page + l->private, WORD);
+				order = (uint64_t)khib_little(page + l->private, WORD);
 				if (order >= l->max_order)
 					continue;
 				mark_free(f, pfn + i, 1ull << order);
@@ -517,7 +315,7 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 			 uint64_t vmcoreinfo_size, uint64_t control_page, uint64_t kernel_code,
 			 struct khib_free_pages *f)
 {
-	struct old_memory *m = calloc(1, sizeof(*m));
+	struct khib_old_memory *m = calloc(1, sizeof(*m));
 	struct layout l = {0};
 	uint64_t max_pfn = 0, tolerance;
 	int status = -1;
@@ -530,9 +328,9 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 	m->fd = fd;
 	m->ranges = ranges;
 	m->count = count;
-	if (control_page && backup_list(m, control_page, f->why, sizeof(f->why)) < 0)
+	if (control_page && khib_backup_list(m, control_page, f->why, sizeof(f->why)) < 0)
 		goto out;
-	qsort(m->window, m->nwindow, sizeof(*m->window), compare_pairs);
+	qsort(m->window, m->nwindow, sizeof(*m->window), khib_compare_pairs);
 	f->vmcoreinfo = read_note(m, vmcoreinfo, vmcoreinfo_size, &f->vmcoreinfo_size);
 	if (!f->vmcoreinfo) {
 		snprintf(f->why, sizeof(f->why), "A's VMCOREINFO note at 0x%llx is unreadable",
@@ -540,11 +338,11 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 		goto out;
 	}
 	l.text = f->vmcoreinfo;
-	if (read_layout(&l, kernel_code, f->why, sizeof(f->why)) < 0)
+	if (read_layout(m, &l, kernel_code, f->why, sizeof(f->why)) < 0)
 		goto out;
 	if (!l.sparse) {   /* SYMBOL(mem_map) is the pointer's address */
 		int failed = 0;
-		l.mem_map = vword(m, &l, l.mem_map, &failed);
+		l.mem_map = khib_vword(m, l.mem_map, &failed);
 		if (failed || !l.mem_map) {
 			snprintf(f->why, sizeof(f->why), "A's mem_map is unreadable");
 			goto out;
@@ -554,7 +352,12 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 		if ((all[r].paddr + all[r].size) / KHIB_PAGE > max_pfn)
 			max_pfn = (all[r].paddr + all[r].size) / KHIB_PAGE;
 	f->npfns = max_pfn;
-	f->bitmap = calloc(1, (size_t)(max_pfn + 7) / 8);
+	if (max_pfn > ((uint64_t)SIZE_MAX - 7u) || max_pfn >> 40) {   /* 4 EiB of RAM: no */
+		snprintf(f->why, sizeof(f->why), "A's RAM ends at pfn 0x%llx",
+			 (unsigned long long)max_pfn);
+		goto out;
+	}
+	f->bitmap = calloc(1, (size_t)((max_pfn + 7) / 8));
 	if (!f->bitmap || walk(m, &l, all, nall, f) < 0) {
 		snprintf(f->why, sizeof(f->why), "out of memory");
 		goto out;
@@ -576,10 +379,10 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 			mark_free(f, m->window[i].source / KHIB_PAGE, 1);
 #if defined(__x86_64__)
 	/* The direct map's offset, as export needs it: the sections' roots live there. */
-	f->page_offset = l.sparse && vtop(m, &l, l.mem_map) != UINT64_MAX ?
-			 l.mem_map - vtop(m, &l, l.mem_map) : 0;
+	f->page_offset = l.sparse && khib_vtop(m, l.mem_map) != UINT64_MAX ?
+			 l.mem_map - khib_vtop(m, l.mem_map) : 0;
 #else
-	f->page_offset = l.page_offset;
+	f->page_offset = m->page_offset;
 #endif
 	status = 0;
 out:

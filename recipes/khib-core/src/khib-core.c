@@ -4,7 +4,7 @@
  * copy of the static C library instead of three: the i386 default image went from 6.55
  * to 5.85 MiB (gzip -9).
  */
-#include "khib-image.h"
+#include "khib-core.h"
 
 #include <string.h>
 

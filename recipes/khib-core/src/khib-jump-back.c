@@ -12,7 +12,7 @@
  * segment, and swapping the page with its own copy leaves it as it was.
  */
 #define _GNU_SOURCE
-#include "khib-image.h"
+#include "khib-core.h"
 
 #include <errno.h>
 #include <fcntl.h>

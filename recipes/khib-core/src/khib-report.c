@@ -1,15 +1,19 @@
 /*
- * khib-report: in B, leave a message in the page the original kernel (A) set aside for it.
+ * khib-report: in B, use the page the original kernel (A) set aside for it.
  *
  *   khib-report ADDRESS:NONCE MESSAGE [--mem /dev/mem]
+ *   khib-report ADDRESS:NONCE --take-key FILE [--mem /dev/mem]
  *
- * A (khib jump, khib hibernate) fills one page of its own with "KHIBSTAT", a nonce and
- * zeros, and hands B the page's physical address and the nonce.  This writes MESSAGE
- * there, after checking that the page still holds that magic and nonce: nothing is
- * written into A's memory that has not been checked to be the page A meant.
+ * A (khib jump, khib hibernate) fills one page of its own with KHIB_STATUS_MAGIC, a nonce
+ * and zeros, and hands B the page's physical address and the nonce.  The first form
+ * leaves MESSAGE there.  The second takes the key A put in the page (khib hibernate
+ * --key): it writes the key to FILE (a new file, 0600, in B's own memory) and zeroes it
+ * in A's page, so that the image B then saves of A holds no copy of it.  Both check the
+ * magic and the nonce first: nothing is written into A's memory that has not been
+ * checked to be the page A meant.
  */
 #define _GNU_SOURCE
-#include "khib-image.h"
+#include "khib-core.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,28 +21,49 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STATUS_MAGIC "KHIBSTAT"
-#define NONCE_SIZE 16u
-#define MESSAGE_AT (8u + NONCE_SIZE)
-
 static int usage(void)
 {
-	fprintf(stderr, "usage: khib-report ADDRESS:NONCE MESSAGE [--mem FILE]\n");
+	fprintf(stderr, "usage: khib-report ADDRESS:NONCE (MESSAGE | --take-key FILE) "
+		"[--mem FILE]\n");
 	return 2;
+}
+
+/* The key in A's page to FILE, and zeros in its place; -1 and a message. */
+static int take_key(unsigned char *page, const char *path)
+{
+	uint32_t length;
+	int out;
+
+	memcpy(&length, page + KHIB_STATUS_KEY_AT, sizeof(length));
+	if (length < KHIB_KEY_MIN || length > KHIB_KEY_MAX) {
+		fprintf(stderr, "khib-report: A left no key in its status page\n");
+		return -1;
+	}
+	out = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (out < 0 || khib_pwrite_full(out, page + KHIB_STATUS_KEY_AT + 4, length, 0) < 0 ||
+	    close(out) < 0) {
+		fprintf(stderr, "khib-report: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	khib_wipe(page + KHIB_STATUS_KEY_AT, KHIB_PAGE - KHIB_STATUS_KEY_AT);
+	return 0;
 }
 
 int khib_report_main(int argc, char **argv)
 {
-	const char *mem_path = "/dev/mem", *target = NULL, *message = NULL, *nonce;
+	const char *mem_path = "/dev/mem", *target = NULL, *message = NULL, *key_out = NULL;
 	static unsigned char page[KHIB_PAGE];
 	unsigned long long address;
+	const char *nonce;
 	size_t length;
 	char *end;
-	int fd;
+	int fd, status = 1;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
 			mem_path = argv[++i];
+		else if (!strcmp(argv[i], "--take-key") && i + 1 < argc)
+			key_out = argv[++i];
 		else if (!target)
 			target = argv[i];
 		else if (!message)
@@ -46,34 +71,41 @@ int khib_report_main(int argc, char **argv)
 		else
 			return usage();
 	}
-	if (!target || !message)
+	if (!target || !message == !key_out)
 		return usage();
 	address = strtoull(target, &end, 0);
 	nonce = end + 1;
-	if (*end != ':' || strlen(nonce) != NONCE_SIZE || address % KHIB_PAGE)
+	if (*end != ':' || strlen(nonce) != KHIB_STATUS_NONCE || address % KHIB_PAGE)
 		return usage();
-	length = strlen(message);
-	if (length > KHIB_PAGE - MESSAGE_AT - 1)
-		length = KHIB_PAGE - MESSAGE_AT - 1;
 	fd = open(mem_path, O_RDWR);
 	if (fd < 0 || khib_mem_copy(fd, page, sizeof(page), address, 0) < 0) {
 		fprintf(stderr, "khib-report: reading 0x%llx from %s: %s\n", address, mem_path,
 			strerror(errno));
-		return 1;
+		goto out;
 	}
-	if (memcmp(page, STATUS_MAGIC, 8) || memcmp(page + 8, nonce, NONCE_SIZE)) {
+	if (memcmp(page, KHIB_STATUS_MAGIC, 8) || memcmp(page + 8, nonce, KHIB_STATUS_NONCE)) {
 		fprintf(stderr, "khib-report: 0x%llx is not the status page A set aside: "
 			"nothing written\n", address);
-		close(fd);
-		return 1;
+		goto out;
 	}
-	memset(page + MESSAGE_AT, 0, sizeof(page) - MESSAGE_AT);
-	memcpy(page + MESSAGE_AT, message, length);
+	if (key_out) {
+		if (take_key(page, key_out) < 0)
+			goto out;
+	} else {
+		length = strlen(message);
+		if (length > KHIB_STATUS_KEY_AT - KHIB_STATUS_MESSAGE_AT - 1)
+			length = KHIB_STATUS_KEY_AT - KHIB_STATUS_MESSAGE_AT - 1;
+		memset(page + KHIB_STATUS_MESSAGE_AT, 0, KHIB_STATUS_KEY_AT - KHIB_STATUS_MESSAGE_AT);
+		memcpy(page + KHIB_STATUS_MESSAGE_AT, message, length);
+	}
 	if (khib_mem_copy(fd, page, sizeof(page), address, 1) < 0) {
 		fprintf(stderr, "khib-report: writing 0x%llx: %s\n", address, strerror(errno));
-		close(fd);
-		return 1;
+		goto out;
 	}
-	close(fd);
-	return 0;
+	status = 0;
+out:
+	khib_wipe(page, sizeof(page));
+	if (fd >= 0)
+		close(fd);
+	return status;
 }

@@ -1,21 +1,25 @@
 /*
  * khib-restore: put a khib image back into memory, or export it as a plain core.
  *
- *   khib-restore IMAGE --check [--key FILE]      check the image against its seal
- *   khib-restore IMAGE --mem /dev/mem [--running /proc/iomem] [--key FILE]
+ *   khib-restore IMAGE --check [--key FILE] [--meta-out FILE]
+ *        check the image against its seal; --meta-out: then write what it records (its
+ *        meta note), as checked, to FILE
+ *   khib-restore IMAGE --mem /dev/mem [--running /proc/iomem] [--within RANGES]
+ *                [--key FILE] [--meta-out FILE]
  *        check the whole image first (every CRC-32, the SHA-256 seal, with --key its
- *        HMAC) and that no segment lies in the running kernel's own RAM (the System RAM
- *        --running lists, less a crashkernel= reservation); only then write every segment
- *        back (zeros for zero and free runs), and verify it
+ *        HMAC), that no segment lies in the running kernel's own RAM (the System RAM
+ *        --running lists, less a crashkernel= reservation) and that every segment lies
+ *        in the RAM --within lists; only then write every segment back (zeros for zero
+ *        and free runs), each block compared with the digest the check kept before a
+ *        byte of it is written, and verify.  Exit status: 0 written and verified, 1
+ *        nothing written, 3 writing began and failed (memory is changed).
  *   khib-restore IMAGE --mem /dev/mem --verify   only compare memory with the image
- *   khib-restore IMAGE --export OUT [--key FILE]
- *        the old kernel's memory as it had it, as a plain ELF64 core that crash and
- *        makedumpfile read: every range in a PT_LOAD (free and zero runs as zeros) whose
- *        p_vaddr is its direct-map address, the window's pages put back from where kexec
- *        had moved them, and its VMCOREINFO note
+ *                                                (free runs are not compared)
+ *   khib-restore IMAGE --export OUT [--key FILE] a plain core (export.c)
  */
 #define _GNU_SOURCE
-#include "khib-image.h"
+#include "khib-core.h"
+#include "restore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,39 +32,36 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-restore IMAGE (--check | --mem FILE [--running IOMEM] "
-		"[--verify] | --export OUT) [--key FILE]\n");
-	return 2;
+		"[--within RANGES] [--verify] | --export OUT) [--key FILE] [--meta-out FILE]\n");
+	return KHIB_EXIT_USAGE;
 }
 
-/* Where decompressed blocks go: memory (a physical address) or a file (an offset). */
-struct destination {
-	int fd;
-	uint64_t base;
-	int memory;
-};
-
-static int put_block(void *context, const unsigned char *data, size_t size, uint64_t at)
+int put_into(void *context, const unsigned char *data, size_t size, uint64_t at)
 {
-	const struct destination *to = context;
+	const struct khib_destination *to = context;
 
-	return to->memory ? khib_mem_copy(to->fd, (void *)data, size, to->base + at, 1)
-			  : khib_pwrite_full(to->fd, data, size, to->base + at);
+	if (!to->memory)
+		return khib_pwrite_full(to->fd, data, size, to->base + at);
+	*to->written = 1;
+	return khib_mem_copy(to->fd, (void *)data, size, to->base + at, 1);
 }
 
-static int write_back(int image_fd, const char *name, int mem, const struct khib_image *image,
-		      unsigned char *buffer)
+/* Every segment into memory; *written says whether a byte of it may have changed. */
+static int write_back(int image_fd, const char *name, int mem, struct khib_image *image,
+		      unsigned char *buffer, int *written)
 {
 	memset(buffer, 0, CHUNK);
 	for (size_t i = 0; i < image->count; i++) {
 		const struct khib_segment *s = &image->segments[i];
-		struct destination to = {mem, s->paddr, 1};
+		struct khib_destination to = {mem, s->paddr, 1, written};
 		if (s->kind == KHIB_DATA) {
-			if (khib_segment_blocks(image_fd, name, image, i, NULL, put_block, &to) < 0)
+			if (khib_segment_blocks(image_fd, name, image, i, 1, put_into, &to) < 0)
 				goto fail;
 			continue;
 		}
 		for (uint64_t at = 0; at < s->memsz;) {   /* zero and free runs: zeros */
 			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
+			*written = 1;
 			if (khib_mem_copy(mem, buffer, length, s->paddr + at, 1) < 0)
 				goto fail;
 			at += length;
@@ -68,18 +69,25 @@ static int write_back(int image_fd, const char *name, int mem, const struct khib
 	}
 	return 0;
 fail:
-	fprintf(stderr, "khib-restore: writing the old kernel's memory: %s\n", strerror(errno));
+	fprintf(stderr, "khib-restore: writing the old kernel's memory: %s\n",
+		errno ? strerror(errno) : "the image changed");
 	return -1;
 }
 
-/* Compare memory with the image (CRC-32s, zeros); the number of segments that differ. */
-static long verify(int mem, const struct khib_image *image, unsigned char *buffer)
+/*
+ * Compare memory with the image (CRC-32s, zeros); the number of segments that differ.
+ * Free runs are compared only after a write (the old kernel's free pages hold anything).
+ */
+static long verify(int mem, const struct khib_image *image, unsigned char *buffer,
+		   int after_write)
 {
 	long bad = 0;
 
 	for (size_t i = 0; i < image->count; i++) {
 		const struct khib_segment *s = &image->segments[i];
 		uint32_t crc = 0;
+		if (s->kind == KHIB_FREE && !after_write)
+			continue;
 		for (uint64_t at = 0; at < s->memsz;) {
 			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
 			if (khib_mem_copy(mem, buffer, length, s->paddr + at, 0) < 0) {
@@ -103,194 +111,104 @@ static long verify(int mem, const struct khib_image *image, unsigned char *buffe
 	return bad;
 }
 
-/* A PT_LOAD of the export: image segments, or window pages put back. */
-struct run {
-	uint64_t paddr;
-	uint64_t size;
-	int window;
-};
-
-static int by_paddr(const void *a, const void *b)
+/* Whether the image's segments lie in the ranges listed in path (1), outside (0). */
+static int fits(const struct khib_image *image, const char *path, const char *name,
+		int inside)
 {
-	const struct run *x = a, *y = b;
+	struct khib_range *ranges = NULL;
+	size_t count = 0;
+	int wrong;
 
-	return x->paddr < y->paddr ? -1 : x->paddr > y->paddr;
-}
-
-static int add_run(struct run **runs, size_t *count, uint64_t paddr, uint64_t size, int window)
-{
-	struct run *last = *count ? &(*runs)[*count - 1] : NULL;
-	void *grown;
-
-	if (last && last->window == window && last->paddr + last->size == paddr) {
-		last->size += size;
-		return 0;
-	}
-	grown = realloc(*runs, (*count + 1) * sizeof(**runs));
-	if (!grown)
-		return -1;
-	*runs = grown;
-	(*runs)[(*count)++] = (struct run){paddr, size, window};
-	return 0;
-}
-
-/* Where paddr's page is in the export (runs sorted, offsets in step), or UINT64_MAX. */
-static uint64_t export_offset(const struct run *runs, const uint64_t *offsets, size_t count,
-			      uint64_t paddr)
-{
-	size_t low = 0, high = count;
-
-	while (low < high) {
-		size_t middle = low + (high - low) / 2;
-		if (paddr < runs[middle].paddr)
-			high = middle;
-		else if (paddr - runs[middle].paddr >= runs[middle].size)
-			low = middle + 1;
-		else
-			return offsets[middle] + (paddr - runs[middle].paddr);
-	}
-	return UINT64_MAX;
-}
-
-/* The ELF header, the PT_NOTE with VMCOREINFO and a PT_LOAD per run. */
-static int export_headers(int out, const struct khib_image *image, uint16_t machine,
-			  const struct run *runs, const uint64_t *offsets, size_t nruns,
-			  uint64_t note)
-{
-	Elf64_Ehdr eh = khib_core_header(machine, sizeof(Elf64_Ehdr), (uint16_t)(nruns + 1));
-	Elf64_Nhdr nhdr = {11, (uint32_t)image->vmcoreinfo_size, 0};
-	Elf64_Phdr ph = {.p_type = PT_NOTE, .p_offset = note,
-			 .p_filesz = image->vmcoreinfo ? sizeof(nhdr) + 12 +
-				     ((image->vmcoreinfo_size + 3) & ~(size_t)3) : 0};
-
-	if (khib_pwrite_full(out, &eh, sizeof(eh), 0) < 0 ||
-	    khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh)) < 0 ||
-	    (image->vmcoreinfo &&
-	     (khib_pwrite_full(out, &nhdr, sizeof(nhdr), note) < 0 ||
-	      khib_pwrite_full(out, KHIB_VMCOREINFO_NAME "\0", 12, note + sizeof(nhdr)) < 0 ||
-	      khib_pwrite_full(out, image->vmcoreinfo, image->vmcoreinfo_size,
-			       note + sizeof(nhdr) + 12) < 0)))
-		return -1;
-	for (size_t r = 0; r < nruns; r++) {
-		ph = (Elf64_Phdr){.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X,
-				  .p_offset = offsets[r], .p_paddr = runs[r].paddr,
-				  .p_vaddr = image->layout.page_offset + runs[r].paddr,
-				  .p_filesz = runs[r].size, .p_memsz = runs[r].size,
-				  .p_align = KHIB_PAGE};
-		if (khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh) + (r + 1) * sizeof(ph)) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/*
- * The old kernel's memory as it had it, as a plain core: the image's data decompressed
- * in place (zero and free runs stay holes), then each window page copied from where
- * kexec had moved it, which is by then in the export too.
- */
-static int export_core(int image_fd, const char *name, const struct khib_image *image,
-		       const char *path, uint16_t machine, unsigned char *buffer)
-{
-	struct run *runs = NULL;
-	uint64_t *offsets = NULL, note, offset;
-	size_t nruns = 0;
-	int out = -1;
-
-	for (size_t i = 0; i < image->count; i++)
-		if (add_run(&runs, &nruns, image->segments[i].paddr, image->segments[i].memsz, 0) < 0)
-			goto fail;
-	for (size_t i = 0; i < image->layout.npairs; i++)
-		if (add_run(&runs, &nruns, image->pairs[i].dest, KHIB_PAGE, 1) < 0)
-			goto fail;
-	qsort(runs, nruns, sizeof(*runs), by_paddr);
-	offsets = calloc(nruns + 1, sizeof(*offsets));
-	if (!offsets || nruns + 1 > 0xfffe)
-		goto fail;
-	note = sizeof(Elf64_Ehdr) + (nruns + 1) * sizeof(Elf64_Phdr);
-	offset = (note + sizeof(Elf64_Nhdr) + 12 + image->vmcoreinfo_size + KHIB_PAGE + 3) &
-		 ~(uint64_t)(KHIB_PAGE - 1);
-	for (size_t r = 0; r < nruns; r++) {
-		offsets[r] = offset;
-		offset += runs[r].size;
-	}
-	out = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-	if (out < 0 || ftruncate(out, (off_t)offset) < 0 ||
-	    export_headers(out, image, machine, runs, offsets, nruns, note) < 0)
-		goto fail;
-	for (size_t i = 0; i < image->count; i++) {
-		struct destination to = {out, export_offset(runs, offsets, nruns,
-							     image->segments[i].paddr), 0};
-		if (image->segments[i].kind == KHIB_DATA &&
-		    khib_segment_blocks(image_fd, name, image, i, NULL, put_block, &to) < 0)
-			goto fail;
-	}
-	for (size_t i = 0; i < image->layout.npairs; i++) {
-		uint64_t from = export_offset(runs, offsets, nruns, image->pairs[i].source);
-		uint64_t to = export_offset(runs, offsets, nruns, image->pairs[i].dest);
-		if (from != UINT64_MAX &&
-		    (khib_pread_full(out, buffer, KHIB_PAGE, from) < 0 ||
-		     khib_pwrite_full(out, buffer, KHIB_PAGE, to) < 0))
-			goto fail;
-	}
-	if (close(out) < 0) {
-		out = -1;
-		goto fail;
-	}
-	printf("khib-restore: %s: a core of %zu ranges, %llu MiB, %zu window pages put back\n",
-	       path, nruns, (unsigned long long)((offset - note) >> 20),
-	       (size_t)image->layout.npairs);
-	free(runs);
-	free(offsets);
-	return 0;
-fail:
-	fprintf(stderr, "khib-restore: writing %s: %s\n", path, strerror(errno));
-	if (out >= 0)
-		close(out);
-	free(runs);
-	free(offsets);
-	return -1;
-}
-
-/* Nothing is written before the whole image is checked and found to fit around us. */
-static int safe_to_write(int image_fd, const char *image_path, const struct khib_image *image,
-			 const char *running, const struct khib_key *key)
-{
-	struct khib_range *own = NULL;
-	size_t nown = 0;
-	int overlaps;
-
-	if (khib_check_image(image_fd, image_path, image, key) != 0)
-		return 0;
-	if (!running)
+	if (!path)
 		return 1;
-	if (khib_read_ranges(running, &own, &nown) < 0)
+	if (khib_read_ranges(path, &ranges, &count) < 0)
 		return 0;
-	overlaps = khib_overlaps(image, own, nown, image_path);
-	free(own);
-	return !overlaps;
+	wrong = inside ? khib_outside(image, ranges, count, name)
+		       : khib_overlaps(image, ranges, count, name);
+	free(ranges);
+	return !wrong;
+}
+
+/* What the image records (its meta note), as checked, for the khib tools. */
+static int write_meta(const struct khib_image *image, const char *path)
+{
+	int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	if (out < 0 || khib_pwrite_full(out, image->meta ? image->meta : "", image->meta_size, 0) < 0 ||
+	    close(out) < 0) {
+		fprintf(stderr, "khib-restore: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Check, write, verify: the exit status says what happened to memory. */
+static int restore(int fd, const char *name, struct khib_image *image, const char *mem_path,
+		   const char *running, const char *within, const struct khib_key *key,
+		   unsigned char *buffer, double started)
+{
+	int mem, written = 0;
+	long bad;
+
+	if (khib_check_image(fd, name, image, key) != 0 || !fits(image, running, name, 0) ||
+	    !fits(image, within, name, 1))
+		return KHIB_EXIT_UNTOUCHED;
+	mem = open(mem_path, O_RDWR);
+	if (mem < 0) {
+		fprintf(stderr, "khib-restore: %s: %s\n", mem_path, strerror(errno));
+		return KHIB_EXIT_UNTOUCHED;
+	}
+	if (write_back(fd, name, mem, image, buffer, &written) < 0) {
+		close(mem);
+		return written ? KHIB_EXIT_PARTLY : KHIB_EXIT_UNTOUCHED;
+	}
+	bad = verify(mem, image, buffer, 1);
+	close(mem);
+	if (bad != 0)
+		return KHIB_EXIT_PARTLY;
+	printf("khib-restore: %zu segments written and verified in %.1f s\n", image->count,
+	       khib_seconds() - started);
+	return KHIB_EXIT_WRITTEN;
+}
+
+static int compare_only(const char *mem_path, const struct khib_image *image,
+			unsigned char *buffer, double started)
+{
+	int mem = open(mem_path, O_RDONLY);
+	long bad;
+
+	if (mem < 0) {
+		fprintf(stderr, "khib-restore: %s: %s\n", mem_path, strerror(errno));
+		return 1;
+	}
+	bad = verify(mem, image, buffer, 0);
+	close(mem);
+	if (bad == 0)
+		printf("khib-restore: %zu segments compared and verified in %.1f s\n", image->count,
+		       khib_seconds() - started);
+	return bad != 0;
 }
 
 int khib_restore_main(int argc, char **argv)
 {
 	const char *image_path = NULL, *mem_path = NULL, *export = NULL, *running = NULL;
-	const char *key_path = NULL;
-	int verify_only = 0, check_only = 0, status = 1;
+	const char *key_path = NULL, *within = NULL, *meta_out = NULL;
+	int verify_only = 0, check_only = 0, status = KHIB_EXIT_UNTOUCHED, fd;
 	struct khib_image image;
 	struct khib_key key = {0};
 	uint16_t machine;
 	unsigned char *buffer = malloc(CHUNK);
 	double started = khib_seconds();
-	FILE *file;
 
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
-			mem_path = argv[++i];
-		else if (!strcmp(argv[i], "--running") && i + 1 < argc)
-			running = argv[++i];
-		else if (!strcmp(argv[i], "--export") && i + 1 < argc)
-			export = argv[++i];
-		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
-			key_path = argv[++i];
+		const char **slot = !strcmp(argv[i], "--mem") ? &mem_path :
+				    !strcmp(argv[i], "--running") ? &running :
+				    !strcmp(argv[i], "--within") ? &within :
+				    !strcmp(argv[i], "--export") ? &export :
+				    !strcmp(argv[i], "--key") ? &key_path :
+				    !strcmp(argv[i], "--meta-out") ? &meta_out : NULL;
+		if (slot && i + 1 < argc)
+			*slot = argv[++i];
 		else if (!strcmp(argv[i], "--verify"))
 			verify_only = 1;
 		else if (!strcmp(argv[i], "--check"))
@@ -304,47 +222,39 @@ int khib_restore_main(int argc, char **argv)
 	    (verify_only && !mem_path))
 		return usage();
 	if (key_path && khib_read_key(key_path, &key) < 0)
-		return 1;
-	file = fopen(image_path, "rb");
-	if (!file) {
+		return KHIB_EXIT_UNTOUCHED;
+	fd = open(image_path, O_RDONLY);
+	if (fd < 0) {
 		fprintf(stderr, "khib-restore: %s: %s\n", image_path, strerror(errno));
-		return 1;
+		return KHIB_EXIT_UNTOUCHED;
 	}
-	if (khib_read_image(file, image_path, &image, &machine) < 0) {
+	if (khib_read_image(fd, image_path, &image, &machine) < 0) {
 		if (mem_path && !verify_only)
 			fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
-		fclose(file);
-		return 1;
+		close(fd);
+		return KHIB_EXIT_UNTOUCHED;
 	}
 	if (check_only) {
-		status = khib_check_image(fileno(file), image_path, &image, &key) != 0;
+		status = khib_check_image(fd, image_path, &image, &key) != 0;
 		if (!status)
 			printf("khib-restore: %s: %zu segments checked, the seal holds%s\n", image_path,
 			       image.count, key.set ? " (keyed)" : "");
 	} else if (export) {
-		status = khib_check_image(fileno(file), image_path, &image, &key) != 0 ||
-			 export_core(fileno(file), image_path, &image, export, machine, buffer) < 0;
-	} else if (verify_only ||
-		   safe_to_write(fileno(file), image_path, &image, running, &key)) {
-		int mem = open(mem_path, verify_only ? O_RDONLY : O_RDWR);
-		long bad;
-		if (mem < 0) {
-			fprintf(stderr, "khib-restore: %s: %s\n", mem_path, strerror(errno));
-		} else if (verify_only || write_back(fileno(file), image_path, mem, &image, buffer) == 0) {
-			bad = verify(mem, &image, buffer);
-			if (bad == 0)
-				printf("khib-restore: %zu segments %s and verified in %.1f s\n",
-				       image.count, verify_only ? "compared" : "written",
-				       khib_seconds() - started);
-			status = bad != 0;
-		}
-		if (mem >= 0)
-			close(mem);
+		status = khib_check_image(fd, image_path, &image, &key) != 0 ||
+			 khib_export_core(fd, image_path, &image, export, machine, buffer) < 0;
+	} else if (verify_only) {
+		status = compare_only(mem_path, &image, buffer, started);
 	} else {
-		fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
+		status = restore(fd, image_path, &image, mem_path, running, within, &key, buffer,
+				 started);
+		if (status == KHIB_EXIT_UNTOUCHED)
+			fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
 	}
+	if (status == 0 && meta_out && write_meta(&image, meta_out) < 0)
+		status = KHIB_EXIT_UNTOUCHED;
+	khib_wipe(&key, sizeof(key));
 	khib_free(&image);
 	free(buffer);
-	fclose(file);
+	close(fd);
 	return status;
 }

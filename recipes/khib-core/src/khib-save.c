@@ -1,5 +1,5 @@
 /*
- * khib-save: stream the old kernel's memory into a khib image (see khib-image.h).
+ * khib-save: stream the old kernel's memory into a khib image (see khib-format.h).
  *
  *   khib-save --vmcore /proc/vmcore -o IMAGE [--exclude RANGES] [--meta FILE] [--limit N]
  *             [--key FILE]
@@ -26,7 +26,9 @@
  * the ELF header, its magic written after everything else is on the disk.
  */
 #define _GNU_SOURCE
-#include "khib-image.h"
+#include "khib-core.h"
+#include "image-write.h"
+#include "save-pages.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,14 +41,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#define CHUNK (1u << 20)
-#define PROGRESS_EVERY (64ull << 20)
-
-#if defined(__x86_64__)
-#define MACHINE EM_X86_64
-#else
-#define MACHINE EM_386
-#endif
 
 static int usage(void)
 {
@@ -54,278 +48,6 @@ static int usage(void)
 		"[--exclude RANGES] [--meta FILE] [--limit BYTES] [--key FILE]\n"
 		"       [--vmcoreinfo ADDR:SIZE [--control-page ADDR] [--kernel-code ADDR]]\n");
 	return 2;
-}
-
-/* Where the image grows: buffered, hashed as written, never past its room. */
-struct writer {
-	int out;
-	uint64_t at;              /* the image offset of buffer[0] */
-	uint64_t limit;
-	size_t used;
-	struct khib_sha256 sha;   /* of the stored bytes, in file order */
-	unsigned char buffer[CHUNK];
-};
-
-static int flush(struct writer *w)
-{
-	if (w->used && khib_pwrite_full(w->out, w->buffer, w->used, w->at) < 0)
-		return -1;
-	w->at += w->used;
-	w->used = 0;
-	return 0;
-}
-
-/* Append to the image; -1 with errno EFBIG once it would outgrow its room. */
-static int put(struct writer *w, const void *data, size_t size, int hashed)
-{
-	const unsigned char *bytes = data;
-
-	if (w->at + w->used + size > w->limit) {
-		errno = EFBIG;
-		return -1;
-	}
-	if (hashed)
-		khib_sha256_update(&w->sha, data, size);
-	while (size) {
-		size_t room = sizeof(w->buffer) - w->used;
-		size_t length = size < room ? size : room;
-		memcpy(w->buffer + w->used, bytes, length);
-		w->used += length;
-		bytes += length;
-		size -= length;
-		if (w->used == sizeof(w->buffer) && flush(w) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-static uint64_t position(const struct writer *w)
-{
-	return w->at + w->used;
-}
-
-/* The memory of the data run being saved, a block at a time. */
-struct data_run {
-	size_t segment;           /* its index in the image, or SIZE_MAX */
-	size_t used;
-	unsigned char block[KHIB_BLOCK];
-	unsigned char packed[LZ4_COMPRESSBOUND(KHIB_BLOCK)];
-};
-
-/* One block: LZ4 (lz4 -1's speed) when that is smaller, else its bytes as they are. */
-static int put_block(struct writer *w, struct data_run *run)
-{
-	int packed, raw;
-	uint32_t length, word;
-	unsigned char header[4];
-
-	if (!run->used)
-		return 0;
-	packed = LZ4_compress_default((const char *)run->block, (char *)run->packed,
-				      (int)run->used, (int)sizeof(run->packed));
-	raw = packed <= 0 || (size_t)packed >= run->used;
-	length = raw ? (uint32_t)run->used : (uint32_t)packed;
-	word = length | (raw ? KHIB_BLOCK_RAW : 0);
-	header[0] = (unsigned char)word;
-	header[1] = (unsigned char)(word >> 8);
-	header[2] = (unsigned char)(word >> 16);
-	header[3] = (unsigned char)(word >> 24);
-	run->used = 0;
-	return put(w, header, 4, 1) < 0 ||
-	       put(w, raw ? run->block : run->packed, length, 1) < 0 ? -1 : 0;
-}
-
-/* The data run ends: its last block out, its size in the image known. */
-static int end_run(struct writer *w, struct data_run *run, struct khib_image *image)
-{
-	struct khib_segment *s;
-
-	if (run->segment == SIZE_MAX)
-		return 0;
-	if (put_block(w, run) < 0)
-		return -1;
-	s = &image->segments[run->segment];
-	s->filesz = position(w) - s->offset;
-	run->segment = SIZE_MAX;
-	return 0;
-}
-
-/* The kind of one page: free (by the old kernel's own account), zero, or data. */
-static enum khib_kind kind_of(const struct khib_free_pages *free_pages, uint64_t paddr,
-			      const unsigned char *page, size_t size)
-{
-	if (khib_page_free(free_pages, paddr / KHIB_PAGE))
-		return KHIB_FREE;
-	return khib_is_zero(page, size) ? KHIB_ZERO : KHIB_DATA;
-}
-
-/* Whether every page of [paddr, paddr + length) is free: nothing to read there. */
-static int all_free(const struct khib_free_pages *free_pages, uint64_t paddr, size_t length)
-{
-	for (size_t page = 0; page < length; page += KHIB_PAGE)
-		if (!khib_page_free(free_pages, (paddr + page) / KHIB_PAGE))
-			return 0;
-	return 1;
-}
-
-/* One page into the image: a new segment or the last one's continuation. */
-static int add_page(struct writer *w, struct data_run *run, struct khib_image *image,
-		    uint64_t paddr, enum khib_kind kind, const unsigned char *page, size_t size)
-{
-	struct khib_segment *last = image->count ? &image->segments[image->count - 1] : NULL;
-	int continues = last && last->kind == kind && last->paddr + last->memsz == paddr;
-	uint32_t crc = kind != KHIB_DATA ? 0 :
-		khib_crc32(continues ? last->crc32 : 0, page, size);
-
-	if (!continues && end_run(w, run, image) < 0)
-		return -1;
-	if (khib_append(image, paddr, size, kind, crc, 1) < 0)
-		return -1;
-	if (kind != KHIB_DATA)
-		return 0;
-	if (!continues) {
-		run->segment = image->count - 1;
-		image->segments[run->segment].offset = position(w);
-	}
-	memcpy(run->block + run->used, page, size);
-	run->used += size;
-	return run->used == KHIB_BLOCK ? put_block(w, run) : 0;
-}
-
-/* The one pass: every page of the ranges, free (not read), zero or data. */
-static int save_pages(int fd, const struct khib_range *ranges, size_t count, uint64_t total,
-		      const struct khib_free_pages *free_pages, unsigned char *buffer,
-		      struct writer *w, struct data_run *run, struct khib_image *image,
-		      uint64_t pages[3])
-{
-	uint64_t done = 0, shown = 0;
-
-	for (size_t r = 0; r < count; r++) {
-		for (uint64_t at = 0; at < ranges[r].size;) {
-			size_t length = ranges[r].size - at < CHUNK ? (size_t)(ranges[r].size - at) : CHUNK;
-			int skip = all_free(free_pages, ranges[r].paddr + at, length);
-			if (!skip && khib_mem_copy(fd, buffer, length, ranges[r].offset + at, 0) < 0)
-				return -1;
-			for (size_t page = 0; page < length; page += KHIB_PAGE) {
-				size_t size = length - page < KHIB_PAGE ? length - page : KHIB_PAGE;
-				uint64_t paddr = ranges[r].paddr + at + page;
-				enum khib_kind kind = skip ? KHIB_FREE :
-					kind_of(free_pages, paddr, buffer + page, size);
-				if (add_page(w, run, image, paddr, kind, buffer + page, size) < 0)
-					return -1;
-				pages[kind]++;
-			}
-			at += length;
-			done += length;
-			if (done - shown >= PROGRESS_EVERY || done == total) {
-				khib_progress("saved", done, total);
-				shown = done;
-			}
-		}
-	}
-	return end_run(w, run, image);
-}
-
-/* One note: header, name, then its descriptor at 4-byte alignment (filled in later if NULL). */
-static unsigned char *put_note(unsigned char *at, const char *name, uint32_t type,
-			       const void *desc, size_t size)
-{
-	Elf64_Nhdr *note = (Elf64_Nhdr *)at;
-	size_t namesz = strlen(name) + 1;
-
-	*note = (Elf64_Nhdr){.n_namesz = (uint32_t)namesz, .n_descsz = (uint32_t)size,
-			     .n_type = type};
-	memcpy(note + 1, name, namesz);
-	at += sizeof(*note) + ((namesz + 3u) & ~(size_t)3u);
-	if (desc)
-		memcpy(at, desc, size);
-	return at + ((size + 3u) & ~(size_t)3u);
-}
-
-static size_t note_size(const char *name, size_t desc)
-{
-	return sizeof(Elf64_Nhdr) + ((strlen(name) + 4u) & ~(size_t)3u) +
-	       ((desc + 3u) & ~(size_t)3u);
-}
-
-static size_t desc_offset(const char *name)
-{
-	return sizeof(Elf64_Nhdr) + ((strlen(name) + 4u) & ~(size_t)3u);
-}
-
-/*
- * After the data: the program headers and the notes (the seal's digests still to be
- * filled in: *seal points at them), and the ELF header that will point there.
- */
-static unsigned char *build_trailer(const struct khib_image *image, uint64_t at,
-				    const char *meta, size_t meta_size,
-				    const struct khib_free_pages *f, uint64_t free_recorded,
-				    size_t *size, Elf64_Ehdr *eh, struct khib_sealed_notes *notes,
-				    struct khib_seal **seal)
-{
-	size_t phnum = image->count + 1;
-	size_t records_size = image->count * sizeof(struct khib_record);
-	size_t pairs_size = f->nwindow * sizeof(struct khib_pair);
-	struct khib_layout layout = {f->page_offset, free_recorded, f->counted, f->kernel_count,
-				     f->nwindow};
-	size_t notes_size = note_size(KHIB_NOTE_NAME, records_size) +
-		note_size(KHIB_NOTE_NAME, meta_size) +
-		note_size(KHIB_NOTE_NAME, sizeof(layout) + pairs_size) +
-		(f->vmcoreinfo ? note_size(KHIB_VMCOREINFO_NAME, f->vmcoreinfo_size) : 0) +
-		note_size(KHIB_NOTE_NAME, sizeof(**seal));
-	size_t phdrs_size = phnum * sizeof(Elf64_Phdr);
-	unsigned char *trailer, *cursor;
-	struct khib_record *records;
-	Elf64_Phdr *ph;
-
-	if (phnum > 0xfffe) {
-		fprintf(stderr, "khib-save: %zu segments: more than an ELF header can count\n",
-			image->count);
-		return NULL;
-	}
-	*size = phdrs_size + notes_size;
-	trailer = calloc(1, *size);
-	if (!trailer)
-		return NULL;
-	*eh = khib_core_header(MACHINE, at, (uint16_t)phnum);
-	ph = (Elf64_Phdr *)trailer;
-	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = at + phdrs_size,
-			     .p_filesz = notes_size};
-	cursor = trailer + phdrs_size;
-	records = (struct khib_record *)(cursor + desc_offset(KHIB_NOTE_NAME));
-	*notes = (struct khib_sealed_notes){.phdrs = trailer, .phdrs_size = phdrs_size,
-					    .records = records, .records_size = records_size,
-					    .meta_size = meta_size};
-	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_SEGMENTS, NULL, records_size);
-	notes->meta = cursor + desc_offset(KHIB_NOTE_NAME);
-	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_META, meta, meta_size);
-	notes->layout = (struct khib_layout *)(cursor + desc_offset(KHIB_NOTE_NAME));
-	notes->pairs = (struct khib_pair *)(notes->layout + 1);
-	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_LAYOUT, NULL,
-			  sizeof(layout) + pairs_size);
-	memcpy((void *)notes->layout, &layout, sizeof(layout));
-	if (pairs_size)
-		memcpy((void *)notes->pairs, f->window, pairs_size);
-	if (f->vmcoreinfo) {
-		notes->vmcoreinfo = cursor + desc_offset(KHIB_VMCOREINFO_NAME);
-		notes->vmcoreinfo_size = f->vmcoreinfo_size;
-		cursor = put_note(cursor, KHIB_VMCOREINFO_NAME, 0, f->vmcoreinfo,
-				  f->vmcoreinfo_size);
-	}
-	*seal = (struct khib_seal *)(cursor + desc_offset(KHIB_NOTE_NAME));
-	put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_SEAL, NULL, sizeof(**seal));
-	for (size_t i = 0; i < image->count; i++) {
-		const struct khib_segment *s = &image->segments[i];
-		ph[i + 1] = (Elf64_Phdr){
-			.p_type = KHIB_PT_MEMORY, .p_flags = PF_R | PF_W | PF_X,
-			.p_offset = s->kind == KHIB_DATA ? s->offset : 0, .p_paddr = s->paddr,
-			.p_filesz = s->kind == KHIB_DATA ? s->filesz : 0, .p_memsz = s->memsz,
-			.p_align = KHIB_PAGE,
-		};
-		records[i] = (struct khib_record){s->paddr, s->memsz, s->crc32, (uint32_t)s->kind};
-	}
-	(*seal)->image_size = at + *size;
-	return trailer;
 }
 
 /* How many bytes the output can hold: a block device's size, a file's room to grow. */
@@ -374,21 +96,6 @@ static char *read_meta(const char *path, size_t *size)
 		return NULL;
 	}
 	return meta;
-}
-
-/*
- * Data, headers and notes are on the disk: the ELF header goes last, its magic after the
- * rest of it, so that an image is complete exactly when it has one.
- */
-static int seal_image(int out, Elf64_Ehdr *eh)
-{
-	unsigned char magic[SELFMAG];
-
-	memcpy(magic, eh->e_ident, SELFMAG);
-	memset(eh->e_ident, 0, SELFMAG);
-	if (khib_pwrite_full(out, eh, sizeof(*eh), 0) < 0 || fsync(out) < 0)
-		return -1;
-	return khib_pwrite_full(out, magic, SELFMAG, 0) < 0 || fsync(out) < 0 ? -1 : 0;
 }
 
 /* ADDR or ADDR:SIZE (any base strtoull takes); 0 when malformed. */
@@ -440,13 +147,13 @@ int khib_save_main(int argc, char **argv)
 	struct khib_sealed_notes notes;
 	struct khib_seal *sealed;
 	struct khib_key key = {0};
-	struct writer *w = calloc(1, sizeof(*w));
-	struct data_run *run = calloc(1, sizeof(*run));
+	struct khib_writer *w = calloc(1, sizeof(*w));
+	struct khib_data_run *run = calloc(1, sizeof(*run));
 	Elf64_Ehdr eh;
 	unsigned char data_digest[32];
 	size_t count = 0, nall = 0, nholes = 0, meta_size = 0, trailer_size = 0;
 	uint64_t total = 0, stored, pages[3] = {0}, limit, room_left;
-	unsigned char *buffer = malloc(CHUNK), *trailer = NULL;
+	unsigned char *buffer = malloc(KHIB_CHUNK), *trailer = NULL;
 	char *meta = NULL, *end = NULL;
 	double started = khib_seconds(), seconds;
 	int fd, out, status = 1;
@@ -490,34 +197,38 @@ int khib_save_main(int argc, char **argv)
 		total += ranges[r].size;
 	find_free_pages(fd, ranges, count, all, nall, vmcoreinfo, control, kernel_code,
 			&free_pages);
-	out = open(output, O_WRONLY | O_CREAT, 0644);
+	out = open(output, O_WRONLY | O_CREAT, 0600);
 	if (out < 0 || invalidate(out) < 0) {
 		fprintf(stderr, "khib-save: %s: %s\n", output, strerror(errno));
 		return 1;
 	}
 	room_left = room(out);
-	*w = (struct writer){.out = out, .at = KHIB_PAGE,
+	*w = (struct khib_writer){.out = out, .at = KHIB_PAGE,
 			     .limit = room_left < limit ? room_left : limit};
 	run->segment = SIZE_MAX;
-	khib_sha256_init(&w->sha);
-	if (save_pages(fd, ranges, count, total, &free_pages, buffer, w, run, &image, pages) < 0) {
-		if (errno == EFBIG)
+	khib_sha256_init(&w->list);
+	if (khib_save_pages(fd, ranges, count, total, &free_pages, buffer, w, run, &image, pages) < 0) {
+		if (errno == E2BIG)
+			fprintf(stderr, "khib-save: %s: A's memory falls into more than %u runs: more "
+				"than one image can describe: nothing saved\n", output,
+				KHIB_SEGMENTS_MAX);
+		else if (errno == EFBIG)
 			fprintf(stderr, "khib-save: %s: the image outgrew the room there (%llu MiB): "
 				"nothing saved\n", output, (unsigned long long)(w->limit >> 20));
 		else
 			fprintf(stderr, "khib-save: saving %s: %s\n", output, strerror(errno));
 		goto out;
 	}
-	stored = position(w) - KHIB_PAGE;
-	khib_sha256_final(&w->sha, data_digest);
-	trailer = build_trailer(&image, position(w), meta, meta_size, &free_pages,
+	stored = khib_position(w) - KHIB_PAGE;
+	khib_sha256_final(&w->list, data_digest);
+	trailer = khib_build_trailer(&image, khib_position(w), meta, meta_size, &free_pages,
 				pages[KHIB_FREE], &trailer_size, &eh, &notes, &sealed);
 	if (!trailer)
 		goto out;
 	khib_seal_digests(data_digest, &notes, &key, sealed);
-	if (put(w, trailer, trailer_size, 0) < 0 || flush(w) < 0 ||
+	if (khib_put(w, trailer, trailer_size) < 0 || khib_flush(w) < 0 ||
 	    (ftruncate(out, (off_t)w->at) < 0 && errno != EINVAL) || /* EINVAL: a device */
-	    seal_image(out, &eh) < 0) {
+	    khib_seal_image(out, &eh) < 0) {
 		fprintf(stderr, "khib-save: %s: %s\n", output, errno == EFBIG ?
 			"the image outgrew the room there: nothing saved" : strerror(errno));
 		goto out;

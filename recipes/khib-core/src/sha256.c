@@ -1,5 +1,5 @@
 /* SHA-256 (FIPS 180-4) and HMAC-SHA256: the digests that seal a khib image. */
-#include "khib-image.h"
+#include "khib-core.h"
 
 #include <errno.h>
 #include <string.h>
@@ -151,6 +151,8 @@ void khib_sha256_update(struct khib_sha256 *ctx, const void *data, size_t size)
 {
 	const unsigned char *p = data;
 
+	if (!size)
+		return;
 	ctx->length += size;
 	if (ctx->used) {
 		size_t take = 64 - ctx->used < size ? 64 - ctx->used : size;
@@ -215,6 +217,22 @@ void khib_hmac_final(struct khib_sha256 *ctx, const struct khib_key *key, unsign
 	khib_sha256_final(ctx, mac);
 }
 
+/* The key block HMAC uses: the key's bytes, padded, or their SHA-256 when longer. */
+void khib_key_from(const unsigned char *bytes, size_t size, struct khib_key *key)
+{
+	*key = (struct khib_key){0};
+	if (size > sizeof(key->block)) {
+		struct khib_sha256 ctx;
+		khib_sha256_init(&ctx);
+		khib_sha256_update(&ctx, bytes, size);
+		khib_sha256_final(&ctx, key->block);
+		khib_wipe(&ctx, sizeof(ctx));
+	} else {
+		memcpy(key->block, bytes, size);
+	}
+	key->set = 1;
+}
+
 /* A key file: 16 to 4096 bytes, taken as they are (hashed first when over 64). */
 int khib_read_key(const char *path, struct khib_key *key)
 {
@@ -227,21 +245,17 @@ int khib_read_key(const char *path, struct khib_key *key)
 		fprintf(stderr, "khib: %s: %s\n", path, strerror(errno));
 		return -1;
 	}
+	setvbuf(file, NULL, _IONBF, 0);   /* no stdio buffer left holding the key */
 	size = fread(bytes, 1, sizeof(bytes), file);
 	fclose(file);
-	if (size < 16 || size > 4096) {
-		fprintf(stderr, "khib: %s: a key is 16 to 4096 bytes, this file holds %s%zu\n",
-			path, size > 4096 ? "more than " : "", size > 4096 ? (size_t)4096 : size);
+	if (size < KHIB_KEY_MIN || size > 4096) {
+		fprintf(stderr, "khib: %s: a key is %u to 4096 bytes, this file holds %s%zu\n",
+			path, KHIB_KEY_MIN, size > 4096 ? "more than " : "",
+			size > 4096 ? (size_t)4096 : size);
+		khib_wipe(bytes, sizeof(bytes));
 		return -1;
 	}
-	if (size > sizeof(key->block)) {
-		struct khib_sha256 ctx;
-		khib_sha256_init(&ctx);
-		khib_sha256_update(&ctx, bytes, size);
-		khib_sha256_final(&ctx, key->block);
-	} else {
-		memcpy(key->block, bytes, size);
-	}
-	key->set = 1;
+	khib_key_from(bytes, size, key);
+	khib_wipe(bytes, sizeof(bytes));
 	return 0;
 }

@@ -1,0 +1,165 @@
+/*
+ * khib-restore --export: the old kernel's memory as it had it, as a plain ELF64 core that
+ * crash and makedumpfile read: every range in a PT_LOAD (free and zero runs as zeros)
+ * whose p_vaddr is its direct-map address, the window's pages put back from where kexec
+ * had moved them, and its VMCOREINFO note.  Every block is compared with the digest the
+ * check kept before it is written out.
+ */
+#define _GNU_SOURCE
+#include "khib-core.h"
+#include "restore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A PT_LOAD of the export: image segments, or window pages put back. */
+struct run {
+	uint64_t paddr;
+	uint64_t size;
+	int window;
+};
+
+static int by_paddr(const void *a, const void *b)
+{
+	const struct run *x = a, *y = b;
+
+	return x->paddr < y->paddr ? -1 : x->paddr > y->paddr;
+}
+
+static int add_run(struct run **runs, size_t *count, uint64_t paddr, uint64_t size, int window)
+{
+	struct run *last = *count ? &(*runs)[*count - 1] : NULL;
+	void *grown;
+
+	if (last && last->window == window && last->paddr + last->size == paddr) {
+		last->size += size;
+		return 0;
+	}
+	grown = realloc(*runs, (*count + 1) * sizeof(**runs));
+	if (!grown)
+		return -1;
+	*runs = grown;
+	(*runs)[(*count)++] = (struct run){paddr, size, window};
+	return 0;
+}
+
+/* Where paddr's page is in the export (runs sorted, offsets in step), or UINT64_MAX. */
+static uint64_t export_offset(const struct run *runs, const uint64_t *offsets, size_t count,
+			      uint64_t paddr)
+{
+	size_t low = 0, high = count;
+
+	while (low < high) {
+		size_t middle = low + (high - low) / 2;
+		if (paddr < runs[middle].paddr)
+			high = middle;
+		else if (paddr - runs[middle].paddr >= runs[middle].size)
+			low = middle + 1;
+		else
+			return offsets[middle] + (paddr - runs[middle].paddr);
+	}
+	return UINT64_MAX;
+}
+
+/* The ELF header, the PT_NOTE with VMCOREINFO and a PT_LOAD per run. */
+static int export_headers(int out, const struct khib_image *image, uint16_t machine,
+			  const struct run *runs, const uint64_t *offsets, size_t nruns,
+			  uint64_t note)
+{
+	Elf64_Ehdr eh = khib_core_header(machine, sizeof(Elf64_Ehdr), (uint16_t)(nruns + 1));
+	Elf64_Nhdr nhdr = {11, (uint32_t)image->vmcoreinfo_size, 0};
+	Elf64_Phdr ph = {.p_type = PT_NOTE, .p_offset = note,
+			 .p_filesz = image->vmcoreinfo ? sizeof(nhdr) + 12 +
+				     ((image->vmcoreinfo_size + 3) & ~(size_t)3) : 0};
+
+	if (khib_pwrite_full(out, &eh, sizeof(eh), 0) < 0 ||
+	    khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh)) < 0 ||
+	    (image->vmcoreinfo &&
+	     (khib_pwrite_full(out, &nhdr, sizeof(nhdr), note) < 0 ||
+	      khib_pwrite_full(out, KHIB_VMCOREINFO_NAME "\0", 12, note + sizeof(nhdr)) < 0 ||
+	      khib_pwrite_full(out, image->vmcoreinfo, image->vmcoreinfo_size,
+			       note + sizeof(nhdr) + 12) < 0)))
+		return -1;
+	for (size_t r = 0; r < nruns; r++) {
+		ph = (Elf64_Phdr){.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X,
+				  .p_offset = offsets[r], .p_paddr = runs[r].paddr,
+				  .p_vaddr = image->layout.page_offset + runs[r].paddr,
+				  .p_filesz = runs[r].size, .p_memsz = runs[r].size,
+				  .p_align = KHIB_PAGE};
+		if (khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh) + (r + 1) * sizeof(ph)) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * The old kernel's memory as it had it, as a plain core: the image's data decompressed
+ * in place (zero and free runs stay holes), then each window page copied from where
+ * kexec had moved it, which is by then in the export too.
+ */
+int khib_export_core(int image_fd, const char *name, struct khib_image *image,
+		     const char *path, uint16_t machine, unsigned char *buffer)
+{
+	struct run *runs = NULL;
+	uint64_t *offsets = NULL, note, offset;
+	size_t nruns = 0;
+	int out = -1;
+
+	for (size_t i = 0; i < image->count; i++)
+		if (add_run(&runs, &nruns, image->segments[i].paddr, image->segments[i].memsz, 0) < 0)
+			goto fail;
+	for (size_t i = 0; i < image->layout.npairs; i++)
+		if (add_run(&runs, &nruns, image->pairs[i].dest, KHIB_PAGE, 1) < 0)
+			goto fail;
+	qsort(runs, nruns, sizeof(*runs), by_paddr);
+	offsets = calloc(nruns + 1, sizeof(*offsets));
+	if (!offsets || nruns + 1 > 0xfffe)
+		goto fail;
+	note = sizeof(Elf64_Ehdr) + (nruns + 1) * sizeof(Elf64_Phdr);
+	offset = (note + sizeof(Elf64_Nhdr) + 12 + image->vmcoreinfo_size + KHIB_PAGE + 3) &
+		 ~(uint64_t)(KHIB_PAGE - 1);
+	for (size_t r = 0; r < nruns; r++) {
+		offsets[r] = offset;
+		offset += runs[r].size;
+	}
+	out = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (out < 0 || ftruncate(out, (off_t)offset) < 0 ||
+	    export_headers(out, image, machine, runs, offsets, nruns, note) < 0)
+		goto fail;
+	for (size_t i = 0; i < image->count; i++) {
+		struct khib_destination to = {out, export_offset(runs, offsets, nruns,
+							     image->segments[i].paddr), 0, NULL};
+		if (image->segments[i].kind == KHIB_DATA &&
+		    khib_segment_blocks(image_fd, name, image, i, 1, put_into, &to) < 0)
+			goto fail;
+	}
+	for (size_t i = 0; i < image->layout.npairs; i++) {
+		uint64_t from = export_offset(runs, offsets, nruns, image->pairs[i].source);
+		uint64_t to = export_offset(runs, offsets, nruns, image->pairs[i].dest);
+		if (from != UINT64_MAX &&
+		    (khib_pread_full(out, buffer, KHIB_PAGE, from) < 0 ||
+		     khib_pwrite_full(out, buffer, KHIB_PAGE, to) < 0))
+			goto fail;
+	}
+	if (close(out) < 0) {
+		out = -1;
+		goto fail;
+	}
+	printf("khib-restore: %s: a core of %zu ranges, %llu MiB, %zu window pages put back\n",
+	       path, nruns, (unsigned long long)((offset - note) >> 20),
+	       (size_t)image->layout.npairs);
+	free(runs);
+	free(offsets);
+	return 0;
+fail:
+	fprintf(stderr, "khib-restore: writing %s: %s\n", path, strerror(errno));
+	if (out >= 0)
+		close(out);
+	free(runs);
+	free(offsets);
+	return -1;
+}
+

@@ -1,0 +1,178 @@
+/*
+ * Checking an image's stored blocks against its seal, and reading them back unchanged.
+ *
+ * The check reads every block once and keeps each one's SHA-256 (its header and stored
+ * bytes): the seal covers the SHA-256 of that list.  Every later read of a block (the
+ * restore's writing pass, an export) compares it with the digest the check kept before
+ * its bytes are used: a disk that answers a second read differently is caught there.
+ */
+#define _GNU_SOURCE
+#include "khib-core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lz4.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The digest slot of a segment's next block, grown as the check goes. */
+static unsigned char *digest_slot(struct khib_image *image, size_t block)
+{
+	if (block >= image->ndigests) {
+		size_t grown = image->ndigests ? 2 * image->ndigests : 1024;
+		void *more;
+		while (grown <= block)
+			grown *= 2;
+		more = realloc(image->digests, grown * sizeof(*image->digests));
+		if (!more)
+			return NULL;
+		image->digests = more;
+		image->ndigests = grown;
+	}
+	return image->digests[block];
+}
+
+/*
+ * Each block of data segment ``index``: read, hashed (header and stored bytes, as they
+ * are in the image), decompressed (LZ4's safe decoder: a damaged block cannot write past
+ * its buffer) and handed to each() with its offset in the segment's memory.  The check
+ * (recheck 0) keeps the block's digest; a recheck compares with it before each() sees a
+ * byte.
+ */
+int khib_segment_blocks(int fd, const char *name, struct khib_image *image, size_t index,
+			int recheck, khib_block_fn each, void *context)
+{
+	const struct khib_segment *s = &image->segments[index];
+	size_t bound = (size_t)LZ4_compressBound((int)KHIB_BLOCK), block_index = s->first_block;
+	unsigned char *stored = malloc(bound), *block = malloc(KHIB_BLOCK);
+	uint64_t at = 0, offset = s->offset, end = s->offset + s->filesz;
+	const char *what = "is damaged or cut short";
+	int status = -1;
+
+	if (!stored || !block)
+		goto out;
+	while (at < s->memsz) {
+		size_t expected = s->memsz - at < KHIB_BLOCK ? (size_t)(s->memsz - at) : KHIB_BLOCK;
+		unsigned char header[4], digest[32], *slot;
+		uint32_t word, length;
+		const unsigned char *memory = stored;
+		struct khib_sha256 sha;
+		if (end - offset < 4 || khib_pread_full(fd, header, 4, offset) < 0)
+			goto damaged;
+		word = (uint32_t)header[0] | (uint32_t)header[1] << 8 | (uint32_t)header[2] << 16 |
+		       (uint32_t)header[3] << 24;
+		length = word & ~KHIB_BLOCK_RAW;
+		if (length > bound || end - offset - 4 < length ||
+		    ((word & KHIB_BLOCK_RAW) && length != expected) ||
+		    khib_pread_full(fd, stored, length, offset + 4) < 0)
+			goto damaged;
+		khib_sha256_init(&sha);
+		khib_sha256_update(&sha, header, 4);
+		khib_sha256_update(&sha, stored, length);
+		khib_sha256_final(&sha, digest);
+		if (recheck) {
+			if (block_index >= image->ndigests ||
+			    !khib_same_digest(digest, image->digests[block_index])) {
+				what = "changed on the disk since it was checked";
+				goto damaged;
+			}
+		} else {
+			if (!(slot = digest_slot(image, block_index)))
+				goto out;
+			memcpy(slot, digest, sizeof(digest));
+		}
+		block_index++;
+		if (!(word & KHIB_BLOCK_RAW)) {
+			if (LZ4_decompress_safe((const char *)stored, (char *)block, (int)length,
+						(int)KHIB_BLOCK) != (int)expected)
+				goto damaged;
+			memory = block;
+		}
+		if (each(context, memory, expected, at) < 0)
+			goto out;
+		at += expected;
+		offset += 4 + length;
+	}
+	if (offset != end)
+		goto damaged;
+	status = 0;
+	goto out;
+damaged:
+	fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) %s\n", name, index,
+		(unsigned long long)s->paddr, (unsigned long long)(s->paddr + s->memsz - 1), what);
+out:
+	free(stored);
+	free(block);
+	return status;
+}
+
+static int add_crc(void *context, const unsigned char *data, size_t size, uint64_t at)
+{
+	(void)at;
+	*(uint32_t *)context = khib_crc32(*(uint32_t *)context, data, size);
+	return 0;
+}
+
+/*
+ * Read the whole image and check it against its own checksums before anything is written
+ * from it: every data segment's blocks and CRC-32, the SHA-256 of the seal and, with a
+ * key, its HMAC (a keyed image needs the key, a key needs a keyed image).  Keeps each
+ * block's digest for the reads that follow.  Returns the number of problems found (each
+ * named on standard error), or -1.  The page cache is dropped afterwards, so that a later
+ * read comes from the disk again.
+ */
+int khib_check_image(int fd, const char *name, struct khib_image *image,
+		     const struct khib_key *key)
+{
+	struct khib_sha256 list;
+	struct khib_seal expected;
+	unsigned char digest[32];
+	struct khib_sealed_notes notes = {
+		image->phdrs, image->phdrs_size,
+		image->records, image->count * sizeof(*image->records), image->meta,
+		image->meta_size, &image->layout, image->pairs, image->vmcoreinfo,
+		image->vmcoreinfo_size,
+	};
+	size_t blocks = 0;
+	int bad = 0;
+
+	if (image->seal.keyed != (uint64_t)key->set) {
+		fprintf(stderr, "khib: %s: %s\n", name, key->set ?
+			"the image is not keyed: refused under a key" :
+			"the image is keyed: it needs its key");
+		return 1;
+	}
+	khib_sha256_init(&list);
+	for (size_t i = 0; i < image->count; i++) {
+		struct khib_segment *s = &image->segments[i];
+		uint32_t crc = 0;
+		if (s->kind != KHIB_DATA)
+			continue;
+		s->first_block = blocks;
+		if (khib_segment_blocks(fd, name, image, i, 0, add_crc, &crc) < 0)
+			return -1;
+		blocks += (size_t)((s->memsz + KHIB_BLOCK - 1) / KHIB_BLOCK);
+		if (crc != s->crc32) {
+			fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) does not match its "
+				"checksum\n", name, i, (unsigned long long)s->paddr,
+				(unsigned long long)(s->paddr + s->memsz - 1));
+			bad++;
+		}
+	}
+	if (blocks)
+		khib_sha256_update(&list, image->digests, blocks * sizeof(*image->digests));
+	khib_sha256_final(&list, digest);
+	khib_seal_digests(digest, &notes, key, &expected);
+	if (!khib_same_digest(expected.sha256, image->seal.sha256)) {
+		fprintf(stderr, "khib: %s: the image does not match its SHA-256 seal\n", name);
+		bad++;
+	}
+	if (key->set && !khib_same_digest(expected.hmac, image->seal.hmac)) {
+		fprintf(stderr, "khib: %s: the image fails its HMAC: not made with this key, or "
+			"changed since\n", name);
+		bad++;
+	}
+	khib_wipe(&expected, sizeof(expected));
+	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	return bad;
+}

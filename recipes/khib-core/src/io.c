@@ -1,0 +1,108 @@
+/* Careful I/O: whole reads and writes, memory through mappings, progress. */
+#define _GNU_SOURCE
+#include "khib-core.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int khib_pread_full(int fd, void *buffer, size_t size, uint64_t offset)
+{
+	unsigned char *at = buffer;
+
+	while (size) {
+		ssize_t got = pread(fd, at, size, (off_t)offset);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			if (got == 0)
+				errno = EIO;
+			return -1;
+		}
+		at += got;
+		size -= (size_t)got;
+		offset += (uint64_t)got;
+	}
+	return 0;
+}
+
+int khib_pwrite_full(int fd, const void *buffer, size_t size, uint64_t offset)
+{
+	const unsigned char *at = buffer;
+
+	while (size) {
+		ssize_t put = pwrite(fd, at, size, (off_t)offset);
+		if (put < 0 && errno == EINTR)
+			continue;
+		if (put <= 0) {
+			if (put == 0)
+				errno = EIO;
+			return -1;
+		}
+		at += put;
+		size -= (size_t)put;
+		offset += (uint64_t)put;
+	}
+	return 0;
+}
+
+/*
+ * Copy between memory and a buffer through a shared mapping of the memory file: on
+ * /dev/mem, read() and write() stop at the end of the running kernel's own RAM
+ * (EFAULT), while mmap() reaches the old kernel's RAM beyond it.  Regular files (the
+ * tests' memory) and /proc/vmcore map the same way.
+ */
+int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory)
+{
+	uint64_t page = offset & ~(uint64_t)(KHIB_PAGE - 1);
+	size_t lead = (size_t)(offset - page);
+	unsigned char *mapped;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -1;
+	if (S_ISREG(st.st_mode) && offset + size > (uint64_t)st.st_size) {
+		errno = EIO; /* past the end of a file: a mapping would fault */
+		return -1;
+	}
+	mapped = mmap(NULL, lead + size, to_memory ? PROT_READ | PROT_WRITE : PROT_READ,
+		      MAP_SHARED, fd, (off_t)page);
+	if (mapped == MAP_FAILED)
+		return -1;
+	if (to_memory)
+		memcpy(mapped + lead, buffer, size);
+	else
+		memcpy(buffer, mapped + lead, size);
+	return munmap(mapped, lead + size);
+}
+
+/* The ELF header of a little-endian ELF64 core: a khib image's, or an export's. */
+Elf64_Ehdr khib_core_header(uint16_t machine, uint64_t phoff, uint16_t phnum)
+{
+	Elf64_Ehdr eh = {.e_type = ET_CORE, .e_machine = machine, .e_version = EV_CURRENT,
+			 .e_phoff = phoff, .e_ehsize = sizeof(eh),
+			 .e_phentsize = sizeof(Elf64_Phdr), .e_phnum = phnum};
+
+	memcpy(eh.e_ident, ELFMAG, SELFMAG);
+	eh.e_ident[EI_CLASS] = ELFCLASS64;
+	eh.e_ident[EI_DATA] = ELFDATA2LSB;
+	eh.e_ident[EI_VERSION] = EV_CURRENT;
+	return eh;
+}
+
+double khib_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+void khib_progress(const char *what, uint64_t done, uint64_t total)
+{
+	fprintf(stderr, "khib: %s %llu/%llu MiB\n", what, (unsigned long long)(done >> 20),
+		(unsigned long long)(total >> 20));
+}

@@ -1,0 +1,158 @@
+/*
+ * khib-core's internal interface: the image in memory, ranges of physical memory,
+ * careful I/O, digests.  The format on the disk is khib-format.h.
+ */
+#ifndef KHIB_CORE_H
+#define KHIB_CORE_H
+
+#include "khib-format.h"
+
+#include <elf.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#if defined(__x86_64__)
+#define KHIB_MACHINE EM_X86_64
+#else
+#define KHIB_MACHINE EM_386
+#endif
+
+/* The old kernel's free pages, as khib_find_free_pages found them. */
+struct khib_free_pages {
+	unsigned char *bitmap;    /* a bit per pfn; NULL: none are known free */
+	uint64_t npfns;
+	uint64_t counted, kernel_count, page_offset;
+	struct khib_pair *window;
+	size_t nwindow;
+	char *vmcoreinfo;         /* the note's text, when readable */
+	size_t vmcoreinfo_size;
+	char why[192];            /* why the free pages are not known */
+};
+
+struct khib_sha256 {
+	uint32_t state[8];
+	uint64_t length;
+	unsigned char buffer[64];
+	size_t used;
+};
+
+struct khib_segment {
+	uint64_t paddr;
+	uint64_t memsz;
+	enum khib_kind kind;  /* zero and free: recorded, not stored */
+	uint32_t crc32;
+	uint64_t offset;      /* where its blocks are in the image (data segments) */
+	uint64_t filesz;      /* how many bytes they take there */
+	size_t first_block;   /* its first block's place in khib_image.digests */
+};
+
+struct khib_image {
+	struct khib_segment *segments;
+	size_t count;
+	size_t capacity;
+	struct khib_record *records;  /* as read from the records note */
+	void *phdrs;                  /* the program headers, as read (the seal covers them) */
+	size_t phdrs_size;
+	char *meta;                   /* the meta note's descriptor */
+	size_t meta_size;
+	struct khib_layout layout;
+	struct khib_pair *pairs;      /* the layout note's pairs */
+	char *vmcoreinfo;
+	size_t vmcoreinfo_size;
+	struct khib_seal seal;
+	unsigned char (*digests)[32]; /* each stored block's SHA-256, as the check found it */
+	size_t ndigests;
+};
+
+/* The notes' descriptors as the seal covers them, in order. */
+struct khib_sealed_notes {
+	const void *phdrs;
+	size_t phdrs_size;
+	const void *records;
+	size_t records_size;
+	const void *meta;
+	size_t meta_size;
+	const struct khib_layout *layout;
+	const struct khib_pair *pairs;
+	const void *vmcoreinfo;
+	size_t vmcoreinfo_size;
+};
+
+struct khib_key {
+	unsigned char block[64];      /* the key, padded (hashed first if longer) */
+	int set;
+};
+
+/* Where one range of the old kernel's memory can be read: a file and an offset. */
+struct khib_range {
+	uint64_t paddr;
+	uint64_t size;
+	uint64_t offset;
+};
+
+/* checksum.c, sha256.c */
+uint32_t khib_crc32(uint32_t crc, const void *data, size_t size);
+int khib_is_zero(const unsigned char *page, size_t size);
+void khib_sha256_init(struct khib_sha256 *ctx);
+void khib_sha256_update(struct khib_sha256 *ctx, const void *data, size_t size);
+void khib_sha256_final(struct khib_sha256 *ctx, unsigned char digest[32]);
+void khib_hmac_init(struct khib_sha256 *ctx, const struct khib_key *key);
+void khib_hmac_final(struct khib_sha256 *ctx, const struct khib_key *key,
+		     unsigned char mac[32]);
+void khib_key_from(const unsigned char *bytes, size_t size, struct khib_key *key);
+int khib_read_key(const char *path, struct khib_key *key);
+
+/* seal.c */
+void khib_seal_digests(const unsigned char data_digest[32], const struct khib_sealed_notes *n,
+		       const struct khib_key *key, struct khib_seal *seal);
+int khib_same_digest(const unsigned char *a, const unsigned char *b);
+void khib_wipe(void *data, size_t size);
+
+/* image-read.c: the headers and notes, every size and place checked */
+int khib_append(struct khib_image *image, uint64_t paddr, uint64_t size, enum khib_kind kind,
+		uint32_t crc, int merge);
+void khib_free(struct khib_image *image);
+int khib_read_image(int fd, const char *name, struct khib_image *image, uint16_t *machine);
+
+/* image-check.c: the stored blocks, the seal */
+typedef int (*khib_block_fn)(void *context, const unsigned char *data, size_t size,
+			     uint64_t at);
+int khib_segment_blocks(int fd, const char *name, struct khib_image *image, size_t index,
+			int recheck, khib_block_fn each, void *context);
+int khib_check_image(int fd, const char *name, struct khib_image *image,
+		     const struct khib_key *key);
+
+/* ranges.c */
+int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count);
+int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
+		 size_t nholes);
+int khib_vmcore_ranges(int fd, const char *name, struct khib_range **ranges,
+		       size_t *count);
+int khib_overlaps(const struct khib_image *image, const struct khib_range *ranges,
+		  size_t count, const char *name);
+int khib_outside(const struct khib_image *image, const struct khib_range *ranges,
+		 size_t count, const char *name);
+
+/* io.c */
+int khib_pread_full(int fd, void *buffer, size_t size, uint64_t offset);
+int khib_pwrite_full(int fd, const void *buffer, size_t size, uint64_t offset);
+int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory);
+void khib_progress(const char *what, uint64_t done, uint64_t total);
+double khib_seconds(void);
+Elf64_Ehdr khib_core_header(uint16_t machine, uint64_t phoff, uint16_t phnum);
+
+/* freepages.c */
+int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
+			 const struct khib_range *all, size_t nall, uint64_t vmcoreinfo,
+			 uint64_t vmcoreinfo_size, uint64_t control_page, uint64_t kernel_code,
+			 struct khib_free_pages *f);
+int khib_page_free(const struct khib_free_pages *f, uint64_t pfn);
+
+/* The programs of the one khib-core binary, chosen by the name it runs as. */
+int khib_save_main(int argc, char **argv);
+int khib_restore_main(int argc, char **argv);
+int khib_jump_back_main(int argc, char **argv);
+int khib_report_main(int argc, char **argv);
+
+#endif

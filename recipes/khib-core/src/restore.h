@@ -1,0 +1,19 @@
+/* khib-restore's parts (khib-restore.c, export.c): where decompressed blocks go. */
+#ifndef KHIB_RESTORE_H
+#define KHIB_RESTORE_H
+
+#include "khib-core.h"
+
+/* Memory (a physical address) or a file (an offset). */
+struct khib_destination {
+	int fd;
+	uint64_t base;
+	int memory;
+	int *written;     /* set once a byte of memory may have changed */
+};
+
+int put_into(void *context, const unsigned char *data, size_t size, uint64_t at);
+int khib_export_core(int image_fd, const char *name, struct khib_image *image,
+		     const char *path, uint16_t machine, unsigned char *buffer);
+
+#endif

@@ -1,0 +1,176 @@
+/*
+ * khib-save's one pass: every page of the old kernel's RAM is free (not even read), zero
+ * or data; data runs are CRC-32'd and written as LZ4 blocks, each block's SHA-256 listed
+ * for the seal, never past the room the image has.
+ */
+#define _GNU_SOURCE
+#include "save-pages.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define PROGRESS_EVERY (64ull << 20)
+
+/* Where the image grows: buffered, hashed as written, never past its room. */
+
+int khib_flush(struct khib_writer *w)
+{
+	if (w->used && khib_pwrite_full(w->out, w->buffer, w->used, w->at) < 0)
+		return -1;
+	w->at += w->used;
+	w->used = 0;
+	return 0;
+}
+
+/* Append to the image; -1 with errno EFBIG once it would outgrow its room. */
+int khib_put(struct khib_writer *w, const void *data, size_t size)
+{
+	const unsigned char *bytes = data;
+
+	if (w->at + w->used + size > w->limit) {
+		errno = EFBIG;
+		return -1;
+	}
+	while (size) {
+		size_t room = sizeof(w->buffer) - w->used;
+		size_t length = size < room ? size : room;
+		memcpy(w->buffer + w->used, bytes, length);
+		w->used += length;
+		bytes += length;
+		size -= length;
+		if (w->used == sizeof(w->buffer) && khib_flush(w) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+uint64_t khib_position(const struct khib_writer *w)
+{
+	return w->at + w->used;
+}
+
+
+/* One block: LZ4 (lz4 -1's speed) when that is smaller, else its bytes as they are. */
+static int put_block(struct khib_writer *w, struct khib_data_run *run)
+{
+	int packed, raw;
+	uint32_t length, word;
+	unsigned char header[4], digest[32];
+	struct khib_sha256 sha;
+
+	if (!run->used)
+		return 0;
+	packed = LZ4_compress_default((const char *)run->block, (char *)run->packed,
+				      (int)run->used, (int)sizeof(run->packed));
+	raw = packed <= 0 || (size_t)packed >= run->used;
+	length = raw ? (uint32_t)run->used : (uint32_t)packed;
+	word = length | (raw ? KHIB_BLOCK_RAW : 0);
+	header[0] = (unsigned char)word;
+	header[1] = (unsigned char)(word >> 8);
+	header[2] = (unsigned char)(word >> 16);
+	header[3] = (unsigned char)(word >> 24);
+	run->used = 0;
+	khib_sha256_init(&sha);
+	khib_sha256_update(&sha, header, 4);
+	khib_sha256_update(&sha, raw ? run->block : run->packed, length);
+	khib_sha256_final(&sha, digest);
+	khib_sha256_update(&w->list, digest, sizeof(digest));
+	return khib_put(w, header, 4) < 0 ||
+	       khib_put(w, raw ? run->block : run->packed, length) < 0 ? -1 : 0;
+}
+
+/* The data run ends: its last block out, its size in the image known. */
+static int end_run(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image)
+{
+	struct khib_segment *s;
+
+	if (run->segment == SIZE_MAX)
+		return 0;
+	if (put_block(w, run) < 0)
+		return -1;
+	s = &image->segments[run->segment];
+	s->filesz = khib_position(w) - s->offset;
+	run->segment = SIZE_MAX;
+	return 0;
+}
+
+/* The kind of one page: free (by the old kernel's own account), zero, or data. */
+static enum khib_kind kind_of(const struct khib_free_pages *free_pages, uint64_t paddr,
+			      const unsigned char *page, size_t size)
+{
+	if (khib_page_free(free_pages, paddr / KHIB_PAGE))
+		return KHIB_FREE;
+	return khib_is_zero(page, size) ? KHIB_ZERO : KHIB_DATA;
+}
+
+/* Whether every page of [paddr, paddr + length) is free: nothing to read there. */
+static int all_free(const struct khib_free_pages *free_pages, uint64_t paddr, size_t length)
+{
+	for (size_t page = 0; page < length; page += KHIB_PAGE)
+		if (!khib_page_free(free_pages, (paddr + page) / KHIB_PAGE))
+			return 0;
+	return 1;
+}
+
+/* One page into the image: a new segment or the last one's continuation. */
+static int add_page(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image,
+		    uint64_t paddr, enum khib_kind kind, const unsigned char *page, size_t size)
+{
+	struct khib_segment *last = image->count ? &image->segments[image->count - 1] : NULL;
+	int continues = last && last->kind == kind && last->paddr + last->memsz == paddr;
+	uint32_t crc = kind != KHIB_DATA ? 0 :
+		khib_crc32(continues ? last->crc32 : 0, page, size);
+
+	if (!continues && end_run(w, run, image) < 0)
+		return -1;
+	if (!continues && image->count >= KHIB_SEGMENTS_MAX) {
+		errno = E2BIG;   /* found here, not after the whole save */
+		return -1;
+	}
+	if (khib_append(image, paddr, size, kind, crc, 1) < 0)
+		return -1;
+	if (kind != KHIB_DATA)
+		return 0;
+	if (!continues) {
+		run->segment = image->count - 1;
+		image->segments[run->segment].offset = khib_position(w);
+	}
+	memcpy(run->block + run->used, page, size);
+	run->used += size;
+	return run->used == KHIB_BLOCK ? put_block(w, run) : 0;
+}
+
+/* The one pass: every page of the ranges, free (not read), zero or data. */
+int khib_save_pages(int fd, const struct khib_range *ranges, size_t count, uint64_t total,
+		      const struct khib_free_pages *free_pages, unsigned char *buffer,
+		      struct khib_writer *w, struct khib_data_run *run, struct khib_image *image,
+		      uint64_t pages[3])
+{
+	uint64_t done = 0, shown = 0;
+
+	for (size_t r = 0; r < count; r++) {
+		for (uint64_t at = 0; at < ranges[r].size;) {
+			size_t length = ranges[r].size - at < KHIB_CHUNK ? (size_t)(ranges[r].size - at) : KHIB_CHUNK;
+			int skip = all_free(free_pages, ranges[r].paddr + at, length);
+			if (!skip && khib_mem_copy(fd, buffer, length, ranges[r].offset + at, 0) < 0)
+				return -1;
+			for (size_t page = 0; page < length; page += KHIB_PAGE) {
+				size_t size = length - page < KHIB_PAGE ? length - page : KHIB_PAGE;
+				uint64_t paddr = ranges[r].paddr + at + page;
+				enum khib_kind kind = skip ? KHIB_FREE :
+					kind_of(free_pages, paddr, buffer + page, size);
+				if (add_page(w, run, image, paddr, kind, buffer + page, size) < 0)
+					return -1;
+				pages[kind]++;
+			}
+			at += length;
+			done += length;
+			if (done - shown >= PROGRESS_EVERY || done == total) {
+				khib_progress("saved", done, total);
+				shown = done;
+			}
+		}
+	}
+	return end_run(w, run, image);
+}
+

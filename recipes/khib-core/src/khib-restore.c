@@ -11,8 +11,10 @@
  *        --running lists, less a crashkernel= reservation) and that every segment lies
  *        in the RAM --within lists; only then write every segment back (zeros for zero
  *        and free runs), each block compared with the digest the check kept before a
- *        byte of it is written, and verify.  Exit status: 0 written and verified, 1
- *        nothing written, 3 writing began and failed (memory is changed).
+ *        byte of it is written, and verify.  --count-attempt: just before the first
+ *        write, add one to the attempts the image's first page counts (a resume boot
+ *        sets an image aside after KHIB_ATTEMPTS_MAX).  Exit status: 0 written and
+ *        verified, 1 nothing written, 3 writing began and failed (memory is changed).
  *   khib-restore IMAGE --mem /dev/mem --verify   only compare memory with the image
  *                                                (free runs are not compared)
  *   khib-restore IMAGE --export OUT [--key FILE] a plain core (export.c)
@@ -32,7 +34,8 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-restore IMAGE (--check | --mem FILE [--running IOMEM] "
-		"[--within RANGES] [--verify] | --export OUT) [--key FILE] [--meta-out FILE]\n");
+		"[--within RANGES] [--count-attempt] [--verify] | --export OUT) [--key FILE]\n"
+		"       [--meta-out FILE]\n");
 	return KHIB_EXIT_USAGE;
 }
 
@@ -142,10 +145,34 @@ static int write_meta(const struct khib_image *image, const char *path)
 	return 0;
 }
 
+/* One more attempt in the image's first page, on the disk before memory is touched. */
+static int count_attempt(const char *path)
+{
+	unsigned char word[4];
+	uint32_t attempts;
+	int fd = open(path, O_RDWR);
+
+	if (fd < 0 || khib_pread_full(fd, word, sizeof(word), KHIB_ATTEMPTS_AT) < 0)
+		goto fail;
+	attempts = (uint32_t)word[0] | (uint32_t)word[1] << 8 | (uint32_t)word[2] << 16 |
+		   (uint32_t)word[3] << 24;
+	attempts = attempts < UINT32_MAX ? attempts + 1 : attempts;
+	for (unsigned i = 0; i < 4; i++)
+		word[i] = (unsigned char)(attempts >> (8 * i));
+	if (khib_pwrite_full(fd, word, sizeof(word), KHIB_ATTEMPTS_AT) < 0 || fsync(fd) < 0)
+		goto fail;
+	return close(fd);
+fail:
+	fprintf(stderr, "khib-restore: %s: counting the attempt: %s\n", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
 /* Check, write, verify: the exit status says what happened to memory. */
 static int restore(int fd, const char *name, struct khib_image *image, const char *mem_path,
 		   const char *running, const char *within, const struct khib_key *key,
-		   unsigned char *buffer, double started)
+		   int count, unsigned char *buffer, double started)
 {
 	int mem, written = 0;
 	long bad;
@@ -154,8 +181,11 @@ static int restore(int fd, const char *name, struct khib_image *image, const cha
 	    !fits(image, within, name, 1))
 		return KHIB_EXIT_UNTOUCHED;
 	mem = open(mem_path, O_RDWR);
-	if (mem < 0) {
-		fprintf(stderr, "khib-restore: %s: %s\n", mem_path, strerror(errno));
+	if (mem < 0 || (count && count_attempt(name) < 0)) {
+		if (mem < 0)
+			fprintf(stderr, "khib-restore: %s: %s\n", mem_path, strerror(errno));
+		else
+			close(mem);
 		return KHIB_EXIT_UNTOUCHED;
 	}
 	if (write_back(fd, name, mem, image, buffer, &written) < 0) {
@@ -193,7 +223,7 @@ int khib_restore_main(int argc, char **argv)
 {
 	const char *image_path = NULL, *mem_path = NULL, *export = NULL, *running = NULL;
 	const char *key_path = NULL, *within = NULL, *meta_out = NULL;
-	int verify_only = 0, check_only = 0, status = KHIB_EXIT_UNTOUCHED, fd;
+	int verify_only = 0, check_only = 0, count = 0, status = KHIB_EXIT_UNTOUCHED, fd;
 	struct khib_image image;
 	struct khib_key key = {0};
 	uint16_t machine;
@@ -213,6 +243,8 @@ int khib_restore_main(int argc, char **argv)
 			verify_only = 1;
 		else if (!strcmp(argv[i], "--check"))
 			check_only = 1;
+		else if (!strcmp(argv[i], "--count-attempt"))
+			count = 1;
 		else if (argv[i][0] != '-' && !image_path)
 			image_path = argv[i];
 		else
@@ -245,8 +277,8 @@ int khib_restore_main(int argc, char **argv)
 	} else if (verify_only) {
 		status = compare_only(mem_path, &image, buffer, started);
 	} else {
-		status = restore(fd, image_path, &image, mem_path, running, within, &key, buffer,
-				 started);
+		status = restore(fd, image_path, &image, mem_path, running, within, &key, count,
+				 buffer, started);
 		if (status == KHIB_EXIT_UNTOUCHED)
 			fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
 	}

@@ -36,13 +36,14 @@ def target_for(request: pytest.FixtureRequest) -> Target:
 
 
 def appended(image: bytes, files: dict[str, bytes], root: Path) -> bytes:
-    """``image`` with an uncompressed segment holding ``files`` (scripts executable)."""
+    """``image`` with an uncompressed segment holding ``files`` (scripts executable: a
+    .sh or .py name, or a #! line)."""
     tree = root / f"segment-{len(list(root.iterdir()))}"
     for name, data in files.items():
         path = tree / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        path.chmod(0o755 if name.endswith((".sh", ".py")) else 0o644)
+        path.chmod(0o755 if name.endswith((".sh", ".py")) or data.startswith(b"#!") else 0o644)
     assert_ok(khib("pack", tree, "-o", tree.with_suffix(".cpio"), "--compress", "none"))
     return image + b"\0" * (-len(image) % 4) + tree.with_suffix(".cpio").read_bytes()
 
@@ -95,7 +96,11 @@ python3 /boot/holder.py & holder=$!
 read -r ready < /tmp/holder.fifo
 echo "A-UPTIME before $(cut -d ' ' -f 1 /proc/uptime) $(cat /proc/sys/kernel/random/boot_id)"
 echo "A-IOMEM"; grep 'System RAM' /proc/iomem | grep -v '^ '; echo "A-IOMEM-END"
+python3 -c "import fcntl, socket, struct
+fcntl.ioctl(socket.socket(socket.AF_UNIX), 0x8914, struct.pack('16sH22x', b'dummy0', 1))"
+echo "A-NET start $(cat /sys/class/net/dummy0/flags)"
 check() {
+    echo "A-NET $1 $(cat /sys/class/net/dummy0/flags)"
     echo "BLOB $1 $(md5sum /tmp/blob | cut -d ' ' -f 1)"
     kill -USR1 $holder; read -r pinned < /tmp/holder.fifo
     echo "A-STATE $1 cpus=$(cat /sys/devices/system/cpu/online) pinned=$pinned \\
@@ -112,14 +117,19 @@ def a_script(token: str, body: str) -> str:
     return A_PRELUDE.replace("@TOKEN@", token) + body
 
 
-def a_initrd(target: Target, root: Path, script: str, b_files: dict[str, bytes]) -> Path:
-    """A's initrd: the default image with the kernel, B's initrd and A's script in /boot."""
+def a_initrd(target: Target, root: Path, script: str, b_files: dict[str, bytes],
+             other_b: dict[str, dict[str, bytes]] | None = None) -> Path:
+    """A's initrd: the default image with the kernel, B's initrd (/boot/initrd, with
+    ``b_files``) and A's script in /boot; ``other_b``: more B initrds by name, each the
+    default image with its own files."""
     data = target.image.read_bytes()
     b_initrd = appended(data, b_files, root) if b_files else data
+    more = {f"boot/{name}": appended(data, files, root)
+            for name, files in (other_b or {}).items()}
     path = root / "a-initrd"
     path.write_bytes(appended(data, {"boot/bzImage": target.kernel.read_bytes(),
                                      "boot/initrd": b_initrd, "boot/holder.py": HOLDER_PY.encode(),
-                                     "boot/a.sh": script.encode()}, root))
+                                     "boot/a.sh": script.encode(), **more}, root))
     return path
 
 
@@ -139,7 +149,10 @@ def states(console: str) -> dict[str, tuple[str, str, str, str, int]]:
 
 def assert_a_intact(console: str, labels: list[str]) -> None:
     """After every return A's file and process hash as before, all CPUs are online (a task
-    pinned to the second runs there), A's kernel log is clean."""
+    pinned to the second runs there), its network interface is up as it was, A's kernel
+    log is clean."""
+    nets = dict(re.findall(r"A-NET (\S+) (0x[0-9a-f]+)", console))
+    assert int(nets.get("start", "0"), 16) & 1, "A's dummy0 was not up before any jump"
     blob_start = re.search(r"BLOB start ([0-9a-f]{32})", console)
     holder_start = re.search(r"HOLDER start ([0-9a-f]{32})", console)
     assert blob_start and holder_start, console[-4000:]
@@ -152,6 +165,7 @@ def assert_a_intact(console: str, labels: list[str]) -> None:
         assert online == f"0-{CPUS - 1}", f"{label}: CPUs online {online}"
         assert pinned == "1", f"{label}: a task pinned to CPU 1: {pinned}"
         assert complaints == 0, f"{label}: A's kernel log complains\n{console[-6000:]}"
+        assert int(nets.get(label, "0"), 16) & 1, f"{label}: dummy0 is down ({nets.get(label)})"
 
 
 def a_ram(console: str) -> list[tuple[int, int]]:

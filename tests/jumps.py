@@ -75,6 +75,8 @@ echo "A-JUMP small result=$?"; check small
 khib info /dev/vdb; echo "A-INFO small $?"
 khib jump --kernel /boot/bzImage --initrd /boot/initrd --window 400M:16M
 echo "A-JUMP reserved result=$?"
+khib jump --kernel /boot/bzImage --initrd /boot/initrd --window 262656K:64M
+echo "A-JUMP unaligned result=$?"
 python3 -c "
 blocks = [bytes([k]) * (1 << 20) for k in range(1, 201)]
 print('A-ALLOC', sum(b.count(k) == len(b) for k, b in enumerate(blocks, 1)))

@@ -1,16 +1,21 @@
 """Hibernation across a power-off, on the kernels khib-build built (x86_64 and i386),
-QEMU TCG, 512 MiB: A (32 MiB in a tmpfs file, 16 MiB in a process, a token in a shell
-variable) runs ``khib hibernate --device /dev/vda --key FILE``; B saves A, sealed with the
-key, and powers off, and that QEMU process ends. New QEMU processes boot the khib kernel
-and the default image with the key in its initramfs and ``khib.resume=/dev/vda``: a copy
-of the image whose data was changed and resealed (every CRC-32 and the SHA-256
-recomputed) and another memory size are refused, each a normal boot; then A resumes from
-the good image and carries on; a second resume from the same disk is refused."""
+QEMU TCG, 512 MiB, 2 CPUs: A (32 MiB in a tmpfs file, 16 MiB in a process, a token in a
+shell variable, an interface up) hibernates twice with its key on a raw disk of its own.
+The first time B saves and seals A but comes back instead of powering off: A sets the
+image aside and carries on. The second time B powers off, and that QEMU process ends;
+no page of the image holds the key or anything HMAC derives from it. New QEMU processes
+boot the khib kernel and the default image with the key in its initramfs and
+``khib.resume=/dev/vda``: refusals (each on a copy, set aside, then a normal boot), a
+resume whose writing pass meets a disk error (it reboots, never back to its first
+stage), then the resume that brings A back; the image is then marked used."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import secrets
+import struct
 import subprocess
 from pathlib import Path
 
@@ -28,19 +33,26 @@ from tests.guest import (
     disk,
     target_for,
 )
-from tests.helpers import blocks, khib, loads, reseal
+from tests.helpers import blocks, fmt, khib, loads, reseal, unpacked
+from tests.sha256_state import hmac_secrets
 
 pytestmark = pytest.mark.slow
 
+HIBERNATE = (f"khib hibernate --kernel /boot/bzImage --window {WINDOW} --device /dev/vda "
+             "--key /dev/vdb")
 A_BODY = f"""
 echo "A-USED $(free | awk 'NR == 2 {{print int(($2 - $7) / 1024)}}') MiB"  # total less available
-printf %s "$(echo @KEY@)" > /tmp/hib.key
-khib hibernate --kernel /boot/bzImage --initrd /boot/initrd --window {WINDOW} --device /dev/vda \
-    --key /tmp/hib.key
+{HIBERNATE} --initrd /boot/initrd-returns
+echo "A-JUMP returns result=$?"; check returns
+khib info /dev/vda; echo "A-INFO returns $?"
+{HIBERNATE} --initrd /boot/initrd
 echo "A-JUMP hibernate result=$?"; check hibernate
 echo "A-UPTIME after $(cut -d ' ' -f 1 /proc/uptime) $(cat /proc/sys/kernel/random/boot_id)"
 """
+# A B that saves and seals A, then comes back: its poweroff ends khib b-hibernate.
+RETURNS = {"sbin/poweroff": b"#!/bin/sh\nkill -TERM $PPID\n"}
 NORMAL = "echo NORMAL-$((1 + 1))-BOOT"  # what a boot that does not resume runs (and prints)
+ONE_CPU = "maxcpus=1"  # a resume boot runs on one CPU (docs/jump.md)
 
 
 @pytest.fixture(params=["x86_64", "i386"])
@@ -48,53 +60,134 @@ def target(request: pytest.FixtureRequest) -> Target:
     return target_for(request)
 
 
-def resume_boot(target: Target, image: Path, vda: Path, memory: int = MEMORY) -> str:
+def resume_boot(target: Target, image: Path, vda: str | Path, memory: int = MEMORY,
+                append: str = ONE_CPU, expect: str = "khib: run exited 0") -> str:
     """Boot the khib kernel and ``image`` with khib.resume=/dev/vda; the console."""
     result = khib("boot", "-c", target.config, "--kernel", target.kernel, "--image",
                   image, "--memory", memory, "--cpus", CPUS, "--disk", vda,
-                  "--append", "khib.resume=/dev/vda", "--run", NORMAL,
-                  "--expect", "khib: run exited 0", "--timeout", 900)
+                  "--append", f"khib.resume=/dev/vda {append}", "--run", NORMAL,
+                  "--expect", expect, "--timeout", 900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr
     return result.stdout
 
 
+def copy(vda: Path, name: str) -> Path:
+    """A sparse copy of the hibernation disk, for a boot that changes it."""
+    dest = vda.with_name(name)
+    subprocess.run(["cp", "--sparse=always", vda, dest], check=True)
+    return dest
+
+
+def refused(target: Target, keyed: Path, vda: Path, why: str, **boot: object) -> None:
+    """A resume boot that refuses the image (``why``, a regex), sets it aside and boots
+    normally; nothing was written into memory."""
+    console = resume_boot(target, keyed, vda, **boot)
+    line = re.search(rf"khib: not resuming: {why} \(the image on /dev/vda is set aside\)",
+                     console)
+    assert line, console[-4000:]
+    assert "NORMAL-2-BOOT" in console and "entering it" not in console, console[-4000:]
+    assert vda.read_bytes()[:4] == fmt.ASIDE_MAGIC  # a later boot will not resume it
+
+
+def tamper_boot_area(vda: Path) -> None:
+    """Change a byte of B's kernel in the boot area and fix the footer's digest, as
+    someone who can write the disk can: only the sealed binding catches it."""
+    data = bytearray(vda.read_bytes())
+    footer_at = len(data) - fmt.PAGE
+    length, = struct.unpack_from("<I", data, footer_at + 8)
+    footer = json.loads(data[footer_at + 12:footer_at + 12 + length])
+    at, size, _ = footer["kernel"]
+    data[at + size // 2] ^= 0x01
+    footer["kernel"][2] = hashlib.sha256(data[at:at + size]).hexdigest()
+    text = json.dumps(footer).encode()
+    data[footer_at + 8:footer_at + fmt.PAGE] = struct.pack("<I", len(text)) + text.ljust(
+        fmt.PAGE - 12, b"\0")
+    vda.write_bytes(data)
+
+
+def blkdebug(folder: Path, vda: Path, sector: int, rules: str) -> str:
+    """QEMU's blkdebug over the disk: an EIO on reads of ``sector`` as ``rules`` say."""
+    config = folder / f"blkdebug-{sector}.conf"
+    config.write_text(rules.replace("@SECTOR@", str(sector)))
+    return f"blkdebug:{config}:{vda}"
+
+
+# The write pass: reads after the first write (khib-restore counts its attempt on the
+# disk just before it writes memory) fail.
+WRITE_PASS = """[set-state]
+event = "write_aio"
+state = "1"
+new_state = "2"
+
+[inject-error]
+event = "read_aio"
+state = "2"
+sector = "@SECTOR@"
+errno = "5"
+"""
+
+
 def test_hibernate_power_off_and_resume(target: Target, tmp_path: Path) -> None:
-    token, key = f"tok-{secrets.token_hex(12)}", secrets.token_hex(32)
+    token, key = f"tok-{secrets.token_hex(12)}", secrets.token_bytes(512)
     vda = disk(tmp_path / "vda.img", 512)
-    initrd = a_initrd(target, tmp_path, a_script(token, A_BODY.replace("@KEY@", key)), {})
+    (tmp_path / "vdb.img").write_bytes(key)  # the key, on a raw disk of its own
+    initrd = a_initrd(target, tmp_path, a_script(token, A_BODY), {},
+                      {"initrd-returns": RETURNS})
     first = khib("boot", "-c", target.config, "--kernel", target.kernel, "--image", initrd,
-                 "--memory", MEMORY, "--cpus", CPUS, "--disk", vda, "--run", "/boot/a.sh",
-                 "--expect", "khib: A is saved; powering off", "--timeout", 900)
+                 "--memory", MEMORY, "--cpus", CPUS, "--disk", vda, "--disk",
+                 tmp_path / "vdb.img", "--run", "/boot/a.sh",
+                 "--expect", "reboot: Power down", "--timeout", 1200)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr
-    assert "reboot: Power down" in first.stdout  # B powered the machine off
-    assert "A-JUMP" not in first.stdout  # A did not come back in this power cycle
-    assert re.search(r"khib-save: /dev/vda: .*, keyed", first.stdout), first.stdout[-4000:]
+    tail = first.stdout[-6000:]
+    # B saved and sealed A, then came back: A set the image aside and carried on.
+    assert re.search(r"hibernation failed, A carries on \(the image on /dev/vda is set aside\)"
+                     r": failed: the command in B exited 143", first.stdout), tail
+    assert "A-INFO returns 1" in first.stdout, tail
+    assert "A-JUMP hibernate" not in first.stdout  # A did not come back in this power cycle
+    assert first.stdout.count("khib: A is saved; powering off") == 2, tail
+    assert re.search(r"khib-save: /dev/vda: .*, keyed", first.stdout), tail
     saved = vda.read_bytes()
-    area = saved[-(64 << 20):]  # the boot area (B's kernel and initrd) ...
-    assert key.encode() not in area  # ... holds no copy of the key
+    # No page of the image, nor the boot area, holds the key or what HMAC derives from it.
+    memory = b"".join(unpacked(saved, s) for s in loads(saved)[0] if s.filesz)
+    for name, secret in hmac_secrets(key).items():
+        assert secret not in memory, f"the image holds the {name}"
+        assert secret not in saved[-(64 << 20):], f"the boot area holds the {name}"
     # The resume boots' initramfs: the default image with the key where a config puts it.
     keyed = tmp_path / "keyed-rootfs"
-    keyed.write_bytes(appended(target.image.read_bytes(),
-                               {"etc/khib/hibernate.key": key.encode()}, tmp_path))
+    keyed.write_bytes(appended(target.image.read_bytes(), {"etc/khib/hibernate.key": key},
+                               tmp_path))
 
-    # Refusals first, each a normal boot with nothing written into memory:
-    # (a) data changed and every CRC-32 and the SHA-256 seal recomputed: the HMAC fails;
-    changed = tmp_path / "changed.img"
-    at = next(b[0] for s in loads(saved)[0] if s.filesz for b in blocks(saved, s)
-              if b[2])  # a block kept as it is (random data)
-    subprocess.run(["cp", "--sparse=always", vda, changed], check=True)  # as sparse as vda
-    with changed.open("r+b") as handle:
-        handle.seek(at + 1000)
-        handle.write(bytes([saved[at + 1000] ^ 0x01]))
-    reseal(changed)
-    refused = resume_boot(target, keyed, changed)
-    assert "khib: not resuming: /dev/vda: the image fails its HMAC" in refused, refused[-4000:]
-    assert "NORMAL-2-BOOT" in refused and "entering it" not in refused
-    # (b) another memory size.
-    smaller = resume_boot(target, keyed, vda, memory=MEMORY - 128)
-    assert re.search(r"khib: not resuming: this machine's RAM \(\d+ MiB in \d+ ranges\) is "
-                     r"not the RAM A ran with", smaller), smaller[-4000:]
-    assert "NORMAL-2-BOOT" in smaller
+    # Refusals, each a normal boot on a copy, which it sets aside.
+    if target.arch == "x86_64":
+        # Data changed and every CRC-32 and the SHA-256 seal recomputed: the HMAC fails.
+        changed = copy(vda, "changed.img")
+        at = next(b[0] for s in loads(saved)[0] if s.filesz for b in blocks(saved, s) if b[2])
+        with changed.open("r+b") as handle:
+            handle.seek(at + 1000)
+            handle.write(bytes([saved[at + 1000] ^ 0x01]))
+        reseal(changed)
+        refused(target, keyed, changed, "/dev/vda: the image fails its HMAC")
+        # A resume boot with both CPUs online: the second would wait in overwritten memory.
+        refused(target, keyed, copy(vda, "cpus.img"), r"2 CPUs are online: a resume boot "
+                r"runs on one \(boot it with maxcpus=1\)", append="")
+    else:
+        tampered = copy(vda, "tampered.img")
+        tamper_boot_area(tampered)
+        refused(target, keyed, tampered, "the boot area on /dev/vda is not the one this "
+                "image was saved with")
+        refused(target, keyed, copy(vda, "smaller.img"), r"this machine's RAM \(\d+ MiB in "
+                r"\d+ ranges\) is not the RAM A ran with", memory=MEMORY - 128)
+
+    # A disk error in the writing pass: once writing began, the restore stage tries once
+    # more, then reboots; it never returns to the first stage, whose memory is A's now.
+    data = [s for s in loads(saved)[0] if s.filesz]
+    late = blocks(saved, data[-1])[-1][0]
+    failing = resume_boot(target, keyed, blkdebug(tmp_path, vda, late // 512, WRITE_PASS),
+                          expect="rebooting (the first stage's memory is A's now")
+    assert "khib: A's memory is partly written and the restore failed twice" in failing
+    assert "NORMAL-2-BOOT" not in failing and "entering it" not in failing, failing[-4000:]
+    assert "reboot: Restarting system" in failing, failing[-4000:]
+    assert int.from_bytes(vda.read_bytes()[fmt.ATTEMPTS_AT:fmt.ATTEMPTS_AT + 4], "little") == 1
 
     second = resume_boot(target, keyed, vda)
     tail = second[-8000:]
@@ -105,15 +198,11 @@ def test_hibernate_power_off_and_resume(target: Target, tmp_path: Path) -> None:
     assert whole < entering < resumed < second.index("A-JUMP hibernate result=0"), tail
     assert "NORMAL-2-BOOT" not in second, tail
     console = first.stdout + second
-    assert_a_intact(console, ["hibernate"])
+    assert_a_intact(console, ["returns", "hibernate"])
     assert f"token={token}" in second, tail  # the shell variable survived
     before = re.search(r"A-UPTIME before ([\d.]+) (\S+)", console)
     after = re.search(r"A-UPTIME after ([\d.]+) (\S+)", console)
     assert before and after, tail
     assert after[2] == before[2]  # the same boot of A ...
     assert float(after[1]) > float(before[1])  # ... its clock going on
-
-    # (c) the image was used by the resume above.
-    again = resume_boot(target, keyed, vda)
-    assert "khib: not resuming: no hibernation image: the one here was used" in again
-    assert "NORMAL-2-BOOT" in again
+    assert vda.read_bytes()[:4] == fmt.USED_MAGIC  # never resumed twice

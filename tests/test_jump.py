@@ -49,16 +49,18 @@ def test_round_trips_keep_all_of_a(jump_run: JumpRun) -> None:
     assert jump_run.returncode == 0, tail + jump_run.stderr
     outcomes = dict(re.findall(r"A-JUMP (\w+) result=(\d+)", console))
     assert outcomes == {"fail": "1", "save": "0", "hang": "1", "oom": "1", "small": "1",
-                        "reserved": "1"}, tail
+                        "reserved": "1", "unaligned": "1"}, tail
     # Each return says what happened in B.
     assert "khib: in B: failed: the command in B exited 3" in console, tail
     assert "khib: in B: failed: the command in B still ran after 5 s" in console, tail
     assert "khib: in B: failed: the command in B ran out of memory" in console, tail
-    assert re.search(r"hibernation failed, A carries on: failed: the command in B exited 1: "
-                     r"khib: khib-save: /dev/vdb: the image outgrew the room there \(\d+ MiB\)",
-                     console), tail
+    assert re.search(r"hibernation failed, A carries on \(the image on /dev/vdb is set aside\): "
+                     r"failed: the command in B exited 1: khib: khib-save: /dev/vdb: the image "
+                     r"outgrew the room there \(\d+ MiB\)", console), tail
     assert re.search(r"the window 400M:16M lies in memory reserved by memmap=16M\$400M: .*"
                      r"Boot A without it", console), tail
+    # An unaligned window would give B 512 KiB of A's live RAM that kexec never backed up.
+    assert re.search(r"the window 0x10080000:0x4000000 is not in whole MiB", console), tail
     # Neither failed save left an image that looks complete.
     assert "A-INFO oom 1" in console and "A-INFO small 1" in console, tail
     assert console.count("no complete image (a save did not finish") >= 2, tail

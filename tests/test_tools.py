@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from khib_tools import bootarea, cli, hibernate, image, newc, status, system, window
 
-from khib_tools import bootarea, cli, image, newc, status
-from tests.helpers import REPO, memory
+from tests.helpers import REPO, fmt, memory
 
 IOMEM = """00000000-00000fff : Reserved
 00001000-0009fbff : System RAM
@@ -22,7 +22,7 @@ IOMEM = """00000000-00000fff : Reserved
 
 
 def test_ram_ranges_are_the_top_level_system_ram_lines() -> None:
-    assert cli.ram_ranges(IOMEM) == [(0x1000, 0x9fbff), (0x100000, 0x1ffdffff)]
+    assert system.ram_ranges(IOMEM) == [(0x1000, 0x9fbff), (0x100000, 0x1ffdffff)]
 
 
 def test_the_hand_off_segment_is_a_cpio_others_read(tmp_path: Path) -> None:
@@ -71,18 +71,47 @@ def test_info_says_why_there_is_no_image(core: Path, tmp_path: Path,
     assert "no hibernation image: the one here was used" in capsys.readouterr().err
 
 
+RAM = [(0x1000, 0x9FBFF), (0x100000, 0x1FFDFFFF)]  # 512 MiB, as QEMU gives it
+
+
 def test_a_window_under_a_memmap_reservation_is_refused() -> None:
     meminfo = "MemAvailable:     400000 kB\n"
-    with pytest.raises(cli.Failure, match=r"reserved by memmap=64M\$128M.*Boot A without it"):
-        cli.check_window(128 << 20, 64 << 20, "console=ttyS0 memmap=64M$128M", meminfo)
-    cli.check_window(256 << 20, 64 << 20, "console=ttyS0 memmap=64M$128M", meminfo)
+    with pytest.raises(window.WindowError, match=r"reserved by memmap=64M\$128M.*Boot A without"):
+        window.check(128 << 20, 64 << 20, RAM, "console=ttyS0 memmap=64M$128M", meminfo)
+    window.check(256 << 20, 64 << 20, RAM, "console=ttyS0 memmap=64M$128M", meminfo)
 
 
 def test_a_window_a_cannot_spare_is_refused() -> None:
-    with pytest.raises(cli.Failure, match="A has 70 MiB available; a 64 MiB window needs "
-                                          "80 MiB"):
-        cli.check_window(128 << 20, 64 << 20, "", "MemAvailable:      71680 kB\n")
-    cli.check_window(128 << 20, 64 << 20, "", "MemAvailable:      81920 kB\n")
+    with pytest.raises(window.WindowError, match="A has 70 MiB available; a 64 MiB window "
+                                                 "needs 80 MiB"):
+        window.check(128 << 20, 64 << 20, RAM, "", "MemAvailable:      71680 kB\n")
+    window.check(128 << 20, 64 << 20, RAM, "", "MemAvailable:      81920 kB\n")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("262656K:64M", r"0x10080000:0x4000000 is not in whole MiB.*e\.g\. 256M:64M"),
+    ("256M:65540K", r"is not in whole MiB"),
+    ("8M:64M", r"8M:64M starts below 16 MiB.*start it at 16M or above"),
+    ("480M:64M", r"480M:64M is not inside one System RAM range of A's; A's RAM "
+                 r"0x100000-0x1ffdffff would hold it"),
+    ("256M:1G", r"not inside one System RAM range of A's; no RAM range of A's holds"),
+])
+def test_a_window_b_cannot_own_whole_is_refused(text: str, message: str) -> None:
+    """B owns whole MiB: a window must be whole MiB, at 16 MiB or above, in A's RAM."""
+    start, length = window.parse(text)
+    with pytest.raises(window.WindowError, match=message):
+        window.check(start, length, RAM, "", "MemAvailable: 400000 kB\n")
+
+
+def test_the_image_must_cover_a_less_what_b_owns() -> None:
+    """B checks its image against jump.md's contract: A's RAM less 4 KiB-640 KiB and the
+    window, no more, no less."""
+    expected = hibernate.expected_cover(RAM, (128 << 20, 64 << 20))
+    assert expected == [[0x100000, 128 << 20], [192 << 20, 0x1FFE0000]]
+    segments = [(0x100000, (128 << 20) - 0x100000), (192 << 20, 0x1000),
+                (0xC001000, 0x1FFE0000 - 0xC001000)]
+    assert hibernate.covered(segments) == expected
+    assert hibernate.covered(segments[:2]) != expected  # a range left out
 
 
 def test_the_boot_area_comes_back_checked(tmp_path: Path) -> None:
@@ -90,12 +119,13 @@ def test_the_boot_area_comes_back_checked(tmp_path: Path) -> None:
     with disk.open("wb") as sparse:
         sparse.truncate(64 << 20)
     area = bootarea.BootArea(b"K" * 3000, b"I" * 5000, "memmap=exactmap", (128 << 20, 64 << 20),
-                             0)
+                             0, "n" * 32)
     limit = bootarea.write(str(disk), area)
     assert limit == 63 << 20  # the image may use everything below the boot area
     back = bootarea.read(str(disk))
     assert (back.kernel, back.initrd, back.cmdline, back.window, back.limit) == (
         area.kernel, area.initrd, area.cmdline, area.window, limit)
+    assert back.binding() == area.binding() and back.binding()["nonce"] == "n" * 32
     with disk.open("r+b") as damaged:
         damaged.seek(limit + 10)
         damaged.write(b"X")
@@ -136,3 +166,53 @@ def test_info_into_a_pipe_closed_early_says_nothing(core: Path, tmp_path: Path) 
                             env={"PYTHONPATH": str(REPO / "recipes" / "khib-tools" / "src")})
     assert result.stdout == str(tmp_path / "image")[0]
     assert result.stderr == ""
+
+
+def test_the_key_reaches_the_status_page_and_nothing_else(tmp_path: Path) -> None:
+    """A key on a disk's filesystem goes into the status page, past the page cache; the
+    scratch page is zeroed; a key on tmpfs is refused (its bytes are A's memory)."""
+    key = bytes(range(256)) * 2
+    (tmp_path / "key").write_bytes(key)
+    page = status.StatusPage(folder=tmp_path)
+    page.put_key(str(tmp_path / "key"))
+    slot = page.chunk[page.at + fmt.STATUS_KEY_AT:page.at + fmt.PAGE]
+    assert int.from_bytes(slot[:4], "little") == len(key) and slot[4:4 + len(key)] == key
+    assert page.chunk[:].count(key) == 1  # the scratch page holds no copy
+    page.clear_key()
+    assert key not in page.chunk[:]
+    assert page.message() == "" and page.chunk[page.at:page.at + 8] == fmt.STATUS_MAGIC
+    shm = Path("/dev/shm") / f"khib-key-{tmp_path.name}"
+    shm.write_bytes(key)
+    try:
+        with pytest.raises(OSError, match=r"is on tmpfs: its bytes are A's memory"):
+            page.put_key(str(shm))
+    finally:
+        shm.unlink()
+    (tmp_path / "short").write_bytes(b"x" * 15)
+    with pytest.raises(OSError, match="holds 15 bytes: a hibernation key is 16 to 2040"):
+        page.put_key(str(tmp_path / "short"))
+
+
+def test_an_image_set_aside_says_why(core: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A resume boot that refuses an image sets it aside: no tool takes it for an image,
+    and each says why; the attempts khib-restore counts are read back."""
+    memory(tmp_path / "mem", 1 << 20)
+    (tmp_path / "ranges").write_text("00000000-000fffff\n")
+    subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                    tmp_path / "ranges", "-o", tmp_path / "image"], check=True,
+                   capture_output=True)
+    assert image.attempts(str(tmp_path / "image")) == 0
+    counted = subprocess.run([core / "khib-restore", tmp_path / "image", "--mem",
+                              tmp_path / "mem", "--count-attempt"], capture_output=True,
+                             text=True, check=False)
+    assert counted.returncode == 0, counted.stderr
+    assert image.attempts(str(tmp_path / "image")) == 1
+    image.set_aside(str(tmp_path / "image"), "this machine's RAM is not the RAM A ran with")
+    assert cli.main(["info", str(tmp_path / "image")]) == 1
+    assert ("no hibernation image: the one here was set aside by a resume boot (this "
+            "machine's RAM is not the RAM A ran with)") in capsys.readouterr().err
+    checked = subprocess.run([core / "khib-restore", tmp_path / "image", "--check"],
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 1
+    assert "set aside by a resume boot (this machine's RAM" in checked.stderr

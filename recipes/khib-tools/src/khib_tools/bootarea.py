@@ -5,6 +5,10 @@ page; a resume boot reads them back (checking their SHA-256) and runs them confi
 the same window as when they saved A. The memory image itself starts at the device's
 first byte and may use everything below the boot area (the limit in the footer).
 
+The footer is not sealed; B records its ``binding`` (the digests, the command line, the
+window and the hibernation's nonce) in the image it seals, and a resume boot compares
+the two before it runs anything from the boot area.
+
 Footer: ``KHIBBOOT``, a little-endian 32-bit length, then that many bytes of JSON.
 """
 
@@ -31,6 +35,13 @@ class BootArea(NamedTuple):
     cmdline: str  # the confinement B ran with, without its console= arguments
     window: tuple[int, int]  # start, size
     limit: int  # the image may use the device's first ``limit`` bytes
+    nonce: str  # this hibernation's: B finds it on its command line too
+
+    def binding(self) -> dict[str, object]:
+        """What the sealed image records of this boot area, to compare at resume."""
+        return {"kernel": hashlib.sha256(self.kernel).hexdigest(),
+                "initrd": hashlib.sha256(self.initrd).hexdigest(),
+                "cmdline": self.cmdline, "window": list(self.window), "nonce": self.nonce}
 
 
 def device_size(fd: int) -> int:
@@ -51,6 +62,7 @@ def write(path: str, area: BootArea) -> int:
             "kernel": [kernel_at, len(area.kernel), hashlib.sha256(area.kernel).hexdigest()],
             "initrd": [initrd_at, len(area.initrd), hashlib.sha256(area.initrd).hexdigest()],
             "cmdline": area.cmdline, "window": list(area.window), "limit": kernel_at,
+            "nonce": area.nonce,
         }).encode()
         os.pwrite(fd, area.kernel, kernel_at)
         os.pwrite(fd, area.initrd, initrd_at)
@@ -72,16 +84,22 @@ def read(path: str) -> BootArea:
         length, = struct.unpack_from("<I", tail, 8)
         try:
             footer = json.loads(tail[12:12 + length])
-        except ValueError as exc:
+            parts = {}
+            for name in ("kernel", "initrd"):
+                at, length, digest = footer[name]
+                if not (isinstance(at, int) and isinstance(length, int)
+                        and 0 <= at <= size - PAGE and 0 <= length <= size - PAGE - at):
+                    raise ValueError(f"the {name} lies outside the device")
+                data = os.pread(fd, length, at)
+                if hashlib.sha256(data).hexdigest() != digest:
+                    raise NoBootArea(f"{path}: the saved {name} does not match its SHA-256")
+                parts[name] = data
+            start, window = footer["window"]
+            area = BootArea(parts["kernel"], parts["initrd"], str(footer["cmdline"]),
+                            (int(start), int(window)), int(footer["limit"]),
+                            str(footer.get("nonce", "")))
+        except (ValueError, TypeError, KeyError) as exc:
             raise NoBootArea(f"{path}: the boot area's footer is damaged ({exc})") from exc
-        parts = {}
-        for name in ("kernel", "initrd"):
-            at, length, digest = footer[name]
-            data = os.pread(fd, length, at)
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise NoBootArea(f"{path}: the saved {name} does not match its SHA-256")
-            parts[name] = data
     finally:
         os.close(fd)
-    return BootArea(parts["kernel"], parts["initrd"], footer["cmdline"],
-                    tuple(footer["window"]), footer["limit"])
+    return area

@@ -1,4 +1,10 @@
-"""Read a khib image's headers (see khib-core's khib-image.h): its state, segments and notes."""
+"""A khib image's headers as the disk has them (khib-core's khib-format.h), for `khib info`
+and for what a resume boot reads before the C core has checked anything; and its first
+page, which says what the image is and which no seal covers.
+
+Nothing here is trusted for a resume: what a resume acts on comes from the C core's
+check (``khib-restore --check --meta-out``).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,21 @@ import stat
 import struct
 from typing import NamedTuple
 
-ELF_MAGIC = b"\x7fELF"
-USED_MAGIC = b"KUSD"  # left by a resume: the same image is never resumed twice
-NOTE_SEGMENTS, NOTE_META, NOTE_LAYOUT, NOTE_SEAL = 0x4B480001, 0x4B480002, 0x4B480003, 0x4B480004
-KINDS = ("data", "zero", "free")  # a record's kind
-PT_MEMORY = 0x6B480000  # a memory segment (a data run's bytes are LZ4 blocks)
+from khib_tools.format import (
+    ASIDE_MAGIC,
+    ATTEMPTS_AT,
+    ELF_MAGIC,
+    KINDS,
+    NOTE_LAYOUT,
+    NOTE_META,
+    NOTE_SEAL,
+    NOTE_SEGMENTS,
+    PT_MEMORY,
+    USED_MAGIC,
+    WHY_AT,
+    WHY_MAX,
+)
+
 BLKFLSBUF = 0x1261  # drop a block device's cached blocks: another kernel wrote the disk
 
 
@@ -53,11 +69,13 @@ def read_at(fd: int, size: int, offset: int) -> bytes:
 
 
 def state(first: bytes) -> str:
-    """What the first four bytes say: complete, used, incomplete or foreign."""
+    """What the first four bytes say: complete, used, set aside, incomplete or foreign."""
     if first == ELF_MAGIC:
         return "complete"
     if first == USED_MAGIC:
         return "used"
+    if first == ASIDE_MAGIC:
+        return "aside"
     return "incomplete" if first == bytes(4) else "foreign"
 
 
@@ -72,6 +90,10 @@ def read_image(path: str) -> Image:
         if found == "used":
             raise NoImage("no hibernation image: the one here was used (the system resumed "
                           "from it)")
+        if found == "aside":
+            why = read_at(fd, WHY_MAX, WHY_AT).split(b"\0", 1)[0].decode(errors="replace")
+            raise NoImage("no hibernation image: the one here was set aside by a resume boot "
+                          f"({why or 'no reason recorded'})")
         if found == "incomplete":
             raise NoImage("no complete image (a save did not finish, or none was made)")
         if found == "foreign" or header[4] != 2:
@@ -117,10 +139,32 @@ def read_notes(data: bytes) -> dict[int | str, bytes]:
 
 
 def mark(path: str, magic: bytes) -> None:
-    """Write an image's first four bytes (USED_MAGIC after a resume), durably."""
+    """Write an image's first four bytes (USED_MAGIC after a resume, zeros when A carries
+    on), durably."""
     fd = os.open(path, os.O_WRONLY)
     try:
         os.pwrite(fd, magic, 0)
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_aside(path: str, why: str) -> None:
+    """A resume boot will not use this image: it is never resumed, and says why."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        reason = why.encode()[:WHY_MAX - 1]
+        os.pwrite(fd, reason + bytes(WHY_MAX - len(reason)), WHY_AT)
+        os.pwrite(fd, ASIDE_MAGIC, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def attempts(path: str) -> int:
+    """How many resume boots began to write this image back (khib-restore counts)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return int.from_bytes(read_at(fd, 4, ATTEMPTS_AT), "little")
     finally:
         os.close(fd)

@@ -4,18 +4,28 @@ A maps a page of a tmpfs file outside B's window (the window's content sits else
 while B runs), fills it with a magic and a nonce and looks up its physical address in
 /proc/self/pagemap; B checks magic and nonce before it writes a message there, so a
 verdict reaches A however B ends (a failed command, a deadline, the OOM killer), and a
-hibernated A finds, once resumed, what B wrote before saving it.
+resumed A finds the word the resume left there.
+
+With ``khib hibernate --key`` the page also carries the key to B: A reads the key file
+straight into the page (O_DIRECT: no page cache; a key on tmpfs is refused, its bytes
+would be A's memory), and B takes it and zeroes it there before it saves A, so that no
+copy of the key is in the image.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import struct
 from pathlib import Path
 
-PAGE = 4096
-MAGIC = b"KHIBSTAT"
-MESSAGE_AT = len(MAGIC) + 16  # after the magic and the 16-character nonce
+from khib_tools import format as fmt
+
+PAGE = fmt.PAGE
+MAGIC = fmt.STATUS_MAGIC
+MESSAGE_AT = fmt.STATUS_MESSAGE_AT  # after the magic and the 16-character nonce
+IN_MEMORY = {"tmpfs", "ramfs", "rootfs"}  # a key file there is A's memory
 
 
 CHUNK = 256  # pages mapped at a time while looking for one outside the window
@@ -29,7 +39,7 @@ class StatusPage:
         The page allocator hands out pages from one free block after another, and the
         block it is at may lie in the window: chunks are mapped until one holds a page
         outside it; that chunk is kept, the others are freed."""
-        self.nonce = os.urandom(8).hex()
+        self.nonce = os.urandom(fmt.STATUS_NONCE // 2).hex()
         rejected = []
         for attempt in range(LIMIT // (CHUNK * PAGE)):
             chunk, addresses = mapped_pages(folder / f"khib-status-{self.nonce}-{attempt}")
@@ -53,8 +63,75 @@ class StatusPage:
 
     def message(self) -> str:
         """What B left here ("" if nothing)."""
-        text = self.chunk[self.at + MESSAGE_AT:self.at + PAGE].split(b"\0", 1)[0]
+        text = self.chunk[self.at + MESSAGE_AT:self.at + fmt.STATUS_KEY_AT].split(b"\0", 1)[0]
         return text.decode(errors="replace")
+
+    def clear(self) -> None:
+        """No message: what B leaves next is the verdict of the next jump."""
+        self.chunk[self.at + MESSAGE_AT:self.at + fmt.STATUS_KEY_AT] = \
+            bytes(fmt.STATUS_KEY_AT - MESSAGE_AT)
+
+    def put_key(self, path: str) -> None:
+        """The key file's bytes into the page, read past the page cache into a scratch
+        page of this mapping and moved there, with no copy anywhere else in A."""
+        scratch = self.at + PAGE if self.at + 2 * PAGE <= len(self.chunk) else self.at - PAGE
+        where = filesystem_of(path)
+        if where in IN_MEMORY or (where == "devtmpfs" and Path(path).is_file()):
+            raise OSError(f"the key {path} is on {where}: its bytes are A's memory and would "
+                          "be saved into the image; keep the key on a disk (a file on a "
+                          "disk's filesystem, or a small partition of its own)")
+        try:
+            length = read_uncached(path, self.chunk, scratch)
+            if not fmt.KEY_MIN <= length <= fmt.KEY_MAX:
+                raise OSError(f"the key {path} holds {length} bytes: a hibernation key is "
+                              f"{fmt.KEY_MIN} to {fmt.KEY_MAX} bytes")
+            struct.pack_into("<I", self.chunk, self.at + fmt.STATUS_KEY_AT, length)
+            self.chunk.move(self.at + fmt.STATUS_KEY_AT + 4, scratch, length)
+        finally:
+            self.chunk[scratch:scratch + PAGE] = bytes(PAGE)
+
+    def clear_key(self) -> None:
+        """Zeros where the key was (B takes it; should B never run, A does this)."""
+        self.chunk[self.at + fmt.STATUS_KEY_AT:self.at + PAGE] = bytes(PAGE - fmt.STATUS_KEY_AT)
+
+
+def filesystem_of(path: str) -> str:
+    """The type of the filesystem ``path`` is on (the longest mount point above it)."""
+    real, best, kind = os.path.realpath(path), "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        point = fields.split()[4].encode().decode("unicode_escape")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, rest.split()[0]
+    return kind
+
+
+def read_uncached(path: str, into: mmap.mmap, at: int) -> int:
+    """Up to a page of ``path`` into ``into[at:at + PAGE]``: with O_DIRECT where the
+    filesystem allows it, else read and then dropped from the page cache."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        direct = True
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd, direct = os.open(path, os.O_RDONLY), False
+    try:
+        with memoryview(into)[at:at + PAGE] as page:
+            try:
+                length = os.preadv(fd, [page], 0)
+            except OSError as exc:
+                if not direct or exc.errno != errno.EINVAL:
+                    raise
+                os.close(fd)
+                fd, direct = os.open(path, os.O_RDONLY), False
+                length = os.preadv(fd, [page], 0)
+        if not direct:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return length
+    finally:
+        os.close(fd)
 
 
 def mapped_pages(path: Path) -> tuple[mmap.mmap, list[int]]:

@@ -1,0 +1,145 @@
+"""Hibernation: A jumps to B, which saves A to a disk and powers off; a later boot resumes.
+
+In A, ``khib hibernate`` sets the earlier image aside first, writes B's kernel and
+initrd to the end of the device (the boot area) and jumps. In B, ``khib b-hibernate``
+takes the key A left in its status page (zeroing it there), checks that what it will
+save is exactly A's memory, saves A sealed with the boot area's binding, and powers
+off. A that runs again without having been resumed (B failed, B came back) sets the
+image aside before it carries on: a resumable image never stays behind a live A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from khib_tools import bootarea, system
+from khib_tools.image import mark, read_image
+from khib_tools.jumping import HANDOFF, Failure, jump_now, load_b, window_span
+from khib_tools.saving import save_command
+from khib_tools.status import StatusPage
+
+RESUMED = "resumed"  # what the resume leaves in A's status page before it enters A
+LOW_RAM = (0x1000, 0xA0000)  # 4 KiB-640 KiB: B's, by its memmap= (jump.md's contract)
+
+
+def own_device(device: str) -> None:
+    """The device is a block device nothing else holds (not mounted, not swap)."""
+    if not Path(device).is_block_device():
+        raise Failure(f"{device} is not a block device")
+    try:
+        os.close(os.open(device, os.O_RDWR | os.O_EXCL))
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise Failure(f"{device} is in use (mounted, a swap device, or held by another "
+                          "program): khib hibernate needs a device of its own") from exc
+        raise
+
+
+def hibernate(args: argparse.Namespace) -> int:
+    """Jump to B, which saves A to the device and powers off; return once A resumes."""
+    device = args.device
+    own_device(device)
+    status = StatusPage(window_span(args.window))
+    nonce = secrets.token_hex(16)
+    try:
+        if args.key:
+            status.put_key(args.key)
+        mark(device, bytes(4))  # an earlier image no longer counts, before anything else
+        loaded = load_b(args, status, f"khib b-hibernate {device}",
+                        {"device": device, "keyed": bool(args.key)}, (f"khib.nonce={nonce}",))
+        limit = bootarea.write(device, bootarea.BootArea(
+            Path(args.kernel).read_bytes(), loaded.initrd, loaded.cmdline, args.window, 0,
+            nonce))
+        print(f"khib: hibernating to {device} (room for a {limit >> 20} MiB image)",
+              flush=True)
+        verdict = jump_now(args, status)
+    except Failure:
+        status.clear_key()
+        raise
+    status.clear_key()
+    if verdict != RESUMED:
+        mark(device, bytes(4))  # whatever B wrote, A carries on: it is never resumed
+        raise Failure(f"hibernation failed, A carries on (the image on {device} is set "
+                      f"aside): {verdict}")
+    print(f"khib: resumed from hibernation ({device})", flush=True)
+    return 0
+
+
+def expected_cover(a_ram: list[tuple[int, int]], window: tuple[int, int]) -> list[list[int]]:
+    """What the image must hold of A: its System RAM less 4 KiB-640 KiB and the window
+    (jump.md's contract), as [start, end) ranges."""
+    cover = [[start, end + 1] for start, end in a_ram]
+    for hole in (LOW_RAM, (window[0], window[0] + window[1])):
+        cut = []
+        for start, end in cover:
+            cut += [[s, e] for s, e in ((start, min(end, hole[0])), (max(start, hole[1]), end))
+                    if s < e]
+        cover = cut
+    return cover
+
+
+def covered(segments: list[tuple[int, int]]) -> list[list[int]]:
+    """Segments (paddr, memsz) merged into [start, end) ranges."""
+    merged: list[list[int]] = []
+    for paddr, memsz in sorted(segments):
+        if merged and merged[-1][1] == paddr:
+            merged[-1][1] += memsz
+        else:
+            merged.append([paddr, paddr + memsz])
+    return merged
+
+
+def b_hibernate(args: argparse.Namespace) -> int:
+    """In B: save A with what a resume needs, then power off (a failure returns to A)."""
+    entry = system.cmdline_arg("kexec_jump_back_entry")
+    handle = system.cmdline_arg("khib.status")
+    nonce = system.cmdline_arg("khib.nonce")
+    if not entry or not handle or not nonce:
+        raise Failure("not a kernel that khib hibernate started")
+    record = json.loads((HANDOFF / "jump.json").read_text())
+    try:
+        area = bootarea.read(args.device)
+    except bootarea.NoBootArea as exc:
+        raise Failure(str(exc)) from exc
+    if area.nonce != nonce:
+        raise Failure(f"the boot area on {args.device} is not this hibernation's")
+    expected = expected_cover([tuple(r) for r in record["ranges"]], tuple(record["window"]))
+    with tempfile.TemporaryDirectory(prefix="khib-") as folder:
+        key = Path(folder) / "key" if record.get("keyed") else None
+        if key:  # zeroed in A's page: the image holds no copy of it
+            taken = subprocess.run(["khib-report", handle, "--take-key", str(key)],
+                                   capture_output=True, text=True, check=False)
+            if taken.returncode:
+                raise Failure(f"cannot take the key A left: {taken.stderr.strip()}")
+        meta = Path(folder) / "meta.json"
+        meta.write_text(json.dumps({**record, "entry": entry,
+                                    "control_page": int(entry, 16) & ~0xFFF,
+                                    "boot_area": area.binding()}))
+        saved = subprocess.run(save_command(args.device, meta, area.limit,
+                                            str(key) if key else None, vmcore=False),
+                               stderr=subprocess.PIPE, text=True, check=False)
+    sys.stderr.write(saved.stderr)
+    if saved.returncode < 0:
+        raise Failure(f"khib-save was ended by signal {-saved.returncode}")
+    if saved.returncode:  # its last words say why
+        raise Failure(saved.stderr.strip().splitlines()[-1] if saved.stderr.strip()
+                      else f"khib-save exited {saved.returncode}")
+    image = read_image(args.device)
+    holds = covered([(s.paddr, s.memsz) for s in image.segments])
+    if holds != expected:
+        mark(args.device, bytes(4))
+        raise Failure(f"the image does not hold exactly A's RAM less B's: it covers {holds}, "
+                      f"A's contract says {expected}")
+    os.sync()
+    print("khib: A is saved; powering off", flush=True)
+    subprocess.run(["poweroff", "-f"], check=False)
+    mark(args.device, bytes(4))  # still here: never leave an image behind a returning B
+    return 1

@@ -1,0 +1,187 @@
+"""A resume boot (``khib.resume=DEV``): check everything, then put A back and enter it.
+
+The first stage runs where the firmware put it, in A's RAM. It finds the image, refuses
+what it cannot resume -- and sets that image aside, as swsusp resets its signature, so
+that the normal boot that follows never leaves a resumable image behind a changed
+system -- has the C core check the whole image and hand over what it records, compares
+the boot area with what the image sealed, and loads the saved B into B's window with the
+key and this machine's RAM appended (``khib.stage=restore``). That stage writes A back
+(the C core checks each block again as it writes), marks the image used, leaves
+"resumed" in A's status page and enters A. If nothing was written it sets the image
+aside and returns to the first stage, which boots normally; once writing began it never
+returns there (the first stage's memory is A's by then): it tries once more, else
+reboots, and the attempts the image counts end such a loop in a normal boot.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from khib_tools import bootarea, kexec, system
+from khib_tools import format as fmt
+from khib_tools.hibernate import RESUMED
+from khib_tools.image import NoImage, attempts, mark, read_image, set_aside
+from khib_tools.jumping import HANDOFF, Failure
+
+# The key a resume checks the image with: a file in the resume boot's own initramfs (a
+# config puts it there), or the one khib.key= names; never a file on the image's disk.
+RESUME_KEY = "/etc/khib/hibernate.key"
+HANDED_KEY = HANDOFF / "key"  # the key in the restore stage's memory, from the first
+HANDED_RAM = HANDOFF / "ranges"  # this machine's RAM, as the first stage checked it
+
+
+GO_BACK = 5  # the restore stage's exit status when nothing was written (overlays' /init)
+BROKEN = (OSError, ValueError, KeyError, TypeError, MemoryError, OverflowError)
+
+
+class Refused(Exception):
+    """The image is complete but will not be resumed: it is set aside."""
+
+
+class GoBack(Failure):
+    """The restore stage wrote nothing: back to the first stage, which boots normally."""
+
+
+def resume(device: str) -> int:
+    """Either stage, as the command line says."""
+    try:
+        read_image(device)
+    except NoImage as exc:
+        raise Failure(f"not resuming: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise Failure(f"not resuming: {device}: {exc}") from exc
+    if system.cmdline_arg("khib.stage") == "restore":
+        restore_stage(device)
+    try:
+        first_stage(device)
+    except (Refused, *BROKEN) as exc:
+        why = str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
+        set_aside(device, why)
+        raise Failure(f"not resuming: {why} (the image on {device} is set aside)") from exc
+    raise Failure("not resuming: the restore stage came back without entering A")
+
+
+def key_option() -> tuple[list[str], str | None]:
+    """khib-restore's --key for the first stage, and the key file."""
+    path = system.cmdline_arg("khib.key") or RESUME_KEY
+    if path != RESUME_KEY and not Path(path).is_file():
+        raise Refused(f"khib.key={path}: no such file in the initramfs")
+    return (["--key", path], path) if Path(path).is_file() else ([], None)
+
+
+def checked_meta(device: str, key: list[str], folder: Path) -> dict[str, object]:
+    """The C core checks the whole image; what it records, as checked."""
+    out = folder / "meta.json"
+    checked = subprocess.run(["khib-restore", device, "--check", *key, "--meta-out", str(out)],
+                             capture_output=True, text=True, check=False)
+    if checked.returncode:
+        problems = checked.stderr.strip().splitlines() or [f"{device} fails its check"]
+        first = problems[0].removeprefix("khib: ")
+        if "it needs its key" in first:
+            first += (f" (this boot has none: put it in the initramfs as {RESUME_KEY} or "
+                      "name it with khib.key=)")
+        raise Refused(first)
+    try:
+        meta = json.loads(out.read_text() or "{}")
+    except ValueError as exc:
+        raise Refused(f"the image's record is not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise Refused("the image's record is not a JSON object")
+    return meta
+
+
+def first_stage(device: str) -> None:
+    """Check, then move out of A's way: returns only if the restore stage came back."""
+    tried = attempts(device)
+    if tried >= fmt.ATTEMPTS_MAX:
+        raise Refused(f"{tried} resume boots began writing A back and failed")
+    cpus = system.online_cpus()
+    if cpus > 1:
+        raise Refused(f"{cpus} CPUs are online: a resume boot runs on one (boot it with "
+                      "maxcpus=1); the others would wait in memory the restore overwrites")
+    here = system.ram_ranges(Path("/proc/iomem").read_text())
+    key, key_path = key_option()
+    with tempfile.TemporaryDirectory(prefix="khib-") as name:
+        meta = checked_meta(device, key, Path(name))
+    ranges = [tuple(r) for r in meta.get("ranges", [])]
+    if ranges != here:
+        raise Refused(f"this machine's RAM ({sum(b - a + 1 for a, b in here) >> 20} MiB in "
+                      f"{len(here)} ranges) is not the RAM A ran with "
+                      f"({sum(b - a + 1 for a, b in ranges) >> 20} MiB in {len(ranges)} ranges)")
+    try:
+        area = bootarea.read(device)
+    except bootarea.NoBootArea as exc:
+        raise Refused(str(exc)) from exc
+    if area.binding() != meta.get("boot_area"):
+        raise Refused(f"the boot area on {device} is not the one this image was saved with")
+    print(f"khib: the image on {device} is whole; moving into the window to restore it",
+          flush=True)
+    handed = {"khib/ranges": "".join(f"{a:08x}-{b:08x} : System RAM\n"
+                                     for a, b in here).encode()}
+    if key_path:
+        handed["khib/key"] = Path(key_path).read_bytes()
+    cmdline = [*system.consoles(), area.cmdline, f"khib.resume={device}", "khib.stage=restore"]
+    try:  # loaded as B was: a plain load puts i386's setup data below 640 KiB
+        kexec.load(area.kernel, kexec.appended(area.initrd, handed), " ".join(cmdline),
+                   area.window)
+    except kexec.KexecError as exc:
+        raise Refused(str(exc)) from exc
+    kexec.jump()  # returns only if the restore stage wrote nothing and came back
+
+
+def restore_stage(device: str) -> NoReturn:
+    """Confined in the window: write A back, mark the image used, enter A. Returns (as
+    GoBack) only while nothing has been written; after that, it enters A or reboots."""
+    key = ["--key", str(HANDED_KEY)] if HANDED_KEY.is_file() else []
+    with tempfile.TemporaryDirectory(prefix="khib-") as name:
+        out = Path(name) / "meta.json"
+        write_back(device, key, out)
+        try:
+            meta = json.loads(out.read_text())
+            mark(device, fmt.USED_MAGIC)
+            subprocess.run(["khib-report", str(meta["status"]), RESUMED], check=False)
+            print(f"khib: A is back in memory; entering it (entry {meta['entry']})", flush=True)
+            entered = subprocess.run(["khib-jump-back", str(meta["entry"])], check=False)
+            why = f"khib-jump-back exited {entered.returncode}"
+        except BROKEN as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        # A's memory is written but A was not entered: the next boot may try again.
+        mark(device, fmt.ELF_MAGIC)
+        reboot(why)
+
+
+def write_back(device: str, key: list[str], out: Path) -> None:
+    """khib-restore, once more from the start if writing began and failed; GoBack if
+    nothing was written, a reboot if memory is changed and it failed twice."""
+    changed = False
+    for _ in range(2):
+        restored = subprocess.run(
+            ["khib-restore", device, "--mem", "/dev/mem", "--running", "/proc/iomem",
+             "--within", str(HANDED_RAM), "--count-attempt", *key, "--meta-out", str(out)],
+            stderr=subprocess.PIPE, text=True, check=False)
+        print(restored.stderr, end="", flush=True)
+        if restored.returncode == fmt.EXIT_WRITTEN:
+            return
+        changed |= restored.returncode != fmt.EXIT_UNTOUCHED
+        if not changed:
+            first = (restored.stderr.strip().splitlines() or ["khib-restore failed"])[0]
+            first = first.removeprefix("khib: ")
+            set_aside(device, first)
+            raise GoBack(f"not resuming: {first} (nothing was written; the image on {device} "
+                         "is set aside)")
+    reboot("A's memory is partly written and the restore failed twice")
+
+
+def reboot(why: str) -> NoReturn:
+    """Never back to the first stage, whose memory now holds A's: reboot, or stop."""
+    print(f"khib: {why}: rebooting (the first stage's memory is A's now; the next resume "
+          f"boot tries again, {fmt.ATTEMPTS_MAX} at most)", flush=True)
+    for command in (["reboot", "-f"], ["poweroff", "-f"]):
+        subprocess.run(command, check=False)
+    while True:
+        time.sleep(3600)

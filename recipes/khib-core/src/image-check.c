@@ -130,7 +130,7 @@ int khib_check_image(int fd, const char *name, struct khib_image *image,
 	struct khib_sealed_notes notes = {
 		image->phdrs, image->phdrs_size,
 		image->records, image->count * sizeof(*image->records), image->meta,
-		image->meta_size, &image->layout, image->pairs, image->vmcoreinfo,
+		image->meta_size, image->layout, image->pairs, image->vmcoreinfo,
 		image->vmcoreinfo_size,
 	};
 	size_t blocks = 0;

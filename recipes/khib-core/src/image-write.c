@@ -38,27 +38,28 @@ static size_t desc_offset(const char *name)
 
 /*
  * After the data: the program headers and the notes (the seal's digests still to be
- * filled in: *seal points at them), and the ELF header that will point there.
+ * filled in: *seal points at its descriptor), and the ELF header that will point there.
+ * A note's descriptor is only 4-byte aligned: records, layout and seal go in by memcpy.
  */
 unsigned char *khib_build_trailer(const struct khib_image *image, uint64_t at,
-				    const char *meta, size_t meta_size,
-				    const struct khib_free_pages *f, uint64_t free_recorded,
-				    size_t *size, Elf64_Ehdr *eh, struct khib_sealed_notes *notes,
-				    struct khib_seal **seal)
+				  const char *meta, size_t meta_size,
+				  const struct khib_free_pages *f, uint64_t free_recorded,
+				  size_t *size, Elf64_Ehdr *eh, struct khib_sealed_notes *notes,
+				  unsigned char **seal)
 {
 	size_t phnum = image->count + 1;
 	size_t records_size = image->count * sizeof(struct khib_record);
 	size_t pairs_size = f->nwindow * sizeof(struct khib_pair);
 	struct khib_layout layout = {f->page_offset, free_recorded, f->counted, f->kernel_count,
 				     f->nwindow};
+	struct khib_seal sized = {0};
 	size_t notes_size = note_size(KHIB_NOTE_NAME, records_size) +
 		note_size(KHIB_NOTE_NAME, meta_size) +
 		note_size(KHIB_NOTE_NAME, sizeof(layout) + pairs_size) +
 		(f->vmcoreinfo ? note_size(KHIB_VMCOREINFO_NAME, f->vmcoreinfo_size) : 0) +
-		note_size(KHIB_NOTE_NAME, sizeof(**seal));
+		note_size(KHIB_NOTE_NAME, sizeof(sized));
 	size_t phdrs_size = phnum * sizeof(Elf64_Phdr);
-	unsigned char *trailer, *cursor;
-	struct khib_record *records;
+	unsigned char *trailer, *cursor, *records, *pairs;
 	Elf64_Phdr *ph;
 
 	*size = phdrs_size + notes_size;
@@ -70,39 +71,40 @@ unsigned char *khib_build_trailer(const struct khib_image *image, uint64_t at,
 	ph[0] = (Elf64_Phdr){.p_type = PT_NOTE, .p_offset = at + phdrs_size,
 			     .p_filesz = notes_size};
 	cursor = trailer + phdrs_size;
-	records = (struct khib_record *)(cursor + desc_offset(KHIB_NOTE_NAME));
+	records = cursor + desc_offset(KHIB_NOTE_NAME);
 	*notes = (struct khib_sealed_notes){.phdrs = trailer, .phdrs_size = phdrs_size,
 					    .records = records, .records_size = records_size,
-					    .meta_size = meta_size};
+					    .meta_size = meta_size, .layout = layout};
 	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_SEGMENTS, NULL, records_size);
 	notes->meta = cursor + desc_offset(KHIB_NOTE_NAME);
 	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_META, meta, meta_size);
-	notes->layout = (struct khib_layout *)(cursor + desc_offset(KHIB_NOTE_NAME));
-	notes->pairs = (struct khib_pair *)(notes->layout + 1);
+	pairs = cursor + desc_offset(KHIB_NOTE_NAME) + sizeof(layout);
+	notes->pairs = pairs;
 	cursor = put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_LAYOUT, NULL,
 			  sizeof(layout) + pairs_size);
-	memcpy((void *)notes->layout, &layout, sizeof(layout));
+	memcpy(pairs - sizeof(layout), &layout, sizeof(layout));
 	if (pairs_size)
-		memcpy((void *)notes->pairs, f->window, pairs_size);
+		memcpy(pairs, f->window, pairs_size);
 	if (f->vmcoreinfo) {
 		notes->vmcoreinfo = cursor + desc_offset(KHIB_VMCOREINFO_NAME);
 		notes->vmcoreinfo_size = f->vmcoreinfo_size;
 		cursor = put_note(cursor, KHIB_VMCOREINFO_NAME, 0, f->vmcoreinfo,
 				  f->vmcoreinfo_size);
 	}
-	*seal = (struct khib_seal *)(cursor + desc_offset(KHIB_NOTE_NAME));
-	put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_SEAL, NULL, sizeof(**seal));
+	*seal = cursor + desc_offset(KHIB_NOTE_NAME);
+	sized.image_size = at + *size;
+	put_note(cursor, KHIB_NOTE_NAME, KHIB_NOTE_SEAL, &sized, sizeof(sized));
 	for (size_t i = 0; i < image->count; i++) {
 		const struct khib_segment *s = &image->segments[i];
+		struct khib_record record = {s->paddr, s->memsz, s->crc32, (uint32_t)s->kind};
 		ph[i + 1] = (Elf64_Phdr){
 			.p_type = KHIB_PT_MEMORY, .p_flags = PF_R | PF_W | PF_X,
 			.p_offset = s->kind == KHIB_DATA ? s->offset : 0, .p_paddr = s->paddr,
 			.p_filesz = s->kind == KHIB_DATA ? s->filesz : 0, .p_memsz = s->memsz,
 			.p_align = KHIB_PAGE,
 		};
-		records[i] = (struct khib_record){s->paddr, s->memsz, s->crc32, (uint32_t)s->kind};
+		memcpy(records + i * sizeof(record), &record, sizeof(record));
 	}
-	(*seal)->image_size = at + *size;
 	return trailer;
 }
 

@@ -65,7 +65,10 @@ struct khib_image {
 	size_t ndigests;
 };
 
-/* The notes' descriptors as the seal covers them, in order. */
+/*
+ * The notes' descriptors as the seal covers them, in order.  The layout is a copy, and
+ * the rest bytes: in a trailer being written they sit at the notes' 4-byte alignment.
+ */
 struct khib_sealed_notes {
 	const void *phdrs;
 	size_t phdrs_size;
@@ -73,8 +76,8 @@ struct khib_sealed_notes {
 	size_t records_size;
 	const void *meta;
 	size_t meta_size;
-	const struct khib_layout *layout;
-	const struct khib_pair *pairs;
+	struct khib_layout layout;
+	const void *pairs;        /* layout.npairs of them */
 	const void *vmcoreinfo;
 	size_t vmcoreinfo_size;
 };

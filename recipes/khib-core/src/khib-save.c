@@ -145,7 +145,8 @@ int khib_save_main(int argc, char **argv)
 	struct khib_image image = {0};
 	struct khib_free_pages free_pages = {0};
 	struct khib_sealed_notes notes;
-	struct khib_seal *sealed;
+	struct khib_seal seal;
+	unsigned char *sealed;
 	struct khib_key key = {0};
 	struct khib_writer *w = calloc(1, sizeof(*w));
 	struct khib_data_run *run = calloc(1, sizeof(*run));
@@ -225,7 +226,9 @@ int khib_save_main(int argc, char **argv)
 				pages[KHIB_FREE], &trailer_size, &eh, &notes, &sealed);
 	if (!trailer)
 		goto out;
-	khib_seal_digests(data_digest, &notes, &key, sealed);
+	memcpy(&seal, sealed, sizeof(seal));   /* the image's size, filled in */
+	khib_seal_digests(data_digest, &notes, &key, &seal);
+	memcpy(sealed, &seal, sizeof(seal));
 	if (khib_put(w, trailer, trailer_size) < 0 || khib_flush(w) < 0 ||
 	    (ftruncate(out, (off_t)w->at) < 0 && errno != EINVAL) || /* EINVAL: a device */
 	    khib_seal_image(out, &eh) < 0) {

@@ -14,8 +14,8 @@ void khib_seal_digests(const unsigned char data_digest[32], const struct khib_se
 	const struct { const void *at; size_t size; } parts[] = {
 		{data_digest, 32}, {n->phdrs, n->phdrs_size}, {n->records, n->records_size},
 		{n->meta, n->meta_size},
-		{n->layout, sizeof(*n->layout)},
-		{n->pairs, (size_t)n->layout->npairs * sizeof(*n->pairs)},
+		{&n->layout, sizeof(n->layout)},
+		{n->pairs, (size_t)n->layout.npairs * sizeof(struct khib_pair)},
 		{n->vmcoreinfo, n->vmcoreinfo_size},
 	};
 

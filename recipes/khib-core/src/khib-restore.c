@@ -223,11 +223,11 @@ int khib_restore_main(int argc, char **argv)
 {
 	const char *image_path = NULL, *mem_path = NULL, *export = NULL, *running = NULL;
 	const char *key_path = NULL, *within = NULL, *meta_out = NULL;
-	int verify_only = 0, check_only = 0, count = 0, status = KHIB_EXIT_UNTOUCHED, fd;
-	struct khib_image image;
+	int verify_only = 0, check_only = 0, count = 0, status = KHIB_EXIT_UNTOUCHED, fd = -1;
+	struct khib_image image = {0};
 	struct khib_key key = {0};
 	uint16_t machine;
-	unsigned char *buffer = malloc(CHUNK);
+	unsigned char *buffer = NULL;
 	double started = khib_seconds();
 
 	for (int i = 1; i < argc; i++) {
@@ -250,21 +250,20 @@ int khib_restore_main(int argc, char **argv)
 		else
 			return usage();
 	}
-	if (!buffer || !image_path || !!mem_path + !!export + check_only != 1 ||
-	    (verify_only && !mem_path))
+	if (!image_path || !!mem_path + !!export + check_only != 1 || (verify_only && !mem_path))
 		return usage();
-	if (key_path && khib_read_key(key_path, &key) < 0)
-		return KHIB_EXIT_UNTOUCHED;
+	buffer = malloc(CHUNK);
+	if (!buffer || (key_path && khib_read_key(key_path, &key) < 0))
+		goto out;
 	fd = open(image_path, O_RDONLY);
 	if (fd < 0) {
 		fprintf(stderr, "khib-restore: %s: %s\n", image_path, strerror(errno));
-		return KHIB_EXIT_UNTOUCHED;
+		goto out;
 	}
 	if (khib_read_image(fd, image_path, &image, &machine) < 0) {
 		if (mem_path && !verify_only)
 			fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
-		close(fd);
-		return KHIB_EXIT_UNTOUCHED;
+		goto out;
 	}
 	if (check_only) {
 		status = khib_check_image(fd, image_path, &image, &key) != 0;
@@ -284,9 +283,11 @@ int khib_restore_main(int argc, char **argv)
 	}
 	if (status == 0 && meta_out && write_meta(&image, meta_out) < 0)
 		status = KHIB_EXIT_UNTOUCHED;
+out:   /* every way out frees what it took: nothing for LeakSanitizer to report */
 	khib_wipe(&key, sizeof(key));
 	khib_free(&image);
 	free(buffer);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return status;
 }

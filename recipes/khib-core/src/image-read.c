@@ -190,10 +190,11 @@ malformed:
 
 /*
  * One memory header against its record: not empty, in ascending order without
- * overlap, stored bytes inside the image, kinds that agree.  -1 names the segment.
+ * overlap, stored bytes inside the image after those of every data segment before it
+ * (stored_end), kinds that agree.  -1 names the segment.
  */
 static int sane_segment(const Elf64_Phdr *p, const struct khib_record *record,
-			const struct khib_image *image, uint64_t data_end)
+			const struct khib_image *image, uint64_t stored_end, uint64_t data_end)
 {
 	const struct khib_segment *last = image->count ? &image->segments[image->count - 1] : NULL;
 
@@ -204,9 +205,8 @@ static int sane_segment(const Elf64_Phdr *p, const struct khib_record *record,
 		return -1;
 	if (record->kind != KHIB_DATA)
 		return record->crc32 ? -1 : 0;
-	return p->p_offset < KHIB_PAGE || p->p_offset > data_end ||
-	       p->p_filesz > data_end - p->p_offset ||
-	       (last && last->kind == KHIB_DATA && p->p_offset < last->offset + last->filesz) ? -1 : 0;
+	return p->p_offset < stored_end || p->p_offset > data_end ||
+	       p->p_filesz > data_end - p->p_offset ? -1 : 0;
 }
 
 /* Read an image's segments back: program headers, checked against the KHIB notes. */
@@ -215,7 +215,7 @@ int khib_read_image(int fd, const char *name, struct khib_image *image, uint16_t
 	Elf64_Ehdr header;
 	Elf64_Phdr *phdrs = NULL;
 	size_t loads = 0, nrecords = 0, notes = 0;
-	uint64_t table;
+	uint64_t table, stored_end = KHIB_PAGE;
 	int sealed = 0, status = -1;
 
 	*image = (struct khib_image){0};
@@ -257,7 +257,7 @@ int khib_read_image(int fd, const char *name, struct khib_image *image, uint16_t
 		if (p->p_type == PT_NOTE)
 			continue;
 		if (p->p_type != KHIB_PT_MEMORY || loads >= nrecords ||
-		    sane_segment(p, &image->records[loads], image, header.e_phoff) < 0) {
+		    sane_segment(p, &image->records[loads], image, stored_end, header.e_phoff) < 0) {
 			fprintf(stderr, "khib: %s: segment %zu does not match its record, or is out "
 				"of place\n", name, loads);
 			goto out;
@@ -267,6 +267,8 @@ int khib_read_image(int fd, const char *name, struct khib_image *image, uint16_t
 			goto out;
 		image->segments[image->count - 1].offset = p->p_offset;
 		image->segments[image->count - 1].filesz = p->p_filesz;
+		if (p->p_filesz)
+			stored_end = p->p_offset + p->p_filesz;
 		loads++;
 	}
 	if (loads != nrecords) {

@@ -3,6 +3,7 @@
 #include "khib-core.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,14 @@ int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count
 		if (sscanf(line, " %llx-%llx", &start, &end) != 2 || end < start) {
 			fprintf(stderr, "khib: %s:%d: expected START-END in hex\n", path, number);
 			goto out;
+		}
+		/* A range to the top of the address space: its start + size would wrap to 0 and
+		 * every check take it for empty.  Its last byte is left out (no segment reaches
+		 * it: a segment's own end would wrap). */
+		if (end == ULLONG_MAX) {
+			if (start == end)
+				continue;
+			end--;
 		}
 		if (label && strstr(label, "Crash kernel")) {
 			if (add_range(&reserved, &nreserved, start, end - start + 1, start) < 0)

@@ -140,3 +140,31 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(REPO / "recipes" / "khib-core" / "src", folder, dirs_exist_ok=True)
         subprocess.run(["make", "-s", "CC=gcc"], cwd=folder, check=True)
     return built_once(tmp_path_factory, "core", build)
+
+
+def build_host_core(folder: Path, *flags: str) -> None:
+    """khib-core for the host in ``folder``, linked dynamically, with ``flags``: the
+    Makefile's SOURCES compiled directly under its STRICT warnings, a link per program."""
+    src = REPO / "recipes" / "khib-core" / "src"
+    strict, sources, lz4, links = (line.split() for line in subprocess.run(
+        ["make", "-s", "--no-print-directory", "--eval", "print-%: ; @echo $($*)",
+         "print-STRICT", "print-SOURCES", "print-LZ4", "print-LINKS"],
+        cwd=src, capture_output=True, text=True, check=True).stdout.splitlines())
+    subprocess.run(["gcc", *strict, *flags, "-o", folder / "khib-core", *sources, *lz4],
+                   cwd=src, check=True)
+    for link in links:
+        (folder / link).symlink_to("khib-core")
+
+
+@pytest.fixture(scope="session")
+def sanitized_core(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C core for the host under AddressSanitizer and UBSan, any report fatal."""
+    return built_once(tmp_path_factory, "core-sanitized", lambda folder: build_host_core(
+        folder, "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"))
+
+
+@pytest.fixture(scope="session")
+def plain_core(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C core for the host, linked dynamically: an LD_PRELOAD shim reaches its calls."""
+    return built_once(tmp_path_factory, "core-dynamic",
+                      lambda folder: build_host_core(folder, "-O1"))

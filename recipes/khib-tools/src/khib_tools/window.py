@@ -44,18 +44,18 @@ def check(start: int, length: int, ram: list[tuple[int, int]], cmdline: str,
     if start < LOWEST:
         raise WindowError(f"the window {name} starts below 16 MiB, which B leaves to A "
                           "(its kernel, its kexec control page): start it at 16M or above")
-    if not any(low <= start and start + length - 1 <= high for low, high in ram):
-        fits = [(low, high) for low, high in ram if high - max(low, LOWEST) + 1 >= length]
-        hint = (f"; A's RAM {fits[0][0]:#x}-{fits[0][1]:#x} would hold it" if fits
-                else "; no RAM range of A's holds a window that large")
-        raise WindowError(f"the window {name} is not inside one System RAM range of A's"
-                          f"{hint}")
     for argument, low, high in reservations(cmdline):
         if low < start + length and start < high:
             raise WindowError(f"the window {name} lies in memory reserved by {argument}: "
                               "kexec cannot load B there (\"Could not find a free area of "
                               "memory\"). Boot A without it (the window needs no "
                               "reservation: kexec backs it up) or choose another --window")
+    if not any(low <= start and start + length - 1 <= high for low, high in ram):
+        fits = [(low, high) for low, high in ram if high - max(low, LOWEST) + 1 >= length]
+        hint = (f"; A's RAM {fits[0][0]:#x}-{fits[0][1]:#x} would hold it" if fits
+                else "; no RAM range of A's holds a window that large")
+        raise WindowError(f"the window {name} is not inside one System RAM range of A's"
+                          f"{hint}")
     available = re.search(r"MemAvailable:\s+(\d+) kB", meminfo)
     if available and int(available[1]) << 10 < length + HEADROOM:
         raise WindowError(f"A has {int(available[1]) >> 10} MiB available; a {length >> 20} "

@@ -18,7 +18,7 @@ def c_value(text: str) -> object:
     text = text.strip()
     if text.startswith('"'):
         return ast.literal_eval(text).encode("latin-1")
-    return eval(re.sub(r"(?<=[0-9a-fx])u\b", "", text), {})  # noqa: S307 - our own header
+    return eval(re.sub(r"(?<=[0-9a-fx])u\b", "", text), {})
 
 
 def test_every_define_has_its_twin() -> None:

@@ -115,16 +115,21 @@ def blkdebug(folder: Path, vda: Path, sector: int, rules: str) -> str:
     return f"blkdebug:{config}:{vda}"
 
 
-# The write pass: reads after the first write (khib-restore counts its attempt on the
-# disk just before it writes memory) fail.
+# The writing pass: the first stage counts its attempt on the disk before it hands
+# over, the restore counts its write there before it writes memory; reads after that fail.
 WRITE_PASS = """[set-state]
 event = "write_aio"
 state = "1"
 new_state = "2"
 
+[set-state]
+event = "write_aio"
+state = "2"
+new_state = "3"
+
 [inject-error]
 event = "read_aio"
-state = "2"
+state = "3"
 sector = "@SECTOR@"
 errno = "5"
 """
@@ -190,7 +195,8 @@ def test_hibernate_power_off_and_resume(target: Target, tmp_path: Path) -> None:
     assert "khib: A's memory is partly written and the restore failed twice" in failing
     assert "NORMAL-2-BOOT" not in failing and "entering it" not in failing, failing[-4000:]
     assert "reboot: Restarting system" in failing, failing[-4000:]
-    assert int.from_bytes(vda.read_bytes()[fmt.ATTEMPTS_AT:fmt.ATTEMPTS_AT + 4], "little") == 1
+    counts = vda.read_bytes()[fmt.ATTEMPTS_AT:fmt.ATTEMPTS_AT + 8]
+    assert struct.unpack("<II", counts) == (1, 1)  # one boot handed over, one began writing
 
     second = resume_boot(target, keyed, vda)
     tail = second[-8000:]

@@ -103,15 +103,23 @@ def test_a_window_b_cannot_own_whole_is_refused(text: str, message: str) -> None
         window.check(start, length, RAM, "", "MemAvailable: 400000 kB\n")
 
 
-def test_the_image_must_cover_a_less_what_b_owns() -> None:
-    """B checks its image against jump.md's contract: A's RAM less 4 KiB-640 KiB and the
-    window, no more, no less."""
+def test_the_image_must_cover_a_less_what_b_owns(core: Path, tmp_path: Path) -> None:
+    """B has khib-save check its image against jump.md's contract (A's RAM less 4 KiB-640
+    KiB and the window, no more, no less) before it writes anything after the data."""
     expected = hibernate.expected_cover(RAM, (128 << 20, 64 << 20))
     assert expected == [[0x100000, 128 << 20], [192 << 20, 0x1FFE0000]]
-    segments = [(0x100000, (128 << 20) - 0x100000), (192 << 20, 0x1000),
-                (0xC001000, 0x1FFE0000 - 0xC001000)]
-    assert hibernate.covered(segments) == expected
-    assert hibernate.covered(segments[:2]) != expected  # a range left out
+    memory(tmp_path / "mem", 4 << 20)
+    (tmp_path / "ranges").write_text("00001000-003fffff : System RAM\n")
+    (tmp_path / "image").write_bytes(b"\x7fELF" + bytes(8188))  # an earlier image
+    for cover, ok in (("1000-3fffff\n", True), ("1000-1fffff\n", False),
+                      ("1000-1fffff\n200000-3fffff\n", False), ("", False)):
+        (tmp_path / "cover").write_text(cover)
+        saved = subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                                tmp_path / "ranges", "--cover", tmp_path / "cover", "-o",
+                                tmp_path / "image"], capture_output=True, text=True, check=False)
+        assert (saved.returncode == 0) == ok, (cover, saved.stderr)
+        assert ok or "would not hold exactly the memory" in saved.stderr
+        assert (tmp_path / "image").read_bytes()[:4] == (b"\x7fELF" if ok else bytes(4))
 
 
 def test_the_boot_area_comes_back_checked(tmp_path: Path) -> None:
@@ -136,20 +144,26 @@ def test_the_boot_area_comes_back_checked(tmp_path: Path) -> None:
         bootarea.read(str(tmp_path / "empty"))
 
 
-def test_the_status_page_has_a_physical_address(tmp_path: Path) -> None:
-    """The page B writes into: page-aligned, looked up in /proc/self/pagemap (as root)."""
-    page = status.StatusPage(folder=tmp_path)
+def test_the_status_page_has_a_physical_address() -> None:
+    """The page B writes into: page-aligned, looked up in /proc/self/pagemap (as root),
+    in a locked memory file, and still there when asked again."""
+    page = status.StatusPage()
     assert page.address and page.address % 4096 == 0
     assert re.fullmatch(r"0x[0-9a-f]+:[0-9a-f]{16}", page.handle)
     assert page.message() == ""
     page.chunk[page.at + status.MESSAGE_AT:page.at + status.MESSAGE_AT + 6] = b"failed"
     assert page.message() == "failed"
-    assert not list(tmp_path.iterdir())  # the mapping keeps the page, not the file
+    page.clear()
+    assert page.message() == ""
+    page.still_here()
+    locked = [line for line in Path("/proc/self/smaps").read_text().split("\n")
+              if line.startswith("VmFlags:")]
+    assert any(" lo" in line for line in locked)  # MAP_LOCKED: never swapped out
     with pytest.raises(OSError, match="no page outside"):  # B's window: all of memory
-        status.StatusPage(avoid=(0, 1 << 64), folder=tmp_path)
+        status.StatusPage(avoid=(0, 1 << 64))
     # A window over the whole first chunk: the page comes from a later one.
-    first = status.mapped_pages(tmp_path / "probe")[1]
-    outside = status.StatusPage(avoid=(min(first), max(first) + 4096), folder=tmp_path)
+    first = status.mapped_pages("khib-probe")[1]
+    outside = status.StatusPage(avoid=(min(first), max(first) + 4096))
     assert not min(first) <= outside.address <= max(first)
 
 
@@ -173,7 +187,7 @@ def test_the_key_reaches_the_status_page_and_nothing_else(tmp_path: Path) -> Non
     scratch page is zeroed; a key on tmpfs is refused (its bytes are A's memory)."""
     key = bytes(range(256)) * 2
     (tmp_path / "key").write_bytes(key)
-    page = status.StatusPage(folder=tmp_path)
+    page = status.StatusPage()
     page.put_key(str(tmp_path / "key"))
     slot = page.chunk[page.at + fmt.STATUS_KEY_AT:page.at + fmt.PAGE]
     assert int.from_bytes(slot[:4], "little") == len(key) and slot[4:4 + len(key)] == key
@@ -203,11 +217,13 @@ def test_an_image_set_aside_says_why(core: Path, tmp_path: Path,
                     tmp_path / "ranges", "-o", tmp_path / "image"], check=True,
                    capture_output=True)
     assert image.attempts(str(tmp_path / "image")) == 0
+    image.count_attempt(str(tmp_path / "image"))  # a resume boot hands it over ...
     counted = subprocess.run([core / "khib-restore", tmp_path / "image", "--mem",
-                              tmp_path / "mem", "--count-attempt"], capture_output=True,
-                             text=True, check=False)
+                              tmp_path / "mem", "--count-write"], capture_output=True,
+                             text=True, check=False)  # ... and the restore begins writing
     assert counted.returncode == 0, counted.stderr
     assert image.attempts(str(tmp_path / "image")) == 1
+    assert image.attempts(str(tmp_path / "image"), fmt.WRITES_AT) == 1
     image.set_aside(str(tmp_path / "image"), "this machine's RAM is not the RAM A ran with")
     assert cli.main(["info", str(tmp_path / "image")]) == 1
     assert ("no hibernation image: the one here was set aside by a resume boot (this "

@@ -66,6 +66,9 @@ static int complete(int fd, const char *name, Elf64_Ehdr *header)
 		if (khib_pread_full(fd, why, sizeof(why), KHIB_WHY_AT) < 0)
 			why[0] = '\0';
 		why[sizeof(why) - 1] = '\0';
+		for (char *c = why; *c; c++)   /* written by whoever had the disk: text only */
+			if (*c < ' ' || *c > '~')
+				*c = '?';
 		fprintf(stderr, "khib: %s: no hibernation image: the one here was set aside by a "
 			"resume boot (%s)\n", name, why[0] ? why : "no reason recorded");
 		return 0;

@@ -26,7 +26,7 @@
  * The first page is not sealed: its first four bytes say what the image is (the ELF
  * magic once complete, written last; zeros while a save is under way or after one
  * failed; KHIB_USED_MAGIC once a resume used it; KHIB_ASIDE_MAGIC once a resume boot
- * refused it), and after the 64-byte ELF header a resume keeps its attempts there.
+ * refused it), and after the 64-byte ELF header a resume counts its attempts there.
  */
 #ifndef KHIB_FORMAT_H
 #define KHIB_FORMAT_H
@@ -55,10 +55,11 @@
 #define KHIB_ELF_MAGIC "\177ELF"
 #define KHIB_USED_MAGIC "KUSD"           /* a resume used it: never resumed twice */
 #define KHIB_ASIDE_MAGIC "KSET"          /* a resume boot set it aside (why: at KHIB_WHY_AT) */
-#define KHIB_ATTEMPTS_AT 64u             /* u32: resume boots that began to write memory */
+#define KHIB_ATTEMPTS_AT 64u             /* u32: resume boots that handed over to a restore */
+#define KHIB_WRITES_AT 68u               /* u32: restores that began to write memory */
 #define KHIB_WHY_AT 128u                 /* why it was set aside, NUL-terminated */
 #define KHIB_WHY_MAX 256u
-#define KHIB_ATTEMPTS_MAX 2u             /* boots that may try before it is set aside */
+#define KHIB_ATTEMPTS_MAX 2u             /* resume boots that may hand over, at most */
 
 /* khib-restore's exit status when it writes memory: what the caller may do next. */
 #define KHIB_EXIT_WRITTEN 0              /* written and verified */

@@ -11,10 +11,12 @@
  *        --running lists, less a crashkernel= reservation) and that every segment lies
  *        in the RAM --within lists; only then write every segment back (zeros for zero
  *        and free runs), each block compared with the digest the check kept before a
- *        byte of it is written, and verify.  --count-attempt: just before the first
- *        write, add one to the attempts the image's first page counts (a resume boot
- *        sets an image aside after KHIB_ATTEMPTS_MAX).  Exit status: 0 written and
- *        verified, 1 nothing written, 3 writing began and failed (memory is changed).
+ *        byte of it is written, and verify.  --meta-is FILE: the image must record
+ *        exactly FILE (the meta an earlier check found: no other image since);
+ *        --meta-out FILE: the meta, written before memory is; --count-write: just
+ *        before the first write, one more in the writes the image's first page counts.
+ *        Exit status: 0 written and verified, 1 nothing written, 3 writing began and
+ *        failed (memory is changed).
  *   khib-restore IMAGE --mem /dev/mem --verify   only compare memory with the image
  *                                                (free runs are not compared)
  *   khib-restore IMAGE --export OUT [--key FILE] a plain core (export.c)
@@ -34,8 +36,8 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-restore IMAGE (--check | --mem FILE [--running IOMEM] "
-		"[--within RANGES] [--count-attempt] [--verify] | --export OUT) [--key FILE]\n"
-		"       [--meta-out FILE]\n");
+		"[--within RANGES] [--meta-is FILE] [--count-write] [--verify] | --export OUT)\n"
+		"       [--key FILE] [--meta-out FILE]\n");
 	return KHIB_EXIT_USAGE;
 }
 
@@ -145,45 +147,77 @@ static int write_meta(const struct khib_image *image, const char *path)
 	return 0;
 }
 
-/* One more attempt in the image's first page, on the disk before memory is touched. */
-static int count_attempt(const char *path)
+/* Whether the image records exactly what path holds (the meta another check found). */
+static int same_meta(const struct khib_image *image, const char *path, const char *name)
+{
+	FILE *file = fopen(path, "rb");
+	char *expected = malloc(KHIB_META_MAX + 1);
+	size_t size = 0;
+	int same = 0;
+
+	if (file && expected)
+		size = fread(expected, 1, KHIB_META_MAX + 1, file);
+	same = file && expected && size == image->meta_size &&
+	       (!size || !memcmp(expected, image->meta, size));
+	if (file)
+		fclose(file);
+	free(expected);
+	if (!same)
+		fprintf(stderr, "khib: %s: not the image the first check found (another image is on "
+			"the disk now)\n", name);
+	return same;
+}
+
+/* One more restore that began writing, in the image's first page, on the disk first. */
+static int count_write(const char *path)
 {
 	unsigned char word[4];
-	uint32_t attempts;
+	uint32_t writes;
 	int fd = open(path, O_RDWR);
 
-	if (fd < 0 || khib_pread_full(fd, word, sizeof(word), KHIB_ATTEMPTS_AT) < 0)
+	if (fd < 0 || khib_pread_full(fd, word, sizeof(word), KHIB_WRITES_AT) < 0)
 		goto fail;
-	attempts = (uint32_t)word[0] | (uint32_t)word[1] << 8 | (uint32_t)word[2] << 16 |
-		   (uint32_t)word[3] << 24;
-	attempts = attempts < UINT32_MAX ? attempts + 1 : attempts;
+	writes = (uint32_t)word[0] | (uint32_t)word[1] << 8 | (uint32_t)word[2] << 16 |
+		 (uint32_t)word[3] << 24;
+	writes = writes < UINT32_MAX ? writes + 1 : writes;
 	for (unsigned i = 0; i < 4; i++)
-		word[i] = (unsigned char)(attempts >> (8 * i));
-	if (khib_pwrite_full(fd, word, sizeof(word), KHIB_ATTEMPTS_AT) < 0 || fsync(fd) < 0)
+		word[i] = (unsigned char)(writes >> (8 * i));
+	if (khib_pwrite_full(fd, word, sizeof(word), KHIB_WRITES_AT) < 0 || fsync(fd) < 0)
 		goto fail;
 	return close(fd);
 fail:
-	fprintf(stderr, "khib-restore: %s: counting the attempt: %s\n", path, strerror(errno));
+	fprintf(stderr, "khib-restore: %s: counting the write: %s\n", path, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return -1;
 }
 
+/* Where and how --mem writes: the checks before the first byte. */
+struct restore_options {
+	const char *mem;
+	const char *running;     /* the running kernel's RAM: no segment there */
+	const char *within;      /* the RAM the image was saved from: every segment there */
+	const char *meta_is;     /* the meta an earlier check found: the image must record it */
+	const char *meta_out;    /* the meta, as checked, written before memory is */
+	int count;               /* count the write in the image's first page, first */
+};
+
 /* Check, write, verify: the exit status says what happened to memory. */
-static int restore(int fd, const char *name, struct khib_image *image, const char *mem_path,
-		   const char *running, const char *within, const struct khib_key *key,
-		   int count, unsigned char *buffer, double started)
+static int restore(int fd, const char *name, struct khib_image *image,
+		   const struct restore_options *o, const struct khib_key *key,
+		   unsigned char *buffer, double started)
 {
 	int mem, written = 0;
 	long bad;
 
-	if (khib_check_image(fd, name, image, key) != 0 || !fits(image, running, name, 0) ||
-	    !fits(image, within, name, 1))
+	if (khib_check_image(fd, name, image, key) != 0 || !fits(image, o->running, name, 0) ||
+	    !fits(image, o->within, name, 1) || (o->meta_is && !same_meta(image, o->meta_is, name)) ||
+	    (o->meta_out && write_meta(image, o->meta_out) < 0))
 		return KHIB_EXIT_UNTOUCHED;
-	mem = open(mem_path, O_RDWR);
-	if (mem < 0 || (count && count_attempt(name) < 0)) {
+	mem = open(o->mem, O_RDWR);
+	if (mem < 0 || (o->count && count_write(name) < 0)) {
 		if (mem < 0)
-			fprintf(stderr, "khib-restore: %s: %s\n", mem_path, strerror(errno));
+			fprintf(stderr, "khib-restore: %s: %s\n", o->mem, strerror(errno));
 		else
 			close(mem);
 		return KHIB_EXIT_UNTOUCHED;
@@ -221,9 +255,9 @@ static int compare_only(const char *mem_path, const struct khib_image *image,
 
 int khib_restore_main(int argc, char **argv)
 {
-	const char *image_path = NULL, *mem_path = NULL, *export = NULL, *running = NULL;
-	const char *key_path = NULL, *within = NULL, *meta_out = NULL;
-	int verify_only = 0, check_only = 0, count = 0, status = KHIB_EXIT_UNTOUCHED, fd = -1;
+	const char *image_path = NULL, *export = NULL, *key_path = NULL;
+	struct restore_options o = {0};
+	int verify_only = 0, check_only = 0, status = KHIB_EXIT_UNTOUCHED, fd = -1;
 	struct khib_image image = {0};
 	struct khib_key key = {0};
 	uint16_t machine;
@@ -231,26 +265,27 @@ int khib_restore_main(int argc, char **argv)
 	double started = khib_seconds();
 
 	for (int i = 1; i < argc; i++) {
-		const char **slot = !strcmp(argv[i], "--mem") ? &mem_path :
-				    !strcmp(argv[i], "--running") ? &running :
-				    !strcmp(argv[i], "--within") ? &within :
+		const char **slot = !strcmp(argv[i], "--mem") ? &o.mem :
+				    !strcmp(argv[i], "--running") ? &o.running :
+				    !strcmp(argv[i], "--within") ? &o.within :
+				    !strcmp(argv[i], "--meta-is") ? &o.meta_is :
 				    !strcmp(argv[i], "--export") ? &export :
 				    !strcmp(argv[i], "--key") ? &key_path :
-				    !strcmp(argv[i], "--meta-out") ? &meta_out : NULL;
+				    !strcmp(argv[i], "--meta-out") ? &o.meta_out : NULL;
 		if (slot && i + 1 < argc)
 			*slot = argv[++i];
 		else if (!strcmp(argv[i], "--verify"))
 			verify_only = 1;
 		else if (!strcmp(argv[i], "--check"))
 			check_only = 1;
-		else if (!strcmp(argv[i], "--count-attempt"))
-			count = 1;
+		else if (!strcmp(argv[i], "--count-write"))
+			o.count = 1;
 		else if (argv[i][0] != '-' && !image_path)
 			image_path = argv[i];
 		else
 			return usage();
 	}
-	if (!image_path || !!mem_path + !!export + check_only != 1 || (verify_only && !mem_path))
+	if (!image_path || !!o.mem + !!export + check_only != 1 || (verify_only && !o.mem))
 		return usage();
 	buffer = malloc(CHUNK);
 	if (!buffer || (key_path && khib_read_key(key_path, &key) < 0))
@@ -261,7 +296,7 @@ int khib_restore_main(int argc, char **argv)
 		goto out;
 	}
 	if (khib_read_image(fd, image_path, &image, &machine) < 0) {
-		if (mem_path && !verify_only)
+		if (o.mem && !verify_only)
 			fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
 		goto out;
 	}
@@ -274,14 +309,13 @@ int khib_restore_main(int argc, char **argv)
 		status = khib_check_image(fd, image_path, &image, &key) != 0 ||
 			 khib_export_core(fd, image_path, &image, export, machine, buffer) < 0;
 	} else if (verify_only) {
-		status = compare_only(mem_path, &image, buffer, started);
+		status = compare_only(o.mem, &image, buffer, started);
 	} else {
-		status = restore(fd, image_path, &image, mem_path, running, within, &key, count,
-				 buffer, started);
+		status = restore(fd, image_path, &image, &o, &key, buffer, started);
 		if (status == KHIB_EXIT_UNTOUCHED)
 			fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
 	}
-	if (status == 0 && meta_out && write_meta(&image, meta_out) < 0)
+	if ((check_only || export) && status == 0 && o.meta_out && write_meta(&image, o.meta_out) < 0)
 		status = KHIB_EXIT_UNTOUCHED;
 out:   /* every way out frees what it took: nothing for LeakSanitizer to report */
 	khib_wipe(&key, sizeof(key));

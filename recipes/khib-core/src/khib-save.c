@@ -7,6 +7,8 @@
  *             [--limit N] [--key FILE]
  *             [--vmcoreinfo ADDR:SIZE [--control-page ADDR] [--kernel-code ADDR]]
  *
+ * --cover RANGES: the image must hold exactly the memory its file lists (the caller's
+ * contract), checked before anything after the data is written.
  * --exclude leaves out the System RAM its file lists (in B: B's own /proc/iomem, the
  * memory B runs in, which holds B and not the old kernel; a crashkernel= reservation in
  * it is RAM B never touches, so it stays in).  --meta records a file's bytes in the
@@ -46,8 +48,35 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: khib-save (--vmcore FILE | --mem FILE --ranges FILE) -o IMAGE "
 		"[--exclude RANGES] [--meta FILE] [--limit BYTES] [--key FILE]\n"
-		"       [--vmcoreinfo ADDR:SIZE [--control-page ADDR] [--kernel-code ADDR]]\n");
+		"       [--cover RANGES] [--vmcoreinfo ADDR:SIZE [--control-page ADDR] "
+		"[--kernel-code ADDR]]\n");
 	return 2;
+}
+
+/*
+ * Whether the image's segments, merged, are exactly the ranges path lists (--cover: what
+ * the caller's contract says the image must hold); said on standard error if not.
+ */
+static int covers(const struct khib_image *image, const char *path, const char *output)
+{
+	struct khib_range *want = NULL;
+	size_t nwant = 0, r = 0;
+	int same = 1;
+
+	if (khib_read_ranges(path, &want, &nwant) < 0)
+		return 0;
+	for (size_t i = 0; i < image->count && same;) {
+		uint64_t start = image->segments[i].paddr, end = start + image->segments[i].memsz;
+		while (++i < image->count && image->segments[i].paddr == end)
+			end += image->segments[i].memsz;
+		same = r < nwant && want[r].paddr == start && want[r].size == end - start;
+		r++;
+	}
+	if (!same || r != nwant)
+		fprintf(stderr, "khib-save: %s: the image would not hold exactly the memory %s "
+			"lists (its run %zu differs): nothing saved\n", output, path, r);
+	free(want);
+	return same && r == nwant;
 }
 
 /* How many bytes the output can hold: a block device's size, a file's room to grow. */
@@ -140,6 +169,7 @@ int khib_save_main(int argc, char **argv)
 {
 	const char *vmcore = NULL, *mem = NULL, *ranges_path = NULL, *output = NULL;
 	const char *exclude = NULL, *meta_path = NULL, *limit_text = NULL, *key_path = NULL;
+	const char *cover = NULL;
 	const char *vmcoreinfo = NULL, *control = NULL, *kernel_code = NULL;
 	struct khib_range *ranges = NULL, *all = NULL, *holes = NULL;
 	struct khib_image image = {0};
@@ -167,6 +197,7 @@ int khib_save_main(int argc, char **argv)
 				    !strcmp(argv[i], "--meta") ? &meta_path :
 				    !strcmp(argv[i], "--limit") ? &limit_text :
 				    !strcmp(argv[i], "--key") ? &key_path :
+				    !strcmp(argv[i], "--cover") ? &cover :
 				    !strcmp(argv[i], "--vmcoreinfo") ? &vmcoreinfo :
 				    !strcmp(argv[i], "--control-page") ? &control :
 				    !strcmp(argv[i], "--kernel-code") ? &kernel_code :
@@ -220,6 +251,8 @@ int khib_save_main(int argc, char **argv)
 			fprintf(stderr, "khib-save: saving %s: %s\n", output, strerror(errno));
 		goto out;
 	}
+	if (cover && !covers(&image, cover, output))
+		goto out;
 	stored = khib_position(w) - KHIB_PAGE;
 	khib_sha256_final(&w->list, data_digest);
 	trailer = khib_build_trailer(&image, khib_position(w), meta, meta_size, &free_pages,
@@ -250,6 +283,7 @@ int khib_save_main(int argc, char **argv)
 		       (unsigned long long)free_pages.kernel_count);
 	status = 0;
 out:
+	khib_wipe(&key, sizeof(key));
 	khib_free(&image);
 	free(ranges);
 	free(all);

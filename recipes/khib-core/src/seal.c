@@ -32,6 +32,7 @@ void khib_seal_digests(const unsigned char data_digest[32], const struct khib_se
 	memset(seal->hmac, 0, sizeof(seal->hmac));
 	if (key->set)
 		khib_hmac_final(&keyed, key, seal->hmac);
+	khib_wipe(&keyed, sizeof(keyed));
 }
 
 /* Constant-time comparison of two digests. */

@@ -200,6 +200,7 @@ static void hmac_pad(struct khib_sha256 *ctx, const struct khib_key *key, unsign
 		pad[i] = key->block[i] ^ with;
 	khib_sha256_init(ctx);
 	khib_sha256_update(ctx, pad, sizeof(pad));
+	khib_wipe(pad, sizeof(pad));
 }
 
 void khib_hmac_init(struct khib_sha256 *ctx, const struct khib_key *key)

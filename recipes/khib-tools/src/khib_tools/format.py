@@ -24,10 +24,11 @@ NOTES_MAX = 64 << 20
 ELF_MAGIC = b"\x7fELF"
 USED_MAGIC = b"KUSD"  # left by a resume: the same image is never resumed twice
 ASIDE_MAGIC = b"KSET"  # left by a resume boot that refused the image
-ATTEMPTS_AT = 64  # u32: resume boots that began to write memory
+ATTEMPTS_AT = 64  # u32: resume boots that handed over to a restore
+WRITES_AT = 68  # u32: restores that began to write memory
 WHY_AT = 128  # why the image was set aside
 WHY_MAX = 256
-ATTEMPTS_MAX = 2
+ATTEMPTS_MAX = 2  # resume boots that may hand over, at most
 
 EXIT_WRITTEN = 0  # khib-restore: written and verified
 EXIT_UNTOUCHED = 1  # nothing written

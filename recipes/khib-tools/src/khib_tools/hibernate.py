@@ -11,6 +11,7 @@ image aside before it carries on: a resumable image never stays behind a live A.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -20,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from khib_tools import bootarea, system
-from khib_tools.image import mark, read_image
+from khib_tools import bootarea, kexec, system
+from khib_tools.image import mark, retire
 from khib_tools.jumping import HANDOFF, Failure, jump_now, load_b, window_span
 from khib_tools.saving import save_command
 from khib_tools.status import StatusPage
@@ -44,38 +45,44 @@ def own_device(device: str) -> None:
 
 
 def hibernate(args: argparse.Namespace) -> int:
-    """Jump to B, which saves A to the device and powers off; return once A resumes."""
+    """Jump to B, which saves A to the device and powers off; return once A resumes.
+    Whatever else happens, the image is set aside and the key gone from A's memory."""
     device = args.device
     own_device(device)
+    kernel = Path(args.kernel).read_bytes()  # once: the boot area holds what B ran
     status = StatusPage(window_span(args.window))
     nonce = secrets.token_hex(16)
+    verdict = ""
     try:
         if args.key:
             status.put_key(args.key)
         mark(device, bytes(4))  # an earlier image no longer counts, before anything else
         loaded = load_b(args, status, f"khib b-hibernate {device}",
-                        {"device": device, "keyed": bool(args.key)}, (f"khib.nonce={nonce}",))
+                        {"device": device, "keyed": bool(args.key)}, (f"khib.nonce={nonce}",),
+                        kernel)
         limit = bootarea.write(device, bootarea.BootArea(
-            Path(args.kernel).read_bytes(), loaded.initrd, loaded.cmdline, args.window, 0,
-            nonce))
+            kernel, loaded.initrd, loaded.cmdline, args.window, 0, nonce))
         print(f"khib: hibernating to {device} (room for a {limit >> 20} MiB image)",
               flush=True)
         verdict = jump_now(args, status)
-    except Failure:
+    finally:
         status.clear_key()
-        raise
-    status.clear_key()
+        if verdict != RESUMED:  # whatever B wrote, A carries on: it is never resumed
+            with contextlib.suppress(OSError):
+                mark(device, bytes(4))
     if verdict != RESUMED:
-        mark(device, bytes(4))  # whatever B wrote, A carries on: it is never resumed
         raise Failure(f"hibernation failed, A carries on (the image on {device} is set "
                       f"aside): {verdict}")
+    retire(device)  # the used image's seal goes too
+    kexec.run("kexec", "-u")  # B's pages back to A; no stray kexec -e enters it again
     print(f"khib: resumed from hibernation ({device})", flush=True)
     return 0
 
 
 def expected_cover(a_ram: list[tuple[int, int]], window: tuple[int, int]) -> list[list[int]]:
     """What the image must hold of A: its System RAM less 4 KiB-640 KiB and the window
-    (jump.md's contract), as [start, end) ranges."""
+    (jump.md's contract), as [start, end) ranges; khib-save checks its image against it
+    (--cover) before anything after the data is written."""
     cover = [[start, end + 1] for start, end in a_ram]
     for hole in (LOW_RAM, (window[0], window[0] + window[1])):
         cut = []
@@ -86,15 +93,17 @@ def expected_cover(a_ram: list[tuple[int, int]], window: tuple[int, int]) -> lis
     return cover
 
 
-def covered(segments: list[tuple[int, int]]) -> list[list[int]]:
-    """Segments (paddr, memsz) merged into [start, end) ranges."""
-    merged: list[list[int]] = []
-    for paddr, memsz in sorted(segments):
-        if merged and merged[-1][1] == paddr:
-            merged[-1][1] += memsz
-        else:
-            merged.append([paddr, paddr + memsz])
-    return merged
+def streamed(command: list[str]) -> tuple[int, str]:
+    """Run a command, its standard error passed on as it comes (the save's progress);
+    its exit status and last line."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    last = ""
+    assert process.stderr is not None
+    for line in process.stderr:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        last = line.strip() or last
+    return process.wait(), last
 
 
 def b_hibernate(args: argparse.Namespace) -> int:
@@ -113,6 +122,8 @@ def b_hibernate(args: argparse.Namespace) -> int:
         raise Failure(f"the boot area on {args.device} is not this hibernation's")
     expected = expected_cover([tuple(r) for r in record["ranges"]], tuple(record["window"]))
     with tempfile.TemporaryDirectory(prefix="khib-") as folder:
+        cover = Path(folder) / "cover"
+        cover.write_text("".join(f"{start:x}-{end - 1:x}\n" for start, end in expected))
         key = Path(folder) / "key" if record.get("keyed") else None
         if key:  # zeroed in A's page: the image holds no copy of it
             taken = subprocess.run(["khib-report", handle, "--take-key", str(key)],
@@ -123,21 +134,17 @@ def b_hibernate(args: argparse.Namespace) -> int:
         meta.write_text(json.dumps({**record, "entry": entry,
                                     "control_page": int(entry, 16) & ~0xFFF,
                                     "boot_area": area.binding()}))
-        saved = subprocess.run(save_command(args.device, meta, area.limit,
-                                            str(key) if key else None, vmcore=False),
-                               stderr=subprocess.PIPE, text=True, check=False)
-    sys.stderr.write(saved.stderr)
-    if saved.returncode < 0:
-        raise Failure(f"khib-save was ended by signal {-saved.returncode}")
-    if saved.returncode:  # its last words say why
-        raise Failure(saved.stderr.strip().splitlines()[-1] if saved.stderr.strip()
-                      else f"khib-save exited {saved.returncode}")
-    image = read_image(args.device)
-    holds = covered([(s.paddr, s.memsz) for s in image.segments])
-    if holds != expected:
-        mark(args.device, bytes(4))
-        raise Failure(f"the image does not hold exactly A's RAM less B's: it covers {holds}, "
-                      f"A's contract says {expected}")
+        command = [*save_command(args.device, meta, area.limit, str(key) if key else None,
+                                 vmcore=False), "--cover", str(cover)]
+        try:
+            code, last = streamed(command)
+        finally:
+            if key and key.exists():  # B's memory goes back to A if B returns
+                key.write_bytes(bytes(key.stat().st_size))
+    if code < 0:
+        raise Failure(f"khib-save was ended by signal {-code}")
+    if code:  # its last words say why
+        raise Failure(last or f"khib-save exited {code}")
     os.sync()
     print("khib: A is saved; powering off", flush=True)
     subprocess.run(["poweroff", "-f"], check=False)

@@ -8,6 +8,7 @@ check (``khib-restore --check --meta-out``).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -79,33 +80,64 @@ def state(first: bytes) -> str:
     return "incomplete" if first == bytes(4) else "foreign"
 
 
-def read_image(path: str) -> Image:
-    """The image at the start of ``path`` (a file or a disk); NoImage says why there is none."""
-    fd = os.open(path, os.O_RDONLY)
+def opened(path: str, flags: int = os.O_RDONLY) -> int:
+    """The image's file; a block device's cached blocks dropped (another kernel wrote it)."""
+    fd = os.open(path, flags)
+    if stat.S_ISBLK(os.fstat(fd).st_mode):
+        fcntl.ioctl(fd, BLKFLSBUF)
+    return fd
+
+
+def first_page(fd: int) -> bytes:
+    """The ELF header of a complete image; NoImage says what else the first page holds."""
+    header = read_at(fd, 64, 0)
+    found = state(header[:4])
+    if found == "used":
+        raise NoImage("no hibernation image: the one here was used (the system resumed "
+                      "from it)")
+    if found == "aside":
+        why = read_at(fd, WHY_MAX, WHY_AT).split(b"\0", 1)[0].decode("ascii", "replace")
+        why = "".join(c if " " <= c <= "~" else "?" for c in why)  # the disk's words: text
+        raise NoImage("no hibernation image: the one here was set aside by a resume boot "
+                      f"({why or 'no reason recorded'})")
+    if found == "incomplete":
+        raise NoImage("no complete image (a save did not finish, or none was made)")
+    if found == "foreign" or header[4] != 2:
+        raise NoImage("not a khib image (an ELF64 core)")
+    return header
+
+
+def complete(path: str) -> None:
+    """Return if ``path`` starts with a complete image; NoImage says why not."""
+    fd = opened(path)
     try:
-        if stat.S_ISBLK(os.fstat(fd).st_mode):
-            fcntl.ioctl(fd, BLKFLSBUF)
-        header = read_at(fd, 64, 0)
-        found = state(header[:4])
-        if found == "used":
-            raise NoImage("no hibernation image: the one here was used (the system resumed "
-                          "from it)")
-        if found == "aside":
-            why = read_at(fd, WHY_MAX, WHY_AT).split(b"\0", 1)[0].decode(errors="replace")
-            raise NoImage("no hibernation image: the one here was set aside by a resume boot "
-                          f"({why or 'no reason recorded'})")
-        if found == "incomplete":
-            raise NoImage("no complete image (a save did not finish, or none was made)")
-        if found == "foreign" or header[4] != 2:
-            raise NoImage("not a khib image (an ELF64 core)")
-        phoff, = struct.unpack_from("<Q", header, 32)
-        phnum, = struct.unpack_from("<H", header, 56)
-        table = read_at(fd, 56 * phnum, phoff)
-        phdrs = [struct.unpack_from("<IIQQQQQQ", table, 56 * i) for i in range(phnum)]
-        notes: dict[int, bytes] = {}
-        for kind, _, offset, _, _, filesz, _, _ in phdrs:
-            if kind == 4:
-                notes.update(read_notes(read_at(fd, filesz, offset)))
+        first_page(fd)
+    finally:
+        os.close(fd)
+
+
+def note_table(fd: int, header: bytes) -> tuple[list[tuple[int, ...]], dict[int | str,
+                                                                             tuple[int, int]]]:
+    """The program headers, and where each note's descriptor is: (offset, size)."""
+    phoff, = struct.unpack_from("<Q", header, 32)
+    phnum, = struct.unpack_from("<H", header, 56)
+    table = read_at(fd, 56 * phnum, phoff)
+    phdrs = [struct.unpack_from("<IIQQQQQQ", table, 56 * i) for i in range(phnum)]
+    places: dict[int | str, tuple[int, int]] = {}
+    for kind, _, offset, _, _, filesz, _, _ in phdrs:
+        if kind == 4:
+            places.update((key, (offset + at, size)) for key, (at, size)
+                          in note_places(read_at(fd, filesz, offset)).items())
+    return phdrs, places
+
+
+def read_image(path: str) -> Image:
+    """The image at the start of ``path`` (a file or a disk), as the disk has it (nothing
+    checked: for `khib info`); NoImage says why there is none."""
+    fd = opened(path)
+    try:
+        phdrs, places = note_table(fd, first_page(fd))
+        notes = {key: read_at(fd, size, at) for key, (at, size) in places.items()}
     finally:
         os.close(fd)
     records = notes.get(NOTE_SEGMENTS, b"")
@@ -123,17 +155,18 @@ def read_image(path: str) -> Image:
                  Layout(*struct.unpack_from("<8x3Q", layout)), "VMCOREINFO" in notes)
 
 
-def read_notes(data: bytes) -> dict[int | str, bytes]:
-    """The notes in one PT_NOTE segment: KHIB's by type, and "VMCOREINFO"."""
-    found: dict[int | str, bytes] = {}
+def note_places(data: bytes) -> dict[int | str, tuple[int, int]]:
+    """The notes in one PT_NOTE segment: KHIB's by type, and "VMCOREINFO", as (offset of
+    the descriptor in ``data``, its size)."""
+    found: dict[int | str, tuple[int, int]] = {}
     at = 0
     while at + 12 <= len(data):
         namesz, descsz, kind = struct.unpack_from("<III", data, at)
         name = data[at + 12:at + 12 + namesz].rstrip(b"\0")
         desc = at + 12 + (namesz + 3) // 4 * 4
-        if name not in (b"KHIB", b"VMCOREINFO"):
+        if name not in (b"KHIB", b"VMCOREINFO") or desc + descsz > len(data):
             break
-        found[kind if name == b"KHIB" else "VMCOREINFO"] = data[desc:desc + descsz]
+        found[kind if name == b"KHIB" else "VMCOREINFO"] = (desc, descsz)
         at = desc + (descsz + 3) // 4 * 4
     return found
 
@@ -161,10 +194,41 @@ def set_aside(path: str, why: str) -> None:
         os.close(fd)
 
 
-def attempts(path: str) -> int:
-    """How many resume boots began to write this image back (khib-restore counts)."""
-    fd = os.open(path, os.O_RDONLY)
+def attempts(path: str, at: int = ATTEMPTS_AT) -> int:
+    """How many resume boots handed this image over to a restore (at WRITES_AT: how many
+    restores began to write it back, as khib-restore counts)."""
+    fd = opened(path)
     try:
-        return int.from_bytes(read_at(fd, 4, ATTEMPTS_AT), "little")
+        return int.from_bytes(read_at(fd, 4, at), "little")
+    finally:
+        os.close(fd)
+
+
+def count_attempt(path: str) -> None:
+    """One more resume boot that hands the image over, on the disk before it does."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        count = int.from_bytes(read_at(fd, 4, ATTEMPTS_AT), "little")
+        os.pwrite(fd, min(count + 1, 0xFFFFFFFF).to_bytes(4, "little"), ATTEMPTS_AT)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def retire(path: str) -> None:
+    """After a resume: the image's seal is gone too, so that flipping its first bytes back
+    cannot make a resume boot take the old A for a new one."""
+    fd = opened(path, os.O_RDWR)
+    try:
+        header = read_at(fd, 64, 0)
+        if state(header[:4]) in ("used", "complete"):
+            os.pwrite(fd, USED_MAGIC, 0)
+            with contextlib.suppress(NoImage, struct.error):
+                _, places = note_table(fd, ELF_MAGIC + header[4:])
+                if NOTE_SEAL in places:
+                    at, size = places[NOTE_SEAL]
+                    os.pwrite(fd, bytes(size), at)
+            os.pwrite(fd, bytes(60), 4)
+            os.fsync(fd)
     finally:
         os.close(fd)

@@ -45,8 +45,10 @@ def old_kernel_layout(iomem: str, cmdline: str) -> dict[str, object]:
 
 
 def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
-           extra: dict[str, object], arguments: tuple[str, ...] = ()) -> LoadedB:
-    """Check the window, record A for B, load B (kexec --load-preserve-context)."""
+           extra: dict[str, object], arguments: tuple[str, ...] = (),
+           kernel: bytes | None = None) -> LoadedB:
+    """Check the window, record A for B, load B (kexec --load-preserve-context): the
+    kernel ``args.kernel`` names, or its bytes already read."""
     system.require("/proc/kcore", "CONFIG_PROC_KCORE")
     system.require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
     iomem = Path("/proc/iomem").read_text()
@@ -75,7 +77,8 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
             raise Failure("--b-run cannot hold double quotes")
         cmdline.append(f'khib.run="{b_run}"')
     try:
-        kexec.load(Path(args.kernel).read_bytes(), initrd, " ".join(cmdline), args.window)
+        kexec.load(kernel if kernel is not None else Path(args.kernel).read_bytes(), initrd,
+                   " ".join(cmdline), args.window)
     except kexec.KexecError as exc:
         raise Failure(str(exc)) from exc
     return LoadedB(initrd, confined, ram)
@@ -91,6 +94,7 @@ def jump_now(args: argparse.Namespace, status: StatusPage) -> str:
     print(f"khib: jumping to {args.kernel} (window {start >> 20}M+{length >> 20}M; A has "
           f"{free[1] if free else '?'} free pages, NR_FREE_PAGES)", flush=True)
     status.clear()
+    status.still_here()
     complaint = kexec.jump()  # returns when B jumps back; its status is not the verdict
     verdict = status.message()
     if not verdict:

@@ -16,6 +16,8 @@ reboots, and the attempts the image counts end such a loop in a normal boot.
 from __future__ import annotations
 
 import json
+import os
+import struct
 import subprocess
 import tempfile
 import time
@@ -25,18 +27,22 @@ from typing import NoReturn
 from khib_tools import bootarea, kexec, system
 from khib_tools import format as fmt
 from khib_tools.hibernate import RESUMED
-from khib_tools.image import NoImage, attempts, mark, read_image, set_aside
+from khib_tools.image import NoImage, attempts, complete, count_attempt, mark, set_aside
 from khib_tools.jumping import HANDOFF, Failure
 
 # The key a resume checks the image with: a file in the resume boot's own initramfs (a
-# config puts it there), or the one khib.key= names; never a file on the image's disk.
-RESUME_KEY = "/etc/khib/hibernate.key"
+# config puts it there), or the one khib.key= names there; never a file on the image's disk.
+KEYS = "/etc/khib/"
+RESUME_KEY = KEYS + "hibernate.key"
 HANDED_KEY = HANDOFF / "key"  # the key in the restore stage's memory, from the first
 HANDED_RAM = HANDOFF / "ranges"  # this machine's RAM, as the first stage checked it
+HANDED_META = HANDOFF / "meta.json"  # what the first stage's check found the image records
+WAIT = 10  # seconds a resume boot waits for its device to appear
 
 
 GO_BACK = 5  # the restore stage's exit status when nothing was written (overlays' /init)
-BROKEN = (OSError, ValueError, KeyError, TypeError, MemoryError, OverflowError)
+BROKEN = (OSError, ValueError, KeyError, TypeError, IndexError, LookupError, MemoryError,
+          OverflowError, RecursionError, struct.error)
 
 
 class Refused(Exception):
@@ -49,34 +55,55 @@ class GoBack(Failure):
 
 def resume(device: str) -> int:
     """Either stage, as the command line says."""
+    for _ in range(WAIT * 10):
+        if os.path.exists(device):
+            break
+        time.sleep(0.1)
     try:
-        read_image(device)
+        complete(device)
     except NoImage as exc:
         raise Failure(f"not resuming: {exc}") from exc
-    except (OSError, ValueError) as exc:
+    except BROKEN as exc:
         raise Failure(f"not resuming: {device}: {exc}") from exc
     if system.cmdline_arg("khib.stage") == "restore":
         restore_stage(device)
     try:
         first_stage(device)
+        raise Refused("the restore stage came back without entering A")
     except (Refused, *BROKEN) as exc:
         why = str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
-        set_aside(device, why)
+        put_aside(device, why)
         raise Failure(f"not resuming: {why} (the image on {device} is set aside)") from exc
-    raise Failure("not resuming: the restore stage came back without entering A")
+
+
+def put_aside(device: str, why: str) -> None:
+    """Set the image aside (unless the restore stage did); if even that fails, stop: a
+    normal boot must not leave a resumable image behind it."""
+    try:
+        complete(device)
+    except (NoImage, *BROKEN):
+        return
+    try:
+        set_aside(device, why)
+    except BROKEN as exc:
+        print(f"khib: not resuming: {why}; and the image on {device} cannot be set aside "
+              f"({exc}): powering off, so that no normal boot leaves it resumable. Boot "
+              "without khib.resume= to use this machine.", flush=True)
+        stop()
 
 
 def key_option() -> tuple[list[str], str | None]:
     """khib-restore's --key for the first stage, and the key file."""
     path = system.cmdline_arg("khib.key") or RESUME_KEY
+    if not os.path.realpath(path).startswith(KEYS):
+        raise Refused(f"khib.key={path}: a resume key lives in the initramfs's {KEYS}")
     if path != RESUME_KEY and not Path(path).is_file():
         raise Refused(f"khib.key={path}: no such file in the initramfs")
     return (["--key", path], path) if Path(path).is_file() else ([], None)
 
 
-def checked_meta(device: str, key: list[str], folder: Path) -> dict[str, object]:
-    """The C core checks the whole image; what it records, as checked."""
-    out = folder / "meta.json"
+def checked_meta(device: str, key: list[str], out: Path) -> dict[str, object]:
+    """The C core checks the whole image; what it records, as checked (also in ``out``)."""
     checked = subprocess.run(["khib-restore", device, "--check", *key, "--meta-out", str(out)],
                              capture_output=True, text=True, check=False)
     if checked.returncode:
@@ -107,7 +134,8 @@ def first_stage(device: str) -> None:
     here = system.ram_ranges(Path("/proc/iomem").read_text())
     key, key_path = key_option()
     with tempfile.TemporaryDirectory(prefix="khib-") as name:
-        meta = checked_meta(device, key, Path(name))
+        meta = checked_meta(device, key, Path(name) / "meta.json")
+        checked = (Path(name) / "meta.json").read_bytes()
     ranges = [tuple(r) for r in meta.get("ranges", [])]
     if ranges != here:
         raise Refused(f"this machine's RAM ({sum(b - a + 1 for a, b in here) >> 20} MiB in "
@@ -122,7 +150,7 @@ def first_stage(device: str) -> None:
     print(f"khib: the image on {device} is whole; moving into the window to restore it",
           flush=True)
     handed = {"khib/ranges": "".join(f"{a:08x}-{b:08x} : System RAM\n"
-                                     for a, b in here).encode()}
+                                     for a, b in here).encode(), "khib/meta.json": checked}
     if key_path:
         handed["khib/key"] = Path(key_path).read_bytes()
     cmdline = [*system.consoles(), area.cmdline, f"khib.resume={device}", "khib.stage=restore"]
@@ -131,7 +159,10 @@ def first_stage(device: str) -> None:
                    area.window)
     except kexec.KexecError as exc:
         raise Refused(str(exc)) from exc
-    kexec.jump()  # returns only if the restore stage wrote nothing and came back
+    count_attempt(device)  # on the disk before the jump: a loop of failures ends
+    complaint = kexec.jump()  # returns only if the restore stage wrote nothing and came back
+    if complaint:
+        raise Refused(f"kexec -e: {complaint}")
 
 
 def restore_stage(device: str) -> NoReturn:
@@ -143,10 +174,15 @@ def restore_stage(device: str) -> NoReturn:
         write_back(device, key, out)
         try:
             meta = json.loads(out.read_text())
+            if HANDED_KEY.is_file():  # no copy of it goes back to A with this memory
+                HANDED_KEY.write_bytes(bytes(HANDED_KEY.stat().st_size))
             mark(device, fmt.USED_MAGIC)
             subprocess.run(["khib-report", str(meta["status"]), RESUMED], check=False)
             print(f"khib: A is back in memory; entering it (entry {meta['entry']})", flush=True)
-            entered = subprocess.run(["khib-jump-back", str(meta["entry"])], check=False)
+            while True:  # back here (0) only if A jumped here again: return to it
+                entered = subprocess.run(["khib-jump-back", str(meta["entry"])], check=False)
+                if entered.returncode:
+                    break
             why = f"khib-jump-back exited {entered.returncode}"
         except BROKEN as exc:
             why = f"{type(exc).__name__}: {exc}"
@@ -160,17 +196,20 @@ def write_back(device: str, key: list[str], out: Path) -> None:
     nothing was written, a reboot if memory is changed and it failed twice."""
     changed = False
     for _ in range(2):
-        restored = subprocess.run(
-            ["khib-restore", device, "--mem", "/dev/mem", "--running", "/proc/iomem",
-             "--within", str(HANDED_RAM), "--count-attempt", *key, "--meta-out", str(out)],
-            stderr=subprocess.PIPE, text=True, check=False)
-        print(restored.stderr, end="", flush=True)
-        if restored.returncode == fmt.EXIT_WRITTEN:
+        try:
+            restored = subprocess.run(
+                ["khib-restore", device, "--mem", "/dev/mem", "--running", "/proc/iomem",
+                 "--within", str(HANDED_RAM), "--meta-is", str(HANDED_META), "--count-write",
+                 *key, "--meta-out", str(out)], stderr=subprocess.PIPE, text=True, check=False)
+            print(restored.stderr, end="", flush=True)
+            code, lines = restored.returncode, restored.stderr.strip().splitlines()
+        except BROKEN as exc:
+            code, lines = fmt.EXIT_UNTOUCHED, [f"khib-restore: {exc}"]
+        if code == fmt.EXIT_WRITTEN:
             return
-        changed |= restored.returncode != fmt.EXIT_UNTOUCHED
+        changed |= code != fmt.EXIT_UNTOUCHED  # a signal too: memory may have changed
         if not changed:
-            first = (restored.stderr.strip().splitlines() or ["khib-restore failed"])[0]
-            first = first.removeprefix("khib: ")
+            first = (lines or ["khib-restore failed"])[0].removeprefix("khib: ")
             set_aside(device, first)
             raise GoBack(f"not resuming: {first} (nothing was written; the image on {device} "
                          "is set aside)")
@@ -180,8 +219,13 @@ def write_back(device: str, key: list[str], out: Path) -> None:
 def reboot(why: str) -> NoReturn:
     """Never back to the first stage, whose memory now holds A's: reboot, or stop."""
     print(f"khib: {why}: rebooting (the first stage's memory is A's now; the next resume "
-          f"boot tries again, {fmt.ATTEMPTS_MAX} at most)", flush=True)
-    for command in (["reboot", "-f"], ["poweroff", "-f"]):
-        subprocess.run(command, check=False)
+          f"boot tries again, {fmt.ATTEMPTS_MAX} boots at most)", flush=True)
+    subprocess.run(["reboot", "-f"], check=False)
+    stop()
+
+
+def stop() -> NoReturn:
+    """Power off, and if even that returns, wait forever: never go on."""
+    subprocess.run(["poweroff", "-f"], check=False)
     while True:
         time.sleep(3600)

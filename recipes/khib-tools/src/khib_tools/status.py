@@ -1,7 +1,7 @@
 """The status page: one page of A's memory that B leaves its verdict in (khib-report).
 
-A maps a page of a tmpfs file outside B's window (the window's content sits elsewhere
-while B runs), fills it with a magic and a nonce and looks up its physical address in
+A maps a page of a memory file (memfd, locked) outside B's window (the window's content
+sits elsewhere while B runs), fills it with a magic and a nonce and looks up its physical address in
 /proc/self/pagemap; B checks magic and nonce before it writes a message there, so a
 verdict reaches A however B ends (a failed command, a deadline, the OOM killer), and a
 resumed A finds the word the resume left there.
@@ -27,6 +27,8 @@ PAGE = fmt.PAGE
 MAGIC = fmt.STATUS_MAGIC
 MESSAGE_AT = fmt.STATUS_MESSAGE_AT  # after the magic and the 16-character nonce
 IN_MEMORY = {"tmpfs", "ramfs", "rootfs"}  # a key file there is A's memory
+KEY_SECTOR = 512  # a key on a block device (a partition of its own): its first 512 bytes
+MAP_LOCKED = getattr(mmap, "MAP_LOCKED", 0x2000)  # never swapped out (x86's value)
 
 
 CHUNK = 256  # pages mapped at a time while looking for one outside the window
@@ -34,7 +36,7 @@ LIMIT = 128 << 20  # how much memory the search may take (the window is smaller)
 
 
 class StatusPage:
-    def __init__(self, avoid: tuple[int, int] = (0, 0), folder: Path = Path("/tmp")) -> None:
+    def __init__(self, avoid: tuple[int, int] = (0, 0)) -> None:
         """A page of this process's, at a physical address outside [start, end).
 
         The page allocator hands out pages from one free block after another, and the
@@ -43,7 +45,8 @@ class StatusPage:
         self.nonce = os.urandom(fmt.STATUS_NONCE // 2).hex()
         rejected = []
         for attempt in range(LIMIT // (CHUNK * PAGE)):
-            chunk, addresses = mapped_pages(folder / f"khib-status-{self.nonce}-{attempt}")
+            self.name = f"khib-status-{self.nonce}-{attempt}"
+            chunk, addresses = mapped_pages(self.name)
             outside = [i for i, a in enumerate(addresses) if not avoid[0] <= a < avoid[1]]
             if outside:
                 break
@@ -56,6 +59,12 @@ class StatusPage:
         self.chunk, self.at = chunk, outside[0] * PAGE
         self.address = addresses[outside[0]]
         self.chunk[self.at:self.at + MESSAGE_AT] = MAGIC + self.nonce.encode()
+
+    def still_here(self) -> None:
+        """The page has not moved (compaction may migrate even a locked page): B is
+        told its address."""
+        if physical_addresses(self.name, CHUNK)[self.at // PAGE] != self.address:
+            raise OSError("A's status page moved since B was told where it is: try again")
 
     @property
     def handle(self) -> str:
@@ -83,6 +92,8 @@ class StatusPage:
                           "disk's filesystem, or a small partition of its own)")
         try:
             length = read_uncached(path, self.chunk, scratch)
+            if Path(path).is_block_device():
+                length = min(length, KEY_SECTOR)  # a key partition's first sector
             if not fmt.KEY_MIN <= length <= fmt.KEY_MAX:
                 raise OSError(f"the key {path} holds {length} bytes: a hibernation key is "
                               f"{fmt.KEY_MIN} to {fmt.KEY_MAX} bytes")
@@ -128,37 +139,37 @@ def read_uncached(path: str, into: mmap.mmap, at: int) -> int:
                 os.close(fd)
                 fd, direct = os.open(path, os.O_RDONLY), False
                 length = os.preadv(fd, [page], 0)
-        if not direct:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        # O_DIRECT leaves pages cached earlier where they are: drop them (clean pages go).
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         return length
     finally:
         os.close(fd)
 
 
-def mapped_pages(path: Path) -> tuple[mmap.mmap, list[int]]:
-    """A shared mapping of a new tmpfs file of CHUNK zeroed pages, and their physical
-    addresses (the file itself is gone; the mapping keeps the pages)."""
-    with path.open("w+b") as backing:
-        backing.truncate(CHUNK * PAGE)
-        chunk = mmap.mmap(backing.fileno(), CHUNK * PAGE)
+def mapped_pages(name: str) -> tuple[mmap.mmap, list[int]]:
+    """A locked shared mapping of a new memory file (memfd: no filesystem writes it back)
+    of CHUNK zeroed pages, and their physical addresses."""
+    fd = os.memfd_create(name)
     try:
-        for at in range(0, CHUNK * PAGE, PAGE):
-            chunk[at] = 0  # fault each page in
-        return chunk, physical_addresses(path, CHUNK)
+        os.ftruncate(fd, CHUNK * PAGE)
+        chunk = mmap.mmap(fd, CHUNK * PAGE, flags=mmap.MAP_SHARED | MAP_LOCKED)
     finally:
-        path.unlink()
+        os.close(fd)
+    for at in range(0, CHUNK * PAGE, PAGE):
+        chunk[at] = 0  # fault each page in
+    return chunk, physical_addresses(name, CHUNK)
 
 
-def physical_addresses(path: Path, pages: int) -> list[int]:
-    """The physical addresses of this process's mapping of ``path``, page by page (root
-    only: others read no page frames in /proc/self/pagemap)."""
+def physical_addresses(name: str, pages: int) -> list[int]:
+    """The physical addresses of this process's mapping of the memory file ``name``, page
+    by page (root only: others read no page frames in /proc/self/pagemap)."""
     for line in Path("/proc/self/maps").read_text().splitlines():
         fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5] == str(path):
+        if len(fields) == 6 and fields[5].startswith(f"/memfd:{name} "):
             start = int(fields[0].split("-")[0], 16)
             break
     else:
-        raise OSError(f"{path} is not mapped")
+        raise OSError(f"{name} is not mapped")
     fd = os.open("/proc/self/pagemap", os.O_RDONLY)
     try:
         table = os.pread(fd, 8 * pages, start // PAGE * 8)

@@ -94,14 +94,15 @@ def expected_cover(a_ram: list[tuple[int, int]], window: tuple[int, int]) -> lis
 
 
 def streamed(command: list[str]) -> tuple[int, str]:
-    """Run a command, its standard error passed on as it comes (the save's progress);
-    its exit status and last line."""
+    """Run a command, its standard error shown on the console as it comes (the save's
+    progress: B's own standard error is kept for its verdict); its exit status and last
+    line, which a failure passes on."""
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     last = ""
     assert process.stderr is not None
     for line in process.stderr:
-        sys.stderr.write(line)
-        sys.stderr.flush()
+        sys.stdout.write(line)
+        sys.stdout.flush()
         last = line.strip() or last
     return process.wait(), last
 

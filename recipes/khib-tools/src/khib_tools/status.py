@@ -15,13 +15,16 @@ copy of the key is in the image.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import re
+import stat
 import struct
 from pathlib import Path
 
 from khib_tools import format as fmt
+from khib_tools.image import BLKFLSBUF
 
 PAGE = fmt.PAGE
 MAGIC = fmt.STATUS_MAGIC
@@ -107,6 +110,18 @@ class StatusPage:
         self.chunk[self.at + fmt.STATUS_KEY_AT:self.at + PAGE] = bytes(PAGE - fmt.STATUS_KEY_AT)
 
 
+def uncache(fd: int) -> None:
+    """Drop what the page cache holds of the file: O_DIRECT leaves pages cached earlier
+    (udev's probe of a partition, say) where they are."""
+    if stat.S_ISBLK(os.fstat(fd).st_mode):
+        fcntl.ioctl(fd, BLKFLSBUF)
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:  # a kernel without ADVISE_SYSCALLS: every clean cached page goes
+        Path("/proc/sys/vm/drop_caches").write_text("1")
+
+
 def filesystem_of(path: str) -> str:
     """The type of the filesystem ``path`` is on (the longest mount point above it)."""
     real, best, kind = os.path.realpath(path), "", ""
@@ -139,8 +154,7 @@ def read_uncached(path: str, into: mmap.mmap, at: int) -> int:
                 os.close(fd)
                 fd, direct = os.open(path, os.O_RDONLY), False
                 length = os.preadv(fd, [page], 0)
-        # O_DIRECT leaves pages cached earlier where they are: drop them (clean pages go).
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        uncache(fd)
         return length
     finally:
         os.close(fd)

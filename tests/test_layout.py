@@ -92,6 +92,35 @@ def test_no_module_is_long() -> None:
     assert not long, long
 
 
+PAYLOAD = (REPO / "recipes" / "khib-core" / "src", REPO / "recipes" / "khib-tools" / "src")
+
+
+def test_no_payload_file_is_long() -> None:
+    """The payload has the generator's house rules: a file a job, none over the limit."""
+    files = [p for folder in PAYLOAD for p in sorted(folder.rglob("*"))
+             if p.suffix in (".c", ".h", ".py")]
+    assert len(files) > 25
+    long = {p.name: n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
+
+
+def test_the_payload_tools_import_no_circle() -> None:
+    """khib_tools' modules import one another without a circle."""
+    folder = PAYLOAD[1] / "khib_tools"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        graph[path.stem] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("khib_tools"):
+                names = [node.module.removeprefix("khib_tools").lstrip(".")] \
+                    if node.module != "khib_tools" else [a.name for a in node.names]
+                graph[path.stem] |= {n for n in names if n} - {path.stem}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import circle: {' -> '.join(exc.args[1])}")
+
+
 WRITES_ENVIRON = {"update", "setdefault", "pop", "popitem", "clear", "__setitem__",
                   "__delitem__"}
 

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import random
+import stat
 import struct
 import subprocess
 import zlib
@@ -17,11 +18,14 @@ from tests.helpers import (
     META,
     PAGE,
     SEAL,
+    SEGMENTS,
     ZERO,
     MiB,
     blocks,
+    fmt,
     loads,
     memory,
+    note_places,
     notes,
     reseal,
     sealed_message,
@@ -312,3 +316,77 @@ def test_free_pages_are_stored_when_the_note_cannot_be_read(core: Path, tmp_path
     target.write_bytes(bytes(MiB))
     assert run(core, "khib-restore", tmp_path / "image", "--mem", target).returncode == 0
     assert target.read_bytes() == mem
+
+
+def test_images_and_exports_are_private(core: Path, tmp_path: Path) -> None:
+    """An image holds all of A's memory: 0600 whatever the umask, and so is an export."""
+    memory(tmp_path / "mem", MiB)
+    (tmp_path / "ranges").write_text(f"00000000-{MiB - 1:08x}\n")
+    saved = subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                            tmp_path / "ranges", "-o", tmp_path / "image"], umask=0,
+                           capture_output=True, check=False)
+    assert saved.returncode == 0
+    exported = subprocess.run([core / "khib-restore", tmp_path / "image", "--export",
+                               tmp_path / "core"], umask=0, capture_output=True, check=False)
+    assert exported.returncode == 0
+    for name in ("image", "core"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+
+
+def test_too_many_runs_are_refused_as_soon_as_they_are_found(core: Path,
+                                                             tmp_path: Path) -> None:
+    """Data and zero pages alternating over 512 MiB: more runs than one image counts. The
+    save stops at the first run too many, with nothing complete, not after the trailer."""
+    with (tmp_path / "mem").open("wb") as sparse:
+        for page in range(0, 131072, 2):
+            sparse.seek(page * PAGE)
+            sparse.write(b"\x01")
+        sparse.truncate(131072 * PAGE)
+    (tmp_path / "ranges").write_text(f"00000000-{131072 * PAGE - 1:08x}\n")
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "-o", tmp_path / "image")
+    assert result.returncode == 1
+    assert (f"A's memory falls into more than {fmt.SEGMENTS_MAX} runs" in result.stderr
+            and "nothing saved" in result.stderr), result.stderr
+    assert (tmp_path / "image").read_bytes()[:4] == bytes(4)
+    assert "saved 512/512 MiB" not in result.stderr  # it stopped before the end
+
+
+def test_verify_leaves_free_pages_out(core: Path, tmp_path: Path) -> None:
+    """In B, --verify compares A's live memory with the image: A's free pages hold
+    anything by then and are not differences."""
+    mem = memory(tmp_path / "mem", MiB)
+    (tmp_path / "ranges").write_text(f"00000000-{MiB - 1:08x}\n")
+    assert run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+               "-o", tmp_path / "image").returncode == 0
+    image = bytearray((tmp_path / "image").read_bytes())
+    segments, records = loads(bytes(image))
+    index = next(i for i, (*_, kind) in enumerate(records) if kind == ZERO)
+    at, _ = note_places(bytes(image))[SEGMENTS]
+    struct.pack_into("<I", image, at + 24 * index + 20, FREE)  # the zero run was free
+    (tmp_path / "image").write_bytes(image)
+    reseal(tmp_path / "image")
+    live = bytearray(mem)
+    live[segments[index].paddr:segments[index].paddr + PAGE] = b"\x5a" * PAGE
+    (tmp_path / "live").write_bytes(live)
+    verified = run(core, "khib-restore", tmp_path / "image", "--mem", tmp_path / "live",
+                   "--verify")
+    assert verified.returncode == 0, verified.stderr
+    assert "compared and verified" in verified.stdout
+
+
+def test_the_free_page_walk_reads_only_the_releases_it_knows(core: Path,
+                                                             tmp_path: Path) -> None:
+    """5.10 to 6.8 mark free pages the way the walk reads; another release's pages are
+    stored, and khib-save says why."""
+    text = b"OSRELEASE=5.4.0\nPAGESIZE=4096\n"
+    note = struct.pack("<III", 11, len(text), 0) + b"VMCOREINFO\0\0" + text
+    mem = bytearray(memory(tmp_path / "mem", MiB))
+    mem[0x8000:0x8000 + len(note)] = note
+    (tmp_path / "mem").write_bytes(mem)
+    (tmp_path / "ranges").write_text(f"00000000-{MiB - 1:08x}\n")
+    result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges", tmp_path / "ranges",
+                 "-o", tmp_path / "image", "--vmcoreinfo", f"0x8000:{len(note):#x}")
+    assert result.returncode == 0, result.stderr
+    assert ("the old kernel's free pages are stored: A runs Linux 5.4: its free pages are "
+            "marked in a way this khib-save does not read (it reads 5.10 to 6.8)") in result.stderr

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from khib_tools import bootarea, cli, hibernate, image, newc, status, system, window
+from khib_tools import bootarea, cli, hibernate, image, jumping, newc, status, system, window
 
 from tests.helpers import REPO, fmt, memory
 
@@ -232,3 +234,38 @@ def test_an_image_set_aside_says_why(core: Path, tmp_path: Path,
                              capture_output=True, text=True, check=False)
     assert checked.returncode == 1
     assert "set aside by a resume boot (this machine's RAM" in checked.stderr
+
+
+def test_a_device_in_use_is_refused(tmp_path: Path) -> None:
+    """khib hibernate needs a device of its own: one another holder opened exclusively
+    (a mount, swap) is refused before anything is written to it."""
+    (tmp_path / "disk").write_bytes(bytes(1 << 20))
+    loop = subprocess.run(["losetup", "--find", "--show", tmp_path / "disk"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        held = os.open(loop, os.O_RDONLY | os.O_EXCL)  # as a mount holds its device
+        try:
+            with pytest.raises(jumping.Failure, match=f"{loop} is in use .*a device of its own"):
+                hibernate.own_device(loop)
+        finally:
+            os.close(held)
+        hibernate.own_device(loop)  # free again
+        with pytest.raises(jumping.Failure, match="is not a block device"):
+            hibernate.own_device(str(tmp_path / "disk"))
+    finally:
+        subprocess.run(["losetup", "--detach", loop], check=True)
+
+
+def test_a_malformed_image_is_one_line_not_a_traceback(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A complete image's first page with notes that lie about their sizes: `khib info`
+    says so in a line and exits 1."""
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<HHIQQQIHHHHHH", header, 16, 4, 62, 1, 0, 4096, 0, 0, 64, 56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 4096 + 56, 0, 0, 28, 28, 0)
+    note = struct.pack("<III", 5, 4, fmt.NOTE_SEAL) + b"KHIB\0\0\0\0" + b"\0" * 4
+    (tmp_path / "image").write_bytes(bytes(header) + bytes(4032) + phdr + note)
+    assert cli.main(["info", str(tmp_path / "image")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("khib: ") and err.count("\n") == 1 and "Traceback" not in err, err

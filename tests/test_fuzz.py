@@ -45,8 +45,8 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow  # about 30 s: 2,800 runs under the sanitizers
 
 SEED = 20261207
-AS_SEALED_RUNS = 2000  # mutations of the images as khib-save wrote them
-RESEALED_RUNS = 600  # changes to their parts, sealed again
+AS_SEALED_RUNS = 1200  # mutations of the images as khib-save wrote them
+RESEALED_RUNS = 400  # changes to their parts, sealed again
 SIZE = MiB
 TOP = 1 << 64  # the physical address space's end
 CANARY = b"\xee" * SIZE

@@ -23,6 +23,7 @@ from typing import NamedTuple
 PAGE = 4096
 MAGIC = b"KHIBBOOT"
 ALIGN = 1 << 20
+LARGEST = 256 << 20  # no kernel or initrd of B's is larger: a footer saying so is damaged
 
 
 class NoBootArea(Exception):
@@ -90,6 +91,8 @@ def read(path: str) -> BootArea:
                 if not (isinstance(at, int) and isinstance(length, int)
                         and 0 <= at <= size - PAGE and 0 <= length <= size - PAGE - at):
                     raise ValueError(f"the {name} lies outside the device")
+                if length > LARGEST:
+                    raise ValueError(f"the {name} is larger than any B's ({length} bytes)")
                 data = os.pread(fd, length, at)
                 if hashlib.sha256(data).hexdigest() != digest:
                     raise NoBootArea(f"{path}: the saved {name} does not match its SHA-256")

@@ -70,11 +70,11 @@ def hibernate(args: argparse.Namespace) -> int:
         if verdict != RESUMED:  # whatever B wrote, A carries on: it is never resumed
             with contextlib.suppress(OSError):
                 mark(device, bytes(4))
+        kexec.run("kexec", "-u")  # B's pages back to A; no stray kexec -e enters B again
     if verdict != RESUMED:
         raise Failure(f"hibernation failed, A carries on (the image on {device} is set "
                       f"aside): {verdict}")
     retire(device)  # the used image's seal goes too
-    kexec.run("kexec", "-u")  # B's pages back to A; no stray kexec -e enters it again
     print(f"khib: resumed from hibernation ({device})", flush=True)
     return 0
 

@@ -22,12 +22,20 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from khib_tools import bootarea, kexec, system
 from khib_tools import format as fmt
 from khib_tools.hibernate import RESUMED
-from khib_tools.image import NoImage, attempts, complete, count_attempt, mark, set_aside
+from khib_tools.image import (
+    NoImage,
+    attempts,
+    complete,
+    count_attempt,
+    mark,
+    read_image,
+    set_aside,
+)
 from khib_tools.jumping import HANDOFF, Failure
 
 # The key a resume checks the image with: a file in the resume boot's own initramfs (a
@@ -102,7 +110,7 @@ def key_option() -> tuple[list[str], str | None]:
     return (["--key", path], path) if Path(path).is_file() else ([], None)
 
 
-def checked_meta(device: str, key: list[str], out: Path) -> dict[str, object]:
+def checked_meta(device: str, key: list[str], out: Path) -> dict[str, Any]:
     """The C core checks the whole image; what it records, as checked (also in ``out``)."""
     checked = subprocess.run(["khib-restore", device, "--check", *key, "--meta-out", str(out)],
                              capture_output=True, text=True, check=False)
@@ -122,31 +130,40 @@ def checked_meta(device: str, key: list[str], out: Path) -> dict[str, object]:
     return meta
 
 
+def fits_here(meta: dict[str, Any], here: list[tuple[int, int]], area: bootarea.BootArea,
+              device: str) -> None:
+    """Refuse an image this machine and this boot area cannot resume, by its record."""
+    ranges = [tuple(r) for r in meta.get("ranges", [])]
+    if ranges != here:
+        raise Refused(f"this machine's RAM ({sum(b - a + 1 for a, b in here) >> 20} MiB in "
+                      f"{len(here)} ranges) is not the RAM A ran with "
+                      f"({sum(b - a + 1 for a, b in ranges) >> 20} MiB in {len(ranges)} ranges)")
+    if area.binding() != meta.get("boot_area"):
+        raise Refused(f"the boot area on {device} is not the one this image was saved with")
+
+
 def first_stage(device: str) -> None:
-    """Check, then move out of A's way: returns only if the restore stage came back."""
+    """Check, then move out of A's way: returns only if the restore stage came back. What
+    the image records is compared as the disk has it first (a refusal costs no reading
+    of the whole image), then as the C core's check found it, which is what counts."""
     tried = attempts(device)
     if tried >= fmt.ATTEMPTS_MAX:
-        raise Refused(f"{tried} resume boots began writing A back and failed")
+        raise Refused(f"{tried} resume boots handed it over to a restore and none entered A")
     cpus = system.online_cpus()
     if cpus > 1:
         raise Refused(f"{cpus} CPUs are online: a resume boot runs on one (boot it with "
                       "maxcpus=1); the others would wait in memory the restore overwrites")
     here = system.ram_ranges(Path("/proc/iomem").read_text())
     key, key_path = key_option()
-    with tempfile.TemporaryDirectory(prefix="khib-") as name:
-        meta = checked_meta(device, key, Path(name) / "meta.json")
-        checked = (Path(name) / "meta.json").read_bytes()
-    ranges = [tuple(r) for r in meta.get("ranges", [])]
-    if ranges != here:
-        raise Refused(f"this machine's RAM ({sum(b - a + 1 for a, b in here) >> 20} MiB in "
-                      f"{len(here)} ranges) is not the RAM A ran with "
-                      f"({sum(b - a + 1 for a, b in ranges) >> 20} MiB in {len(ranges)} ranges)")
     try:
         area = bootarea.read(device)
     except bootarea.NoBootArea as exc:
         raise Refused(str(exc)) from exc
-    if area.binding() != meta.get("boot_area"):
-        raise Refused(f"the boot area on {device} is not the one this image was saved with")
+    fits_here(read_image(device).meta, here, area, device)
+    with tempfile.TemporaryDirectory(prefix="khib-") as name:
+        meta = checked_meta(device, key, Path(name) / "meta.json")
+        checked = (Path(name) / "meta.json").read_bytes()
+    fits_here(meta, here, area, device)
     print(f"khib: the image on {device} is whole; moving into the window to restore it",
           flush=True)
     handed = {"khib/ranges": "".join(f"{a:08x}-{b:08x} : System RAM\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import re
 import struct
@@ -269,3 +271,44 @@ def test_a_malformed_image_is_one_line_not_a_traceback(tmp_path: Path,
     assert cli.main(["info", str(tmp_path / "image")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("khib: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(("mib", "expected"), [(512, "256M:64M"), (256, "128M:64M"),
+                                               (128, "32M:64M"), (4096, "256M:64M")])
+def test_the_default_window_fits_a_ram(mib: int, expected: str) -> None:
+    """Without --window: 64 MiB at 256 MiB, lower where A's RAM ends sooner (QEMU's map:
+    640 KiB, then RAM from 1 MiB to the top, less the firmware's last pages)."""
+    ram = [(0x1000, 0x9FBFF), (0x100000, (min(mib, 3072) << 20) - 0x20001)]
+    start, length = window.default(ram)
+    assert f"{start >> 20}M:{length >> 20}M" == expected
+    window.check(start, length, ram, "", "MemAvailable: 100000 kB\n")  # one B can own
+    with pytest.raises(window.WindowError, match="holds no 64 MiB window"):
+        window.default([(0x1000, 0x9FBFF), (0x100000, (64 << 20) - 1)])
+
+
+def test_b_missing_is_said_before_anything_is_loaded(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without B's kernel and initrd (a guest booted without --with-b), one line names
+    both and says how to provide them."""
+    assert cli.main(["jump", "--kernel", "/nowhere/bzImage", "--initrd", "/nowhere/rootfs"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("khib: B's kernel /nowhere/bzImage and initrd /nowhere/rootfs are missing: "
+                   "boot this guest with `khib-build boot --with-b` (it puts its kernel at "
+                   "/boot/bzImage and its image at /boot/khib-rootfs.gz), or give --kernel "
+                   "and --initrd\n"), err
+
+
+def test_with_b_puts_the_kernel_and_image_where_khib_looks(tmp_path: Path) -> None:
+    """`khib-build boot --with-b`: the image gains a segment with the kernel and the image
+    itself at the paths `khib jump` and `khib hibernate` take by default."""
+    from khib_build.image.listing import read_image
+    from khib_build.kernel.boot import with_b
+
+    (tmp_path / "image").write_bytes(gzip.compress(newc.archive({"etc/a": b"a"})))
+    (tmp_path / "kernel").write_bytes(b"K" * 5000)
+    initrd = with_b(tmp_path / "image", tmp_path / "kernel", tmp_path / "initrd", 0)
+    segments = read_image(initrd)
+    rows = {row.path: row for row in segments[-1].rows}
+    assert rows[jumping.B_KERNEL.lstrip("/")].sha256 == hashlib.sha256(b"K" * 5000).hexdigest()
+    assert rows[jumping.B_INITRD.lstrip("/")].sha256 == hashlib.sha256(
+        (tmp_path / "image").read_bytes()).hexdigest()
+    assert initrd.read_bytes().startswith((tmp_path / "image").read_bytes())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from khib_build.cli.verbs import PLACES, Verb, arg, shown, typed
@@ -71,7 +72,7 @@ def kernel(args: argparse.Namespace, options: Options) -> int:
 
 def boot(args: argparse.Namespace, options: Options) -> int:
     from khib_build.engine.outdir import OutputDir
-    from khib_build.kernel.boot import boot, kernel_cmdline, qemu_command, qemu_for
+    from khib_build.kernel.boot import boot, kernel_cmdline, qemu_command, qemu_for, with_b
     from khib_build.pipeline import plan_image
 
     plan = plan_image(options.config)
@@ -83,10 +84,13 @@ def boot(args: argparse.Namespace, options: Options) -> int:
                          "kernel`, or give --kernel")
     if not image.is_file():
         raise UsageError(f"image {image} does not exist")
-    command = qemu_command(qemu_for(bzimage), bzimage, image,
-                           kernel_cmdline(args.run, args.append), args.memory,
-                           tuple(args.disk), args.cpus)
-    result = boot(command, args.expect, args.timeout, echo=not options.quiet)
+    with tempfile.TemporaryDirectory(prefix="khib-boot-") as folder:
+        if args.with_b:
+            image = with_b(image, bzimage, Path(folder) / "initrd", epoch(options, plan.config))
+        command = qemu_command(qemu_for(bzimage), bzimage, image,
+                               kernel_cmdline(args.run, args.append), args.memory,
+                               tuple(args.disk), args.cpus)
+        result = boot(command, args.expect, args.timeout, echo=not options.quiet)
     if args.expect is not None:
         verdict = "found" if result.found else "NOT found"
         print(f"\nkhib-build boot: {args.expect!r} {verdict} after {result.seconds:.1f} s",
@@ -133,5 +137,9 @@ VERBS = (
           arg("--append", default="", metavar="ARGS", help="more kernel arguments"),
           arg("--disk", type=Path, metavar="FILE", action="append", default=[],
               help="a raw disk image, attached as virtio (/dev/vda in the guest; given "
-              "again: /dev/vdb, ...)"))),
+              "again: /dev/vdb, ...)"),
+          arg("--with-b", action="store_true",
+              help="put the kernel and the image into the guest as /boot/bzImage and "
+              "/boot/khib-rootfs.gz, where `khib jump` and `khib hibernate` find the kernel "
+              "to jump to (B)"))),
 )

@@ -7,6 +7,7 @@ import selectors
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,29 @@ def qemu_for(kernel: Path) -> str:
         header = handle.read(0x240)
     is_bzimage = header[0x202:0x206] == b"HdrS"
     return "qemu-system-x86_64" if not is_bzimage or header[0x236] & 1 else "qemu-system-i386"
+
+
+B_KERNEL, B_INITRD = "boot/bzImage", "boot/khib-rootfs.gz"  # where `khib` looks for B
+
+
+def with_b(image: Path, kernel: Path, output: Path, epoch: int) -> Path:
+    """``image`` with an uncompressed segment holding ``kernel`` and the image itself at
+    B_KERNEL and B_INITRD: a guest that can jump to (and hibernate through) its own kernel
+    and image, as `khib jump` and `khib hibernate` find them by default."""
+    from khib_build.image.cpio import scan, write_archive
+
+    data = image.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="khib-b-") as folder:
+        tree = Path(folder)
+        (tree / "boot").mkdir()
+        for name, source in ((B_KERNEL, kernel), (B_INITRD, image)):
+            shutil.copyfile(source, tree / name)
+            (tree / name).chmod(0o644)
+        (tree / "boot").chmod(0o755)
+        with output.open("wb") as out:
+            out.write(data + b"\0" * (-len(data) % 4))
+            write_archive(scan(tree).values(), out, epoch)
+    return output
 
 
 def qemu_command(qemu: str, kernel: Path, initrd: Path, cmdline: str, memory: int,

@@ -54,11 +54,15 @@ def window_arg(text: str) -> tuple[int, int]:
 
 
 def jump_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", required=True, help="the kernel to jump to (bzImage)")
-    p.add_argument("--initrd", required=True, help="its initrd (a khib image)")
-    p.add_argument("--window", type=window_arg, default="256M:64M",
-                   help="START:SIZE of memory B may use, in whole MiB, at 16M or above "
-                        "(default: %(default)s)")
+    p.add_argument("--kernel", default=jumping.B_KERNEL,
+                   help="the kernel to jump to, B (default: %(default)s, where `khib-build "
+                        "boot --with-b` puts it)")
+    p.add_argument("--initrd", default=jumping.B_INITRD,
+                   help="its initrd, a khib image (default: %(default)s)")
+    p.add_argument("--window", type=window_arg,
+                   help="START:SIZE of A's memory B runs in, in whole MiB, at 16M or above, "
+                        "inside one System RAM range (default: 64 MiB at 256M, or at 128M, "
+                        "64M, 32M or 16M where A's RAM ends sooner)")
     p.add_argument("--deadline", type=int, default=600, metavar="S",
                    help="B returns to A if its command runs longer (default: %(default)s)")
 

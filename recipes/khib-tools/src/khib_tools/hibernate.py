@@ -23,7 +23,7 @@ from pathlib import Path
 
 from khib_tools import bootarea, kexec, system
 from khib_tools.image import mark, retire
-from khib_tools.jumping import HANDOFF, Failure, jump_now, load_b, window_span
+from khib_tools.jumping import HANDOFF, Failure, jump_now, load_b, prepare, window_span
 from khib_tools.saving import save_command
 from khib_tools.status import StatusPage
 
@@ -48,6 +48,7 @@ def hibernate(args: argparse.Namespace) -> int:
     """Jump to B, which saves A to the device and powers off; return once A resumes.
     Whatever else happens, the image is set aside and the key gone from A's memory."""
     device = args.device
+    prepare(args)
     own_device(device)
     kernel = Path(args.kernel).read_bytes()  # once: the boot area holds what B ran
     status = StatusPage(window_span(args.window))

@@ -20,6 +20,7 @@ from khib_tools import kexec, system, window
 from khib_tools.status import StatusPage
 
 HANDOFF = Path("/khib")  # where B finds what A recorded
+B_KERNEL, B_INITRD = "/boot/bzImage", "/boot/khib-rootfs.gz"  # khib-build boot --with-b's
 
 
 class Failure(Exception):
@@ -47,19 +48,13 @@ def old_kernel_layout(iomem: str, cmdline: str) -> dict[str, object]:
 def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
            extra: dict[str, object], arguments: tuple[str, ...] = (),
            kernel: bytes | None = None) -> LoadedB:
-    """Check the window, record A for B, load B (kexec --load-preserve-context): the
-    kernel ``args.kernel`` names, or its bytes already read."""
+    """Record A for B and load B (kexec --load-preserve-context) into the window prepare()
+    checked: the kernel ``args.kernel`` names, or its bytes already read."""
     system.require("/proc/kcore", "CONFIG_PROC_KCORE")
     system.require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
     iomem = Path("/proc/iomem").read_text()
     ram = system.ram_ranges(iomem)
-    if not ram:
-        raise Failure("no System RAM in /proc/iomem (not root?)")
     start, length = args.window
-    try:
-        window.check(start, length, ram, system.cmdline(), Path("/proc/meminfo").read_text())
-    except window.WindowError as exc:
-        raise Failure(str(exc)) from exc
     record = {"window": [start, length], "ranges": [list(r) for r in ram],
               "kernel": system.kernel_identity(), "cpus": os.cpu_count(),
               "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
@@ -84,6 +79,27 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     return LoadedB(initrd, confined, ram)
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """Before anything is loaded: B's kernel and initrd are there, and the window (the
+    one given, or the default for A's RAM) is one B can own."""
+    missing = [f"{what} {path}" for what, path in (("kernel", args.kernel),
+                                                     ("initrd", args.initrd))
+               if not Path(path).is_file()]
+    if missing:
+        raise Failure(f"B's {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                      "missing: boot this guest with `khib-build boot --with-b` (it puts its "
+                      f"kernel at {B_KERNEL} and its image at {B_INITRD}), or give --kernel and "
+                      "--initrd")
+    ram = system.ram_ranges(Path("/proc/iomem").read_text())
+    if not any(end > start for start, end in ram):
+        raise Failure("no System RAM in /proc/iomem (not root?)")
+    try:
+        args.window = args.window or window.default(ram)
+        window.check(*args.window, ram, system.cmdline(), Path("/proc/meminfo").read_text())
+    except window.WindowError as exc:
+        raise Failure(str(exc)) from exc
+
+
 def jump_now(args: argparse.Namespace, status: StatusPage) -> str:
     """Jump to the loaded B; once A runs again, B's verdict (from the status page: a
     jump that never happened leaves none)."""
@@ -105,6 +121,7 @@ def jump_now(args: argparse.Namespace, status: StatusPage) -> str:
 
 
 def jump(args: argparse.Namespace) -> int:
+    prepare(args)
     status = StatusPage(window_span(args.window))
     load_b(args, status, args.b_run, {})
     verdict = jump_now(args, status)

@@ -23,6 +23,20 @@ class WindowError(Exception):
     """A window B cannot use: the message names the fix."""
 
 
+SIZE = 64 * MiB  # the default window's size: B's kernel, its image, room to save A
+STARTS = (256, 128, 64, 32, 16)  # MiB: the default window's start, the first that fits
+
+
+def default(ram: list[tuple[int, int]]) -> tuple[int, int]:
+    """The window khib takes when none is given: 64 MiB at 256 MiB, or lower where A's RAM
+    ends sooner (a 256 MiB guest gets 128M:64M); the first start whose window lies inside
+    one System RAM range of A's."""
+    for start in STARTS:
+        if any(low <= start * MiB and start * MiB + SIZE - 1 <= high for low, high in ram):
+            return start * MiB, SIZE
+    raise WindowError("A's RAM holds no 64 MiB window at 16 MiB or above: give --window")
+
+
 def parse(text: str) -> tuple[int, int]:
     """--window START:SIZE, as (start, length) in bytes."""
     start, _, length = text.partition(":")

@@ -319,9 +319,13 @@ def test_free_pages_are_stored_when_the_note_cannot_be_read(core: Path, tmp_path
 
 
 def test_images_and_exports_are_private(core: Path, tmp_path: Path) -> None:
-    """An image holds all of A's memory: 0600 whatever the umask, and so is an export."""
+    """An image holds all of A's memory: 0600 whatever the umask, and so is an export,
+    even over a file that was there before with other permissions."""
     memory(tmp_path / "mem", MiB)
     (tmp_path / "ranges").write_text(f"00000000-{MiB - 1:08x}\n")
+    for name in ("image", "core"):
+        (tmp_path / name).write_bytes(b"an older file")
+        (tmp_path / name).chmod(0o644)
     saved = subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
                             tmp_path / "ranges", "-o", tmp_path / "image"], umask=0,
                            capture_output=True, check=False)

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A PT_LOAD of the export: image segments, or window pages put back. */
@@ -126,7 +127,7 @@ int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 		offset += runs[r].size;
 	}
 	out = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (out < 0 || ftruncate(out, (off_t)offset) < 0 ||
+	if (out < 0 || fchmod(out, 0600) < 0 || ftruncate(out, (off_t)offset) < 0 ||
 	    export_headers(out, image, machine, runs, offsets, nruns, note) < 0)
 		goto fail;
 	for (size_t i = 0; i < image->count; i++) {

@@ -18,6 +18,8 @@
 /* The digest slot of a segment's next block, grown as the check goes. */
 static unsigned char *digest_slot(struct khib_image *image, size_t block)
 {
+	if (block >= SIZE_MAX / (4 * sizeof(*image->digests)))
+		return NULL;   /* no list that long fits (a 32-bit size_t wraps first) */
 	if (block >= image->ndigests) {
 		size_t grown = image->ndigests ? 2 * image->ndigests : 1024;
 		void *more;

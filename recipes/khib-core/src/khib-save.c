@@ -187,6 +187,7 @@ int khib_save_main(int argc, char **argv)
 	unsigned char *buffer = malloc(KHIB_CHUNK), *trailer = NULL;
 	char *meta = NULL, *end = NULL;
 	double started = khib_seconds(), seconds;
+	struct stat st;
 	int fd, out, status = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -230,6 +231,10 @@ int khib_save_main(int argc, char **argv)
 	find_free_pages(fd, ranges, count, all, nall, vmcoreinfo, control, kernel_code,
 			&free_pages);
 	out = open(output, O_WRONLY | O_CREAT, 0600);
+	if (out >= 0 && fstat(out, &st) == 0 && S_ISREG(st.st_mode) && fchmod(out, 0600) < 0) {
+		close(out);   /* an earlier file keeps its mode otherwise: all of A's memory */
+		out = -1;
+	}
 	if (out < 0 || invalidate(out) < 0) {
 		fprintf(stderr, "khib-save: %s: %s\n", output, strerror(errno));
 		return 1;

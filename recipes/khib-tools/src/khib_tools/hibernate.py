@@ -11,7 +11,6 @@ image aside before it carries on: a resumable image never stays behind a live A.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import json
 import os
@@ -68,10 +67,17 @@ def hibernate(args: argparse.Namespace) -> int:
         verdict = jump_now(args, status)
     finally:
         status.clear_key()
+        aside: OSError | None = None
         if verdict != RESUMED:  # whatever B wrote, A carries on: it is never resumed
-            with contextlib.suppress(OSError):
+            try:
                 mark(device, bytes(4))
+            except OSError as exc:
+                aside = exc
         kexec.run("kexec", "-u")  # B's pages back to A; no stray kexec -e enters B again
+    if aside:
+        raise Failure(f"hibernation failed, A carries on, and the image on {device} could "
+                      f"not be set aside ({aside}): it may be resumable; do not resume from "
+                      f"{device} (B's verdict: {verdict or 'none'})")
     if verdict != RESUMED:
         raise Failure(f"hibernation failed, A carries on (the image on {device} is set "
                       f"aside): {verdict}")
@@ -92,6 +98,13 @@ def expected_cover(a_ram: list[tuple[int, int]], window: tuple[int, int]) -> lis
                     if s < e]
         cover = cut
     return cover
+
+
+def wipe(path: Path) -> None:
+    """Zeros over a file's bytes where they are (truncating would free its pages as
+    they are: memory that goes back to A when B returns)."""
+    with path.open("r+b") as handle:
+        handle.write(bytes(path.stat().st_size))
 
 
 def streamed(command: list[str]) -> tuple[int, str]:
@@ -142,7 +155,7 @@ def b_hibernate(args: argparse.Namespace) -> int:
             code, last = streamed(command)
         finally:
             if key and key.exists():  # B's memory goes back to A if B returns
-                key.write_bytes(bytes(key.stat().st_size))
+                wipe(key)
     if code < 0:
         raise Failure(f"khib-save was ended by signal {-code}")
     if code:  # its last words say why

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from khib_tools import bootarea, kexec, system
 from khib_tools import format as fmt
-from khib_tools.hibernate import RESUMED
+from khib_tools.hibernate import RESUMED, wipe
 from khib_tools.image import (
     NoImage,
     attempts,
@@ -45,12 +45,12 @@ RESUME_KEY = KEYS + "hibernate.key"
 HANDED_KEY = HANDOFF / "key"  # the key in the restore stage's memory, from the first
 HANDED_RAM = HANDOFF / "ranges"  # this machine's RAM, as the first stage checked it
 HANDED_META = HANDOFF / "meta.json"  # what the first stage's check found the image records
-WAIT = 10  # seconds a resume boot waits for its device to appear
+WAIT = 30  # seconds a resume boot waits for its device (khib.resume_wait= to change)
 
 
 GO_BACK = 5  # the restore stage's exit status when nothing was written (overlays' /init)
-BROKEN = (OSError, ValueError, KeyError, TypeError, IndexError, LookupError, MemoryError,
-          OverflowError, RecursionError, struct.error)
+BROKEN = (OSError, ValueError, KeyError, TypeError, IndexError, LookupError, AttributeError,
+          MemoryError, OverflowError, RecursionError, struct.error)
 
 
 class Refused(Exception):
@@ -63,10 +63,17 @@ class GoBack(Failure):
 
 def resume(device: str) -> int:
     """Either stage, as the command line says."""
-    for _ in range(WAIT * 10):
+    given = system.cmdline_arg("khib.resume_wait") or ""
+    wait = int(given) if given.isdigit() else WAIT
+    for _ in range(wait * 10):
         if os.path.exists(device):
             break
         time.sleep(0.1)
+    else:  # a hibernated system may be on it: a normal boot could change what it expects
+        print(f"khib: not resuming: {device} did not appear in {wait} s: powering off, so "
+              "that a normal boot does not change the filesystems a hibernated system on it "
+              "expects. Attach it, or boot without khib.resume= to go on.", flush=True)
+        stop()
     try:
         complete(device)
     except NoImage as exc:
@@ -78,7 +85,7 @@ def resume(device: str) -> int:
     try:
         first_stage(device)
         raise Refused("the restore stage came back without entering A")
-    except (Refused, *BROKEN) as exc:
+    except (Refused, NoImage, *BROKEN) as exc:
         why = str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
         put_aside(device, why)
         raise Failure(f"not resuming: {why} (the image on {device} is set aside)") from exc
@@ -192,7 +199,7 @@ def restore_stage(device: str) -> NoReturn:
         try:
             meta = json.loads(out.read_text())
             if HANDED_KEY.is_file():  # no copy of it goes back to A with this memory
-                HANDED_KEY.write_bytes(bytes(HANDED_KEY.stat().st_size))
+                wipe(HANDED_KEY)
             mark(device, fmt.USED_MAGIC)
             subprocess.run(["khib-report", str(meta["status"]), RESUMED], check=False)
             print(f"khib: A is back in memory; entering it (entry {meta['entry']})", flush=True)

@@ -53,6 +53,17 @@ def test_boot_fails_when_the_text_never_appears(default_image: Path, debian_kern
     assert "'NEVER-PRINTED' NOT found" in result.stderr
 
 
+def test_a_boot_without_a_command_says_why_it_was_stopped(default_image: Path,
+                                                          debian_kernel: Path) -> None:
+    """No --run and no --expect: the guest idles at its shell until the timeout, and
+    khib-build says so and what to give."""
+    result = khib("boot", "--quiet", "-c", DEFAULT_CONFIG, "--kernel", debian_kernel,
+                  "--image", default_image, "--timeout", 8)
+    assert result.returncode == 1
+    assert ("khib-build boot: the guest still ran after 8 s and was stopped; give it a "
+            "command (--run CMD") in result.stderr
+
+
 @pytest.mark.parametrize("fmt", ["gzip", "xz", "zstd", "lz4", "bzip2", "lzma"])
 def test_each_compression_boots_with_segments_around_it(fmt: str, default_image: Path,
                                                         debian_kernel: Path,

@@ -44,16 +44,36 @@ def test_the_hand_off_segment_is_a_cpio_others_read(tmp_path: Path) -> None:
 
 def test_info_describes_a_saved_image(core: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A summary in a few lines, what the image records as text; --segments lists them."""
     memory(tmp_path / "mem", 1 << 20)
     (tmp_path / "ranges").write_text("00000000-000fffff\n")
+    (tmp_path / "meta.json").write_text(
+        '{"kernel": {"release": "6.1.0", "version": "#1 SMP", "build_id": "ab12"}, '
+        '"ranges": [[4096, 655359], [1048576, 536739839]], "window": [268435456, 67108864]}')
     subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
-                    tmp_path / "ranges", "-o", tmp_path / "image"], check=True,
-                   capture_output=True)
+                    tmp_path / "ranges", "-o", tmp_path / "image", "--meta",
+                    tmp_path / "meta.json"], check=True, capture_output=True)
     assert cli.main(["info", str(tmp_path / "image")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{tmp_path / 'image'}: ") and "zero pages" in out[0]
-    assert any(" zero " in line for line in out[1:]) and any(" data " in line for line in out[1:])
-    assert all("crc32=" in line for line in out[1:])
+    assert out[1:] == ["  kernel: Linux 6.1.0 #1 SMP (build id ab12)",
+                       "  ranges: 2 ranges, 511 MiB", "  window: 256M:64M"]
+    assert cli.main(["info", "--segments", str(tmp_path / "image")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(" zero " in line for line in out[4:]) and any(" data " in line for line in out[4:])
+    assert all("crc32=" in line for line in out[4:])
+
+
+def test_a_missing_disk_and_an_export_to_a_device_say_what_to_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["hibernate", "--device", "/dev/no-such-disk"]) == 1
+    assert capsys.readouterr().err == (
+        "khib: /dev/no-such-disk does not exist: attach a disk for the image (in QEMU, "
+        "`khib-build boot --disk FILE` attaches FILE as /dev/vda)\n")
+    (tmp_path / "image").write_bytes(b"")
+    assert cli.main(["export", str(tmp_path / "image"), "/dev/null"]) == 1
+    assert "/dev/null is not a regular file: an export is a core file" in \
+        capsys.readouterr().err
 
 
 def test_info_says_why_there_is_no_image(core: Path, tmp_path: Path,

@@ -96,6 +96,10 @@ def boot(args: argparse.Namespace, options: Options) -> int:
         print(f"\nkhib-build boot: {args.expect!r} {verdict} after {result.seconds:.1f} s",
               file=sys.stderr)
         return 0 if result.found else 1
+    if not result.exited:
+        print(f"\nkhib-build boot: the guest still ran after {args.timeout:g} s and was stopped; "
+              "give it a command (--run CMD, which powers it off when done) or a text to wait "
+              "for (--expect TEXT)", file=sys.stderr)
     return 0 if result.exited else 1
 
 

@@ -19,8 +19,23 @@ from khib_tools.image import NoImage, read_image
 from khib_tools.jumping import Failure
 
 
+def described(key: str, value: object) -> str:
+    """One thing an image records, as text."""
+    if key == "kernel" and isinstance(value, dict):
+        build = f" (build id {value['build_id']})" if value.get("build_id") else ""
+        return f"Linux {value.get('release', '?')} {value.get('version', '')}{build}"
+    if key == "ranges" and isinstance(value, list):
+        return f"{len(value)} ranges, {sum(b - a + 1 for a, b in value) >> 20} MiB"
+    if key == "window" and isinstance(value, list) and len(value) == 2:
+        return f"{value[0] >> 20}M:{value[1] >> 20}M"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
 def info(args: argparse.Namespace) -> int:
-    """Segments, sizes, zero and free pages and checksums of a saved image; what it records."""
+    """A saved image in a few lines: its memory, data, zero and free pages, what it
+    records; with --segments, every segment and its checksum."""
     try:
         image = read_image(args.image)
     except NoImage as exc:
@@ -38,11 +53,11 @@ def info(args: argparse.Namespace) -> int:
         print(f"  free pages: {image.layout.free_recorded} recorded; the walk found "
               f"{image.layout.free_counted}, A counted {image.layout.kernel_count}")
     for key, value in sorted(image.meta.items()):
-        if key != "ranges":
-            print(f"  {key}: {value}")
-    for s in image.segments:
-        print(f"  {s.paddr:#012x}-{s.paddr + s.memsz - 1:#012x} {s.kind} {s.memsz:>12} "
-              f"{s.filesz:>12} crc32={s.crc32:08x}")
+        print(f"  {key}: {described(key, value)}")
+    if args.segments:
+        for s in image.segments:
+            print(f"  {s.paddr:#012x}-{s.paddr + s.memsz - 1:#012x} {s.kind} {s.memsz:>12} "
+                  f"{s.filesz:>12} crc32={s.crc32:08x}")
     return 0
 
 
@@ -110,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=lambda args: resume.resume(args.device))
     p = verbs.add_parser("info", help="describe a saved image")
     p.add_argument("image")
+    p.add_argument("--segments", action="store_true",
+                   help="list every segment: its memory, kind, stored size and CRC-32")
     p.set_defaults(handler=info)
     return top
 

@@ -32,8 +32,12 @@ LOW_RAM = (0x1000, 0xA0000)  # 4 KiB-640 KiB: B's, by its memmap= (jump.md's con
 
 def own_device(device: str) -> None:
     """The device is a block device nothing else holds (not mounted, not swap)."""
+    if not Path(device).exists():
+        raise Failure(f"{device} does not exist: attach a disk for the image (in QEMU, "
+                      "`khib-build boot --disk FILE` attaches FILE as /dev/vda)")
     if not Path(device).is_block_device():
-        raise Failure(f"{device} is not a block device")
+        raise Failure(f"{device} is not a block device: khib hibernate writes the image and "
+                      "B's boot area to a whole disk or partition")
     try:
         os.close(os.open(device, os.O_RDWR | os.O_EXCL))
     except OSError as exc:
@@ -47,8 +51,8 @@ def hibernate(args: argparse.Namespace) -> int:
     """Jump to B, which saves A to the device and powers off; return once A resumes.
     Whatever else happens, the image is set aside and the key gone from A's memory."""
     device = args.device
-    prepare(args)
     own_device(device)
+    prepare(args)
     kernel = Path(args.kernel).read_bytes()  # once: the boot area holds what B ran
     status = StatusPage(window_span(args.window))
     nonce = secrets.token_hex(16)

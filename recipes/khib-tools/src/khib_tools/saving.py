@@ -63,6 +63,9 @@ def restore(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """A plain ELF core of the saved memory, as A had it, for crash and makedumpfile."""
+    if Path(args.output).exists() and not Path(args.output).is_file():
+        raise Failure(f"{args.output} is not a regular file: an export is a core file (with "
+                      "holes where A had zeros), written to a file")
     command = ["khib-restore", args.image, "--export", args.output]
     command += ["--key", args.key] if args.key else []
     return subprocess.run(command, check=False).returncode

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from khib_tools import bootarea, cli, hibernate, image, jumping, newc, status, system, window
 
-from tests.helpers import REPO, fmt, memory
+from tests.helpers import REPO, X86_64_CONFIG, fmt, khib, memory
 
 IOMEM = """00000000-00000fff : Reserved
 00001000-0009fbff : System RAM
@@ -332,3 +332,24 @@ def test_with_b_puts_the_kernel_and_image_where_khib_looks(tmp_path: Path) -> No
     assert rows[jumping.B_INITRD.lstrip("/")].sha256 == hashlib.sha256(
         (tmp_path / "image").read_bytes()).hexdigest()
     assert initrd.read_bytes().startswith((tmp_path / "image").read_bytes())
+
+
+@pytest.mark.slow  # builds the x86_64 image (shared with the other tests)
+def test_the_images_khib_runs_on_the_host(image_x86_64: Path, core: Path, tmp_path: Path) -> None:
+    """`khib-build khib info|check|export`: the built image's own tools on saved images,
+    here on the host; other verbs are the guest's."""
+    memory(tmp_path / "mem", 1 << 20)
+    (tmp_path / "ranges").write_text("00000000-000fffff\n")
+    subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                    tmp_path / "ranges", "-o", tmp_path / "image"], check=True,
+                   capture_output=True)
+    out = image_x86_64.parent
+    for words, expected in ((["info", tmp_path / "image"], "zero pages"),
+                            (["check", tmp_path / "image"], "the seal holds"),
+                            (["export", tmp_path / "image", tmp_path / "core"], "a core of")):
+        result = khib("khib", "-c", X86_64_CONFIG, "-o", out, *words)
+        assert result.returncode == 0 and expected in result.stdout, result.stderr
+    assert (tmp_path / "core").read_bytes()[:4] == b"\x7fELF"
+    refused = khib("khib", "-c", X86_64_CONFIG, "-o", out, "hibernate")
+    assert refused.returncode == 2 and "on the host, khib does info, check, export" in \
+        refused.stderr

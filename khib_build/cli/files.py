@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from khib_build import report
@@ -85,6 +88,31 @@ def diff(args: argparse.Namespace, _options: Options) -> int:
 
 
 COMPRESSION = settings_of(ImageConfig)["compression"]
+ON_THE_HOST = ("info", "check", "export")  # what the image's khib does with saved images
+
+
+def khib_tool(args: argparse.Namespace, options: Options) -> int:
+    """The built image's own khib tool, run on the host on saved memory images: its
+    Python tools on this Python, its static C core as khib-restore."""
+    from khib_build.engine.outdir import OutputDir
+
+    root = OutputDir(options.outdir).rootfs
+    core = root / "usr" / "sbin" / "khib-core"
+    tools = sorted(root.glob("usr/lib/python3*/site-packages/khib_tools"))
+    if not core.is_file() or not tools:
+        raise UsageError(f"{root} holds no khib tools: build the image first "
+                         "(`khib-build rootfs`)")
+    if not args.words or args.words[0] not in ON_THE_HOST:
+        raise UsageError(f"on the host, khib does {', '.join(ON_THE_HOST)}: for example "
+                         "`khib-build khib info disk.img`")
+    with tempfile.TemporaryDirectory(prefix="khib-host-") as folder:
+        for name in ("khib-restore", "khib-save"):
+            os.symlink(core.resolve(), Path(folder) / name)
+        env = {**os.environ, "PYTHONPATH": str(tools[0].parent),
+               "PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
+        return subprocess.run([sys.executable, "-c", "import sys; from khib_tools.cli import "
+                               "main; sys.exit(main())", *args.words], env=env,
+                              check=False).returncode
 
 VERBS = (
     Verb("pack", "pack a directory into an image",
@@ -113,6 +141,14 @@ VERBS = (
          "that escape DIR. Device nodes are made only when running as root.", extract,
          arguments=(arg("image", type=Path, metavar="FILE"),
                     arg("directory", type=Path, metavar="DIR"))),
+    Verb("khib", "run the image's khib on saved memory images, on the host",
+         "Run the built image's own khib tool on this host: `info IMAGE` describes a saved "
+         "memory image (a disk or a file), `check IMAGE [--key FILE]` checks it whole "
+         "against its seal, `export IMAGE OUT` writes it as a plain ELF core for crash and "
+         "makedumpfile. Uses OUTDIR's image tree (its static C core and Python tools).",
+         khib_tool, ("config", "outdir"),
+         (arg("words", nargs=argparse.REMAINDER, metavar="VERB ARGS",
+              help=f"{' | '.join(ON_THE_HOST)} and their arguments"),)),
     Verb("diff", "compare two images",
          "List entries added (+), removed (-) or changed (~: content, mode, owner, link "
          "target, device) from image A to B. Exit 0 when they hold the same tree, 1 when "

@@ -1,4 +1,4 @@
-"""khib jump | hibernate | back | save | restore | resume | info | export.
+"""khib jump | hibernate | back | save | restore | resume | info | check | export.
 
 In the original kernel A, ``khib jump`` records A's RAM ranges, hands them to B in a
 small cpio segment appended to B's initrd, confines B to a window of memory, loads B
@@ -114,6 +114,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="only compare")
     p.add_argument("--key", help="refuse an image this key did not seal")
     p.set_defaults(handler=saving.restore)
+    p = verbs.add_parser("check", help="check a saved image whole against its seal")
+    p.add_argument("image")
+    p.add_argument("--key", help="refuse an image this key did not seal")
+    p.set_defaults(handler=saving.check)
     p = verbs.add_parser("export", help="write a saved image as a plain ELF core (crash, "
                          "makedumpfile)")
     p.add_argument("image")

@@ -61,6 +61,13 @@ def restore(args: argparse.Namespace) -> int:
     return subprocess.run(command, check=False).returncode
 
 
+def check(args: argparse.Namespace) -> int:
+    """The whole image against its seal (and key): nothing written anywhere."""
+    command = ["khib-restore", args.image, "--check"]
+    command += ["--key", args.key] if args.key else []
+    return subprocess.run(command, check=False).returncode
+
+
 def export(args: argparse.Namespace) -> int:
     """A plain ELF core of the saved memory, as A had it, for crash and makedumpfile."""
     if Path(args.output).exists() and not Path(args.output).is_file():

@@ -56,10 +56,12 @@ def test_boot_fails_when_the_text_never_appears(default_image: Path, debian_kern
 def test_a_boot_without_a_command_says_why_it_was_stopped(default_image: Path,
                                                           debian_kernel: Path) -> None:
     """No --run and no --expect: the guest idles at its shell until the timeout, and
-    khib-build says so and what to give."""
-    result = khib("boot", "--quiet", "-c", DEFAULT_CONFIG, "--kernel", debian_kernel,
+    khib-build says so and what to give; -v shows the QEMU command it ran."""
+    result = khib("boot", "-v", "-c", DEFAULT_CONFIG, "--kernel", debian_kernel,
                   "--image", default_image, "--timeout", 8)
     assert result.returncode == 1
+    assert f"khib-build boot: qemu-system-x86_64 -m 512 -smp 1 -nographic -no-reboot -kernel " \
+           f"{debian_kernel} -initrd {default_image}" in result.stderr
     assert ("khib-build boot: the guest still ran after 8 s and was stopped; give it a "
             "command (--run CMD") in result.stderr
 

@@ -117,7 +117,7 @@ def test_a_window_a_cannot_spare_is_refused() -> None:
     ("256M:65540K", r"is not in whole MiB"),
     ("8M:64M", r"8M:64M starts below 16 MiB.*start it at 16M or above"),
     ("480M:64M", r"480M:64M is not inside one System RAM range of A's; A's RAM "
-                 r"0x100000-0x1ffdffff would hold it"),
+                 r"0x100000-0x1ffdffff would hold it \(--window 16M:64M fits\)"),
     ("256M:1G", r"not inside one System RAM range of A's; no RAM range of A's holds"),
 ])
 def test_a_window_b_cannot_own_whole_is_refused(text: str, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import tempfile
@@ -90,6 +91,8 @@ def boot(args: argparse.Namespace, options: Options) -> int:
         command = qemu_command(qemu_for(bzimage), bzimage, image,
                                kernel_cmdline(args.run, args.append), args.memory,
                                tuple(args.disk), args.cpus)
+        if options.verbose:
+            print("khib-build boot: " + shlex.join(command), file=sys.stderr)
         result = boot(command, args.expect, args.timeout, echo=not options.quiet)
     if args.expect is not None:
         verdict = "found" if result.found else "NOT found"

@@ -66,8 +66,11 @@ def check(start: int, length: int, ram: list[tuple[int, int]], cmdline: str,
                               "reservation: kexec backs it up) or choose another --window")
     if not any(low <= start and start + length - 1 <= high for low, high in ram):
         fits = [(low, high) for low, high in ram if high - max(low, LOWEST) + 1 >= length]
-        hint = (f"; A's RAM {fits[0][0]:#x}-{fits[0][1]:#x} would hold it" if fits
-                else "; no RAM range of A's holds a window that large")
+        hint = "; no RAM range of A's holds a window that large"
+        if fits:
+            low = max(fits[0][0], LOWEST + MiB - 1) // MiB * MiB
+            hint = (f"; A's RAM {fits[0][0]:#x}-{fits[0][1]:#x} would hold it (--window "
+                    f"{low >> 20}M:{length >> 20}M fits)")
         raise WindowError(f"the window {name} is not inside one System RAM range of A's"
                           f"{hint}")
     available = re.search(r"MemAvailable:\s+(\d+) kB", meminfo)

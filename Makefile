@@ -151,10 +151,12 @@ distclean: clean
 	rm -rf $(VENV) $(SETUP_LOG) build dist *.egg-info
 
 # The packing and saving benchmarks (bench/RESULTS.md records their figures); GNU time
-# measures.
+# measures. bench/guest.py times docs/jump.md's five commands and writes its figures
+# into bench/RESULTS.md and docs/jump.md.
 bench: setup-test
 	$(BIN)/python bench/pack.py
 	$(BIN)/python bench/save.py
+	$(BIN)/python bench/guest.py
 
 # The rebuild benchmark: no-op and incremental builds (bench/RESULTS.md).
 bench-rebuild: setup-test

@@ -32,3 +32,14 @@ def test_readme_layout_lists_every_folder_once() -> None:
     stages = {p.name + "/" for p in (REPO / "khib_build").iterdir()
               if p.is_dir() and p.name != "__pycache__"}
     assert sorted(listed) == sorted(tracked | stages | {"pipeline.py"})
+
+
+def test_jump_docs_figures_are_the_benchmarks() -> None:
+    """docs/jump.md quotes the figures bench/guest.py measured and wrote into
+    bench/RESULTS.md, the same block in both."""
+    def block(path: str) -> str:
+        text = (REPO / path).read_text()
+        return text[text.index("<!-- five-commands -->"):text.index("<!-- /five-commands -->")]
+
+    assert block("docs/jump.md") == block("bench/RESULTS.md"), "run bench/guest.py"
+    assert "| hibernate (to power-off) |" in block("docs/jump.md")

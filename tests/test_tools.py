@@ -12,7 +12,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from khib_tools import bootarea, cli, hibernate, image, jumping, newc, status, system, window
+from khib_tools import (
+    bootarea,
+    cli,
+    hibernate,
+    image,
+    jumping,
+    newc,
+    resume,
+    status,
+    system,
+    window,
+)
 
 from tests.helpers import REPO, X86_64_CONFIG, fmt, khib, memory
 
@@ -353,3 +364,19 @@ def test_the_images_khib_runs_on_the_host(image_x86_64: Path, core: Path, tmp_pa
     refused = khib("khib", "-c", X86_64_CONFIG, "-o", out, "hibernate")
     assert refused.returncode == 2 and "on the host, khib does info, check, export" in \
         refused.stderr
+
+
+def test_a_keyed_image_without_a_key_names_where_the_key_goes(
+        core: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At boot there is no --key: the refusal names the initramfs file and khib.key=."""
+    memory(tmp_path / "mem", 1 << 20)
+    (tmp_path / "ranges").write_text("00000000-000fffff\n")
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                    tmp_path / "ranges", "-o", tmp_path / "image", "--key", tmp_path / "key"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("PATH", f"{core}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(resume.Refused, match=r"the image is keyed: it needs its key \(this boot "
+                       r"has none: put it in the initramfs as /etc/khib/hibernate.key or name "
+                       r"it with khib.key=\)"):
+        resume.checked_meta(str(tmp_path / "image"), [], tmp_path / "meta.json")

@@ -61,7 +61,7 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
               "status": status.handle,
               **old_kernel_layout(iomem, system.cmdline()), **extra}
     initrd = kexec.appended(Path(args.initrd).read_bytes(), {
-        "khib/ranges": "".join(f"{a:08x}-{b:08x} : System RAM\n" for a, b in ram).encode(),
+        "khib/ranges": system.ram_listing(ram),
         "khib/jump.json": json.dumps(record).encode(),
     })
     confined = kexec.confinement(start, length)

@@ -49,8 +49,8 @@ WAIT = 30  # seconds a resume boot waits for its device (khib.resume_wait= to ch
 
 
 GO_BACK = 5  # the restore stage's exit status when nothing was written (overlays' /init)
-BROKEN = (OSError, ValueError, KeyError, TypeError, IndexError, LookupError, AttributeError,
-          MemoryError, OverflowError, RecursionError, struct.error)
+BROKEN = (OSError, ValueError, LookupError, TypeError, AttributeError, MemoryError,
+          OverflowError, RecursionError, struct.error)
 
 
 class Refused(Exception):
@@ -117,8 +117,9 @@ def key_option() -> tuple[list[str], str | None]:
     return (["--key", path], path) if Path(path).is_file() else ([], None)
 
 
-def checked_meta(device: str, key: list[str], out: Path) -> dict[str, Any]:
-    """The C core checks the whole image; what it records, as checked (also in ``out``)."""
+def checked_meta(device: str, key: list[str], out: Path) -> tuple[dict[str, Any], bytes]:
+    """The C core checks the whole image; what it records, as checked: parsed, and the
+    bytes (which the restore stage must find again)."""
     checked = subprocess.run(["khib-restore", device, "--check", *key, "--meta-out", str(out)],
                              capture_output=True, text=True, check=False)
     if checked.returncode:
@@ -128,13 +129,14 @@ def checked_meta(device: str, key: list[str], out: Path) -> dict[str, Any]:
             first += (f" (this boot has none: put it in the initramfs as {RESUME_KEY} or "
                       "name it with khib.key=)")
         raise Refused(first)
+    raw = out.read_bytes()
     try:
-        meta = json.loads(out.read_text() or "{}")
+        meta = json.loads(raw or b"{}")
     except ValueError as exc:
         raise Refused(f"the image's record is not JSON ({exc})") from exc
     if not isinstance(meta, dict):
         raise Refused("the image's record is not a JSON object")
-    return meta
+    return meta, raw
 
 
 def fits_here(meta: dict[str, Any], here: list[tuple[int, int]], area: bootarea.BootArea,
@@ -168,13 +170,11 @@ def first_stage(device: str) -> None:
         raise Refused(str(exc)) from exc
     fits_here(read_image(device).meta, here, area, device)
     with tempfile.TemporaryDirectory(prefix="khib-") as name:
-        meta = checked_meta(device, key, Path(name) / "meta.json")
-        checked = (Path(name) / "meta.json").read_bytes()
+        meta, checked = checked_meta(device, key, Path(name) / "meta.json")
     fits_here(meta, here, area, device)
     print(f"khib: the image on {device} is whole; moving into the window to restore it",
           flush=True)
-    handed = {"khib/ranges": "".join(f"{a:08x}-{b:08x} : System RAM\n"
-                                     for a, b in here).encode(), "khib/meta.json": checked}
+    handed = {"khib/ranges": system.ram_listing(here), "khib/meta.json": checked}
     if key_path:
         handed["khib/key"] = Path(key_path).read_bytes()
     cmdline = [*system.consoles(), area.cmdline, f"khib.resume={device}", "khib.stage=restore"]

@@ -43,6 +43,12 @@ def ram_ranges(iomem: str) -> list[tuple[int, int]]:
             re.findall(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM$", iomem, re.MULTILINE)]
 
 
+def ram_listing(ranges: list[tuple[int, int]]) -> bytes:
+    """RAM ranges (start, end inclusive) as /proc/iomem lists them: what B and the restore
+    stage read back (khib-save --ranges, khib-restore --within)."""
+    return "".join(f"{a:08x}-{b:08x} : System RAM\n" for a, b in ranges).encode()
+
+
 def labelled(iomem: str, label: str) -> list[tuple[int, int]]:
     """Every range of /proc/iomem with this label, at any depth: (start, end) inclusive."""
     return [(int(a, 16), int(b, 16)) for a, b in

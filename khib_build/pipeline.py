@@ -108,20 +108,25 @@ def template_context(config: ImageConfig, recipes: list[Recipe]) -> dict[str, An
     }
 
 
-def settings_for(plan: Plan, options: Options) -> BuildSettings:
-    cache = Cache(options.cache_dir.resolve(), enabled=not options.no_cache)
-    sources = Sources(
-        dl_dir=download_dir(options, plan.config, os.environ),
-        mirrors=plan.config.mirrors,
+def sources_for(config: ImageConfig, options: Options, cache: Cache) -> Sources:
+    """Where and how this run fetches: the download dir, the config's mirrors, the
+    fetch options, apt's private state in ``cache``."""
+    return Sources(
+        dl_dir=download_dir(options, config, os.environ),
+        mirrors=config.mirrors,
         offline=options.offline,
         apt_state=cache.apt_sources,
         deadline=options.fetch_deadline,
         retries=options.fetch_retries,
     )
+
+
+def settings_for(plan: Plan, options: Options) -> BuildSettings:
+    cache = Cache(options.cache_dir.resolve(), enabled=not options.no_cache)
     return BuildSettings(
         config=plan.config,
         out=OutputDir(options.outdir.resolve()),
-        sources=sources,
+        sources=sources_for(plan.config, options, cache),
         cache=cache,
         jobs=options.jobs,
         epoch=epoch(options, plan.config),

@@ -13,6 +13,7 @@ from khib_build.engine.cache import Cache
 from khib_build.kernel.build import KernelSource, kconfig_tools, kernel_source
 from khib_build.kernel.explain import KernelKconfig, kconfig_env
 from khib_build.kernel.kconfig import fragment_requests, read_config
+from khib_build.pipeline import sources_for
 from khib_build.settings.config import load_config
 from tests.helpers import DEFAULT_CONFIG, assert_ok, khib, run_options
 
@@ -47,8 +48,8 @@ def tinyconfig(tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def source() -> KernelSource:
     """The kernel tarball, unpacked in the user's build cache."""
-    return kernel_source(KERNEL_TARBALL, load_config(DEFAULT_CONFIG),
-                         Cache(run_options().cache_dir.resolve()))
+    config, cache = load_config(DEFAULT_CONFIG), Cache(run_options().cache_dir.resolve())
+    return kernel_source(KERNEL_TARBALL, config, cache, sources_for(config, run_options(), cache))
 
 
 def reported(stdout: str) -> dict[str, str]:

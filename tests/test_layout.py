@@ -165,11 +165,17 @@ def settings_classes() -> list[type]:
     """Every class whose fields are settings: configs, recipes, run options."""
     from khib_build.settings.config import Allowance, ImageConfig, Toolchain
     from khib_build.settings.options import Options
-    from khib_build.settings.pins import DebianSource, DebPackage, DebsByArch, SourceSpec
+    from khib_build.settings.pins import (
+        DebianSource,
+        DebPackage,
+        DebsByArch,
+        KernelPin,
+        SourceSpec,
+    )
     from khib_build.settings.recipes import Recipe, ToolchainVariables
 
-    return [ImageConfig, Toolchain, Allowance, Recipe, ToolchainVariables, SourceSpec,
-            DebianSource, DebPackage, DebsByArch, Options]
+    return [ImageConfig, Toolchain, Allowance, KernelPin, Recipe, ToolchainVariables,
+            SourceSpec, DebianSource, DebPackage, DebsByArch, Options]
 
 
 def test_every_default_is_declared_in_the_settings_table() -> None:

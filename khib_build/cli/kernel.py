@@ -9,7 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from khib_build.cli.verbs import PLACES, Verb, arg, shown, typed
+from khib_build import report
+from khib_build.cli.verbs import FETCH, PINNED, PLACES, Verb, arg, shown, typed
 from khib_build.errors import UsageError
 from khib_build.settings.config import ARCHES
 from khib_build.settings.kinds import Int, Seconds
@@ -25,12 +26,14 @@ def kconfig(args: argparse.Namespace, options: Options) -> int:
     from khib_build.kernel.build import base_of, kconfig_tools, kernel_source
     from khib_build.kernel.explain import check, report_check
     from khib_build.kernel.kconfig import fragment_requests, image_requests
-    from khib_build.pipeline import plan_image
+    from khib_build.pipeline import plan_image, sources_for
 
     plan = plan_image(options.config)
     arch = args.arch or plan.config.arch
     cache = Cache(options.cache_dir.resolve())
-    source = kernel_source(args.kernel_src, plan.config, cache)
+    with report.live():
+        source = kernel_source(args.kernel_src, plan.config, cache,
+                               sources_for(plan.config, options, cache))
     base = args.base or base_of(plan.config)
     if base not in ("tinyconfig", "defconfig"):
         base = str(Path(base).resolve())
@@ -56,16 +59,16 @@ def kconfig(args: argparse.Namespace, options: Options) -> int:
 
 
 def kernel(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.engine.cache import Cache
     from khib_build.kernel.build import base_of, build_kernel, kernel_source
-    from khib_build.pipeline import plan_image
+    from khib_build.pipeline import plan_image, settings_for
 
     plan = plan_image(options.config)
-    cache = Cache(options.cache_dir.resolve(), enabled=not options.no_cache)
-    source = kernel_source(args.kernel_src, plan.config, cache)
-    result = build_kernel(source, plan.linux, plan.kernel_requests, base_of(plan.config),
-                          plan.config.arch, options.outdir.resolve(), cache, options.jobs,
-                          epoch(options, plan.config))
+    settings = settings_for(plan, options)
+    with report.live():
+        source = kernel_source(args.kernel_src, plan.config, settings.cache, settings.sources)
+    result = build_kernel(source, plan.linux, plan.config.kernel_role, plan.kernel_requests,
+                          base_of(plan.config), plan.config.arch, options.outdir.resolve(),
+                          settings.cache, options.jobs, epoch(options, plan.config))
     print(f"kernel: {shown(result.bzimage)} ({result.status}, {result.seconds:.1f} s)")
     print(f"config: {shown(result.config)}")
     return 0
@@ -111,7 +114,8 @@ VERBS = (
          "Merge the image's kernel fragment (or the given fragments) into a base config with "
          "the kernel tree's own tools, then report every requested symbol that did not "
          "land, with its unmet dependencies. Exit 1 if any did not land (with --resolve: if "
-         "any still does not land with the proposed extra symbols).", kconfig, PLACES,
+         "any still does not land with the proposed extra symbols).", kconfig,
+         (*PLACES, *PINNED),
          (KERNEL_SRC,
           arg("--arch", choices=tuple(ARCHES), help="target architecture (default: the "
               "config's)"),
@@ -122,10 +126,11 @@ VERBS = (
           arg("--resolve", action="store_true",
               help="propose the extra symbols that make every request land"))),
     Verb("kernel", "build the kernel the image needs",
-         "Build a bzImage for the config's arch from a kernel source, with the linux "
-         "recipe's patches and the image's fragment merged into the base config; write "
-         "OUTDIR/bzImage and OUTDIR/kernel.full.config. Cached like a package.", kernel,
-         (*PLACES, "no_cache", "jobs", "source_date_epoch"), (KERNEL_SRC,)),
+         "Build a bzImage for the config's arch from a kernel source (fetched first when "
+         "the config pins one), with the linux recipe's backports for its release (and "
+         "for kernel_role b, its patches) and the image's fragment merged into the base "
+         "config; write OUTDIR/bzImage and OUTDIR/kernel.full.config. Cached like a "
+         "package.", kernel, FETCH, (KERNEL_SRC,)),
     Verb("boot", "boot an image in QEMU",
          "Boot an image in QEMU (TCG, serial console). With --expect, exit 0 only if the "
          "text appears on the console.", boot, ("config", "outdir"),

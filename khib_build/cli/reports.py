@@ -40,23 +40,31 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
     from khib_build.engine.outdir import OutputDir
     from khib_build.fsutil import sha256_of
     from khib_build.kernel.build import kernel_source
+    from khib_build.kernel.patches import kernel_patches, release_series
     from khib_build.pipeline import fetch_sources, plan_image, settings_for
     from khib_build.reports.legal import KernelLegal, copyleft, installed_by, write_legal_info
+    from khib_build.settings.pins import KernelPin
     from khib_build.sources.debsrc import debian_source
 
     plan = plan_image(options.config)
     settings = settings_for(plan, options)
+    given = plan.config.kernel_source
+    source = None
     with report.live():
         fetched = fetch_sources(plan, options)
         debian = {r.name: [f for deb in fetched[r.name]
                            for f in debian_source(deb, settings.sources, r.name)]
                   for r in plan.recipes if r.kind == "deb" and copyleft(r)}
+        if isinstance(given, KernelPin) or (given is not None and given.exists()):
+            source = kernel_source(None, plan.config, settings.cache, settings.sources)
     kernel = None
-    given = plan.config.kernel_source
-    if given is not None and given.exists():
-        source = kernel_source(None, plan.config, settings.cache)
-        kernel = KernelLegal(plan.linux, source.tree, given if given.is_file() else None,
-                             source.identity, installed_by(given))
+    if source is not None:
+        assert given is not None
+        site = given.site if isinstance(given, KernelPin) else installed_by(given)
+        patches = kernel_patches(plan.linux, release_series(source.tree),
+                                 plan.config.kernel_role)
+        kernel = KernelLegal(plan.linux, source.tree, source.archive, source.identity, site,
+                             patches)
     out = OutputDir(options.outdir)
     image = out.file(plan.config.output)
     document = write_legal_info(plan, fetched, debian, kernel,
@@ -103,8 +111,10 @@ def lint(args: argparse.Namespace, options: Options) -> int:
     from khib_build.engine.cache import Cache
     from khib_build.engine.outdir import OutputDir
     from khib_build.kernel.build import kernel_source
+    from khib_build.pipeline import sources_for
     from khib_build.reports.lint import image_findings, lint_recipe, source_for
     from khib_build.settings.config import load_config
+    from khib_build.settings.pins import KernelPin
     from khib_build.settings.recipes import find_recipe, recipe_folders, search_path
 
     config = load_config(options.config)
@@ -122,9 +132,13 @@ def lint(args: argparse.Namespace, options: Options) -> int:
     dl_dir = download_dir(options, config, os.environ)
 
     def kernel_tree() -> Path | None:  # unpacked once into the cache, as `kernel` does
-        if config.kernel_source is None or not config.kernel_source.exists():
+        given = config.kernel_source
+        at_hand = (dl_dir / given.pinned().filename).is_file() \
+            if isinstance(given, KernelPin) else given is not None and given.exists()
+        if not at_hand:
             return None
-        return kernel_source(None, config, Cache(options.cache_dir.resolve())).tree
+        cache = Cache(options.cache_dir.resolve())
+        return kernel_source(None, config, cache, sources_for(config, options, cache)).tree
 
     findings = []
     for folder in folders:

@@ -19,8 +19,8 @@ Handler = Callable[[argparse.Namespace, Options], int]
 # The run options each family of verbs takes, by their names in the settings table.
 CONFIG = ("config",)
 PLACES = ("config", "outdir", "cache_dir")
-FETCH = ("config", "outdir", "dl_dir", "cache_dir", "no_cache", "offline", "fetch_deadline",
-         "fetch_retries", "jobs", "source_date_epoch")
+PINNED = ("dl_dir", "offline", "fetch_deadline", "fetch_retries")  # to fetch a pinned file
+FETCH = (*PLACES, "no_cache", *PINNED, "jobs", "source_date_epoch")
 BUILD = (*FETCH, "no_wait", "remote_cache", "remote_cache_read_only", "remote_timeout",
          "explain")
 REPORTING = ("quiet", "verbose")  # every verb, before or after its name

@@ -147,19 +147,23 @@ def image_inputs(config: ImageConfig, recipes: Sequence[Recipe], outputs: Mappin
     return inputs
 
 
-def kernel_inputs(source_identity: str, linux: Recipe, request_lines: Sequence[str],
-                  base_identity: str, arch: str, epoch: int) -> dict[str, str]:
-    """What the kernel is built from; the requests count, not who asked for them."""
+def kernel_inputs(source_identity: str, role: str, patches: Sequence[Path],
+                  request_lines: Sequence[str], base_identity: str, arch: str, epoch: int
+                  ) -> dict[str, str]:
+    """What the kernel is built from: its source, its role and the patches that gives it
+    (their bytes, in order), the requests (not who asked for them), the base config."""
     inputs = {
         "khib-build cache format": str(CACHE_FORMAT),
         "kernel source": source_identity,
+        "kernel role": role,
         "requests": hashlib.sha256("\n".join(request_lines).encode()).hexdigest(),
         "base": base_identity,
         "arch": arch,
         "compiler": compiler_version(["gcc"]),
         "SOURCE_DATE_EPOCH": str(epoch),
     }
-    return inputs | {f"recipe file {rel}": d for rel, d in recipe_files(linux).items()}
+    return inputs | {f"patch {number} {patch.name}": sha256_of(patch)
+                     for number, patch in enumerate(patches, 1)}
 
 
 def sysroot_key(versions: Mapping[str, str], kept: Sequence[str]) -> str:

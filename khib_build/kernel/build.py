@@ -1,25 +1,23 @@
 """The kernel: its source, the image's config checked against it, and a cached bzImage.
 
-A tarball source is unpacked once into ``<cache>/kernel-src/`` and shared; a build that
-must patch it works on a hard-linked copy whose patched files are real copies, so the
-shared tree is never written to.  The configuration is the image's fragment (see
-:mod:`kconfig`) merged into the base with the tree's own tools; a request that does not
-land stops the build with the reason.  The result (``bzImage`` and the full config) is
-cached under a hash of the source, the linux recipe (its patches), the fragment, the
-base, the architecture and the compiler.
+The source is a tree, a tarball, or a tarball the image config pins (see
+:mod:`khib_build.sources.kernelpin`).  A tarball is unpacked once into
+``<cache>/kernel-src/`` and shared; a build that must patch it works on a hard-linked
+copy whose patched files are real copies, so the shared tree is never written to (see
+:mod:`patches`).  The configuration is the image's fragment (see :mod:`kconfig`) merged
+into the base with the tree's own tools; a request that does not land stops the build
+with the reason.  The result (``bzImage`` and the full config) is cached under a hash of
+the source, the kernel's role and the patches it gets, the fragment, the base, the
+architecture and the compiler.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from khib_build.engine.cache import Cache
 from khib_build.engine.keys import compiler_version, kernel_inputs, key_of
@@ -34,16 +32,15 @@ from khib_build.fsutil import (
     tree_digest,
 )
 from khib_build.kernel.explain import check, report_check
-from khib_build.kernel.kconfig import (
-    BASES,
-    Request,
-    kernel_make,
-    run_logged,
-)
+from khib_build.kernel.kconfig import BASES, Request, kernel_make
+from khib_build.kernel.patches import kernel_patches, patched_tree, release_series
 from khib_build.report import say
 from khib_build.settings.config import ImageConfig
+from khib_build.settings.pins import KernelPin
 from khib_build.settings.recipes import DEFAULT_EXPANSION, Recipe
 from khib_build.sources.extract import extract
+from khib_build.sources.fetch import Sources
+from khib_build.sources.kernelpin import pinned_tarball
 
 KERNEL_FILES = ("bzImage", "kernel.full.config")  # what a kernel build leaves in the output dir
 
@@ -52,22 +49,31 @@ KERNEL_FILES = ("bzImage", "kernel.full.config")  # what a kernel build leaves i
 class KernelSource:
     tree: Path  # the unpacked source
     identity: str  # the tarball's sha256, or "tree " and a digest of the tree
+    archive: Path | None  # the tarball it was unpacked from; None for a tree
 
 
-def kernel_source(given: Path | None, config: ImageConfig, cache: Cache) -> KernelSource:
+def kernel_source(given: Path | None, config: ImageConfig, cache: Cache, sources: Sources
+                  ) -> KernelSource:
     """The tree to build from: ``--kernel-src``, else the config's ``kernel_source`` (a
-    tarball is unpacked once into the cache's kernel-src/, and held in use for the run)."""
+    pinned tarball is fetched from ``sources``; a tarball is unpacked once into the
+    cache's kernel-src/, and held in use for the run)."""
     unpacked = cache.kernel_sources
-    path = given or config.kernel_source
-    if path is None:
+    chosen = given or config.kernel_source
+    if chosen is None:
         raise UsageError("no kernel source: give --kernel-src (a tarball such as "
                          "/usr/src/linux-source-6.1.tar.xz, or a tree) or set kernel_source "
                          "in the image config")
+    if isinstance(chosen, KernelPin):
+        path = pinned_tarball(chosen, sources, unpacked)
+        if chosen.deb is not None:
+            cache.use(path.parent)  # (taken out of the .deb into the cache)
+    else:
+        path = chosen
     if path.is_dir():
         if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
             raise UsageError(f"{path} is not a kernel tree (no Makefile and Kconfig)")
         say(f"kernel: hashing the tree {path}")
-        return KernelSource(path.resolve(), "tree " + tree_digest(path))
+        return KernelSource(path.resolve(), "tree " + tree_digest(path), None)
     if not path.is_file():
         raise UsageError(f"kernel source {path} does not exist")
     sha = sha256_of(path)
@@ -85,7 +91,7 @@ def kernel_source(given: Path | None, config: ImageConfig, cache: Cache) -> Kern
     cache.use(final)
     tops = [p for p in final.iterdir() if p.is_dir()]
     tree = tops[0] if len(tops) == 1 else final
-    return KernelSource(tree, sha)
+    return KernelSource(tree, sha, path)
 
 
 def kconfig_tools(source: KernelSource, cache: Cache) -> Path | None:
@@ -120,14 +126,14 @@ class KernelResult:
     seconds: float
 
 
-def make_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Request], base: str,
-                arch: str, state: OutputDir, jobs: int, epoch: int) -> str:
+def make_kernel(source: KernelSource, patches: tuple[Path, ...], requests: dict[str, Request],
+                base: str, arch: str, state: OutputDir, jobs: int, epoch: int) -> str:
     """Configure and build the kernel into ``<kernel work>/result``; "built"."""
     work = state.kernel_work
     log_path = state.log("kernel")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        tree = patched_tree(source.tree, linux, work, log)
+        tree = patched_tree(source.tree, patches, work, log)
         say(f"kernel: configuring for {arch} ({Path(base).name} + the image's fragment)")
         result = check(tree, arch, base, requests, work / "config", log)
         if result.missing:
@@ -147,7 +153,7 @@ def make_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Request
     return "built"
 
 
-def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Request],
+def build_kernel(source: KernelSource, linux: Recipe, role: str, requests: dict[str, Request],
                  base: str, arch: str, outdir: Path, cache: Cache, jobs: int, epoch: int
                  ) -> KernelResult:
     """``outdir/bzImage`` and ``outdir/kernel.full.config``, from the cache or built."""
@@ -155,14 +161,15 @@ def build_kernel(source: KernelSource, linux: Recipe, requests: dict[str, Reques
     state = OutputDir(outdir)
     state.lock()
     base_identity = base if base in BASES else f"{Path(base).name} {sha256_of(Path(base))}"
-    inputs = kernel_inputs(source.identity, linux, [r.line for r in requests.values()],
-                           base_identity, arch, epoch)
+    patches = kernel_patches(linux, release_series(source.tree), role)
+    inputs = kernel_inputs(source.identity, role, patches,
+                           [r.line for r in requests.values()], base_identity, arch, epoch)
     key = key_of(inputs)
     name = f"linux-{arch}"
     work = state.kernel_work
     with cache.building(name, key):  # one build of a key, whoever asks for it
         status = "cached" if cache.restore(name, key, work / "result") is not None else \
-            make_kernel(source, linux, requests, base, arch, state, jobs, epoch)
+            make_kernel(source, patches, requests, base, arch, state, jobs, epoch)
         if status == "built":
             cache.store(name, key, work / "result", {"name": name, "key": key,
                                                       "inputs": inputs})
@@ -181,35 +188,3 @@ def kbuild_env(epoch: int) -> dict[str, str]:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
     return {"KBUILD_BUILD_TIMESTAMP": stamp, "KBUILD_BUILD_USER": "khib",
             "KBUILD_BUILD_HOST": "khib-build", "KBUILD_BUILD_VERSION": "1"}
-
-
-def patched_tree(src: Path, linux: Recipe, work: Path, log: TextIO) -> Path:
-    """``src`` itself when no patch is needed; otherwise a hard-linked copy with each
-    patched file made a copy of its own before ``patch`` touches it."""
-    needed = []
-    for patch in linux.patches:
-        present = subprocess.run(["patch", "-p1", "-R", "--dry-run", "-s", "-f", "-i",
-                                  str(patch)], cwd=src, capture_output=True, check=False)
-        if present.returncode == 0:
-            say(f"kernel: {patch.name}: already in this tree, skipped")
-        else:
-            needed.append(patch)
-    if not needed:
-        return src
-    tree = work / "src"
-    if tree.exists():
-        shutil.rmtree(tree)
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    say("kernel: linking a private copy of the tree to patch")
-    run_logged(["cp", "-al", str(src), str(tree)], log, "cp -al")
-    for patch in needed:
-        for rel in re.findall(rb"(?m)^\+\+\+ b/(\S+)", patch.read_bytes()):
-            target = tree / os.fsdecode(rel)
-            if target.is_file():
-                copy = target.with_name(target.name + ".khib-copy")
-                shutil.copy2(target, copy)
-                os.replace(copy, target)
-        say(f"kernel: applying {patch.name}")
-        run_logged(["patch", "-p1", "--forward", "--batch", "-i", str(patch), "-d", str(tree)],
-                   log, f"patch {patch.name}")
-    return tree

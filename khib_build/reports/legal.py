@@ -162,36 +162,40 @@ def shipped_sources(recipe: Recipe, files: list[Path], debian: list[Path], work:
 
 
 def write_package(work: Path, recipe: Recipe, licenses: dict[str, bytes],
-                  sources: list[Path]) -> None:
+                  sources: list[Path], patches: tuple[Path, ...]) -> None:
     """licenses/<name>/…, patches/<name>/… and sources/<name>-<version>/… (the sources
-    and the patches; a large file linked rather than copied where the file system
-    allows)."""
+    and the patches, each under its own name, or where two patches share one, with its
+    number in the order they apply; a large file linked rather than copied where the
+    file system allows)."""
     for name, text in licenses.items():
         target = work / "licenses" / recipe.name / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(text)
     shipped = work / "sources" / f"{recipe.name}-{recipe.version}"
     shipped.mkdir(parents=True)
-    for patch in recipe.patches:
-        target = work / "patches" / recipe.name / patch.name
+    unique = len({p.name for p in patches}) == len(patches)
+    named = {p: p.name if unique else f"{n:02d}-{p.name}" for n, p in enumerate(patches, 1)}
+    for patch, name in named.items():
+        target = work / "patches" / recipe.name / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(patch, target)
-    for path in [*sources, *recipe.patches]:
+    for path, name in [*((s, s.name) for s in sources), *named.items()]:
         try:
-            os.link(path, shipped / path.name)
+            os.link(path, shipped / name)
         except OSError:
-            shutil.copyfile(path, shipped / path.name)
+            shutil.copyfile(path, shipped / name)
 
 
 @dataclass(frozen=True)
 class KernelLegal:
     """What legal-info says of the kernel the image boots with."""
 
-    recipe: Recipe  # the linux recipe: its license, license files and patches
+    recipe: Recipe  # the linux recipe: its license and license files
     tree: Path  # the unpacked source, where the license files are read
     archive: Path | None  # the tarball it came from (None for a tree), shipped in sources/
     identity: str  # the tarball's sha256, or a digest of the tree
-    package: str  # the Debian package and version that installed the tarball, or ""
+    site: str  # the Debian package and version that installed or carried it, its URL, or ""
+    patches: tuple[Path, ...]  # the patches the kernel gets (its backports, its role's)
 
 
 def installed_by(path: Path) -> str:
@@ -229,7 +233,7 @@ def manifest_rows(plan: Plan, fetched: dict[str, list[Path]],
         rows.append((recipe.name, recipe.version, recipe.license,
                      " ".join(recipe.license_files),
                      kernel.archive.name if kernel.archive else f"(a tree: {kernel.tree})",
-                     kernel.identity, kernel.package or "local", ""))
+                     kernel.identity, kernel.site or "local", ""))
     return rows
 
 
@@ -247,10 +251,11 @@ def write_legal_info(plan: Plan, fetched: dict[str, list[Path]],
         for recipe in plan.recipes:
             files = fetched.get(recipe.name, [])
             write_package(work, recipe, license_texts(recipe, files), shipped_sources(
-                recipe, files, debian.get(recipe.name, []), Path(scratch), epoch))
+                recipe, files, debian.get(recipe.name, []), Path(scratch), epoch),
+                recipe.patches)
         if kernel is not None:
             write_package(work, kernel.recipe, license_texts(kernel.recipe, [kernel.tree]),
-                          [kernel.archive] if kernel.archive else [])
+                          [kernel.archive] if kernel.archive else [], kernel.patches)
         (work / "sbom.spdx.json").write_text(json.dumps(sbom(plan, image_sha256, epoch),
                                                          indent=2) + "\n")
         work.chmod(0o755)

@@ -1,10 +1,11 @@
 """lint: check recipes the way a reviewer would, before anything is built.
 
 Schema (with file and line), a license and a license file named (and present), every
-upstream source pinned by sha256, patches that are listed, exist, are named NNNN-*.patch
-and apply to the source in order, no unused patch or file, the folder named after the
-package.  A patch is tried on the files it touches only, read from the source tarball
-(libarchive) or, for the kernel, from the tree khib-build keeps unpacked in its cache.
+upstream source pinned by sha256, patches (and the kernel's backports) that are listed,
+exist, are named NNNN-*.patch and apply to the source in order, no unused patch or file,
+the folder named after the package.  A patch is tried on the files it touches only, read
+from the source tarball (libarchive) or, for the kernel, from the tree khib-build keeps
+unpacked in its cache (its release's backports, then its patches).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from khib_build.engine.outdir import OutputDir
 from khib_build.errors import ConfigError
 from khib_build.fsutil import read_text
 from khib_build.image.checks import image_checks, image_view
+from khib_build.kernel.patches import kernel_patches, release_series
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import BUILTIN_RECIPES, KERNEL_RECIPE, Recipe, load_recipe
 from khib_build.sources.extract import source_members
@@ -86,19 +88,25 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
             if license_file not in present:
                 finding("license", f"license file {license_file} is not in {source.name}",
                         "license_files")
-    listed = {p.resolve() for p in recipe.patches}
-    for patch in sorted((folder / "patches").glob("*")):
+    named = [*((patch, "patches") for patch in recipe.patches),
+             *((patch, "backports") for _, patches in recipe.backports for patch in patches)]
+    listed = {p.resolve() for p, _ in named}
+    for patch in sorted(p for p in (folder / "patches").rglob("*") if p.is_file()):
         if patch.resolve() not in listed:
-            finding("unused", f"{patch.name} is in patches/ but not listed in patches:",
-                    file=patch)
-    for patch in recipe.patches:
+            rel = patch.relative_to(folder / "patches")
+            finding("unused", f"{rel} is in patches/ but not listed in patches: or "
+                    "backports:", file=patch)
+    for patch, key in named:
         if not PATCH_NAME.fullmatch(patch.name):
             finding("naming", f"patch {patch.name}: name patches NNNN-short-description.patch",
-                    "patches")
-    if recipe.patches and source is not None:
-        failure = apply_patches(recipe.patches, source)
-        if failure:
-            finding("patch", failure, "patches")
+                    key)
+    applied = recipe.patches
+    if recipe.name == KERNEL_RECIPE and source is not None and source.is_dir():
+        applied = kernel_patches(recipe, release_series(source), "b")  # its role's, at most
+    failure = apply_patches(applied, source) if applied and source is not None else None
+    if failure:
+        patch, message = failure
+        finding("patch", message, "patches" if patch in recipe.patches else "backports")
     text = read_text(path)
     for extra in sorted((folder / "files").rglob("*")):
         rel = extra.relative_to(folder).as_posix()
@@ -130,8 +138,9 @@ def source_for(recipe: Recipe, dl_dir: Path, kernel_tree: Callable[[], Path | No
     return kernel_tree() if recipe.name == KERNEL_RECIPE else None
 
 
-def apply_patches(patches: tuple[Path, ...], source: Path) -> str | None:
-    """Apply the patches in order to the files they touch; what failed, or None."""
+def apply_patches(patches: tuple[Path, ...], source: Path) -> tuple[Path, str] | None:
+    """Apply the patches in order to the files they touch; the patch that failed and
+    why, or None."""
     touched = {m for p in patches for m in PATCHED_FILE.findall(p.read_text(errors="replace"))}
     with tempfile.TemporaryDirectory(prefix="khib-lint-") as tree:
         for inner, data in source_members(source, touched).items():
@@ -143,6 +152,6 @@ def apply_patches(patches: tuple[Path, ...], source: Path) -> str | None:
                                     cwd=tree, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 detail = (result.stdout + result.stderr).strip().splitlines()
-                return (f"{patch.name} does not apply to {source.name}: "
-                        f"{detail[-1] if detail else 'patch failed'}")
+                return patch, (f"{patch.name} does not apply to {source.name}: "
+                               f"{detail[-1] if detail else 'patch failed'}")
     return None

@@ -9,7 +9,7 @@ from pathlib import Path
 from khib_build.image.hooks import HOOK_VARIABLES
 from khib_build.settings.config import Allowance, ImageConfig, Toolchain
 from khib_build.settings.options import OPTIONS, help_text
-from khib_build.settings.pins import DebianSource, DebPackage, DebsByArch, SourceSpec
+from khib_build.settings.pins import DebianSource, DebPackage, DebsByArch, KernelPin, SourceSpec
 from khib_build.settings.recipes import BUILD_VARIABLES, Recipe, ToolchainVariables
 from khib_build.settings.schema import document
 
@@ -37,6 +37,10 @@ Generated from the declarations in `khib_build/settings/config.py`,
 ### `allow` items
 
 {document(Allowance)}
+
+### `kernel_source` as a mapping
+
+{document(KernelPin)}
 
 ### The environment of `post_build` and `post_image` hooks
 

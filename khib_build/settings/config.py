@@ -6,15 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from khib_build.settings.compression import FORMATS
-from khib_build.settings.kinds import Choice, FilePath, Int, ListOf, Optional, Str
+from khib_build.settings.kinds import NAME, URL, Choice, FilePath, Int, ListOf, Optional, Str
 from khib_build.settings.paths import data_dir
+from khib_build.settings.pins import KernelPin, PathOrPin
 from khib_build.settings.schema import Origin, Record, load, origin_field, setting
 
 BUILTIN_CONFIGS = data_dir("configs")
-# What the fetcher can read: http(s) through requests, file:// from the filesystem.
-URL = Str(r"(https?|file)://\S+", "an http(s):// or file:// URL")
-PACKAGE_NAME = r"[a-z0-9][a-z0-9+._-]*"
-NAME = Str(PACKAGE_NAME, "a name of lower-case letters, digits and + . _ -")
+KERNEL_ROLES = ("b", "a")  # the kernel khib images boot; a user's kernel that hibernates
 KERNEL_OPTION = Str(r"(?!CONFIG_)[A-Z0-9_]+=(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|\"[^\"]*\")",
                     "SYMBOL=value without the CONFIG_ prefix, e.g. KEXEC=y")
 
@@ -127,10 +125,17 @@ class ImageConfig:
         ListOf(KERNEL_OPTION, unique=True),
         (), "kernel config symbols the image itself needs (beyond its recipes')",
     )
-    kernel_source: Path | None = setting(
-        Optional(FilePath()), None,
-        "kernel source: a tarball (e.g. /usr/src/linux-source-6.1.tar.xz) or an unpacked "
-        "tree; --kernel-src overrides",
+    kernel_source: Path | KernelPin | None = setting(
+        Optional(PathOrPin()), None,
+        "kernel source: a tarball (e.g. /usr/src/linux-source-6.1.tar.xz), an unpacked tree, "
+        "or a pinned tarball to fetch (a Debian package of a suite, or a URL; see below); "
+        "--kernel-src overrides",
+    )
+    kernel_role: str = setting(
+        Choice(KERNEL_ROLES), "b",
+        "the kernel's role: b, the kernel khib images boot (the linux recipe's backports "
+        "for its release, then its patches); a, a user's kernel that hibernates (the "
+        "backports only)",
     )
     kernel_base: str = setting(
         Str(r"\S+", "tinyconfig, defconfig or a config file"), "tinyconfig",

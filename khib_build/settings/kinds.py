@@ -248,3 +248,9 @@ def suggest(word: str, choices: Any) -> str:
     """A ' (did you mean X?)' hint for a misspelt key or value, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# Value kinds several formats share.
+NAME = Str(r"[a-z0-9][a-z0-9+._-]*", "a name of lower-case letters, digits and + . _ -")
+# What the fetcher can read: http(s) through requests, file:// from the filesystem.
+URL = Str(r"(https?|file)://\S+", "an http(s):// or file:// URL")

@@ -11,11 +11,11 @@ from typing import Any
 
 import jinja2
 
-from khib_build.settings.config import KERNEL_OPTION, NAME, ImageConfig
-from khib_build.settings.kinds import Choice, FilePath, Flag, Int, ListOf, Optional, Str
+from khib_build.settings.config import KERNEL_OPTION, ImageConfig
+from khib_build.settings.kinds import NAME, Choice, FilePath, Flag, Int, ListOf, Optional, Str
 from khib_build.settings.paths import data_dir
 from khib_build.settings.pins import Deb, DebsByArch, SourceSpec
-from khib_build.settings.schema import Origin, Record, load, origin_field, setting
+from khib_build.settings.schema import MappingOf, Origin, Record, load, origin_field, setting
 
 DEFAULT_EXPANSION = 20  # a kernel source .tar.xz unpacks to about 9 times its size
 BUILTIN_RECIPES = data_dir("recipes")
@@ -25,6 +25,7 @@ TEMPLATE = Str(expected="a command string")
 ARGUMENT = Str(expected="one argument (a jinja2 template)")
 ASSIGNMENT = Str(r"[A-Za-z_][A-Za-z0-9_]*=.*", "VARIABLE=value (a jinja2 template)")
 MAKE_VARIABLE = Str(r"[A-Za-z_][A-Za-z0-9_]*", "a make variable name")
+SERIES = Str(r"[0-9]+\.[0-9]+", "a kernel release series, e.g. 6.12", verbatim=True)
 KINDS = ("commands", "make", "autotools", "python", "deb")
 # The keys each kind takes beyond the common ones.
 KIND_KEYS = {
@@ -89,7 +90,14 @@ class Recipe:
         "how many times its own size the source may unpack to (a guard against bombs)",
     )
     patches: tuple[Path, ...] = setting(
-        ListOf(FilePath(must_exist=True)), (), "patches applied with patch -p1, in order"
+        ListOf(FilePath(must_exist=True)), (),
+        "patches applied with patch -p1, in order (linux: khib's own fixes, for the kernel "
+        "khib images boot)",
+    )
+    backports: tuple[tuple[str, tuple[Path, ...]], ...] = setting(
+        MappingOf(SERIES, ListOf(FilePath(must_exist=True))), (),
+        "linux only: upstream fixes a kernel release lacks, by release series (\"6.12\": "
+        "[patches]); applied, before patches, to every kernel of that series",
     )
     device_tables: tuple[Path, ...] = setting(
         ListOf(FilePath(must_exist=True)), (),
@@ -227,6 +235,10 @@ def load_recipe(path: Path) -> Recipe:
         raise recipe.origin.error(
             "name", f"name '{recipe.name}' differs from the recipe's folder '{path.parent.name}'"
         )
+    if recipe.backports and recipe.name != KERNEL_RECIPE:
+        assert recipe.origin is not None
+        raise recipe.origin.error("backports", f"backports are for the kernel's recipe "
+                                  f"({KERNEL_RECIPE}), not {recipe.name}")
     check_kind(recipe)
     check_templates(recipe)
     return recipe
@@ -350,5 +362,6 @@ def package_facts(recipe: Recipe) -> dict[str, Any]:
         },
         "local_source": str(recipe.folder / "src") if source is None else None,
         "patches": [str(p) for p in recipe.patches],
+        "backports": {series: [str(p) for p in patches] for series, patches in recipe.backports},
         "depends": list(recipe.depends),
     }

@@ -159,6 +159,21 @@ class Record(Kind):
         return self.cls(**values)
 
 
+class MappingOf(Kind):
+    """A mapping of keys of one kind to values of another; parses to (key, value) pairs
+    in the file's order (a frozen record holds no dict)."""
+
+    def __init__(self, key: Kind, value: Kind) -> None:
+        self.key, self.value = key, value
+        self.expected = f"a mapping of {key.expected} to {value.expected}"
+
+    def parse(self, node: yaml.Node, src: Source) -> tuple[tuple[Any, Any], ...]:
+        if not isinstance(node, yaml.MappingNode):
+            raise src.error(node, f"expected {self.expected}, got {describe(node)}")
+        unique_keys(node.value, src)
+        return tuple((self.key.parse(k, src), self.value.parse(v, src)) for k, v in node.value)
+
+
 def compose(path: Path) -> yaml.Node:
     """Read one YAML document as nodes, turning syntax errors into ConfigError."""
     text = read_text(path)

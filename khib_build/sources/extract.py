@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import io
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import libarchive
 import libarchive.extract as lae
 
 from khib_build import cancel
 from khib_build.errors import KhibError
+from khib_build.fsutil import CHUNK
 
 # Entries are placed under the destination by absolute path, after their own path was
 # checked (relative, no ".."); libarchive refuses ".." and writing through symlinks again.
@@ -24,6 +29,7 @@ SECURE_FLAGS = (
     | lae.EXTRACT_TIME
 )
 SLACK = 1 << 20
+Out = TypeVar("Out", bound=IO[bytes])
 
 
 class ExtractError(KhibError):
@@ -42,13 +48,36 @@ def extract(archive: Path, dest: Path, max_expansion: int) -> Path:
     return top[0] if len(top) == 1 and top[0].is_dir() else dest
 
 
-def deb_data(deb: Path, member: str = "data.tar") -> tuple[str, bytes]:
-    """The name and bytes of a Debian package's data.tar (or control.tar) member."""
+class Blocks(io.RawIOBase):
+    """A readable stream over an iterator of byte blocks (an archive member's data), for
+    libarchive to read an archive inside an archive without holding it in memory."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.rest:
+            self.rest = memoryview(next(self.blocks, b""))
+        size = min(len(buffer), len(self.rest))
+        memoryview(buffer).cast("B")[:size] = self.rest[:size]
+        self.rest = self.rest[size:]
+        return size
+
+
+@contextlib.contextmanager
+def deb_part(deb: Path, member: str = "data.tar") -> Iterator[tuple[str, Blocks]]:
+    """The name and a stream of a Debian package's data.tar (or control.tar) member."""
     try:
         with libarchive.file_reader(str(deb)) as members:
             for entry in members:
                 if entry.pathname.startswith(member):
-                    return entry.pathname, b"".join(entry.get_blocks())
+                    yield entry.pathname, Blocks(entry.get_blocks())
+                    return
     except libarchive.ArchiveError as exc:
         raise ExtractError(f"{deb.name}: not a Debian package: {exc.msg}") from None
     raise ExtractError(f"{deb.name}: not a Debian package: it has no {member} member")
@@ -57,35 +86,47 @@ def deb_data(deb: Path, member: str = "data.tar") -> tuple[str, bytes]:
 def unpack_deb(deb: Path, dest: Path, max_expansion: int) -> None:
     """Unpack a Debian package's files into ``dest``, as ``dpkg-deb -x`` would, with the
     checks of :func:`unpack`."""
-    name, data = deb_data(deb)
-    inner = dest.parent / f".{deb.name}.{name}"
-    inner.write_bytes(data)
-    try:
-        unpack(inner, dest, refused_nodes, max_expansion * deb.stat().st_size + SLACK)
-    finally:
-        inner.unlink()
+    with deb_part(deb) as (name, data):
+        inner = dest.parent / f".{deb.name}.{name}"
+        try:
+            with inner.open("wb") as out:
+                shutil.copyfileobj(data, out, CHUNK)
+            unpack(inner, dest, refused_nodes, max_expansion * deb.stat().st_size + SLACK)
+        finally:
+            inner.unlink(missing_ok=True)
 
 
 def deb_control(deb: Path) -> dict[str, str]:
     """The fields of a Debian package's control file."""
-    _, data = deb_data(deb, "control.tar")
-    with libarchive.memory_reader(data) as archive:
-        for entry in archive:
-            if entry.pathname.removeprefix("./") == "control":
-                text = b"".join(entry.get_blocks()).decode(errors="replace")
-                return {k.strip(): v.strip() for k, v in (
-                    line.split(":", 1) for line in text.splitlines()
-                    if ":" in line and not line.startswith(" "))}
-    raise ExtractError(f"{deb.name}: its control.tar has no control file")
+    found = deb_file(deb, "control", io.BytesIO(), "control.tar")
+    if found is None:
+        raise ExtractError(f"{deb.name}: its control.tar has no control file")
+    return {k.strip(): v.strip() for k, v in (
+        line.split(":", 1) for line in found.getvalue().decode(errors="replace").splitlines()
+        if ":" in line and not line.startswith(" "))}
 
 
 def deb_member(deb: Path, wanted: str) -> bytes | None:
     """One regular file of a Debian package's data (``./`` prefix optional), or None."""
-    _, data = deb_data(deb)
-    with libarchive.memory_reader(data) as archive:
-        for entry in archive:
-            if entry.pathname.removeprefix("./") == wanted and entry.isfile:
-                return b"".join(entry.get_blocks())
+    found = deb_file(deb, wanted, io.BytesIO())
+    return None if found is None else found.getvalue()
+
+
+def deb_file(deb: Path, wanted: str, out: Out, member: str = "data.tar") -> Out | None:
+    """Copy one regular file of a Debian package's data (``./`` prefix optional) into
+    ``out`` a block at a time, the package read as a stream: memory stays flat whatever
+    the file's size. ``out``, or None if the package has no such file."""
+    with deb_part(deb, member) as (name, data):
+        try:
+            with libarchive.stream_reader(data, block_size=CHUNK) as entries:
+                for entry in entries:
+                    if entry.pathname.removeprefix("./") == wanted and entry.isfile:
+                        for block in entry.get_blocks():
+                            cancel.check()
+                            out.write(block)
+                        return out
+        except libarchive.ArchiveError as exc:
+            raise ExtractError(f"{deb.name}: its {name} cannot be read: {exc.msg}") from None
     return None
 
 

@@ -126,7 +126,8 @@ def origins(spec: Pinned, sources: Sources) -> Iterator[tuple[str, Callable[[], 
         return
     if isinstance(spec, Deb):
         if sources.apt_state and debian_like():
-            label = f"apt-get download {spec.name}:{spec.debian_arch}={spec.version}"
+            label = f"apt-get download {spec.name}:{spec.debian_arch}={spec.version}" + (
+                f" from {spec.suite}" if spec.suite else "")
             yield label, lambda: apt_download(spec, sources)
         return
     for url in spec.urls:
@@ -299,27 +300,26 @@ def apt_source(spec: SourceSpec, sources: Sources) -> None:
 
 
 def apt_download(deb: Deb, sources: Sources) -> None:
-    """Fetch a binary package of the target's architecture with ``apt-get download``
-    (which spells a version's epoch colon as %3a in the file's name)."""
+    """Fetch a binary package with ``apt-get download`` (which spells a version's epoch
+    colon as %3a in the file's name), from its suite if it names one."""
     saved_as = f"{deb.name}_{deb.version.replace(':', '%3a')}_{deb.debian_arch}.deb"
     apt_fetch(deb, saved_as, ["download", f"{deb.name}:{deb.debian_arch}={deb.version}"],
-              sources, "deb", deb.debian_arch)
+              sources, "deb", deb.index_arch, deb.suite)
 
 
 def apt_fetch(spec: Pinned, file: str, command: list[str], sources: Sources, kind: str,
-              arch: str | None = None) -> None:
+              arch: str | None = None, suite: str | None = None) -> None:
     """Run an apt-get download command on private lists, then keep ``file`` if verified.
 
-    The system's apt configuration is left alone: a private sources list holds a ``kind``
-    line (deb-src, or deb for ``arch``) for each Debian or Ubuntu archive the system
-    already uses (as ``apt-get indextargets`` reports them), with its own lists dir
-    under the apt state folder.
+    The system's apt configuration is left alone: a private sources list holds ``kind``
+    lines (deb-src, or deb for ``arch``) for the archives it uses (:func:`archives`), or
+    for one Debian ``suite``, with its own lists dir under the apt state folder.
     """
     assert sources.apt_state is not None
     sources.partial_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="apt-", dir=sources.partial_dir))
     try:
-        said = apt_get(sources.apt_state, kind, arch, command, workdir)
+        said = apt_get(sources.apt_state, kind, arch, command, workdir, suite)
         found = workdir / file
         if not found.is_file():
             raise AttemptFailed(f"{file} not obtained ({said})")
@@ -332,24 +332,23 @@ def apt_fetch(spec: Pinned, file: str, command: list[str], sources: Sources, kin
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def apt_get(apt_state: Path, kind: str, arch: str | None, command: list[str], cwd: Path
-            ) -> str:
+def apt_get(apt_state: Path, kind: str, arch: str | None, command: list[str], cwd: Path,
+            suite: str | None = None) -> str:
     """``apt-get update`` then ``apt-get COMMAND`` in ``cwd``, on the private state for
-    ``kind`` lines (and ``arch``); apt's last line, for a message if the files are not
-    there."""
-    state = apt_state / (kind if arch is None else f"{kind}-{arch}")
+    ``kind`` lines (``arch``, ``suite``); apt's last line, for a message if it fails."""
+    state = apt_state / "-".join(part for part in (kind, arch, suite) if part)
     state.mkdir(parents=True, exist_ok=True)
     # One apt at a time on the private state (apt runs without its own locks here):
     # packages fetched side by side, or two runs, would corrupt each other's lists.
     with locked(state):
-        options = apt_options(state, kind, arch)
+        options = apt_options(state, kind, arch, suite)
         update = run_apt(["apt-get", *options, "update"])
         result = run_apt(["apt-get", *options, *command], cwd=cwd)
     lines = (result.stderr + result.stdout + update.stdout).strip().splitlines()
     return lines[-1] if lines else "no output"
 
 
-def apt_options(state: Path, kind: str, arch: str | None) -> list[str]:
+def apt_options(state: Path, kind: str, arch: str | None, suite: str | None) -> list[str]:
     """``-o`` options pointing apt at a private list of ``kind`` lines and lists dir."""
     lists = state / "lists"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
@@ -357,7 +356,7 @@ def apt_options(state: Path, kind: str, arch: str | None) -> list[str]:
     sources = state / "sources.list"
     os.utime(state)  # its last use, for cache gc
     options = f" [arch={arch}]" if arch else ""
-    sources.write_text("".join(f"{kind}{options} {line}\n" for line in debian_archives()))
+    sources.write_text("".join(f"{kind}{options} {line}\n" for line in archives(suite)))
     return [
         "-o", f"Dir::Etc::SourceList={sources}",
         "-o", f"Dir::Etc::SourceParts={state / 'sources.list.d'}",
@@ -365,23 +364,32 @@ def apt_options(state: Path, kind: str, arch: str | None) -> list[str]:
         "-o", "Debug::NoLocking=1",
         # The target's architecture, for these lists only (the host's dpkg is not told).
         *(["-o", f"APT::Architectures::={arch}"] if arch else []),
+        # A named suite may come from a snapshot of the archive whose Release is past its
+        # Valid-Until (sid's lasts a week); the package is trusted by its pinned sha256.
+        *(["-o", "Acquire::Check-Valid-Until=false"] if suite else []),
         # As root apt drops to _apt for downloads, which cannot write a user's folders.
         *(["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []),
     ]
 
 
-def debian_archives() -> list[str]:
-    """``URI suite component`` for each Debian or Ubuntu archive apt is configured with."""
+def archives(suite: str | None) -> list[str]:
+    """``URI suite component`` lines: each Debian or Ubuntu archive apt is configured
+    with; for a Debian ``suite``, its main at each Debian archive but the -security one."""
     fmt = "$(REPO_URI) $(RELEASE) $(COMPONENT) $(ORIGIN) $(TARGET_OF)"
     result = run_apt(["apt-get", "indextargets", "--format", fmt])
-    archives = set()
+    found = set()
     for line in result.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 5 and parts[3] in ("Debian", "Ubuntu") and parts[4] == "deb":
-            archives.add(" ".join(parts[:3]))
-    if not archives:
-        raise AttemptFailed("apt is configured with no Debian or Ubuntu archive")
-    return sorted(archives)
+        if len(parts) == 5 and parts[4] == "deb" and parts[3] in ("Debian", "Ubuntu"):
+            uri, release, component, origin = parts[:4]
+            if suite is None:
+                found.add(f"{uri} {release} {component}")
+            elif origin == "Debian" and not release.endswith("-security"):
+                found.add(f"{uri} {suite} main")
+    if not found:
+        raise AttemptFailed(f"apt is configured with no Debian{'' if suite else ' or Ubuntu'} "
+                            "archive")
+    return sorted(found)
 
 
 def run_apt(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -25,7 +25,7 @@ from khib_tools import (
     window,
 )
 
-from tests.helpers import REPO, X86_64_CONFIG, fmt, khib, memory
+from tests.helpers import REPO, X86_64_CONFIG, fmt, khib, loads, memory
 
 IOMEM = """00000000-00000fff : Reserved
 00001000-0009fbff : System RAM
@@ -141,8 +141,11 @@ def test_a_window_b_cannot_own_whole_is_refused(text: str, message: str) -> None
 def test_the_image_must_cover_a_less_what_b_owns(core: Path, tmp_path: Path) -> None:
     """B has khib-save check its image against jump.md's contract (A's RAM less 4 KiB-640
     KiB and the window, no more, no less) before it writes anything after the data."""
-    expected = hibernate.expected_cover(RAM, (128 << 20, 64 << 20))
+    expected = hibernate.expected_cover(RAM, (128 << 20, 64 << 20), False)
     assert expected == [[0x100000, 128 << 20], [192 << 20, 0x1FFE0000]]
+    # A B whose kernel kept A's memory below 640 KiB (its patch 0003) stores that too.
+    kept = hibernate.expected_cover(RAM, (128 << 20, 64 << 20), True)
+    assert kept == [[0x1000, 0x9FC00], *expected]
     memory(tmp_path / "mem", 4 << 20)
     (tmp_path / "ranges").write_text("00001000-003fffff : System RAM\n")
     (tmp_path / "image").write_bytes(b"\x7fELF" + bytes(8188))  # an earlier image
@@ -155,6 +158,42 @@ def test_the_image_must_cover_a_less_what_b_owns(core: Path, tmp_path: Path) -> 
         assert (saved.returncode == 0) == ok, (cover, saved.stderr)
         assert ok or "would not hold exactly the memory" in saved.stderr
         assert (tmp_path / "image").read_bytes()[:4] == (b"\x7fELF" if ok else bytes(4))
+
+
+def test_low_memory_comes_from_and_goes_to_what_b_kept(core: Path, tmp_path: Path) -> None:
+    """--low: A's 4 KiB-640 KiB is read from B's kept copy (the file offset is the physical
+    address), though --exclude lists it as B's RAM; the restore writes it back there, not
+    into memory, and the running kernel's RAM below 640 KiB is then no obstacle."""
+    data = memory(tmp_path / "mem", 4 << 20)
+    kept = bytes(0x1000) + os.urandom(0x9F000)  # what B's kernel found there at boot
+    (tmp_path / "low").write_bytes(kept)
+    (tmp_path / "ranges").write_text("00001000-0009fbff : System RAM\n"
+                                     "00100000-003fffff : System RAM\n")
+    (tmp_path / "b-ram").write_text("00001000-0009ffff : System RAM\n"
+                                    "00200000-002fffff : System RAM\n")
+    saved = subprocess.run([core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                            tmp_path / "ranges", "--exclude", tmp_path / "b-ram", "--low",
+                            tmp_path / "low", "-o", tmp_path / "image"],
+                           capture_output=True, text=True, check=False)
+    assert saved.returncode == 0, saved.stderr
+    segments = [(s.paddr, s.memsz) for s in loads(tmp_path / "image")[0]]
+    assert segments[0][0] == 0x1000 and (0x200000, 0x100000) not in segments
+    memory(tmp_path / "target", 4 << 20)
+    (tmp_path / "target-low").write_bytes(bytes(0xA0000))
+    restored = subprocess.run([core / "khib-restore", tmp_path / "image", "--mem",
+                               tmp_path / "target", "--low", tmp_path / "target-low",
+                               "--running", tmp_path / "b-ram"],
+                              capture_output=True, text=True, check=False)
+    assert restored.returncode == 0, restored.stderr
+    assert (tmp_path / "target-low").read_bytes()[0x1000:0x9FC00] == kept[0x1000:0x9FC00]
+    target = (tmp_path / "target").read_bytes()
+    assert target[:0xA0000] == data[:0xA0000]  # memory below 640 KiB untouched
+    assert target[0x100000:0x200000] == data[0x100000:0x200000]
+    # Without --low the same image would land in the running kernel's RAM: refused.
+    refused = subprocess.run([core / "khib-restore", tmp_path / "image", "--mem",
+                              tmp_path / "target", "--running", tmp_path / "b-ram"],
+                             capture_output=True, text=True, check=False)
+    assert refused.returncode == fmt.EXIT_UNTOUCHED, refused.stderr
 
 
 def test_the_boot_area_comes_back_checked(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 	    export_headers(out, image, machine, runs, offsets, nruns, note) < 0)
 		goto fail;
 	for (size_t i = 0; i < image->count; i++) {
-		struct khib_destination to = {out, export_offset(runs, offsets, nruns,
+		struct khib_destination to = {out, NULL, export_offset(runs, offsets, nruns,
 							     image->segments[i].paddr), 0, NULL};
 		if (image->segments[i].kind == KHIB_DATA &&
 		    khib_segment_blocks(image_fd, name, image, i, 1, put_into, &to) < 0)

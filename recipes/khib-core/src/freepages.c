@@ -1,80 +1,35 @@
 /*
  * Which of the old kernel's pages are free, found as makedumpfile finds them: from the
- * kernel's own page structures, located through the layout its VMCOREINFO note exports.
- *
- * A free block of the buddy allocator starts at a struct page whose _mapcount (the
- * page_type of kernels before 6.9) equals NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE); it spans
- * 2^page.private pages.  struct pages are found through SYMBOL(mem_section) (SPARSEMEM:
- * roots of LENGTH(mem_section) entries of SIZE(mem_section) bytes, whose
- * OFFSET(mem_section.section_mem_map) holds the section's encoded map, with or without
- * VMEMMAP) or the array SYMBOL(mem_map) points at (FLATMEM), with SIZE(page), OFFSET(page._mapcount),
- * OFFSET(page.private), NUMBER(SECTION_SIZE_BITS) and NUMBER(MAX_PHYSMEM_BITS).  The count
- * is checked against what the kernel counted itself: the NR_FREE_PAGES entry
- * (NUMBER(NR_FREE_PAGES), SIZE(atomic_long_t)) of OFFSET(zone.vm_stat) in each of the
- * OFFSET(pglist_data.nr_zones) zones at OFFSET(pglist_data.node_zones), SIZE(zone) apart,
- * of SYMBOL(contig_page_data) (or of each node in SYMBOL(node_data), LENGTH(node_data)).
- *
- * Kernel addresses become physical ones on x86_64 through the kernel's page tables
- * (SYMBOL(init_top_pgt) at its physical address, NUMBER(phys_base), 4 or 5 levels by
- * NUMBER(pgtable_l5_enabled), without NUMBER(sme_mask)); on i386 the direct map is
- * linear from PAGE_OFFSET, which the note does not export: it is derived as SYMBOL(_stext)
- * less the physical start of A's "Kernel code" (/proc/iomem), where _text == _stext.
+ * kernel's own page structures, located through the layout its VMCOREINFO note exports
+ * (vmcoreinfo.c reads it).  A free buddy block's head is marked as the layout says and
+ * spans 2^page.private pages; struct pages are found through the sections' maps
+ * (SPARSEMEM, with or without VMEMMAP) or mem_map (FLATMEM).  The count is checked
+ * against what the kernel counted itself: the NR_FREE_PAGES entry (NUMBER(NR_FREE_PAGES),
+ * SIZE(atomic_long_t)) of OFFSET(zone.vm_stat) in each of the OFFSET(pglist_data.nr_zones)
+ * zones at OFFSET(pglist_data.node_zones), SIZE(zone) apart, of SYMBOL(contig_page_data)
+ * (or of each node in SYMBOL(node_data), LENGTH(node_data)).
  *
  * Derived, not exported: the kexec backup list (the entry list of the image kexec loaded,
  * whose source pages hold what the old kernel had in the destination pages while the new
  * one runs there) starts at the control page's KEXEC_CONTROL_CODE_MAX_SIZE + 0x30 on x86_64
  * (CP_PA_BACKUP_PAGES_MAP, relocate_kernel_64.S) and + 0x1c on i386; the section map's
- * flags take its low 5 bits (SECTION_MAP_LAST_BIT <= 5 on 6.1, the map is aligned beyond).
+ * flags take its low 6 bits (SECTION_FLAGS).
  */
 #define _GNU_SOURCE
-#include "oldmem.h"
+#include "vmcoreinfo.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define BATCH_PAGES 1024u
-
-struct layout {
-	const char *text;
-	uint64_t page_size, struct_page, mapcount, private, buddy, max_order;
-	uint64_t sections, roots, per_root, section_size, section_map, section_bits, physmem_bits;
-	uint64_t mem_map;
-	int sparse;
-};
-
-static int number(const char *text, const char *key, int64_t *value)
-{
-	size_t length = strlen(key);
-
-	for (const char *at = text; (at = strstr(at, key)); at += length) {
-		if ((at == text || at[-1] == '\n') && at[length] == '=') {
-			char *end;
-			int hex = !strncmp(key, "SYMBOL(", 7) || !strcmp(key, "KERNELOFFSET");
-			errno = 0;
-			*value = hex ? (int64_t)strtoull(at + length + 1, &end, 16)
-				     : strtoll(at + length + 1, &end, 10);
-			return errno || (*end != '\n' && *end != '\0') ? -1 : 0;
-		}
-	}
-	return -1;
-}
-
-/* A value the note must export, as an unsigned number; 0 and a message when it does not. */
-static int need(const char *text, const char *key, uint64_t *value, char *why, size_t size)
-{
-	int64_t found;
-
-	if (number(text, key, &found) < 0) {
-		snprintf(why, size, "A's VMCOREINFO has no %s", key);
-		return -1;
-	}
-	*value = (uint64_t)found;
-	return 0;
-}
+/* The section map's flag bits: SECTION_MAP_LAST_BIT is at most 5 in 6.1 and 6 in 7.2
+ * (with ZONE_DEVICE and HugeTLB vmemmap optimization); the kernel keeps the map aligned
+ * beyond it. */
+#define SECTION_FLAGS 0x3full
 
 /* The virtual address of pfn's struct page, or 0. */
-static uint64_t page_struct(struct khib_old_memory *m, const struct layout *l, uint64_t pfn)
+static uint64_t page_struct(struct khib_old_memory *m, const struct khib_kernel_layout *l, uint64_t pfn)
 {
 	uint64_t nr, root, entry, map;
 	int failed = 0;
@@ -96,23 +51,23 @@ static uint64_t page_struct(struct khib_old_memory *m, const struct layout *l, u
 	map = khib_vword(m, entry + l->section_map, &failed);
 	if (failed || !(map & 1u))   /* SECTION_MARKED_PRESENT */
 		return 0;
-	return (map & ~0x1full) + pfn * l->struct_page;
+	return (map & ~SECTION_FLAGS) + pfn * l->struct_page;
 }
 
 /* Sum of NR_FREE_PAGES over the zones of one node. */
-static int node_free(struct khib_old_memory *m, const struct layout *l, uint64_t pgdat,
+static int node_free(struct khib_old_memory *m, const struct khib_kernel_layout *l, uint64_t pgdat,
 		     uint64_t *total)
 {
 	uint64_t nr_zones_at, zones_at, zone_size, vm_stat, index, counter;
 	unsigned char bytes[8];
 	int32_t nr_zones;
 
-	if (need(l->text, "OFFSET(pglist_data.nr_zones)", &nr_zones_at, NULL, 0) < 0 ||
-	    need(l->text, "OFFSET(pglist_data.node_zones)", &zones_at, NULL, 0) < 0 ||
-	    need(l->text, "SIZE(zone)", &zone_size, NULL, 0) < 0 ||
-	    need(l->text, "OFFSET(zone.vm_stat)", &vm_stat, NULL, 0) < 0 ||
-	    need(l->text, "NUMBER(NR_FREE_PAGES)", &index, NULL, 0) < 0 ||
-	    need(l->text, "SIZE(atomic_long_t)", &counter, NULL, 0) < 0 || counter > 8 ||
+	if (khib_info_need(l->text, "OFFSET(pglist_data.nr_zones)", &nr_zones_at, NULL, 0) < 0 ||
+	    khib_info_need(l->text, "OFFSET(pglist_data.node_zones)", &zones_at, NULL, 0) < 0 ||
+	    khib_info_need(l->text, "SIZE(zone)", &zone_size, NULL, 0) < 0 ||
+	    khib_info_need(l->text, "OFFSET(zone.vm_stat)", &vm_stat, NULL, 0) < 0 ||
+	    khib_info_need(l->text, "NUMBER(NR_FREE_PAGES)", &index, NULL, 0) < 0 ||
+	    khib_info_need(l->text, "SIZE(atomic_long_t)", &counter, NULL, 0) < 0 || counter > 8 ||
 	    khib_vread(m, pgdat + nr_zones_at, bytes, 4) < 0)
 		return -1;
 	nr_zones = (int32_t)khib_little(bytes, 4);
@@ -126,16 +81,16 @@ static int node_free(struct khib_old_memory *m, const struct layout *l, uint64_t
 }
 
 /* NR_FREE_PAGES as the old kernel counted it, summed over its zones. */
-static int kernel_count(struct khib_old_memory *m, const struct layout *l, uint64_t *total)
+static int kernel_count(struct khib_old_memory *m, const struct khib_kernel_layout *l, uint64_t *total)
 {
 	int64_t pgdat, nodes, length;
 	int failed = 0;
 
 	*total = 0;
-	if (number(l->text, "SYMBOL(contig_page_data)", &pgdat) == 0)
+	if (khib_info_number(l->text, "SYMBOL(contig_page_data)", &pgdat) == 0)
 		return node_free(m, l, (uint64_t)pgdat, total);
-	if (number(l->text, "SYMBOL(node_data)", &nodes) < 0 ||
-	    number(l->text, "LENGTH(node_data)", &length) < 0)
+	if (khib_info_number(l->text, "SYMBOL(node_data)", &nodes) < 0 ||
+	    khib_info_number(l->text, "LENGTH(node_data)", &length) < 0)
 		return -1;
 	for (int64_t n = 0; n < length && n < 1024; n++) {
 		uint64_t node = khib_vword(m, (uint64_t)nodes + (uint64_t)n * WORD, &failed);
@@ -143,92 +98,6 @@ static int kernel_count(struct khib_old_memory *m, const struct layout *l, uint6
 			return -1;
 	}
 	return 0;
-}
-
-static int release_supported(const char *text, char *why, size_t size)
-{
-	const char *at = strstr(text, "OSRELEASE=");
-	unsigned major = 0, minor = 0;
-
-	if (!at || sscanf(at + 10, "%u.%u", &major, &minor) != 2) {
-		snprintf(why, size, "A's VMCOREINFO names no kernel release");
-		return -1;
-	}
-	/* 5.10 to 6.8: _mapcount holds PAGE_BUDDY_MAPCOUNT_VALUE on a free block's head. */
-	if (major * 1000u + minor < 5010u || major * 1000u + minor > 6008u) {
-		snprintf(why, size, "A runs Linux %u.%u: its free pages are marked in a way this "
-			 "khib-save does not read (it reads 5.10 to 6.8)", major, minor);
-		return -1;
-	}
-	return 0;
-}
-
-static int read_layout(struct khib_old_memory *m, struct layout *l, uint64_t kernel_code,
-		       char *why, size_t size)
-{
-	const char *t = l->text;
-	int64_t value;
-
-	if (release_supported(t, why, size) < 0 ||
-	    need(t, "SIZE(page)", &l->struct_page, why, size) < 0 ||
-	    need(t, "OFFSET(page._mapcount)", &l->mapcount, why, size) < 0 ||
-	    need(t, "OFFSET(page.private)", &l->private, why, size) < 0 ||
-	    need(t, "NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", &l->buddy, why, size) < 0 ||
-	    need(t, "LENGTH(zone.free_area)", &l->max_order, why, size) < 0 ||
-	    need(t, "PAGESIZE", &l->page_size, why, size) < 0)
-		return -1;
-	if (!l->struct_page || l->struct_page > 512) {
-		snprintf(why, size, "A's struct page is %llu bytes",
-			 (unsigned long long)l->struct_page);
-		return -1;
-	}
-	if (l->page_size != KHIB_PAGE) {
-		snprintf(why, size, "A's pages are %llu bytes", (unsigned long long)l->page_size);
-		return -1;
-	}
-#if defined(__x86_64__)
-	(void)kernel_code;
-	if (need(t, "SYMBOL(init_top_pgt)", &m->top_pgt, why, size) < 0 ||
-	    need(t, "NUMBER(phys_base)", &m->phys_base, why, size) < 0)
-		return -1;
-	m->top_pgt = m->top_pgt - START_KERNEL_MAP + m->phys_base;
-	m->l5 = number(t, "NUMBER(pgtable_l5_enabled)", &value) == 0 && value;
-	m->sme_mask = number(t, "NUMBER(sme_mask)", &value) == 0 ? (uint64_t)value : 0;
-#else
-	if (need(t, "SYMBOL(_stext)", &m->page_offset, why, size) < 0)
-		return -1;
-	if (!kernel_code || kernel_code > m->page_offset) {
-		snprintf(why, size, "A's \"Kernel code\" is unknown: its PAGE_OFFSET cannot be "
-			 "derived");
-		return -1;
-	}
-	m->page_offset -= kernel_code;
-#endif
-	l->sparse = number(t, "SYMBOL(mem_section)", &value) == 0;
-	if (l->sparse) {
-		l->mem_map = (uint64_t)value;
-		if (need(t, "LENGTH(mem_section)", &l->roots, why, size) < 0 ||
-		    need(t, "SIZE(mem_section)", &l->section_size, why, size) < 0 ||
-		    need(t, "OFFSET(mem_section.section_mem_map)", &l->section_map, why, size) < 0 ||
-		    need(t, "NUMBER(SECTION_SIZE_BITS)", &l->section_bits, why, size) < 0 ||
-		    need(t, "NUMBER(MAX_PHYSMEM_BITS)", &l->physmem_bits, why, size) < 0)
-			return -1;
-		if (!l->section_size || l->section_bits < 12 || l->physmem_bits < l->section_bits ||
-		    l->physmem_bits - l->section_bits > 40) {
-			snprintf(why, size, "A's sections are not what SPARSEMEM makes (%llu bytes, "
-				 "2^%llu of 2^%llu)", (unsigned long long)l->section_size,
-				 (unsigned long long)l->section_bits,
-				 (unsigned long long)l->physmem_bits);
-			return -1;
-		}
-		/* SPARSEMEM_EXTREME: LENGTH counts roots of a page of sections each. */
-		l->sections = 1ull << (l->physmem_bits - l->section_bits);
-		l->per_root = KHIB_PAGE / l->section_size;
-		if (l->roots * l->per_root != l->sections)
-			l->per_root = 1;
-		return 0;
-	}
-	return need(t, "SYMBOL(mem_map)", &l->mem_map, why, size);
 }
 
 /* The note's descriptor (the VMCOREINFO text) from its ELF note at paddr. */
@@ -267,7 +136,7 @@ int khib_page_free(const struct khib_free_pages *f, uint64_t pfn)
 }
 
 /* Walk the struct pages of every pfn in the ranges, marking the free buddy blocks. */
-static int walk(struct khib_old_memory *m, const struct layout *l, const struct khib_range *ranges,
+static int walk(struct khib_old_memory *m, const struct khib_kernel_layout *l, const struct khib_range *ranges,
 		size_t count, struct khib_free_pages *f)
 {
 	unsigned char *batch = malloc(BATCH_PAGES * (size_t)l->struct_page);
@@ -292,9 +161,11 @@ static int walk(struct khib_old_memory *m, const struct layout *l, const struct 
 			}
 			for (uint64_t i = 0; i < n; i++) {
 				const unsigned char *page = batch + i * l->struct_page;
-				int32_t type = (int32_t)khib_little(page + l->mapcount, 4);
+				uint32_t type = (uint32_t)khib_little(page + l->mapcount, 4);
+				uint32_t buddy = (uint32_t)l->buddy;
 				uint64_t order;
-				if (pfn + i < free_until || type != (int32_t)l->buddy)
+				if (pfn + i < free_until ||
+				    (l->type_byte ? type >> 24 != buddy >> 24 : type != buddy))
 					continue;
 				order = (uint64_t)khib_little(page + l->private, WORD);
 				if (order >= l->max_order)
@@ -316,7 +187,7 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 			 struct khib_free_pages *f)
 {
 	struct khib_old_memory *m = calloc(1, sizeof(*m));
-	struct layout l = {0};
+	struct khib_kernel_layout l = {0};
 	uint64_t max_pfn = 0, tolerance;
 	int status = -1;
 
@@ -338,7 +209,7 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 		goto out;
 	}
 	l.text = f->vmcoreinfo;
-	if (read_layout(m, &l, kernel_code, f->why, sizeof(f->why)) < 0)
+	if (khib_read_layout(m, &l, kernel_code, f->why, sizeof(f->why)) < 0)
 		goto out;
 	if (!l.sparse) {   /* SYMBOL(mem_map) is the pointer's address */
 		int failed = 0;

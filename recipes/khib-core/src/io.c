@@ -79,6 +79,33 @@ int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_mem
 	return munmap(mapped, lead + size);
 }
 
+/*
+ * Copy between physical memory and a buffer: through --mem, except the bytes between
+ * KHIB_LOW_START and KHIB_LOW_END when B's copy of them is open (phys->low), which go
+ * to and from that copy (a sysfs file: read and written, not mapped).
+ */
+int khib_phys_copy(const struct khib_phys *phys, void *buffer, size_t size, uint64_t paddr,
+		   int to_memory)
+{
+	unsigned char *at = buffer;
+
+	while (size) {
+		int low = phys->low >= 0 && paddr >= KHIB_LOW_START && paddr < KHIB_LOW_END;
+		uint64_t edge = phys->low < 0 ? UINT64_MAX : low ? KHIB_LOW_END :
+				paddr < KHIB_LOW_START ? KHIB_LOW_START : UINT64_MAX;
+		size_t part = edge - paddr < size ? (size_t)(edge - paddr) : size;
+		int failed = !low ? khib_mem_copy(phys->mem, at, part, paddr, to_memory) :
+			     to_memory ? khib_pwrite_full(phys->low, at, part, paddr) :
+			     khib_pread_full(phys->low, at, part, paddr);
+		if (failed < 0)
+			return -1;
+		at += part;
+		paddr += part;
+		size -= part;
+	}
+	return 0;
+}
+
 /* The ELF header of a little-endian ELF64 core: a khib image's, or an export's. */
 Elf64_Ehdr khib_core_header(uint16_t machine, uint64_t phoff, uint16_t phnum)
 {

@@ -130,6 +130,8 @@ int khib_check_image(int fd, const char *name, struct khib_image *image,
 int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count);
 int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
 		 size_t nholes);
+int khib_take_low(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
+		  size_t nholes);
 int khib_vmcore_ranges(int fd, const char *name, struct khib_range **ranges,
 		       size_t *count);
 int khib_overlaps(const struct khib_image *image, const struct khib_range *ranges,
@@ -137,10 +139,27 @@ int khib_overlaps(const struct khib_image *image, const struct khib_range *range
 int khib_outside(const struct khib_image *image, const struct khib_range *ranges,
 		 size_t count, const char *name);
 
+/*
+ * A's memory between 4 KiB and 640 KiB while B runs: B's boot writes its real-mode
+ * trampoline there, so B keeps what it found (its kernel's patch 0003) and gives it back
+ * when it jumps back; /sys/kernel/kexec_jump_low reads and writes that copy (the offset
+ * is the physical address). khib-save and khib-restore take those bytes from it (--low).
+ */
+#define KHIB_LOW_START 0x1000u
+#define KHIB_LOW_END 0xA0000u
+
+/* Physical memory as khib-restore writes it: /dev/mem, and the low copy when given. */
+struct khib_phys {
+	int mem;
+	int low;   /* B's copy of A's 4 KiB-640 KiB, or -1 */
+};
+
 /* io.c */
 int khib_pread_full(int fd, void *buffer, size_t size, uint64_t offset);
 int khib_pwrite_full(int fd, const void *buffer, size_t size, uint64_t offset);
 int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory);
+int khib_phys_copy(const struct khib_phys *phys, void *buffer, size_t size, uint64_t paddr,
+		   int to_memory);
 void khib_progress(const char *what, uint64_t done, uint64_t total);
 double khib_seconds(void);
 Elf64_Ehdr khib_core_header(uint16_t machine, uint64_t phoff, uint16_t phnum);

@@ -16,7 +16,10 @@
  *        --meta-out FILE: the meta, written before memory is; --count-write: just
  *        before the first write, one more in the writes the image's first page counts.
  *        Exit status: 0 written and verified, 1 nothing written, 3 writing began and
- *        failed (memory is changed).
+ *        failed (memory is changed).  --low FILE: A's 4 KiB-640 KiB goes to FILE (what
+ *        the running kernel gives back to the kernel it jumps into: its
+ *        /sys/kernel/kexec_jump_low), not to --mem, so the running kernel's own RAM
+ *        there is not in the way.
  *   khib-restore IMAGE --mem /dev/mem --verify   only compare memory with the image
  *                                                (free runs are not compared)
  *   khib-restore IMAGE --export OUT [--key FILE] a plain core (export.c)
@@ -36,8 +39,8 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-restore IMAGE (--check | --mem FILE [--running IOMEM] "
-		"[--within RANGES] [--meta-is FILE] [--count-write] [--verify] | --export OUT)\n"
-		"       [--key FILE] [--meta-out FILE]\n");
+		"[--within RANGES] [--meta-is FILE] [--count-write] [--low FILE] [--verify] |\n"
+		"        --export OUT) [--key FILE] [--meta-out FILE]\n");
 	return KHIB_EXIT_USAGE;
 }
 
@@ -48,17 +51,18 @@ int put_into(void *context, const unsigned char *data, size_t size, uint64_t at)
 	if (!to->memory)
 		return khib_pwrite_full(to->fd, data, size, to->base + at);
 	*to->written = 1;
-	return khib_mem_copy(to->fd, (void *)data, size, to->base + at, 1);
+	return khib_phys_copy(to->phys, (void *)data, size, to->base + at, 1);
 }
 
 /* Every segment into memory; *written says whether a byte of it may have changed. */
-static int write_back(int image_fd, const char *name, int mem, struct khib_image *image,
+static int write_back(int image_fd, const char *name, const struct khib_phys *mem,
+		      struct khib_image *image,
 		      unsigned char *buffer, int *written)
 {
 	memset(buffer, 0, CHUNK);
 	for (size_t i = 0; i < image->count; i++) {
 		const struct khib_segment *s = &image->segments[i];
-		struct khib_destination to = {mem, s->paddr, 1, written};
+		struct khib_destination to = {-1, mem, s->paddr, 1, written};
 		if (s->kind == KHIB_DATA) {
 			if (khib_segment_blocks(image_fd, name, image, i, 1, put_into, &to) < 0)
 				goto fail;
@@ -67,7 +71,7 @@ static int write_back(int image_fd, const char *name, int mem, struct khib_image
 		for (uint64_t at = 0; at < s->memsz;) {   /* zero and free runs: zeros */
 			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
 			*written = 1;
-			if (khib_mem_copy(mem, buffer, length, s->paddr + at, 1) < 0)
+			if (khib_phys_copy(mem, buffer, length, s->paddr + at, 1) < 0)
 				goto fail;
 			at += length;
 		}
@@ -83,7 +87,7 @@ fail:
  * Compare memory with the image (CRC-32s, zeros); the number of segments that differ.
  * Free runs are compared only after a write (the old kernel's free pages hold anything).
  */
-static long verify(int mem, const struct khib_image *image, unsigned char *buffer,
+static long verify(const struct khib_phys *mem, const struct khib_image *image, unsigned char *buffer,
 		   int after_write)
 {
 	long bad = 0;
@@ -95,7 +99,7 @@ static long verify(int mem, const struct khib_image *image, unsigned char *buffe
 			continue;
 		for (uint64_t at = 0; at < s->memsz;) {
 			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
-			if (khib_mem_copy(mem, buffer, length, s->paddr + at, 0) < 0) {
+			if (khib_phys_copy(mem, buffer, length, s->paddr + at, 0) < 0) {
 				fprintf(stderr, "khib-restore: reading 0x%llx: %s\n",
 					(unsigned long long)(s->paddr + at), strerror(errno));
 				return -1;
@@ -116,18 +120,24 @@ static long verify(int mem, const struct khib_image *image, unsigned char *buffe
 	return bad;
 }
 
-/* Whether the image's segments lie in the ranges listed in path (1), outside (0). */
+/*
+ * Whether the image's segments lie in the ranges listed in path (1), outside (0); with
+ * low, the running kernel's RAM below 640 KiB is no obstacle (--low writes it elsewhere).
+ */
 static int fits(const struct khib_image *image, const char *path, const char *name,
-		int inside)
+		int inside, int low)
 {
-	struct khib_range *ranges = NULL;
+	struct khib_range *ranges = NULL, hole = {KHIB_LOW_START, KHIB_LOW_END - KHIB_LOW_START, 0};
 	size_t count = 0;
 	int wrong;
 
 	if (!path)
 		return 1;
-	if (khib_read_ranges(path, &ranges, &count) < 0)
+	if (khib_read_ranges(path, &ranges, &count) < 0 ||
+	    (low && khib_exclude(&ranges, &count, &hole, 1) < 0)) {
+		free(ranges);
 		return 0;
+	}
 	wrong = inside ? khib_outside(image, ranges, count, name)
 		       : khib_overlaps(image, ranges, count, name);
 	free(ranges);
@@ -195,6 +205,7 @@ fail:
 /* Where and how --mem writes: the checks before the first byte. */
 struct restore_options {
 	const char *mem;
+	const char *low;         /* B's copy of A's 4 KiB-640 KiB: written there */
 	const char *running;     /* the running kernel's RAM: no segment there */
 	const char *within;      /* the RAM the image was saved from: every segment there */
 	const char *meta_is;     /* the meta an earlier check found: the image must record it */
@@ -202,32 +213,49 @@ struct restore_options {
 	int count;               /* count the write in the image's first page, first */
 };
 
+/* --mem, and --low when given, opened with flags; said on standard error if not. */
+static int open_phys(const char *mem_path, const char *low_path, int flags,
+		     struct khib_phys *phys)
+{
+	const char *failed = (phys->mem = open(mem_path, flags)) < 0 ? mem_path :
+			     low_path && (phys->low = open(low_path, flags)) < 0 ? low_path : NULL;
+
+	if (failed)
+		fprintf(stderr, "khib-restore: %s: %s\n", failed, strerror(errno));
+	return failed ? -1 : 0;
+}
+
+static void close_phys(struct khib_phys *phys)
+{
+	if (phys->mem >= 0)
+		close(phys->mem);
+	if (phys->low >= 0)
+		close(phys->low);
+}
+
 /* Check, write, verify: the exit status says what happened to memory. */
 static int restore(int fd, const char *name, struct khib_image *image,
 		   const struct restore_options *o, const struct khib_key *key,
 		   unsigned char *buffer, double started)
 {
-	int mem, written = 0;
+	struct khib_phys mem = {-1, -1};
+	int written = 0;
 	long bad;
 
-	if (khib_check_image(fd, name, image, key) != 0 || !fits(image, o->running, name, 0) ||
-	    !fits(image, o->within, name, 1) || (o->meta_is && !same_meta(image, o->meta_is, name)) ||
+	if (khib_check_image(fd, name, image, key) != 0 ||
+	    !fits(image, o->running, name, 0, !!o->low) || !fits(image, o->within, name, 1, 0) || (o->meta_is && !same_meta(image, o->meta_is, name)) ||
 	    (o->meta_out && write_meta(image, o->meta_out) < 0))
 		return KHIB_EXIT_UNTOUCHED;
-	mem = open(o->mem, O_RDWR);
-	if (mem < 0 || (o->count && count_write(name) < 0)) {
-		if (mem < 0)
-			fprintf(stderr, "khib-restore: %s: %s\n", o->mem, strerror(errno));
-		else
-			close(mem);
+	if (open_phys(o->mem, o->low, O_RDWR, &mem) < 0 || (o->count && count_write(name) < 0)) {
+		close_phys(&mem);
 		return KHIB_EXIT_UNTOUCHED;
 	}
-	if (write_back(fd, name, mem, image, buffer, &written) < 0) {
-		close(mem);
+	if (write_back(fd, name, &mem, image, buffer, &written) < 0) {
+		close_phys(&mem);
 		return written ? KHIB_EXIT_PARTLY : KHIB_EXIT_UNTOUCHED;
 	}
-	bad = verify(mem, image, buffer, 1);
-	close(mem);
+	bad = verify(&mem, image, buffer, 1);
+	close_phys(&mem);
 	if (bad != 0)
 		return KHIB_EXIT_PARTLY;
 	printf("khib-restore: %zu segments written and verified in %.1f s\n", image->count,
@@ -235,18 +263,18 @@ static int restore(int fd, const char *name, struct khib_image *image,
 	return KHIB_EXIT_WRITTEN;
 }
 
-static int compare_only(const char *mem_path, const struct khib_image *image,
+static int compare_only(const struct restore_options *o, const struct khib_image *image,
 			unsigned char *buffer, double started)
 {
-	int mem = open(mem_path, O_RDONLY);
+	struct khib_phys mem = {-1, -1};
 	long bad;
 
-	if (mem < 0) {
-		fprintf(stderr, "khib-restore: %s: %s\n", mem_path, strerror(errno));
+	if (open_phys(o->mem, o->low, O_RDONLY, &mem) < 0) {
+		close_phys(&mem);
 		return 1;
 	}
-	bad = verify(mem, image, buffer, 0);
-	close(mem);
+	bad = verify(&mem, image, buffer, 0);
+	close_phys(&mem);
 	if (bad == 0)
 		printf("khib-restore: %zu segments compared and verified in %.1f s\n", image->count,
 		       khib_seconds() - started);
@@ -268,6 +296,7 @@ int khib_restore_main(int argc, char **argv)
 		const char **slot = !strcmp(argv[i], "--mem") ? &o.mem :
 				    !strcmp(argv[i], "--running") ? &o.running :
 				    !strcmp(argv[i], "--within") ? &o.within :
+				    !strcmp(argv[i], "--low") ? &o.low :
 				    !strcmp(argv[i], "--meta-is") ? &o.meta_is :
 				    !strcmp(argv[i], "--export") ? &export :
 				    !strcmp(argv[i], "--key") ? &key_path :
@@ -309,7 +338,7 @@ int khib_restore_main(int argc, char **argv)
 		status = khib_check_image(fd, image_path, &image, &key) != 0 ||
 			 khib_export_core(fd, image_path, &image, export, machine, buffer) < 0;
 	} else if (verify_only) {
-		status = compare_only(o.mem, &image, buffer, started);
+		status = compare_only(&o, &image, buffer, started);
 	} else {
 		status = restore(fd, image_path, &image, &o, &key, buffer, started);
 		if (status == KHIB_EXIT_UNTOUCHED)

@@ -7,6 +7,9 @@
  *             [--limit N] [--key FILE]
  *             [--vmcoreinfo ADDR:SIZE [--control-page ADDR] [--kernel-code ADDR]]
  *
+ * --low FILE: A's memory between 4 KiB and 640 KiB is read from FILE (offset = physical
+ * address: /sys/kernel/kexec_jump_low, what B's kernel kept of it before its boot wrote
+ * there), not from --vmcore or --mem, and stays in though --exclude lists it.
  * --cover RANGES: the image must hold exactly the memory its file lists (the caller's
  * contract), checked before anything after the data is written.
  * --exclude leaves out the System RAM its file lists (in B: B's own /proc/iomem, the
@@ -48,7 +51,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: khib-save (--vmcore FILE | --mem FILE --ranges FILE) -o IMAGE "
 		"[--exclude RANGES] [--meta FILE] [--limit BYTES] [--key FILE]\n"
-		"       [--cover RANGES] [--vmcoreinfo ADDR:SIZE [--control-page ADDR] "
+		"       [--low FILE] [--cover RANGES] [--vmcoreinfo ADDR:SIZE [--control-page ADDR] "
 		"[--kernel-code ADDR]]\n");
 	return 2;
 }
@@ -169,7 +172,7 @@ int khib_save_main(int argc, char **argv)
 {
 	const char *vmcore = NULL, *mem = NULL, *ranges_path = NULL, *output = NULL;
 	const char *exclude = NULL, *meta_path = NULL, *limit_text = NULL, *key_path = NULL;
-	const char *cover = NULL;
+	const char *cover = NULL, *low = NULL;
 	const char *vmcoreinfo = NULL, *control = NULL, *kernel_code = NULL;
 	struct khib_range *ranges = NULL, *all = NULL, *holes = NULL;
 	struct khib_image image = {0};
@@ -188,7 +191,7 @@ int khib_save_main(int argc, char **argv)
 	char *meta = NULL, *end = NULL;
 	double started = khib_seconds(), seconds;
 	struct stat st;
-	int fd, out, status = 1;
+	int fd, out, low_fd = -1, status = 1;
 
 	for (int i = 1; i < argc; i++) {
 		const char **slot = !strcmp(argv[i], "--vmcore") ? &vmcore :
@@ -199,6 +202,7 @@ int khib_save_main(int argc, char **argv)
 				    !strcmp(argv[i], "--limit") ? &limit_text :
 				    !strcmp(argv[i], "--key") ? &key_path :
 				    !strcmp(argv[i], "--cover") ? &cover :
+				    !strcmp(argv[i], "--low") ? &low :
 				    !strcmp(argv[i], "--vmcoreinfo") ? &vmcoreinfo :
 				    !strcmp(argv[i], "--control-page") ? &control :
 				    !strcmp(argv[i], "--kernel-code") ? &kernel_code :
@@ -219,11 +223,16 @@ int khib_save_main(int argc, char **argv)
 		fprintf(stderr, "khib-save: %s: %s\n", vmcore ? vmcore : mem, strerror(errno));
 		return 1;
 	}
+	if (low && (low_fd = open(low, O_RDONLY)) < 0) {
+		fprintf(stderr, "khib-save: %s: %s\n", low, strerror(errno));
+		return 1;
+	}
 	if ((vmcore ? khib_vmcore_ranges(fd, vmcore, &ranges, &count)
 		    : khib_read_ranges(ranges_path, &ranges, &count)) < 0 ||
 	    (mem && khib_read_ranges(ranges_path, &all, &nall) < 0) ||
-	    (exclude && (khib_read_ranges(exclude, &holes, &nholes) < 0 ||
-			 khib_exclude(&ranges, &count, holes, nholes) < 0)))
+	    (exclude && khib_read_ranges(exclude, &holes, &nholes) < 0) ||
+	    (low ? khib_take_low(&ranges, &count, holes, nholes)
+		 : khib_exclude(&ranges, &count, holes, nholes)) < 0)
 		return 1;
 	free(holes);
 	for (size_t r = 0; r < count; r++)
@@ -244,7 +253,7 @@ int khib_save_main(int argc, char **argv)
 			     .limit = room_left < limit ? room_left : limit};
 	run->segment = SIZE_MAX;
 	khib_sha256_init(&w->list);
-	if (khib_save_pages(fd, ranges, count, total, &free_pages, buffer, w, run, &image, pages) < 0) {
+	if (khib_save_pages(fd, low_fd, ranges, count, total, &free_pages, buffer, w, run, &image, pages) < 0) {
 		if (errno == E2BIG)
 			fprintf(stderr, "khib-save: %s: A's memory falls into more than %u runs: more "
 				"than one image can describe: nothing saved\n", output,
@@ -302,5 +311,7 @@ out:
 	free(free_pages.vmcoreinfo);
 	close(fd);
 	close(out);
+	if (low_fd >= 0)
+		close(low_fd);
 	return status;
 }

@@ -120,6 +120,46 @@ int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_ra
 	return 0;
 }
 
+static int by_address(const void *a, const void *b)
+{
+	const struct khib_range *x = a, *y = b;
+
+	return x->paddr < y->paddr ? -1 : x->paddr > y->paddr;
+}
+
+/*
+ * khib_exclude() for khib-save --low: the ranges' bytes between KHIB_LOW_START and
+ * KHIB_LOW_END are read from B's copy of them instead, so they stay (as ranges whose
+ * offset is their physical address, in order among the others) though the holes (B's
+ * own RAM, which covers the low memory B booted over) are cut out of the rest.
+ */
+int khib_take_low(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
+		  size_t nholes)
+{
+	struct khib_range *low = NULL, hole = {KHIB_LOW_START, KHIB_LOW_END - KHIB_LOW_START, 0};
+	size_t nlow = 0;
+	int status = -1;
+
+	for (size_t r = 0; r < *count; r++) {
+		uint64_t start = (*ranges)[r].paddr, end = start + (*ranges)[r].size;
+		start = start > KHIB_LOW_START ? start : KHIB_LOW_START;
+		end = end < KHIB_LOW_END ? end : KHIB_LOW_END;
+		if (start < end && add_range(&low, &nlow, start, end - start, start) < 0)
+			goto out;
+	}
+	if (khib_exclude(ranges, count, &hole, 1) < 0 ||
+	    khib_exclude(ranges, count, holes, nholes) < 0)
+		goto out;
+	for (size_t r = 0; r < nlow; r++)
+		if (add_range(ranges, count, low[r].paddr, low[r].size, low[r].offset) < 0)
+			goto out;
+	qsort(*ranges, *count, sizeof(**ranges), by_address);
+	status = 0;
+out:
+	free(low);
+	return status;
+}
+
 /* The memory /proc/vmcore exposes: its PT_LOADs, each a physical range at an offset. */
 int khib_vmcore_ranges(int fd, const char *name, struct khib_range **ranges, size_t *count)
 {

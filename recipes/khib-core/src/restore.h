@@ -6,7 +6,8 @@
 
 /* Memory (a physical address) or a file (an offset). */
 struct khib_destination {
-	int fd;
+	int fd;                           /* a file */
+	const struct khib_phys *phys;     /* memory */
 	uint64_t base;
 	int memory;
 	int *written;     /* set once a byte of memory may have changed */

@@ -140,8 +140,17 @@ static int add_page(struct khib_writer *w, struct khib_data_run *run, struct khi
 	return run->used == KHIB_BLOCK ? put_block(w, run) : 0;
 }
 
+/* A range's bytes: from fd, or from B's copy of the low memory (low_fd, khib-save --low). */
+static int read_range(int fd, int low_fd, const struct khib_range *range, void *buffer,
+		      size_t length, uint64_t at)
+{
+	if (low_fd >= 0 && range->paddr >= KHIB_LOW_START && range->paddr < KHIB_LOW_END)
+		return khib_pread_full(low_fd, buffer, length, range->offset + at);
+	return khib_mem_copy(fd, buffer, length, range->offset + at, 0);
+}
+
 /* The one pass: every page of the ranges, free (not read), zero or data. */
-int khib_save_pages(int fd, const struct khib_range *ranges, size_t count, uint64_t total,
+int khib_save_pages(int fd, int low_fd, const struct khib_range *ranges, size_t count, uint64_t total,
 		      const struct khib_free_pages *free_pages, unsigned char *buffer,
 		      struct khib_writer *w, struct khib_data_run *run, struct khib_image *image,
 		      uint64_t pages[3])
@@ -152,7 +161,7 @@ int khib_save_pages(int fd, const struct khib_range *ranges, size_t count, uint6
 		for (uint64_t at = 0; at < ranges[r].size;) {
 			size_t length = ranges[r].size - at < KHIB_CHUNK ? (size_t)(ranges[r].size - at) : KHIB_CHUNK;
 			int skip = all_free(free_pages, ranges[r].paddr + at, length);
-			if (!skip && khib_mem_copy(fd, buffer, length, ranges[r].offset + at, 0) < 0)
+			if (!skip && read_range(fd, low_fd, &ranges[r], buffer, length, at) < 0)
 				return -1;
 			for (size_t page = 0; page < length; page += KHIB_PAGE) {
 				size_t size = length - page < KHIB_PAGE ? length - page : KHIB_PAGE;

@@ -29,7 +29,7 @@ struct khib_data_run {
 int khib_flush(struct khib_writer *w);
 int khib_put(struct khib_writer *w, const void *data, size_t size);
 uint64_t khib_position(const struct khib_writer *w);
-int khib_save_pages(int fd, const struct khib_range *ranges, size_t count, uint64_t total,
+int khib_save_pages(int fd, int low_fd, const struct khib_range *ranges, size_t count, uint64_t total,
 		    const struct khib_free_pages *free_pages, unsigned char *buffer,
 		    struct khib_writer *w, struct khib_data_run *run, struct khib_image *image,
 		    uint64_t pages[3]);

@@ -90,12 +90,14 @@ def hibernate(args: argparse.Namespace) -> int:
     return 0
 
 
-def expected_cover(a_ram: list[tuple[int, int]], window: tuple[int, int]) -> list[list[int]]:
-    """What the image must hold of A: its System RAM less 4 KiB-640 KiB and the window
-    (jump.md's contract), as [start, end) ranges; khib-save checks its image against it
-    (--cover) before anything after the data is written."""
+def expected_cover(a_ram: list[tuple[int, int]], window: tuple[int, int], kept_low: bool
+                   ) -> list[list[int]]:
+    """What the image must hold of A: its System RAM less the window, and less 4 KiB-640
+    KiB unless B kept it (jump.md's contract), as [start, end) ranges; khib-save checks its
+    image against it (--cover) before anything after the data is written."""
     cover = [[start, end + 1] for start, end in a_ram]
-    for hole in (LOW_RAM, (window[0], window[0] + window[1])):
+    holes = [(window[0], window[0] + window[1])] + ([] if kept_low else [LOW_RAM])
+    for hole in holes:
         cut = []
         for start, end in cover:
             cut += [[s, e] for s, e in ((start, min(end, hole[0])), (max(start, hole[1]), end))
@@ -139,7 +141,8 @@ def b_hibernate(args: argparse.Namespace) -> int:
         raise Failure(str(exc)) from exc
     if area.nonce != nonce:
         raise Failure(f"the boot area on {args.device} is not this hibernation's")
-    expected = expected_cover([tuple(r) for r in record["ranges"]], tuple(record["window"]))
+    expected = expected_cover([tuple(r) for r in record["ranges"]], tuple(record["window"]),
+                              system.KEPT_LOW.exists())
     with tempfile.TemporaryDirectory(prefix="khib-") as folder:
         cover = Path(folder) / "cover"
         cover.write_text("".join(f"{start:x}-{end - 1:x}\n" for start, end in expected))

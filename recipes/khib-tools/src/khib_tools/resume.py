@@ -222,7 +222,8 @@ def write_back(device: str, key: list[str], out: Path) -> None:
     for _ in range(2):
         try:
             restored = subprocess.run(
-                ["khib-restore", device, "--mem", "/dev/mem", "--running", "/proc/iomem",
+                ["khib-restore", device, "--mem", "/dev/mem", *system.low_option(),
+                 "--running", "/proc/iomem",
                  "--within", str(HANDED_RAM), "--meta-is", str(HANDED_META), "--count-write",
                  *key, "--meta-out", str(out)], stderr=subprocess.PIPE, text=True, check=False)
             print(restored.stderr, end="", flush=True)

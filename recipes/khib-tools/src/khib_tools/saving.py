@@ -38,7 +38,7 @@ def save_command(dest: str, meta: Path | None = None, limit: int | None = None,
                 command += ["--kernel-code", f"{record['kernel_code']:#x}"]
         elif not keep_free:
             print(f"khib: A's free pages are {record.get('free_pages', 'stored')}", flush=True)
-    command += ["--exclude", "/proc/iomem"]
+    command += ["--exclude", "/proc/iomem", *system.low_option()]
     if meta is not None:
         command += ["--meta", str(meta)]
     if limit is not None:
@@ -55,7 +55,7 @@ def save(args: argparse.Namespace) -> int:
 
 def restore(args: argparse.Namespace) -> int:
     system.require("/dev/mem", "CONFIG_DEVMEM")
-    command = ["khib-restore", args.image, "--mem", "/dev/mem"]
+    command = ["khib-restore", args.image, "--mem", "/dev/mem", *system.low_option()]
     command += ["--verify"] if args.verify else ["--running", "/proc/iomem"]
     command += ["--key", args.key] if args.key else []
     return subprocess.run(command, check=False).returncode

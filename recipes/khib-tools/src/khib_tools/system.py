@@ -13,6 +13,9 @@ from pathlib import Path
 CMDLINE = Path("/proc/cmdline")
 IOMEM = Path("/proc/iomem")
 ONLINE = Path("/sys/devices/system/cpu/online")
+# What B's kernel kept of A's 4 KiB-640 KiB before its boot wrote there (B's patch 0003):
+# read for the image, written by a resume; the offset is the physical address.
+KEPT_LOW = Path("/sys/kernel/kexec_jump_low")
 
 
 def cmdline() -> str:
@@ -95,6 +98,12 @@ def kernel_identity() -> dict[str, str]:
             identity["build_id"] = data[name_end:name_end + descsz].hex()
         at = name_end + (descsz + 3) // 4 * 4
     return identity
+
+
+def low_option() -> list[str]:
+    """khib-save's and khib-restore's --low: A's memory below 640 KiB as this kernel
+    keeps it, where it does."""
+    return ["--low", str(KEPT_LOW)] if KEPT_LOW.exists() else []
 
 
 def require(path: str, option: str) -> None:

@@ -22,9 +22,10 @@ APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # the reference decompressors, util-linux for unshare/setpriv, nginx (a WebDAV server as
 # the shared cache) and zlib1g-dev (a host library that package sysroots must keep out);
 # the kernel source's gen_init_cpio is the reference packer; makedumpfile reads exported
-# images, and liblz4-dev lets the unit tests build khib-core for the host.
+# images, and liblz4-dev lets the unit tests build khib-core for the host; mmdebstrap
+# (with arch-test for i386) makes the Debian sid roots the newest makedumpfile runs in.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
-	nginx zlib1g-dev makedumpfile liblz4-dev
+	nginx zlib1g-dev makedumpfile liblz4-dev mmdebstrap arch-test
 # ... Debian's own Python packages of khib-build's runtime dependencies (an installed
 # khib-build runs on them; the suite checks it does) ...
 APT_PYTHON := python3-jinja2 python3-yaml python3-libarchive-c python3-requests \
@@ -57,7 +58,7 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs kernel test check lint docs bench bench-rebuild bench-suite \
+.PHONY: setup setup-test rootfs kernel test check matrix lint docs bench bench-rebuild bench-suite \
 	clean distclean dist install
 
 setup: $(VENV)/.runtime
@@ -111,6 +112,17 @@ lint: setup-test
 TEST_WORKERS ?= 3
 test: setup-test lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# The kernel matrix: every row of configs/kernels/matrix.yaml (a distribution-like A of
+# each release and arch hibernating with khib's B; `make test` runs the rows marked ci),
+# then docs/kernels.md from the results. Kernels come from the user's build cache, so a
+# second run only re-runs the rows.
+MATRIX_RESULTS ?= $(OUTDIR)/matrix
+matrix: setup-test
+	rm -rf $(MATRIX_RESULTS)
+	KHIB_MATRIX=all KHIB_MATRIX_RESULTS=$(abspath $(MATRIX_RESULTS)) \
+		$(BIN)/python -m pytest -n 2 --dist loadgroup tests/test_kernels.py; \
+		status=$$?; $(BIN)/python -m tests.kernels_doc $(MATRIX_RESULTS) docs/kernels.md; exit $$status
 
 # The fast subset while working: everything but the tests marked slow (QEMU boots, kernel
 # and scratch builds), under two minutes warm.

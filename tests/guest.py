@@ -4,14 +4,17 @@ the initrds that carry them, disks, and reading the console's verdicts."""
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib
+from tests.helpers import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, fmt, khib
 
 MEMORY = 512  # MiB, for A and for every boot that resumes it
+NORMAL = "echo NORMAL-$((1 + 1))-BOOT"  # what a boot that does not resume runs (and prints)
+ONE_CPU = "maxcpus=1"  # a resume boot runs on one CPU (docs/jump.md)
 CPUS = 2  # A's CPUs: all of them must be online after every return
 WINDOW = "128M:64M"  # B's window in A's RAM
 
@@ -147,7 +150,7 @@ def states(console: str) -> dict[str, tuple[str, str, str, str, int]]:
     return found
 
 
-def assert_a_intact(console: str, labels: list[str]) -> None:
+def assert_a_intact(console: str, labels: list[str], cpus: int = CPUS) -> None:
     """After every return A's file and process hash as before, all CPUs are online (a task
     pinned to the second runs there), its network interface is up as it was, A's kernel
     log is clean."""
@@ -162,7 +165,7 @@ def assert_a_intact(console: str, labels: list[str]) -> None:
         blob, holder, online, pinned, complaints = found[label]
         assert blob == blob_start[1], f"{label}: the tmpfs file changed"
         assert holder == holder_start[1], f"{label}: the process's memory changed"
-        assert online == f"0-{CPUS - 1}", f"{label}: CPUs online {online}"
+        assert online == f"0-{cpus - 1}", f"{label}: CPUs online {online}"
         assert pinned == "1", f"{label}: a task pinned to CPU 1: {pinned}"
         assert complaints == 0, f"{label}: A's kernel log complains\n{console[-6000:]}"
         assert int(nets.get(label, "0"), 16) & 1, f"{label}: dummy0 is down ({nets.get(label)})"
@@ -173,3 +176,45 @@ def a_ram(console: str) -> list[tuple[int, int]]:
     block = console.split("A-IOMEM\n", 1)[1].split("A-IOMEM-END", 1)[0]
     return [(int(a, 16), int(b, 16) + 1)
             for a, b in re.findall(r"([0-9a-f]+)-([0-9a-f]+) : System RAM", block)]
+
+
+def resume_boot(target: Target, image: Path, vda: str | Path, memory: int = MEMORY,
+                append: str = ONE_CPU, expect: str = "khib: run exited 0",
+                cpus: int = CPUS) -> str:
+    """Boot the khib kernel and ``image`` with khib.resume=/dev/vda; the console. The
+    machine is A's: its key disk is attached too (the firmware's memory map depends on
+    the devices)."""
+    key_disk = Path(str(vda).rsplit(":", 1)[-1]).with_name("vdb.img")
+    result = khib("boot", "-c", target.config, "--kernel", target.kernel, "--image",
+                  image, "--memory", memory, "--cpus", cpus, "--disk", vda, "--disk", key_disk,
+                  "--append", f"khib.resume=/dev/vda {append}", "--run", NORMAL,
+                  "--expect", expect, "--timeout", 900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
+    return result.stdout
+
+
+def copy(vda: Path, name: str) -> Path:
+    """A sparse copy of the hibernation disk, for a boot that changes it."""
+    dest = vda.with_name(name)
+    subprocess.run(["cp", "--sparse=always", vda, dest], check=True)
+    return dest
+
+
+def refused(target: Target, keyed: Path, vda: Path, why: str, attached: str = "",
+            **boot: object) -> None:
+    """A resume boot that refuses the image on ``vda`` (attached as it is, or as
+    ``attached`` says), sets it aside and boots normally; nothing was written into
+    memory."""
+    console = resume_boot(target, keyed, attached or vda, **boot)
+    line = re.search(rf"khib: not resuming: {why}.* \(the image on /dev/vda is set aside\)",
+                     console)
+    assert line, console[-4000:]
+    assert "NORMAL-2-BOOT" in console and "entering it" not in console, console[-4000:]
+    assert head(vda, 4) == fmt.ASIDE_MAGIC  # a later boot will not resume it
+
+
+def head(disk: Path, size: int, at: int = 0) -> bytes:
+    """``size`` bytes of a disk at ``at``, without reading the rest of it."""
+    with disk.open("rb") as handle:
+        handle.seek(at)
+        return handle.read(size)

@@ -35,15 +35,19 @@ with open(sys.argv[1], "rb") as f:
     f.seek(phoff)
     loads = [struct.unpack("<IIQQQQQQ", f.read(56)) for _ in range(phnum)]
 mem = os.open("/dev/mem", os.O_RDWR | os.O_SYNC)
+low = os.open("/sys/kernel/kexec_jump_low", os.O_RDWR)
 pattern, total = b"\\xa5" * (1 << 20), 0
 for kind, _, _, _, paddr, _, memsz, _ in loads:
     at = paddr
     while kind == 0x6B480000 and at < paddr + memsz:
         length = min(1 << 20, paddr + memsz - at)
-        view = mmap.mmap(mem, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
-                         offset=at)
-        view[:] = pattern[:length]
-        view.close()
+        if at < 0xA0000:  # A's low memory: in B's kernel's copy of it (B runs in its own)
+            os.pwrite(low, pattern[:length], at)
+        else:
+            view = mmap.mmap(mem, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                             offset=at)
+            view[:] = pattern[:length]
+            view.close()
         at += length
         total += length
 print("B damaged", total >> 20, "MiB")

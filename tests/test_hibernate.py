@@ -17,7 +17,6 @@ import json
 import re
 import secrets
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,11 @@ from tests.guest import (
     a_script,
     appended,
     assert_a_intact,
+    copy,
     disk,
+    head,
+    refused,
+    resume_boot,
     target_for,
 )
 from tests.helpers import blocks, fmt, khib, loads, reseal, unpacked
@@ -55,54 +58,11 @@ echo "A-UPTIME after $(cut -d ' ' -f 1 /proc/uptime) $(cat /proc/sys/kernel/rand
 """
 # A B that saves and seals A, then comes back: its poweroff ends khib b-hibernate.
 RETURNS = {"sbin/poweroff": b"#!/bin/sh\nkill -TERM $PPID\n"}
-NORMAL = "echo NORMAL-$((1 + 1))-BOOT"  # what a boot that does not resume runs (and prints)
-ONE_CPU = "maxcpus=1"  # a resume boot runs on one CPU (docs/jump.md)
 
 
 @pytest.fixture(params=["x86_64", "i386"])
 def target(request: pytest.FixtureRequest) -> Target:
     return target_for(request)
-
-
-def resume_boot(target: Target, image: Path, vda: str | Path, memory: int = MEMORY,
-                append: str = ONE_CPU, expect: str = "khib: run exited 0") -> str:
-    """Boot the khib kernel and ``image`` with khib.resume=/dev/vda; the console. The
-    machine is A's: its key disk is attached too (the firmware's memory map depends on
-    the devices)."""
-    key_disk = Path(str(vda).rsplit(":", 1)[-1]).with_name("vdb.img")
-    result = khib("boot", "-c", target.config, "--kernel", target.kernel, "--image",
-                  image, "--memory", memory, "--cpus", CPUS, "--disk", vda, "--disk", key_disk,
-                  "--append", f"khib.resume=/dev/vda {append}", "--run", NORMAL,
-                  "--expect", expect, "--timeout", 900)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr
-    return result.stdout
-
-
-def copy(vda: Path, name: str) -> Path:
-    """A sparse copy of the hibernation disk, for a boot that changes it."""
-    dest = vda.with_name(name)
-    subprocess.run(["cp", "--sparse=always", vda, dest], check=True)
-    return dest
-
-
-def refused(target: Target, keyed: Path, vda: Path, why: str, attached: str = "",
-            **boot: object) -> None:
-    """A resume boot that refuses the image on ``vda`` (attached as it is, or as
-    ``attached`` says), sets it aside and boots normally; nothing was written into
-    memory."""
-    console = resume_boot(target, keyed, attached or vda, **boot)
-    line = re.search(rf"khib: not resuming: {why}.* \(the image on /dev/vda is set aside\)",
-                     console)
-    assert line, console[-4000:]
-    assert "NORMAL-2-BOOT" in console and "entering it" not in console, console[-4000:]
-    assert head(vda, 4) == fmt.ASIDE_MAGIC  # a later boot will not resume it
-
-
-def head(disk: Path, size: int, at: int = 0) -> bytes:
-    """``size`` bytes of a disk at ``at``, without reading the rest of it."""
-    with disk.open("rb") as handle:
-        handle.seek(at)
-        return handle.read(size)
 
 
 def tamper_boot_area(vda: Path) -> None:

@@ -358,3 +358,22 @@ def test_legal_info_ships_same_named_patches_apart(tmp_path: Path) -> None:
     assert sorted(p.name for p in shipped.iterdir()) == ["01-0001-fix.patch",
                                                          "02-0001-fix.patch"]
     assert (shipped / "02-0001-fix.patch").read_text() == patch_text("f", "b")
+
+
+def test_a_users_kernel_config_chooses_its_own_memory_model() -> None:
+    """The A configs of the kernel matrix: their releases pinned, role a, and the image
+    config may choose otherwise than the linux recipe alone asked (PAE's HIGHMEM64G, not
+    khib's HIGHMEM4G), while two recipes that disagree still stop the build."""
+    from khib_build.pipeline import plan_image
+
+    matrix = Path(__file__).parent.parent / "configs" / "kernels"
+    pae = plan_image(matrix / "a-6.12-i386.yaml")
+    assert pae.config.kernel_role == "a"
+    assert pae.config.kernel_source.deb == "linux-source-6.12"
+    requests = pae.kernel_requests
+    assert (requests["HIGHMEM4G"].value, requests["HIGHMEM4G"].askers) == ("n", ("image khib",))
+    assert requests["HIGHMEM64G"].value == "y"
+    latest = plan_image(matrix / "a-7.2-x86_64.yaml")
+    assert {"RANDOMIZE_BASE", "RANDOMIZE_MEMORY", "SPARSEMEM_VMEMMAP"} <= set(
+        latest.kernel_requests)
+    assert latest.config.kernel_source.suite == "sid"

@@ -6,7 +6,9 @@ and the decompressor of the image's compression.  It is merged into a base confi
 the kernel tree's own machinery (``make tinyconfig``/``defconfig``,
 ``scripts/kconfig/merge_config.sh``, ``make olddefconfig``), and the result is compared
 with what was asked: ``olddefconfig`` drops an unmet request without a word (the
-explain module says why).
+explain module says why).  Requests must agree, except that the image config may choose
+otherwise than the ``linux`` recipe alone asked (a user's kernel with PAE instead of
+khib's HIGHMEM4G, say).
 """
 
 from __future__ import annotations
@@ -69,10 +71,14 @@ def image_requests(config: ImageConfig, linux: Recipe, recipes: Sequence[Recipe]
         sources.append((f"compression {config.compression}",
                         (f"{RD_OPTIONS[config.compression]}=y",)))
     requests: dict[str, Request] = {}
+    base, image = f"recipe {linux.name}", f"image {config.name}"
     for asker, options in sources:
         for option in options:
             symbol, value = option.split("=", 1)
             known = requests.get(symbol)
+            if known is not None and known.value != value and known.askers == (base,) \
+                    and asker == image:
+                known = None  # the image config may choose otherwise than the linux recipe
             if known is not None and known.value != value:
                 assert config.origin is not None
                 raise ConfigError(config.origin.path, None,

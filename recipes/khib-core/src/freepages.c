@@ -12,7 +12,8 @@
  * Derived, not exported: the kexec backup list (the entry list of the image kexec loaded,
  * whose source pages hold what the old kernel had in the destination pages while the new
  * one runs there) starts at the control page's KEXEC_CONTROL_CODE_MAX_SIZE + 0x30 on x86_64
- * (CP_PA_BACKUP_PAGES_MAP, relocate_kernel_64.S) and + 0x1c on i386; the section map's
+ * to 6.13 (CP_PA_BACKUP_PAGES_MAP, relocate_kernel_64.S) and + 0x1c on i386; from 6.14
+ * on x86_64 it is in relocate_kernel's data, copied into the control page (oldmem.c); the section map's
  * flags take its low 6 bits (SECTION_FLAGS).
  */
 #define _GNU_SOURCE
@@ -199,9 +200,8 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 	m->fd = fd;
 	m->ranges = ranges;
 	m->count = count;
-	if (control_page && khib_backup_list(m, control_page, f->why, sizeof(f->why)) < 0)
-		goto out;
-	qsort(m->window, m->nwindow, sizeof(*m->window), khib_compare_pairs);
+	/* The note and the kernel's page tables are outside the window (B's khib checks): read
+	 * before the backup list, which 6.14 on finds through the page tables. */
 	f->vmcoreinfo = read_note(m, vmcoreinfo, vmcoreinfo_size, &f->vmcoreinfo_size);
 	if (!f->vmcoreinfo) {
 		snprintf(f->why, sizeof(f->why), "A's VMCOREINFO note at 0x%llx is unreadable",
@@ -209,8 +209,11 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 		goto out;
 	}
 	l.text = f->vmcoreinfo;
-	if (khib_read_layout(m, &l, kernel_code, f->why, sizeof(f->why)) < 0)
+	if (khib_read_layout(m, &l, kernel_code, f->why, sizeof(f->why)) < 0 ||
+	    (control_page && khib_backup_list(m, control_page, l.release >= 6014u, f->why,
+					      sizeof(f->why)) < 0))
 		goto out;
+	qsort(m->window, m->nwindow, sizeof(*m->window), khib_compare_pairs);
 	if (!l.sparse) {   /* SYMBOL(mem_map) is the pointer's address */
 		int failed = 0;
 		l.mem_map = khib_vword(m, l.mem_map, &failed);

@@ -142,15 +142,15 @@ uint64_t khib_vword(struct khib_old_memory *m, uint64_t vaddr, int *failed)
 	return (uint64_t)khib_little(bytes, WORD) & (WORD == 8 ? ~0ull : 0xffffffffull);
 }
 
-/* The window's pages that kexec moved aside, from the backup list in the control page. */
-int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, char *why,
-		     size_t size)
+/* The list of kexec entries whose first word is at ``at``, if it reads as one. */
+static int read_list(struct khib_old_memory *m, uint64_t at)
 {
 	int failed = 0;
-	uint64_t entry = khib_old_word(m, control_page + BACKUP_LIST_AT, &failed), dest = 0;
+	uint64_t entry = khib_old_word(m, at, &failed), dest = 0;
 	uint64_t list = 0, index = 0;
 	size_t capacity = 0;
 
+	m->nwindow = 0;
 	for (unsigned long steps = 0; !failed && steps < (1ul << 24); steps++) {
 		uint64_t page = entry & ~(uint64_t)(KHIB_PAGE - 1);
 		if (entry & IND_DONE)
@@ -176,8 +176,40 @@ int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, char *why
 			break;
 		entry = khib_old_word(m, list + WORD * index++, &failed);
 	}
-	snprintf(why, size, "the kexec backup list at 0x%llx is unreadable or unterminated",
-		 (unsigned long long)(control_page + BACKUP_LIST_AT));
+	m->nwindow = 0;
+	return -1;
+}
+
+int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, int copied_code,
+		     char *why, size_t size)
+{
+#if defined(__x86_64__)
+	/*
+	 * 6.14 on, x86_64: the control page starts with a copy of relocate_kernel's text and
+	 * data (at most KEXEC_CONTROL_CODE_MAX_SIZE), the data being saved_rsp, saved_cr0,
+	 * saved_cr3, saved_cr4, kexec_va_control_page, kexec_pa_table_page,
+	 * kexec_pa_swap_page, pa_backup_pages_map, 8 bytes each, after text of no fixed
+	 * length. The data is where kexec_va_control_page maps, through A's own page tables,
+	 * to the control page itself; pa_backup_pages_map is then 24 bytes on.
+	 */
+	for (uint64_t at = 0; copied_code && at + 64 <= KEXEC_CONTROL_CODE_MAX_SIZE; at += 8) {
+		int failed = 0;
+		uint64_t va = khib_old_word(m, control_page + at + 32, &failed);
+		if (!failed && va && !(va & (KHIB_PAGE - 1)) && khib_vtop(m, va) == control_page &&
+		    read_list(m, control_page + at + 56) == 0)
+			return 0;
+	}
+	/* To 6.13: CP_PA_BACKUP_PAGES_MAP, after the control code. */
+	if (!copied_code && read_list(m, control_page + BACKUP_LIST_AT) == 0)
+		return 0;
+#else
+	/* i386, every release: CP_PA_BACKUP_PAGES_MAP, after the control code. */
+	(void)copied_code;
+	if (read_list(m, control_page + BACKUP_LIST_AT) == 0)
+		return 0;
+#endif
+	snprintf(why, size, "the kexec backup list in the control page at 0x%llx is unreadable "
+		 "or unterminated", (unsigned long long)control_page);
 	return -1;
 }
 

@@ -46,7 +46,7 @@ uint64_t khib_vtop(struct khib_old_memory *m, uint64_t vaddr);
 int khib_vread(struct khib_old_memory *m, uint64_t vaddr, void *buffer, size_t size);
 uint64_t khib_vword(struct khib_old_memory *m, uint64_t vaddr, int *failed);
 int64_t khib_little(const unsigned char *bytes, size_t size);
-int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, char *why,
-		     size_t size);
+int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, int copied_code,
+		     char *why, size_t size);
 
 #endif

@@ -74,7 +74,8 @@ static int release_supported(const char *text, struct khib_kernel_layout *l, cha
 			 "khib-save does not read (it reads 5.10 to 7.2)", major, minor);
 		return -1;
 	}
-	l->type_byte = major * 1000u + minor >= 6012u;
+	l->release = major * 1000u + minor;
+	l->type_byte = l->release >= 6012u;
 	return 0;
 }
 

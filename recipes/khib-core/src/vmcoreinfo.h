@@ -11,6 +11,7 @@ struct khib_kernel_layout {
 	uint64_t mem_map;
 	int sparse;
 	int type_byte;   /* 6.12 on: the page type is page_type's top byte */
+	unsigned release;   /* major * 1000 + minor */
 };
 
 int khib_info_number(const char *text, const char *key, int64_t *value);

@@ -45,7 +45,7 @@ def makedumpfile_version(root: Path) -> str:
 
 def free_pages(core: Path, arch: str) -> tuple[int | None, str]:
     """The free pages makedumpfile -d 16 excludes from ``core`` (None if it cannot read
-    it), and its last words."""
+    it), and what it said of the kernel (or its last words when it found no count)."""
     root = sid_root(arch)
     inside = root / "tmp" / "khib-core.elf"
     inside.unlink(missing_ok=True)
@@ -54,14 +54,20 @@ def free_pages(core: Path, arch: str) -> tuple[int | None, str]:
     except OSError:  # another file system
         shutil.copyfile(core, inside)
     try:
-        said = subprocess.run(["chroot", str(root), "makedumpfile", "-d", "16",
-                               "--message-level", "31", "-f", "/tmp/khib-core.elf",
-                               "/tmp/khib-dump"], capture_output=True, text=True,
-                              check=False, timeout=900)
+        # makedumpfile sizes its buffers by /proc/meminfo: a /proc of its own (without
+        # one it worked in 0-byte cycles and never ended).
+        said = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c",
+                               f"mount -t proc proc {root}/proc && exec chroot {root} "
+                               "makedumpfile -d 16 --message-level 31 -f /tmp/khib-core.elf "
+                               "/tmp/khib-dump"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, check=False, timeout=900)
     finally:
         inside.unlink(missing_ok=True)
         (root / "tmp" / "khib-dump").unlink(missing_ok=True)
-    text = said.stdout + said.stderr
+    text = (said.stdout + said.stderr).replace("\r", "\n")
     found = re.search(r"Free pages\s*:\s*(0x[0-9a-fA-F]+|\d+)", text)
-    return (int(found[1], 0) if found else None), text.strip().splitlines()[-1:][0] \
-        if text.strip() else ""
+    remark = "it does not know this release (\"The kernel version is not supported.\")" \
+        if "The kernel version is not supported." in text else ""
+    if found is None:
+        remark = text.strip().splitlines()[-1] if text.strip() else "no output"
+    return (int(found[1], 0) if found else None), remark

@@ -76,9 +76,10 @@ def table(rows: list[dict[str, object]], results: Path) -> list[str]:
             continue
         walk = result["walk"]
         dump = result.get("makedumpfile")
+        said = cell(result.get("makedumpfile_said"))
         dump_cell = (f"{dump} ({(dump - walk[0]) / walk[0]:+.2%}), "
-                     f"{result.get('makedumpfile_version')}" if dump is not None else
-                     f"cannot read it: {cell(result.get('makedumpfile_said'))}")
+                     f"{result.get('makedumpfile_version')}{'; ' + said if said else ''}"
+                     if dump is not None else f"cannot read it: {said}")
         high = " (a token above 4 GiB)" if row.get("high") else ""
         cells = [*head, ", ".join(result.get("features", [])), f"passes{high}",
                  f"{walk[0]} / {walk[1]} ({(walk[0] - walk[1]) / walk[1]:+.2%})", dump_cell,

@@ -230,7 +230,7 @@ def hibernate_row(row: dict[str, object], request: pytest.FixtureRequest,
     stored = re.search(r"khib-save: /dev/vda: (.*) in [\d.]+ s", first.stdout)
     return {"kernel": built, **kernel_facts(folder, arch), "walk": [found, counted],
             "makedumpfile": dump_free,
-            "makedumpfile_said": None if dump_free is not None else dump_said,
+            "makedumpfile_said": dump_said or None,
             "makedumpfile_version": dumptool.makedumpfile_version(dumptool.sid_root(arch)),
             "save": seconds(r"khib-save: /dev/vda: .* in ([\d.]+) s", first.stdout),
             "write": seconds(r"khib-restore: \d+ segments written and verified in ([\d.]+) s",

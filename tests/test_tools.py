@@ -143,7 +143,7 @@ def test_the_image_must_cover_a_less_what_b_owns(core: Path, tmp_path: Path) -> 
     KiB and the window, no more, no less) before it writes anything after the data."""
     expected = hibernate.expected_cover(RAM, (128 << 20, 64 << 20), False)
     assert expected == [[0x100000, 128 << 20], [192 << 20, 0x1FFE0000]]
-    # A B whose kernel kept A's memory below 640 KiB (its patch 0003) stores that too.
+    # A B whose kernel kept A's memory below 640 KiB (its patch b/0001) stores that too.
     kept = hibernate.expected_cover(RAM, (128 << 20, 64 << 20), True)
     assert kept == [[0x1000, 0x9FC00], *expected]
     memory(tmp_path / "mem", 4 << 20)

@@ -125,6 +125,16 @@ static char *read_note(struct khib_old_memory *m, uint64_t paddr, uint64_t size,
 	return text;
 }
 
+/* Whether [paddr, paddr + size) lies in one of the ranges. */
+static int inside(const struct khib_range *ranges, size_t count, uint64_t paddr, uint64_t size)
+{
+	for (size_t r = 0; r < count; r++)
+		if (paddr >= ranges[r].paddr && paddr - ranges[r].paddr <= ranges[r].size &&
+		    size <= ranges[r].size - (paddr - ranges[r].paddr))
+			return 1;
+	return 0;
+}
+
 static void mark_free(struct khib_free_pages *f, uint64_t pfn, uint64_t count)
 {
 	for (uint64_t p = pfn; p < pfn + count && p < f->npfns; p++)
@@ -190,7 +200,7 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 	struct khib_old_memory *m = calloc(1, sizeof(*m));
 	struct khib_kernel_layout l = {0};
 	uint64_t max_pfn = 0, tolerance;
-	int status = -1;
+	int status = -1, listed;
 
 	*f = (struct khib_free_pages){0};
 	if (!m) {
@@ -200,9 +210,14 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 	m->fd = fd;
 	m->ranges = ranges;
 	m->count = count;
-	/* The note and the kernel's page tables are outside the window (B's khib checks): read
-	 * before the backup list, which 6.14 on finds through the page tables. */
-	f->vmcoreinfo = read_note(m, vmcoreinfo, vmcoreinfo_size, &f->vmcoreinfo_size);
+	/* The backup list where kernels to 6.13 keep it; 6.14 on (x86_64) it is found through
+	 * the kernel's page tables, after the note, which is then read without it: it must
+	 * lie in memory the running kernel does not hold (nothing of it moved). */
+	listed = control_page && khib_backup_list(m, control_page, 0, f->why,
+						   sizeof(f->why)) == 0;
+	f->vmcoreinfo = vmcoreinfo_size && (listed || inside(ranges, count, vmcoreinfo,
+							      vmcoreinfo_size)) ?
+			read_note(m, vmcoreinfo, vmcoreinfo_size, &f->vmcoreinfo_size) : NULL;
 	if (!f->vmcoreinfo) {
 		snprintf(f->why, sizeof(f->why), "A's VMCOREINFO note at 0x%llx is unreadable",
 			 (unsigned long long)vmcoreinfo);
@@ -210,10 +225,9 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 	}
 	l.text = f->vmcoreinfo;
 	if (khib_read_layout(m, &l, kernel_code, f->why, sizeof(f->why)) < 0 ||
-	    (control_page && khib_backup_list(m, control_page, l.release >= 6014u, f->why,
-					      sizeof(f->why)) < 0))
+	    (control_page && !listed && khib_backup_list(m, control_page, 1, f->why,
+							 sizeof(f->why)) < 0))
 		goto out;
-	qsort(m->window, m->nwindow, sizeof(*m->window), khib_compare_pairs);
 	if (!l.sparse) {   /* SYMBOL(mem_map) is the pointer's address */
 		int failed = 0;
 		l.mem_map = khib_vword(m, l.mem_map, &failed);

@@ -141,7 +141,7 @@ int khib_outside(const struct khib_image *image, const struct khib_range *ranges
 
 /*
  * A's memory between 4 KiB and 640 KiB while B runs: B's boot writes its real-mode
- * trampoline there, so B keeps what it found (its kernel's patch 0003) and gives it back
+ * trampoline there, so B keeps what it found (its kernel patch b/0001) and gives it back
  * when it jumps back; /sys/kernel/kexec_jump_low reads and writes that copy (the offset
  * is the physical address). khib-save and khib-restore take those bytes from it (--low).
  */

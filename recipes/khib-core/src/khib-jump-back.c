@@ -9,7 +9,9 @@
  * the control page lies outside B's memory (B confined with memmap=exactmap), that
  * jump faults on x86_64 and the machine resets.  So this loads the control page itself
  * as the one segment, a copy read through /dev/mem: the kernel identity-maps every
- * segment, and swapping the page with its own copy leaves it as it was.
+ * segment, and swapping the page with its own copy leaves it as it was.  A control page
+ * below 640 KiB (a kernel before 5.13 may put one there) is read from what this kernel
+ * keeps of the original one's memory there, /sys/kernel/kexec_jump_low, where it has it.
  */
 #define _GNU_SOURCE
 #include "khib-core.h"
@@ -22,6 +24,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#define KEPT_LOW "/sys/kernel/kexec_jump_low"
 
 static int usage(void)
 {
@@ -37,6 +41,7 @@ int khib_jump_back_main(int argc, char **argv)
 	uint64_t page;
 	static unsigned char control[KHIB_PAGE];
 	struct kexec_segment segment;
+	struct khib_phys phys;
 	char *end = NULL;
 
 	for (int i = 1; i < argc; i++) {
@@ -52,13 +57,16 @@ int khib_jump_back_main(int argc, char **argv)
 	if (!end || *end || !entry)
 		return usage();
 	page = entry & ~(uint64_t)(KHIB_PAGE - 1);
-	fd = open(mem_path, O_RDONLY);
-	if (fd < 0 || khib_mem_copy(fd, control, sizeof(control), page, 0) < 0) {
+	phys.mem = fd = open(mem_path, O_RDONLY);
+	phys.low = open(KEPT_LOW, O_RDONLY);
+	if (fd < 0 || khib_phys_copy(&phys, control, sizeof(control), page, 0) < 0) {
 		fprintf(stderr, "khib-jump-back: reading the control page at 0x%llx from %s: %s\n",
 			(unsigned long long)page, mem_path, strerror(errno));
 		return 1;
 	}
 	close(fd);
+	if (phys.low >= 0)
+		close(phys.low);
 	segment = (struct kexec_segment){
 		.buf = control, .bufsz = sizeof(control),
 		.mem = (const void *)(uintptr_t)page, .memsz = sizeof(control),

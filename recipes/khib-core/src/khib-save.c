@@ -168,13 +168,23 @@ static void find_free_pages(int fd, const struct khib_range *ranges, size_t coun
 		free_pages->why);
 }
 
+/* A copy of count ranges, or NULL. */
+static struct khib_range *copied(const struct khib_range *ranges, size_t count)
+{
+	struct khib_range *copy = malloc((count ? count : 1) * sizeof(*copy));
+
+	if (copy && count)
+		memcpy(copy, ranges, count * sizeof(*copy));
+	return copy;
+}
+
 int khib_save_main(int argc, char **argv)
 {
 	const char *vmcore = NULL, *mem = NULL, *ranges_path = NULL, *output = NULL;
 	const char *exclude = NULL, *meta_path = NULL, *limit_text = NULL, *key_path = NULL;
 	const char *cover = NULL, *low = NULL;
 	const char *vmcoreinfo = NULL, *control = NULL, *kernel_code = NULL;
-	struct khib_range *ranges = NULL, *all = NULL, *holes = NULL;
+	struct khib_range *ranges = NULL, *all = NULL, *holes = NULL, *saved = NULL;
 	struct khib_image image = {0};
 	struct khib_free_pages free_pages = {0};
 	struct khib_sealed_notes notes;
@@ -185,7 +195,7 @@ int khib_save_main(int argc, char **argv)
 	struct khib_data_run *run = calloc(1, sizeof(*run));
 	Elf64_Ehdr eh;
 	unsigned char data_digest[32];
-	size_t count = 0, nall = 0, nholes = 0, meta_size = 0, trailer_size = 0;
+	size_t count = 0, nall = 0, nholes = 0, nsaved = 0, meta_size = 0, trailer_size = 0;
 	uint64_t total = 0, stored, pages[3] = {0}, limit, room_left;
 	unsigned char *buffer = malloc(KHIB_CHUNK), *trailer = NULL;
 	char *meta = NULL, *end = NULL;
@@ -227,16 +237,25 @@ int khib_save_main(int argc, char **argv)
 		fprintf(stderr, "khib-save: %s: %s\n", low, strerror(errno));
 		return 1;
 	}
+	/* ranges: A's memory the running kernel does not hold, which the free-page walk
+	 * reads; saved: what the image stores (with --low, A's 4 KiB-640 KiB too). */
 	if ((vmcore ? khib_vmcore_ranges(fd, vmcore, &ranges, &count)
 		    : khib_read_ranges(ranges_path, &ranges, &count)) < 0 ||
 	    (mem && khib_read_ranges(ranges_path, &all, &nall) < 0) ||
-	    (exclude && khib_read_ranges(exclude, &holes, &nholes) < 0) ||
-	    (low ? khib_take_low(&ranges, &count, holes, nholes)
-		 : khib_exclude(&ranges, &count, holes, nholes)) < 0)
+	    (exclude && khib_read_ranges(exclude, &holes, &nholes) < 0))
 		return 1;
+	nsaved = count;
+	saved = low ? copied(ranges, count) : NULL;
+	if ((low && (!saved || khib_take_low(&saved, &nsaved, holes, nholes) < 0)) ||
+	    khib_exclude(&ranges, &count, holes, nholes) < 0)
+		return 1;
+	if (!low) {
+		saved = ranges;
+		nsaved = count;
+	}
 	free(holes);
-	for (size_t r = 0; r < count; r++)
-		total += ranges[r].size;
+	for (size_t r = 0; r < nsaved; r++)
+		total += saved[r].size;
 	find_free_pages(fd, ranges, count, all, nall, vmcoreinfo, control, kernel_code,
 			&free_pages);
 	out = open(output, O_WRONLY | O_CREAT, 0600);
@@ -253,7 +272,7 @@ int khib_save_main(int argc, char **argv)
 			     .limit = room_left < limit ? room_left : limit};
 	run->segment = SIZE_MAX;
 	khib_sha256_init(&w->list);
-	if (khib_save_pages(fd, low_fd, ranges, count, total, &free_pages, buffer, w, run, &image, pages) < 0) {
+	if (khib_save_pages(fd, low_fd, saved, nsaved, total, &free_pages, buffer, w, run, &image, pages) < 0) {
 		if (errno == E2BIG)
 			fprintf(stderr, "khib-save: %s: A's memory falls into more than %u runs: more "
 				"than one image can describe: nothing saved\n", output,
@@ -299,6 +318,8 @@ int khib_save_main(int argc, char **argv)
 out:
 	khib_wipe(&key, sizeof(key));
 	khib_free(&image);
+	if (saved != ranges)
+		free(saved);
 	free(ranges);
 	free(all);
 	free(buffer);

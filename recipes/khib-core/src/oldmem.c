@@ -180,9 +180,40 @@ static int read_list(struct khib_old_memory *m, uint64_t at)
 	return -1;
 }
 
+/* Whether a page lies in the old kernel's memory that the running kernel does not hold. */
+static int readable(const struct khib_old_memory *m, uint64_t page)
+{
+	for (size_t r = 0; r < m->count; r++)
+		if (page >= m->ranges[r].paddr && page - m->ranges[r].paddr < m->ranges[r].size)
+			return 1;
+	return 0;
+}
+
+/*
+ * A list to trust: some pairs (a preserve_context load moves pages), every window page
+ * (destination) in the running kernel's memory, each once, and every page it was moved
+ * to (source) in the old kernel's; sorted by destination. Then nothing read before the
+ * list (through no list) stays cached.
+ */
+static int sane(struct khib_old_memory *m)
+{
+	if (!m->nwindow)
+		return 0;
+	qsort(m->window, m->nwindow, sizeof(*m->window), khib_compare_pairs);
+	for (size_t i = 0; i < m->nwindow; i++)
+		if (readable(m, m->window[i].dest) || !readable(m, m->window[i].source) ||
+		    (i && m->window[i].dest == m->window[i - 1].dest))
+			return 0;
+	memset(m->cached_valid, 0, sizeof(m->cached_valid));
+	return 1;
+}
+
 int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, int copied_code,
 		     char *why, size_t size)
 {
+	/* To 6.13, and on i386: CP_PA_BACKUP_PAGES_MAP, after the control code. */
+	if (!copied_code && read_list(m, control_page + BACKUP_LIST_AT) == 0 && sane(m))
+		return 0;
 #if defined(__x86_64__)
 	/*
 	 * 6.14 on, x86_64: the control page starts with a copy of relocate_kernel's text and
@@ -196,20 +227,14 @@ int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, int copie
 		int failed = 0;
 		uint64_t va = khib_old_word(m, control_page + at + 32, &failed);
 		if (!failed && va && !(va & (KHIB_PAGE - 1)) && khib_vtop(m, va) == control_page &&
-		    read_list(m, control_page + at + 56) == 0)
+		    read_list(m, control_page + at + 56) == 0 && sane(m) &&
+		    khib_vtop(m, va) == control_page)   /* again, through the list */
 			return 0;
 	}
-	/* To 6.13: CP_PA_BACKUP_PAGES_MAP, after the control code. */
-	if (!copied_code && read_list(m, control_page + BACKUP_LIST_AT) == 0)
-		return 0;
-#else
-	/* i386, every release: CP_PA_BACKUP_PAGES_MAP, after the control code. */
-	(void)copied_code;
-	if (read_list(m, control_page + BACKUP_LIST_AT) == 0)
-		return 0;
 #endif
-	snprintf(why, size, "the kexec backup list in the control page at 0x%llx is unreadable "
-		 "or unterminated", (unsigned long long)control_page);
+	m->nwindow = 0;
+	snprintf(why, size, "the kexec backup list in the control page at 0x%llx is unreadable, "
+		 "unterminated or not the window's", (unsigned long long)control_page);
 	return -1;
 }
 

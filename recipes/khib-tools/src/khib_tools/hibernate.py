@@ -141,6 +141,10 @@ def b_hibernate(args: argparse.Namespace) -> int:
         raise Failure(str(exc)) from exc
     if area.nonce != nonce:
         raise Failure(f"the boot area on {args.device} is not this hibernation's")
+    if not system.KEPT_LOW.exists():  # a resumed SMP A would need its trampoline there
+        raise Failure(f"this kernel keeps no copy of A's memory below 640 KiB "
+                      f"({system.KEPT_LOW}: khib's B kernel has it): the image could not "
+                      "give A its real-mode trampoline back")
     expected = expected_cover([tuple(r) for r in record["ranges"]], tuple(record["window"]),
                               system.KEPT_LOW.exists())
     with tempfile.TemporaryDirectory(prefix="khib-") as folder:

@@ -38,6 +38,9 @@ CHUNK = 256  # pages mapped at a time while looking for one outside the window
 LIMIT = 128 << 20  # how much memory the search may take (the window is smaller)
 
 
+LOW_MEMORY = 1 << 20
+
+
 class StatusPage:
     def __init__(self, avoid: tuple[int, int] = (0, 0)) -> None:
         """A page of this process's, at a physical address outside [start, end).
@@ -50,7 +53,10 @@ class StatusPage:
         for attempt in range(LIMIT // (CHUNK * PAGE)):
             self.name = f"khib-status-{self.nonce}-{attempt}"
             chunk, addresses = mapped_pages(self.name)
-            outside = [i for i, a in enumerate(addresses) if not avoid[0] <= a < avoid[1]]
+            # Not in the window, nor in the first MiB, which B boots over (kernels from
+            # 5.13 never give it out; B reads and writes the page through /dev/mem).
+            outside = [i for i, a in enumerate(addresses)
+                       if not avoid[0] <= a < avoid[1] and a >= LOW_MEMORY]
             if outside:
                 break
             rejected.append(chunk)

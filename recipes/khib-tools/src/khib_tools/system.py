@@ -13,7 +13,8 @@ from pathlib import Path
 CMDLINE = Path("/proc/cmdline")
 IOMEM = Path("/proc/iomem")
 ONLINE = Path("/sys/devices/system/cpu/online")
-# What B's kernel kept of A's 4 KiB-640 KiB before its boot wrote there (B's patch 0003):
+# What B's kernel kept of A's 4 KiB-640 KiB before its boot wrote there (B's kernel
+# patch, recipes/linux/patches/b/0001):
 # read for the image, written by a resume; the offset is the physical address.
 KEPT_LOW = Path("/sys/kernel/kexec_jump_low")
 

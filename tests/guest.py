@@ -218,3 +218,4 @@ def head(disk: Path, size: int, at: int = 0) -> bytes:
     with disk.open("rb") as handle:
         handle.seek(at)
         return handle.read(size)
+

@@ -225,10 +225,23 @@ def loads_of(data: bytes) -> list[Load]:
             if kind == PT_MEMORY]
 
 
+def image_of(disk: Path) -> bytes:
+    """The khib image at the start of a disk (or file), without reading the rest: up to
+    the end of the last part its program headers name."""
+    with disk.open("rb") as handle:
+        header = handle.read(64)
+        phoff, = struct.unpack_from("<Q", header, 32)
+        phnum, = struct.unpack_from("<H", header, 56)
+        handle.seek(phoff)
+        phdrs = [struct.unpack_from("<IIQQQQQQ", handle.read(56)) for _ in range(phnum)]
+        handle.seek(0)
+        return handle.read(max(phoff + 56 * phnum, *(p[2] + p[5] for p in phdrs)))
+
+
 def reseal(image: Path, key: bytes | None = None) -> None:
     """Recompute every CRC-32 and the SHA-256 seal after a change (and the HMAC with
     ``key``): without it, what someone who can write the disk but has no key can do."""
-    original = image.read_bytes()
+    original = image_of(image)
     segments, records = loads(original)
     places = note_places(original)
     found = notes(original)

@@ -32,7 +32,7 @@ from tests.guest import (
     refused,
     resume_boot,
 )
-from tests.helpers import REPO, blocks, khib, loads, reseal
+from tests.helpers import REPO, blocks, image_of, khib, loads, reseal
 
 pytestmark = pytest.mark.slow
 
@@ -203,10 +203,10 @@ def hibernate_row(row: dict[str, object], request: pytest.FixtureRequest,
     keyed = tmp_path / "keyed-rootfs"
     keyed.write_bytes(appended(target.image.read_bytes(), {"etc/khib/hibernate.key": key},
                                tmp_path))
-    saved_segments = loads(vda)[0]
+    saved = image_of(vda)
     changed = copy(vda, "changed.img")
     with changed.open("r+b") as handle:
-        at = next(b[0] for s in saved_segments if s.filesz for b in blocks(vda, s) if b[2])
+        at = next(b[0] for s in loads(saved)[0] if s.filesz for b in blocks(saved, s) if b[2])
         handle.seek(at + 1000)
         byte = handle.read(1)[0]
         handle.seek(at + 1000)

@@ -59,20 +59,20 @@ def cell(value: object) -> str:
 def table(rows: list[dict[str, object]], results: Path) -> list[str]:
     lines = ["| release | arch | CPUs | memory | A's features | hibernate | free pages: walk / "
              "A's count | makedumpfile -d 16 | patches A carries | A built | save s | "
-             "restore s | resume boot s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "restore s | first run s | resume run s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         found = results / f"{row_id(row)}.json"
         name = f"{row['release']}{' (ci)' if row.get('ci') else ''}"
         head = [name, str(row["arch"]), str(row["cpus"]), f"{int(row['memory']) >> 10} GiB"
                 if int(row["memory"]) >= 1024 else f"{row['memory']} MiB"]
         if not found.is_file():
-            lines.append("| " + " | ".join([*head, "", "not run", *[""] * 7]) + " |")
+            lines.append("| " + " | ".join([*head, "", "not run", *[""] * 8]) + " |")
             continue
         result = json.loads(found.read_text())
         if not result.get("passed"):
             why = " ".join(result.get("why") or ["?"]).replace("|", "\\|")[:300]
-            lines.append("| " + " | ".join([*head, "", f"**fails**: {why}", *[""] * 7]) + " |")
+            lines.append("| " + " | ".join([*head, "", f"**fails**: {why}", *[""] * 8]) + " |")
             continue
         walk = result["walk"]
         dump = result.get("makedumpfile")
@@ -85,7 +85,8 @@ def table(rows: list[dict[str, object]], results: Path) -> list[str]:
                  f"{walk[0]} / {walk[1]} ({(walk[0] - walk[1]) / walk[1]:+.2%})", dump_cell,
                  "<br>".join(result.get("patches", [])) or "none",
                  cell(result.get("kernel")), cell(result.get("save")),
-                 cell(result.get("write")), cell(result.get("resume_boot"))]
+                 cell(result.get("write")), cell(result.get("first_boot")),
+                 cell(result.get("resume_boot"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -100,9 +101,11 @@ def main(argv: list[str]) -> int:
     text = HEAD + f"Run on {stamp}, commit {commit}, QEMU TCG on this project's CI machine.\n\n"
     text += "\n".join(table(rows, results)) + "\n"
     text += ("\n\"save s\" is khib-save's own time in B, \"restore s\" khib-restore's writing "
-             "and verifying in the restore stage, \"resume boot s\" the whole resume QEMU "
-             "process (firmware, both stages, A's checks); \"A built\" is `khib-build "
-             "kernel`'s word and time on the run that built it.\n")
+             "and verifying in the restore stage; \"first run s\" is the whole first QEMU "
+             "process (A's boot and workload, the jump, B's boot and save, the power-off), "
+             "\"resume run s\" the whole resume QEMU process (firmware, both stages, A's "
+             "checks); \"A built\" is `khib-build kernel`'s word and time on the run that "
+             "built it.\n")
     out.write_text(text)
     return 0
 

@@ -6,9 +6,11 @@ cache), for the architecture of the core it reads."""
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from khib_build.sources.fetch import archives
@@ -47,7 +49,8 @@ def free_pages(core: Path, arch: str) -> tuple[int | None, str]:
     """The free pages makedumpfile -d 16 excludes from ``core`` (None if it cannot read
     it), and what it said of the kernel (or its last words when it found no count)."""
     root = sid_root(arch)
-    inside = root / "tmp" / "khib-core.elf"
+    name = f"khib-core-{os.getpid()}"  # runs side by side each have their own files
+    inside = root / "tmp" / f"{name}.elf"
     inside.unlink(missing_ok=True)
     try:
         inside.hardlink_to(core)
@@ -56,14 +59,19 @@ def free_pages(core: Path, arch: str) -> tuple[int | None, str]:
     try:
         # makedumpfile sizes its buffers by /proc/meminfo: a /proc of its own (without
         # one it worked in 0-byte cycles and never ended).
-        said = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c",
-                               f"mount -t proc proc {root}/proc && exec chroot {root} "
-                               "makedumpfile -d 16 --message-level 31 -f /tmp/khib-core.elf "
-                               "/tmp/khib-dump"], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, check=False, timeout=900)
+        for _ in range(3):  # a mount that fails (seen once, runs side by side) is retried
+            said = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c",
+                                   f"mount -t proc proc {root}/proc || exit 99; exec chroot "
+                                   f"{root} makedumpfile -d 16 --message-level 31 -f "
+                                   f"/tmp/{name}.elf /tmp/{name}.dump"],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  check=False, timeout=900)
+            if said.returncode != 99:
+                break
+            time.sleep(1)
     finally:
         inside.unlink(missing_ok=True)
-        (root / "tmp" / "khib-dump").unlink(missing_ok=True)
+        (root / "tmp" / f"{name}.dump").unlink(missing_ok=True)
     text = (said.stdout + said.stderr).replace("\r", "\n")
     found = re.search(r"Free pages\s*:\s*(0x[0-9a-fA-F]+|\d+)", text)
     remark = "it does not know this release (\"The kernel version is not supported.\")" \

@@ -43,30 +43,40 @@ ROWS = yaml.safe_load((MATRIX / "matrix.yaml").read_text())["rows"]
 FEATURES = ("RANDOMIZE_BASE", "RANDOMIZE_MEMORY", "SPARSEMEM_VMEMMAP", "X86_PAE", "HIGHMEM64G",
             "PAGE_POISONING")
 HIBERNATE = "khib hibernate --kernel /boot/bzImage --device /dev/vda --key /dev/vdb"
-# A page of a process's memory above 4 GiB (PAE rows): found through /proc/self/pagemap,
-# a token written there; on SIGUSR1 the process says whether the page and token are
-# still where they were.
+# A page above 4 GiB (PAE rows), of a tmpfs file a process maps: found through
+# /proc/self/pagemap, a token written there; on SIGUSR1 the process says whether the
+# page and token are still where they were.
 HIGH_PY = """import mmap, os, signal, struct
 token = os.urandom(16).hex().encode()
 SIZE = 64 << 20
 
-def mappings():
-    return {int(line.split("-")[0], 16) for line in open("/proc/self/maps")
-            if (lambda a, b: int(b, 16) - int(a, 16))(*line.split()[0].split("-")) == SIZE}
+def start_of(path):
+    for line in open("/proc/self/maps"):
+        if line.rstrip().endswith(path):
+            return int(line.split("-")[0], 16)
 
 def pfn_of(address):
     pagemap.seek(address // 4096 * 8)
     entry, = struct.unpack("<Q", pagemap.read(8))
     return entry & ((1 << 55) - 1) if entry >> 63 else 0
 
+# tmpfs files mapped one by one (each its own mapping, found by its name in
+# /proc/self/maps) until a page of one lies above 4 GiB.
 pagemap = open("/proc/self/pagemap", "rb")
 chunks, found = [], None
-while found is None and len(chunks) < 40:
-    known = mappings()
-    chunk = mmap.mmap(-1, SIZE)
-    chunk.write(b"x" * SIZE)
+while found is None and len(chunks) < 32:
+    path = f"/tmp/high-{len(chunks)}"
+    try:
+        with open(path, "w+b") as file:
+            file.truncate(SIZE)
+            chunk = mmap.mmap(file.fileno(), SIZE)
+        for page in range(0, SIZE, 4096):
+            chunk[page] = 1
+    except (OSError, MemoryError) as error:
+        print(f"A-HIGH none: {error}", flush=True)
+        break
     chunks.append(chunk)
-    start, = mappings() - known
+    start = start_of(path)
     for page in range(0, SIZE, 4096):
         if pfn_of(start + page) >= 0x100000:
             found = (chunk, start + page, page, pfn_of(start + page))
@@ -92,8 +102,9 @@ echo "A-JUMP hibernate result=$?"; check hibernate
 @HIGH_AFTER@
 echo "A-UPTIME after $(cut -d ' ' -f 1 /proc/uptime) $(cat /proc/sys/kernel/random/boot_id)"
 """
-HIGH = ("python3 /boot/high.py > /tmp/high.out & high=$!\n"
-        "while ! grep -q A-HIGH /tmp/high.out; do sleep 1; done; cat /tmp/high.out")
+HIGH = ("python3 /boot/high.py > /tmp/high.out 2>&1 & high=$!\n"
+        "for _ in $(seq 120); do grep -q A-HIGH /tmp/high.out && break; sleep 1; done\n"
+        "cat /tmp/high.out")
 HIGH_AFTER = "kill -USR1 $high; sleep 2; grep A-HIGH-AFTER /tmp/high.out"
 
 

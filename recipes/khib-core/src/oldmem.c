@@ -191,9 +191,10 @@ static int readable(const struct khib_old_memory *m, uint64_t page)
 
 /*
  * A list to trust: some pairs (a preserve_context load moves pages), every window page
- * (destination) in the running kernel's memory, each once, and every page it was moved
- * to (source) in the old kernel's; sorted by destination. Then nothing read before the
- * list (through no list) stays cached.
+ * (destination) in the running kernel's memory, each once; sorted by destination. (A
+ * source may be a window page too: kexec uses a free page that is its own destination,
+ * or one it moves along.) Then nothing read before the list (through no list) stays
+ * cached.
  */
 static int sane(struct khib_old_memory *m)
 {
@@ -201,8 +202,7 @@ static int sane(struct khib_old_memory *m)
 		return 0;
 	qsort(m->window, m->nwindow, sizeof(*m->window), khib_compare_pairs);
 	for (size_t i = 0; i < m->nwindow; i++)
-		if (readable(m, m->window[i].dest) || !readable(m, m->window[i].source) ||
-		    (i && m->window[i].dest == m->window[i - 1].dest))
+		if (readable(m, m->window[i].dest) || (i && m->window[i].dest == m->window[i - 1].dest))
 			return 0;
 	memset(m->cached_valid, 0, sizeof(m->cached_valid));
 	return 1;

@@ -40,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 MATRIX = REPO / "configs" / "kernels"
 ROWS = yaml.safe_load((MATRIX / "matrix.yaml").read_text())["rows"]
+KERNEL_WORDS = re.compile(r"BUG:|Oops|Kernel panic|not syncing|general protection")
 FEATURES = ("RANDOMIZE_BASE", "RANDOMIZE_MEMORY", "SPARSEMEM_VMEMMAP", "X86_PAE", "HIGHMEM64G",
             "PAGE_POISONING")
 HIBERNATE = "khib hibernate --kernel /boot/bzImage --device /dev/vda --key /dev/vdb"
@@ -174,8 +175,9 @@ def test_a_users_kernel_hibernates_and_resumes(row: dict[str, object],
     try:
         record(row, passed=True, **hibernate_row(row, request, tmp_path_factory, tmp_path))
     except AssertionError as failed:  # the matrix lists a row that fails, and why
-        record(row, passed=False, why=str(failed).strip().splitlines()[:1] or ["?"],
-               console=str(failed).strip().splitlines()[-12:])
+        lines = str(failed).strip().splitlines() or ["?"]
+        kernel = [line.strip() for line in lines if KERNEL_WORDS.search(line)]
+        record(row, passed=False, why=kernel[:2] or lines[:1], console=lines[-12:])
         raise
 
 

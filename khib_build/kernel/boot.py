@@ -74,6 +74,11 @@ def qemu_command(qemu: str, kernel: Path, initrd: Path, cmdline: str, memory: in
                  disks: tuple[Path, ...] = (), cpus: int = 1) -> list[str]:
     command = [qemu, "-m", str(memory), "-smp", str(cpus), "-nographic", "-no-reboot",
                "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
+    if memory > 4096:
+        # QEMU's default i386 CPU (qemu32) has 32 physical address bits: a PAE kernel
+        # faults on its first page above 4 GiB ("unable to handle page fault ... not-present
+        # page" while unpacking the initramfs). Its most capable model has more.
+        command += ["-cpu", "max"]
     for disk in disks:  # raw virtio disks: /dev/vda, /dev/vdb, ... in the guest
         command += ["-drive", f"file={disk},format=raw,if=virtio"]
     return command

@@ -29,7 +29,11 @@ and makedumpfile (Debian sid's, in a sid root) reading `khib export`'s core with
 within 1 % of khib-save.
 
 `make matrix` runs every row and writes this page; `make test` runs the row marked
-"(ci)". Kernels come from the build cache: a second run only re-runs the rows.
+"(ci)". Kernels come from the build cache: a second run only re-runs the rows. The 5 GiB
+i386 row's A puts a token in a page above 4 GiB, found again after the resume; its B is
+khib's i386 kernel with PAE (`configs/kernels/b-pae-i386.yaml`), and QEMU runs it on its
+most capable CPU model (`khib-build boot` does so past 4 GiB: QEMU's default i386 CPU has
+32 physical address bits).
 
 What A needs, by release (the linux recipe's `backports`):
 
@@ -104,8 +108,9 @@ def main(argv: list[str]) -> int:
              "and verifying in the restore stage; \"first run s\" is the whole first QEMU "
              "process (A's boot and workload, the jump, B's boot and save, the power-off), "
              "\"resume run s\" the whole resume QEMU process (firmware, both stages, A's "
-             "checks); \"A built\" is `khib-build kernel`'s word and time on the run that "
-             "built it.\n")
+             "checks); \"A built\" is the time `khib-build kernel` took to build A (2 cores, "
+             "with other builds and QEMU runs alongside), kept for the runs that find it "
+             "cached.\n")
     out.write_text(text)
     return 0
 

@@ -134,6 +134,7 @@ def matrix_kernel(factory: pytest.TempPathFactory, name: str) -> tuple[Path, str
                      re.M)
     # The build's time, kept beside the build cache for the runs that find it cached.
     times = USER_CACHE / "test-kernels" / "build-seconds.json"
+    times.parent.mkdir(parents=True, exist_ok=True)
     with (times.parent / ".build-seconds.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         known = json.loads(times.read_text()) if times.is_file() else {}

@@ -19,7 +19,8 @@ from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from khib_build.fsutil import sha256_of
-from khib_build.settings.recipes import KINDS
+from khib_build.kernel.patches import kernel_patches
+from khib_build.settings.recipes import KINDS, load_recipe
 from tests.helpers import (
     DEFAULT_CONFIG,
     KERNEL_TARBALL,
@@ -88,7 +89,10 @@ def test_legal_info_writes_a_valid_spdx_document_and_the_license_texts(
     assert b"GPL-2.0 WITH Linux-syscall-note" in (licenses / "linux" / "COPYING").read_bytes()
     assert b"GNU GENERAL PUBLIC LICENSE" in (
         licenses / "linux" / "LICENSES" / "preferred" / "GPL-2.0").read_bytes()
-    linux = sorted(p.name for p in (REPO / "recipes" / "linux" / "patches").iterdir())
+    # The patches this kernel gets: 6.1's backports, then khib's own (role b).
+    recipe = load_recipe(REPO / "recipes" / "linux" / "recipe.yaml")
+    linux = sorted(p.name for p in kernel_patches(recipe, "6.1", "b"))
+    assert len(linux) == 4
     assert sorted(p.name for p in (folder / "patches" / "linux").iterdir()) == linux
     sources = folder / "sources"
     assert sorted(p.name for p in (sources / "linux-6.1").iterdir()) == sorted(

@@ -40,8 +40,10 @@ def test_sdist_and_wheel_carry_recipes_configs_and_overlays(dists: Path) -> None
     wheel = zipfile.ZipFile(next(dists.glob("*.whl"))).namelist()
     for path in ("khib_build/data/configs/khib.yaml", "khib_build/data/overlays/khib/init.j2",
                  "khib_build/data/recipes/khib-core/src/khib-save.c",
-                 "khib_build/data/recipes/linux/patches/"
-                 "0001-x86-kexec-reload-gdt-on-preserve-context-return.patch"):
+                 "khib_build/data/recipes/linux/patches/b/"
+                 "0001-x86-kexec-give-the-memory-below-640k-back-on-jump-back.patch",
+                 "khib_build/data/recipes/linux/patches/backports/"
+                 "0001-x86-kexec-restore-gdt-on-return-from-preserve_context-kexec.patch"):
         assert path in wheel
     with tarfile.open(next(dists.glob("*.tar.gz"))) as sdist:
         names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}

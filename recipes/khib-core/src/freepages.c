@@ -125,16 +125,6 @@ static char *read_note(struct khib_old_memory *m, uint64_t paddr, uint64_t size,
 	return text;
 }
 
-/* Whether [paddr, paddr + size) lies in one of the ranges. */
-static int inside(const struct khib_range *ranges, size_t count, uint64_t paddr, uint64_t size)
-{
-	for (size_t r = 0; r < count; r++)
-		if (paddr >= ranges[r].paddr && paddr - ranges[r].paddr <= ranges[r].size &&
-		    size <= ranges[r].size - (paddr - ranges[r].paddr))
-			return 1;
-	return 0;
-}
-
 static void mark_free(struct khib_free_pages *f, uint64_t pfn, uint64_t count)
 {
 	for (uint64_t p = pfn; p < pfn + count && p < f->npfns; p++)
@@ -215,7 +205,7 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 	 * lie in memory the running kernel does not hold (nothing of it moved). */
 	listed = control_page && khib_backup_list(m, control_page, 0, f->why,
 						   sizeof(f->why)) == 0;
-	f->vmcoreinfo = vmcoreinfo_size && (listed || inside(ranges, count, vmcoreinfo,
+	f->vmcoreinfo = vmcoreinfo_size && (listed || khib_inside(ranges, count, vmcoreinfo,
 							      vmcoreinfo_size)) ?
 			read_note(m, vmcoreinfo, vmcoreinfo_size, &f->vmcoreinfo_size) : NULL;
 	if (!f->vmcoreinfo) {

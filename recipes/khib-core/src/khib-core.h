@@ -130,6 +130,8 @@ int khib_check_image(int fd, const char *name, struct khib_image *image,
 int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count);
 int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
 		 size_t nholes);
+/* Whether [paddr, paddr + size) lies in one of the ranges. */
+int khib_inside(const struct khib_range *ranges, size_t count, uint64_t paddr, uint64_t size);
 int khib_take_low(struct khib_range **ranges, size_t *count, const struct khib_range *holes,
 		  size_t nholes);
 int khib_vmcore_ranges(int fd, const char *name, struct khib_range **ranges,

@@ -180,15 +180,6 @@ static int read_list(struct khib_old_memory *m, uint64_t at)
 	return -1;
 }
 
-/* Whether a page lies in the old kernel's memory that the running kernel does not hold. */
-static int readable(const struct khib_old_memory *m, uint64_t page)
-{
-	for (size_t r = 0; r < m->count; r++)
-		if (page >= m->ranges[r].paddr && page - m->ranges[r].paddr < m->ranges[r].size)
-			return 1;
-	return 0;
-}
-
 /*
  * A list to trust: some pairs (a preserve_context load moves pages), every window page
  * (destination) in the running kernel's memory, each once; sorted by destination. (A
@@ -202,7 +193,8 @@ static int sane(struct khib_old_memory *m)
 		return 0;
 	qsort(m->window, m->nwindow, sizeof(*m->window), khib_compare_pairs);
 	for (size_t i = 0; i < m->nwindow; i++)
-		if (readable(m, m->window[i].dest) || (i && m->window[i].dest == m->window[i - 1].dest))
+		if (khib_inside(m->ranges, m->count, m->window[i].dest, 1) ||
+		    (i && m->window[i].dest == m->window[i - 1].dest))
 			return 0;
 	memset(m->cached_valid, 0, sizeof(m->cached_valid));
 	return 1;

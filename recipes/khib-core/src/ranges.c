@@ -120,6 +120,15 @@ int khib_exclude(struct khib_range **ranges, size_t *count, const struct khib_ra
 	return 0;
 }
 
+int khib_inside(const struct khib_range *ranges, size_t count, uint64_t paddr, uint64_t size)
+{
+	for (size_t r = 0; r < count; r++)
+		if (paddr >= ranges[r].paddr && paddr - ranges[r].paddr <= ranges[r].size &&
+		    size <= ranges[r].size - (paddr - ranges[r].paddr))
+			return 1;
+	return 0;
+}
+
 static int by_address(const void *a, const void *b)
 {
 	const struct khib_range *x = a, *y = b;

@@ -23,9 +23,10 @@ APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # the shared cache) and zlib1g-dev (a host library that package sysroots must keep out);
 # the kernel source's gen_init_cpio is the reference packer; makedumpfile reads exported
 # images, and liblz4-dev lets the unit tests build khib-core for the host; mmdebstrap
-# (with arch-test for i386) makes the Debian sid roots the newest makedumpfile runs in.
+# (with arch-test for i386) makes the Debian sid roots the newest makedumpfile runs in,
+# and the Debian system that hibernates with khib, on a GPT disk fdisk's sfdisk lays out.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
-	nginx zlib1g-dev makedumpfile liblz4-dev mmdebstrap arch-test
+	nginx zlib1g-dev makedumpfile liblz4-dev mmdebstrap arch-test fdisk
 # ... Debian's own Python packages of khib-build's runtime dependencies (an installed
 # khib-build runs on them; the suite checks it does) ...
 APT_PYTHON := python3-jinja2 python3-yaml python3-libarchive-c python3-requests \
@@ -58,7 +59,7 @@ define apt_ensure
 	fi
 endef
 
-.PHONY: setup setup-test rootfs kernel test check matrix lint docs bench bench-rebuild bench-suite \
+.PHONY: setup setup-test rootfs kernel test check matrix demo-system lint docs bench bench-rebuild bench-suite \
 	clean distclean dist install
 
 setup: $(VENV)/.runtime
@@ -123,6 +124,16 @@ matrix: setup-test
 	KHIB_MATRIX=all KHIB_MATRIX_RESULTS=$(abspath $(MATRIX_RESULTS)) \
 		$(BIN)/python -m pytest -n 2 --dist loadgroup tests/test_kernels.py; \
 		status=$$?; $(BIN)/python -m tests.kernels_doc $(MATRIX_RESULTS) docs/kernels.md; exit $$status
+
+# A Debian 12 system that hibernates with khib (docs/system.md), in $(OUTDIR)/system: a
+# GPT disk (the root, ext4, and khib's partition), A's kernel and Debian's initramfs for
+# it, the khib package installed; it prints the command that boots it.
+SYSTEM_KERNEL := configs/kernels/a-7.2-x86_64.yaml
+demo-system: setup-test
+	$(BIN)/khib-build kernel -c $(SYSTEM_KERNEL) -o $(OUTDIR)/system-kernel
+	$(BIN)/khib-build deb -c configs/khib-x86_64.yaml -o $(OUTDIR)/system-deb
+	$(BIN)/python -m tests.system $(OUTDIR)/system-kernel/bzImage \
+		$(OUTDIR)/system-deb/khib_*.deb $(OUTDIR)/system
 
 # The fast subset while working: everything but the tests marked slow (QEMU boots, kernel
 # and scratch builds), under two minutes warm.

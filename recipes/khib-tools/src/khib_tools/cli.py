@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from khib_tools import hibernate, jumping, resume, saving, window
+from khib_tools import config, hibernate, jumping, resume, saving, window
 from khib_tools.image import NoImage, read_image
 from khib_tools.jumping import Failure
 
@@ -69,11 +70,9 @@ def window_arg(text: str) -> tuple[int, int]:
 
 
 def jump_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", default=jumping.B_KERNEL,
-                   help="the kernel to jump to, B (default: %(default)s, where `khib-build "
-                        "boot --with-b` puts it)")
-    p.add_argument("--initrd", default=jumping.B_INITRD,
-                   help="its initrd, a khib image (default: %(default)s)")
+    p.add_argument("--kernel", help="the kernel to jump to, B (default: "
+                   f"{jumping.B_KERNEL}, where `khib-build boot --with-b` puts it)")
+    p.add_argument("--initrd", help=f"its initrd, a khib image (default: {jumping.B_INITRD})")
     p.add_argument("--window", type=window_arg,
                    help="START:SIZE of A's memory B runs in, in whole MiB, at 16M or above, "
                         "inside one System RAM range (default: 64 MiB at 256M, or at 128M, "
@@ -92,10 +91,13 @@ def parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("hibernate", help="save this kernel to a disk (through B) and "
                          "power off; returns once resumed")
     jump_options(p)
-    p.add_argument("--device", required=True, help="the disk to save to (its whole size)")
+    p.add_argument("--device", help="the disk or partition to save to (its whole size)")
     p.add_argument("--key", help="seal the image with this key (HMAC-SHA256; 16 to 2040 "
                    "bytes, on a disk, not tmpfs); the resume boot checks it with "
                    f"{resume.RESUME_KEY} of its initramfs or khib.key=")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="take DEVICE, KEY, WINDOW, KERNEL and INITRD from this file where "
+                        "not given (the Debian package's /etc/khib.conf)")
     p.set_defaults(handler=hibernate.hibernate)
     verbs.add_parser("back", help="in B: jump back to the original kernel").set_defaults(
         handler=jumping.back)
@@ -126,7 +128,10 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=saving.export)
     p = verbs.add_parser("resume", help="at boot (khib.resume=DEV): resume A from DEV")
     p.add_argument("device")
-    p.set_defaults(handler=lambda args: resume.resume(args.device))
+    p.add_argument("--boot", action="store_true",
+                   help="as a distribution's initramfs runs it at every boot: no image, "
+                        "no word, and a refusal goes on with the normal boot")
+    p.set_defaults(handler=lambda args: resume.resume(args.device, args.boot))
     p = verbs.add_parser("info", help="describe a saved image")
     p.add_argument("image")
     p.add_argument("--segments", action="store_true",
@@ -144,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left early (khib info | head): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except config.ConfigError as exc:
+        print(f"khib: {exc}", file=sys.stderr)
+        return 2
     except resume.GoBack as exc:
         print(f"khib: {exc}", file=sys.stderr)
         return resume.GO_BACK

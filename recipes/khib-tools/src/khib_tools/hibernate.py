@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from khib_tools import bootarea, kexec, system
+from khib_tools import bootarea, config, kexec, system, window
 from khib_tools.image import mark, retire
 from khib_tools.jumping import HANDOFF, Failure, jump_now, load_b, prepare, window_span
 from khib_tools.saving import save_command
@@ -47,9 +47,31 @@ def own_device(device: str) -> None:
         raise
 
 
+def configured(args: argparse.Namespace) -> None:
+    """What --config gives, where the command line did not; the device by its kernel name
+    (B has no /dev/disk/by-*: it finds the device by the name A's kernel gave it)."""
+    given = config.read(args.config) if args.config else {}
+    for name in ("device", "key", "kernel", "initrd"):
+        if getattr(args, name) is None and name.upper() in given:
+            setattr(args, name, given[name.upper()])
+    if args.window is None and "WINDOW" in given:
+        try:
+            args.window = window.parse(given["WINDOW"])
+        except window.WindowError as exc:
+            raise Failure(f"{args.config}: WINDOW: {exc}") from exc
+    if not args.device:
+        raise Failure("no device to hibernate to: give --device, or DEVICE in --config's file")
+    if args.config and not system.parkable_cpus():  # this command line is the resume's
+        raise Failure("this CPU parks offline CPUs with MWAIT, which a resume boot with "
+                      "this command line would wake by restoring the memory they watch: "
+                      "boot with maxcpus=1 (the others can be brought online after boot)")
+    args.device = os.path.realpath(args.device)
+
+
 def hibernate(args: argparse.Namespace) -> int:
     """Jump to B, which saves A to the device and powers off; return once A resumes.
     Whatever else happens, the image is set aside and the key gone from A's memory."""
+    configured(args)
     device = args.device
     own_device(device)
     prepare(args)
@@ -68,6 +90,7 @@ def hibernate(args: argparse.Namespace) -> int:
             kernel, loaded.initrd, loaded.cmdline, args.window, 0, nonce))
         print(f"khib: hibernating to {device} (room for a {limit >> 20} MiB image)",
               flush=True)
+        os.sync()  # what A wrote is on disk, should this image never be resumed
         verdict = jump_now(args, status)
     finally:
         status.clear_key()

@@ -80,8 +80,10 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
 
 
 def prepare(args: argparse.Namespace) -> None:
-    """Before anything is loaded: B's kernel and initrd are there, and the window (the
-    one given, or the default for A's RAM) is one B can own."""
+    """Before anything is loaded: B's kernel and initrd (those given, or the defaults)
+    are there, and the window (the one given, or the default for A's RAM) is one B can
+    own."""
+    args.kernel, args.initrd = args.kernel or B_KERNEL, args.initrd or B_INITRD
     missing = [f"{what} {path}" for what, path in (("kernel", args.kernel),
                                                      ("initrd", args.initrd))
                if not Path(path).is_file()]

@@ -1,6 +1,9 @@
 """A resume boot (``khib.resume=DEV``): check everything, then put A back and enter it.
 
-The first stage runs where the firmware put it, in A's RAM. It finds the image, refuses
+The first stage runs where the firmware put it, in A's RAM: khib's own image, or a
+distribution's initramfs before it mounts the root (``khib resume --boot``, from
+/etc/khib.conf's DEVICE). On one CPU (it takes the others offline). It finds the image,
+refuses
 what it cannot resume -- and sets that image aside, as swsusp resets its signature, so
 that the normal boot that follows never leaves a resumable image behind a changed
 system -- has the C core check the whole image and hand over what it records, compares
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import tempfile
@@ -61,8 +65,12 @@ class GoBack(Failure):
     """The restore stage wrote nothing: back to the first stage, which boots normally."""
 
 
-def resume(device: str) -> int:
-    """Either stage, as the command line says."""
+def resume(device: str, boot: bool = False) -> int:
+    """Either stage, as the command line says. ``boot``: a distribution's initramfs runs
+    this at every boot, with the device found: no image is no word, ``noresume`` on the
+    command line sets one aside, a refusal returns (status 1) to the normal boot."""
+    if boot:
+        return resume_at_boot(device)
     given = system.cmdline_arg("khib.resume_wait") or ""
     wait = int(given) if given.isdigit() else WAIT
     for _ in range(wait * 10):
@@ -84,6 +92,23 @@ def resume(device: str) -> int:
         restore_stage(device)
     try:
         first_stage(device)
+        raise Refused("the restore stage came back without entering A")
+    except (Refused, NoImage, *BROKEN) as exc:
+        why = str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
+        put_aside(device, why)
+        raise Failure(f"not resuming: {why} (the image on {device} is set aside)") from exc
+
+
+def resume_at_boot(device: str) -> int:
+    """The first stage, from a distribution's initramfs (the restore stage is B's own)."""
+    try:
+        complete(device)
+    except (NoImage, *BROKEN):
+        return 0
+    try:
+        if re.search(r"(?:^|\s)noresume(?:\s|$)", system.cmdline()):
+            raise Refused("noresume is on the command line")
+        first_stage(os.path.realpath(device))
         raise Refused("the restore stage came back without entering A")
     except (Refused, NoImage, *BROKEN) as exc:
         why = str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
@@ -158,10 +183,7 @@ def first_stage(device: str) -> None:
     tried = attempts(device)
     if tried >= fmt.ATTEMPTS_MAX:
         raise Refused(f"{tried} resume boots handed it over to a restore and none entered A")
-    cpus = system.online_cpus()
-    if cpus > 1:
-        raise Refused(f"{cpus} CPUs are online: a resume boot runs on one (boot it with "
-                      "maxcpus=1); the others would wait in memory the restore overwrites")
+    one_cpu()
     here = system.ram_ranges(Path("/proc/iomem").read_text())
     key, key_path = key_option()
     try:
@@ -187,6 +209,23 @@ def first_stage(device: str) -> None:
     complaint = kexec.jump()  # returns only if the restore stage wrote nothing and came back
     if complaint:
         raise Refused(f"kexec -e: {complaint}")
+
+
+def one_cpu() -> None:
+    """Take every other CPU offline where they then halt (HLT), as the kernel's own
+    resume has them do: they wait until A brings them back up (INIT and SIPI), whatever
+    the restore writes over them. Refuse if one stays online."""
+    if system.parkable_cpus():
+        for cpu in sorted(system.CPUS.glob("cpu[0-9]*/online")):
+            if cpu.parent.name != "cpu0" and cpu.read_text().strip() == "1":
+                try:
+                    cpu.write_text("0")
+                except OSError:
+                    break
+    cpus = system.online_cpus()
+    if cpus > 1:
+        raise Refused(f"{cpus} CPUs are online: a resume boot runs on one (boot it with "
+                      "maxcpus=1); the others would wait in memory the restore overwrites")
 
 
 def restore_stage(device: str) -> NoReturn:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 CMDLINE = Path("/proc/cmdline")
 IOMEM = Path("/proc/iomem")
-ONLINE = Path("/sys/devices/system/cpu/online")
+CPUS = Path("/sys/devices/system/cpu")
+ONLINE = CPUS / "online"
 # What B's kernel kept of A's 4 KiB-640 KiB before its boot wrote there (B's kernel
 # patch, recipes/linux/patches/b/0001):
 # read for the image, written by a resume; the offset is the physical address.
@@ -73,6 +74,19 @@ def online_cpus() -> int:
         low, _, high = part.partition("-")
         count += int(high or low) - int(low) + 1
     return count
+
+
+def mwait() -> bool:
+    """The CPU has MONITOR/MWAIT, which x86 kernels park offline CPUs with: a write to the
+    line it watches (a resume writing the memory over it) wakes such a CPU."""
+    return bool(re.search(r"^flags\s*:.*\bmonitor\b", Path("/proc/cpuinfo").read_text(),
+                          re.MULTILINE))
+
+
+def parkable_cpus() -> bool:
+    """A boot with this command line can take its other CPUs offline safely before a
+    restore writes over its memory: they halt (HLT), or there are none to park."""
+    return not mwait() or online_cpus() == 1 or cmdline_arg("maxcpus") == "1"
 
 
 def reservations(text: str) -> list[tuple[str, int, int]]:

@@ -1,5 +1,5 @@
-"""Verbs that build or look at what a build would do: rootfs, rebuild, fetch, status,
-explain, graph, cache."""
+"""Verbs that build or look at what a build would do: rootfs, rebuild, deb, fetch,
+status, explain, graph, cache."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from khib_build import report
+from khib_build.cli.kernel import KERNEL_SRC, built_kernel
 from khib_build.cli.verbs import BUILD, CONFIG, FETCH, PLACES, Verb, arg, shown
 from khib_build.errors import UsageError
 from khib_build.settings.options import Options
@@ -17,6 +19,9 @@ from khib_build.settings.options import Options
 if TYPE_CHECKING:
     from khib_build.engine.cache import Entry
     from khib_build.engine.scheduler import PackageResult
+    from khib_build.pipeline import ImageResult, Plan
+
+TOOLS_RECIPE = "khib-tools"  # the recipe whose Python tools the khib package runs on the host
 
 
 def summary(packages: Sequence[PackageResult], image_status: str, seconds: float) -> None:
@@ -33,17 +38,24 @@ def summary(packages: Sequence[PackageResult], image_status: str, seconds: float
         report.say(f"{'; '.join(causes)}: {count} package(s) rebuilt")
 
 
-def rootfs(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import build_image, check_names, plan_image
+def built_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> ImageResult:
+    """The config's image, up to date (``force``: packages built again regardless)."""
+    from khib_build.pipeline import build_image
 
-    force = tuple(getattr(args, "packages", ()))
-    plan = plan_image(options.config)
-    check_names(force, [r.name for r in plan.recipes])
     for used, hidden in plan.shadowed:
         report.say(f"warning: {used.parent.name} is defined differently in {used} and "
                    f"{hidden}; using {used} (the first recipe dir wins)")
     with report.live():
-        result = build_image(plan, options, force)
+        return build_image(plan, options, force)
+
+
+def rootfs(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.pipeline import check_names, plan_image
+
+    force = tuple(getattr(args, "packages", ()))
+    plan = plan_image(options.config)
+    check_names(force, [r.name for r in plan.recipes])
+    result = built_image(plan, options, force)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
         return 0
@@ -51,6 +63,38 @@ def rootfs(args: argparse.Namespace, options: Options) -> int:
     print(f"image: {shown(result.path)} ({result.size} bytes, {result.size / 2**20:.2f} MiB)")
     print(f"sha256: {result.sha256}")
     print(f"manifest: {shown(result.manifest)}")
+    return 0
+
+
+def deb(args: argparse.Namespace, options: Options) -> int:
+    """Read and check the package's own files, build the image and the kernel, pack."""
+    from khib_build.fsutil import sha256_of
+    from khib_build.image import debpackage
+    from khib_build.pipeline import plan_image
+    from khib_build.reports.debdocs import documentation
+    from khib_build.settings.paths import data_dir
+
+    plan = plan_image(options.config)
+    if TOOLS_RECIPE not in plan.by_name:
+        raise UsageError(f"{options.config}: the image has no {TOOLS_RECIPE}, whose khib tools the "
+                         "khib package runs")
+    tools = plan.by_name[TOOLS_RECIPE].folder / "src" / "khib_tools"
+    debian = args.debian_dir or data_dir("debian")
+    if args.debian_dir is None and not (debian / debpackage.NAME / "files").is_file():
+        raise UsageError(f"no {debian / debpackage.NAME / 'files'}: khib-build runs outside "
+                         "its source tree; give --debian-dir, the debian/ folder of its source")
+    package = debpackage.package_for(debian, plan.config.target, options.source_date_epoch)
+    members, scripts = debpackage.own_files(debian)
+    members += [*debpackage.tool_modules(tools),
+                *documentation(package, tools, debian, plan.recipes, plan.linux)]
+    image = built_image(plan, options)
+    kernel = built_kernel(args.kernel_src, plan, options)
+    members += debpackage.built_files(image.path, kernel.bzimage, plan.config.target)
+    path = debpackage.build_deb(package, members, scripts, options.outdir.resolve())
+    print(f"image: {shown(image.path)} ({image.status})")
+    print(f"kernel: {shown(kernel.bzimage)} ({kernel.status})")
+    print(f"package: {shown(path)} ({path.stat().st_size} bytes)")
+    print(f"sha256: {sha256_of(path)}")
     return 0
 
 
@@ -171,6 +215,16 @@ VERBS = (
          "Rebuild the named packages and every package that depends on them, replacing "
          "their cache entries, then the image.", rootfs, BUILD,
          (BUILD_JSON, arg("packages", nargs="+", metavar="PKG"))),
+    Verb("deb", "build the Debian package khib for the system that hibernates",
+         "Build the image and B's kernel (as rootfs and kernel do, from the cache when "
+         "nothing changed), then OUTDIR/khib_VERSION_ARCH.deb: the khib tools on Debian's "
+         "python3, the image's static C core and kexec, B's kernel and image, the files "
+         "debian/khib/files lists, khib(8) and the control files.", deb, BUILD,
+         (KERNEL_SRC,
+          arg("--debian-dir", type=Path, metavar="DIR",
+              help="the debian/ folder to take the package's own files (khib/), maintainer "
+                   "(control), copyright and date (changelog) from (default: the one of "
+                   "khib-build's source tree)"))),
     Verb("graph", "print the package graph", "Print the image's packages in build order with "
          "their dependencies and host tools, as text or Graphviz DOT.", graph, CONFIG,
          (arg("--format", choices=("text", "dot"), default="text"),)),

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from khib_build import report
 from khib_build.cli.verbs import FETCH, PINNED, PLACES, Verb, arg, shown, typed
@@ -15,6 +16,10 @@ from khib_build.errors import UsageError
 from khib_build.settings.config import ARCHES
 from khib_build.settings.kinds import Int, Seconds
 from khib_build.settings.options import Options, epoch
+
+if TYPE_CHECKING:
+    from khib_build.kernel.build import KernelResult
+    from khib_build.pipeline import Plan
 
 KERNEL_SRC = arg("--kernel-src", type=Path, metavar="PATH",
                  help="kernel tree or tarball (default: the config's kernel_source)")
@@ -58,17 +63,23 @@ def kconfig(args: argparse.Namespace, options: Options) -> int:
     return 1 if result.missing else 0
 
 
-def kernel(args: argparse.Namespace, options: Options) -> int:
+def built_kernel(kernel_src: Path | None, plan: Plan, options: Options) -> KernelResult:
+    """The config's kernel as OUTDIR/bzImage: from the cache, else built."""
     from khib_build.kernel.build import base_of, build_kernel, kernel_source
-    from khib_build.pipeline import plan_image, settings_for
+    from khib_build.pipeline import settings_for
 
-    plan = plan_image(options.config)
     settings = settings_for(plan, options)
     with report.live():
-        source = kernel_source(args.kernel_src, plan.config, settings.cache, settings.sources)
-    result = build_kernel(source, plan.linux, plan.config.kernel_role, plan.kernel_requests,
-                          base_of(plan.config), plan.config.arch, options.outdir.resolve(),
-                          settings.cache, options.jobs, epoch(options, plan.config))
+        source = kernel_source(kernel_src, plan.config, settings.cache, settings.sources)
+    return build_kernel(source, plan.linux, plan.config.kernel_role, plan.kernel_requests,
+                        base_of(plan.config), plan.config.arch, options.outdir.resolve(),
+                        settings.cache, options.jobs, epoch(options, plan.config))
+
+
+def kernel(args: argparse.Namespace, options: Options) -> int:
+    from khib_build.pipeline import plan_image
+
+    result = built_kernel(args.kernel_src, plan_image(options.config), options)
     print(f"kernel: {shown(result.bzimage)} ({result.status}, {result.seconds:.1f} s)")
     print(f"config: {shown(result.config)}")
     return 0

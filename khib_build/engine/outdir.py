@@ -21,6 +21,10 @@ from khib_build.errors import KhibError
 from khib_build.fsutil import write_atomically
 from khib_build.report import say
 
+# The output dirs this process holds (by resolved path), with their locks: a verb that
+# builds both the image and the kernel (deb) takes its output dir once, not twice.
+HELD: dict[Path, int] = {}
+
 
 class OutputDir:
     """One output dir; every path in it is decided here."""
@@ -84,6 +88,10 @@ class OutputDir:
 
     def lock(self, wait: bool = True) -> None:
         """Take the output dir for this run; wait for another run holding it, or fail."""
+        held = HELD.get(self.root.resolve())
+        if held is not None:
+            self.lock_fd = held
+            return
         try:
             self.meta.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -104,7 +112,7 @@ class OutputDir:
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.lock_fd = fd
+        self.lock_fd = HELD[self.root.resolve()] = fd
 
     def record_path(self, name: str) -> Path:
         return self.meta / "packages" / f"{name}.json"

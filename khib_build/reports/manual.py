@@ -1,30 +1,52 @@
-"""The man page and the bash completion, both generated from the argument parser.
+"""Man pages and the bash completion, generated from an argument parser.
 
 khib-build writes them itself rather than through argparse-manpage and shtab: the Debian
 package builds them with Debian 12's tools, whose argparse-manpage (1.2) has no extra
-sections and whose shtab (1.5) completes only the first verb.
+sections and whose shtab (1.5) completes only the first verb. The same generator writes
+khib-build(1) and, for the Debian package ``khib``, khib(8) from the khib tools' parser.
 
-``python -m khib_build.cli.manual man|bash`` prints one of them.
+``python -m khib_build.cli.manual man|bash`` prints khib-build's.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
+from dataclasses import dataclass
 
 from khib_build import __version__
 from khib_build.settings.options import OPTIONS, help_text
 
-SUMMARY = "build deterministic initramfs images for kexec jump"
-EXIT_STATUS = [
+
+@dataclass(frozen=True)
+class Section:
+    """A section after the commands: paragraphs (blank-line separated), then terms."""
+
+    title: str
+    text: str = ""
+    items: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Page:
+    """What a man page says beside its parser's options and commands."""
+
+    name: str
+    section: int
+    source: str  # the package and version, in the footer
+    summary: str  # NAME's one line
+    description: str = ""  # paragraphs (blank-line separated); else the parser's
+    sections: tuple[Section, ...] = ()
+
+
+EXIT_STATUS = (
     ("0", "success (diff: the images have the same entries)"),
     ("1", "a build, fetch, check or boot failed (diff: the images differ; lint: findings)"),
     ("2", "a bad config, recipe, table or command line, named with its file and line "
           "(diff: an image cannot be read)"),
     ("130", "interrupted"),
-]
-FILES = [
+)
+FILES = (
     ("configs/khib.yaml, configs/khib-x86_64.yaml",
      "the built-in image configs (-c khib, -c khib-x86_64); recipes/ the built-in recipes"),
     ("output/", "the default output dir: the image, manifest.json, kernel.config, logs/, "
@@ -32,7 +54,16 @@ FILES = [
     ("~/.cache/khib-build/cache",
      "the build cache: packages/, reads/, sysroots/, kernel-src/, apt-sources/, locks/"),
     ("~/.cache/khib-build/dl", "the download dir"),
-]
+)
+
+
+def khib_build_page() -> Page:
+    """khib-build(1)'s own words."""
+    return Page("khib-build", 1, f"khib-build {__version__}",
+                "build deterministic initramfs images for kexec jump",
+                sections=(Section("EXIT STATUS", items=EXIT_STATUS),
+                          Section("ENVIRONMENT", items=environment()),
+                          Section("FILES", items=FILES)))
 
 
 def roff(text: str) -> str:
@@ -42,10 +73,10 @@ def roff(text: str) -> str:
                      for line in text.splitlines())
 
 
-def environment() -> list[tuple[str, str]]:
+def environment() -> tuple[tuple[str, str], ...]:
     variables = [(o.env, help_text(o)) for o in OPTIONS.values() if o.env]
-    return [*variables, ("XDG_CACHE_HOME", "where the user's cache dir is (default: ~/.cache)"),
-            ("NO_COLOR", "no colour in the progress display")]
+    return (*variables, ("XDG_CACHE_HOME", "where the user's cache dir is (default: ~/.cache)"),
+            ("NO_COLOR", "no colour in the progress display"))
 
 
 def verbs(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
@@ -71,25 +102,28 @@ def options_of(parser: argparse.ArgumentParser) -> list[str]:
     return entries
 
 
-def man_page(parser: argparse.ArgumentParser) -> str:
-    """khib-build(1): NAME, SYNOPSIS, DESCRIPTION, OPTIONS, COMMANDS, EXIT STATUS,
-    ENVIRONMENT and FILES.  Dated by SOURCE_DATE_EPOCH when it is set."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    date = time.strftime("%Y-%m-%d", time.gmtime(int(epoch))) if epoch else ""
-    lines = [f'.TH KHIB\\-BUILD 1 "{date}" "khib\\-build {__version__}" "khib\\-build manual"',
-             ".SH NAME", f"khib\\-build \\- {roff(SUMMARY)}",
-             ".SH SYNOPSIS", "\\fBkhib\\-build\\fR [\\fIOPTIONS\\fR] \\fIVERB\\fR "
+def man_page(parser: argparse.ArgumentParser, page: Page, epoch: int | None) -> str:
+    """The page: NAME, SYNOPSIS, DESCRIPTION, OPTIONS, COMMANDS (each verb's usage and
+    options), then the page's own sections. Dated by ``epoch`` (none: undated)."""
+    date = time.strftime("%Y-%m-%d", time.gmtime(epoch)) if epoch is not None else ""
+    name = roff(page.name)
+    paragraphs = (page.description or parser.description or "").split("\n\n")
+    lines = [f'.TH {name.upper()} {page.section} "{date}" "{roff(page.source)}" '
+             f'"{name} manual"',
+             ".SH NAME", f"{name} \\- {roff(page.summary)}",
+             ".SH SYNOPSIS", f"\\fB{name}\\fR [\\fIOPTIONS\\fR] \\fIVERB\\fR "
              "[\\fIVERB OPTIONS\\fR] [\\fIARGUMENTS\\fR]",
-             ".SH DESCRIPTION", roff(parser.description or ""),
+             ".SH DESCRIPTION", "\n.PP\n".join(roff(p.strip()) for p in paragraphs),
              ".SH OPTIONS", *options_of(parser), ".SH COMMANDS"]
-    for name, summary, sub in verbs(parser):
+    for verb, summary, sub in verbs(parser):
         usage = " ".join(sub.format_usage().removeprefix("usage: ").split())
-        lines += [f".SS {roff(name)}", roff(summary), ".PP", f"\\fB{roff(usage)}\\fR",
+        lines += [f".SS {roff(verb)}", roff(summary), ".PP", f"\\fB{roff(usage)}\\fR",
                   *options_of(sub)]
-    for title, items in (("EXIT STATUS", EXIT_STATUS), ("ENVIRONMENT", environment()),
-                         ("FILES", FILES)):
-        lines.append(f".SH {title}")
-        lines += [f".TP\n{roff(term)}\n{roff(text)}" for term, text in items]
+    for section in page.sections:
+        lines.append(f".SH {section.title}")
+        if section.text:
+            lines.append("\n.PP\n".join(roff(p.strip()) for p in section.text.split("\n\n")))
+        lines += [f".TP\n{roff(term)}\n{roff(text)}" for term, text in section.items]
     return "\n".join(lines) + "\n"
 
 

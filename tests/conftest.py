@@ -29,7 +29,7 @@ from tests.jumps import JumpRun, read_run, run_scenario
 # `make test` hands files to its workers in collection order, so these start first and
 # the short files fill the gaps at the end. Files that read a boot another file's test
 # runs go last, when that boot is done (a worker would otherwise wait for it).
-LONGEST_FIRST = ("test_kernels.py", "test_jump.py", "test_hibernate.py",
+LONGEST_FIRST = ("test_kernels.py", "test_system.py", "test_jump.py", "test_hibernate.py",
                  "test_reproducible.py", "test_powercut.py", "test_kconfig.py",
                  "test_packaging.py", "test_interrupts.py", "test_kernel.py", "test_boot.py",
                  "test_engine.py")

@@ -225,16 +225,18 @@ def loads_of(data: bytes) -> list[Load]:
             if kind == PT_MEMORY]
 
 
-def image_of(disk: Path) -> bytes:
-    """The khib image at the start of a disk (or file), without reading the rest: up to
-    the end of the last part its program headers name."""
+def image_of(disk: Path, at: int = 0) -> bytes:
+    """The khib image at the start of a disk (or file), or ``at`` bytes into it (a
+    partition), without reading the rest: up to the end of the last part its program
+    headers name."""
     with disk.open("rb") as handle:
+        handle.seek(at)
         header = handle.read(64)
         phoff, = struct.unpack_from("<Q", header, 32)
         phnum, = struct.unpack_from("<H", header, 56)
-        handle.seek(phoff)
+        handle.seek(at + phoff)
         phdrs = [struct.unpack_from("<IIQQQQQQ", handle.read(56)) for _ in range(phnum)]
-        handle.seek(0)
+        handle.seek(at)
         return handle.read(max(phoff + 56 * phnum, *(p[2] + p[5] for p in phdrs)))
 
 

@@ -9,7 +9,7 @@ state() { systemctl is-system-running --wait; }
 journal() { journalctl -b -o cat | grep -c "$1"; }
 
 if grep -q 'khib\.scenario=report' /proc/cmdline; then
-	say "booted state=$(state) failed=$(systemctl --failed --no-legend --plain | cut -d ' ' -f 1 | tr '\n' ,)"
+	say "booted state=$(state) cpus=$(cat /sys/devices/system/cpu/online) failed=$(systemctl --failed --no-legend --plain | cut -d ' ' -f 1 | tr '\n' ,)"
 	say "journal khib=$(journal 'khib')"
 	systemctl poweroff
 	exit 0

@@ -11,10 +11,12 @@ image aside before it carries on: a resumable image never stays behind a live A.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,6 +77,8 @@ def hibernate(args: argparse.Namespace) -> int:
     device = args.device
     own_device(device)
     prepare(args)
+    # Stopped (a cancelled job): still through the finally below, never with B loaded.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     kernel = Path(args.kernel).read_bytes()  # once: the boot area holds what B ran
     status = StatusPage(window_span(args.window))
     nonce = secrets.token_hex(16)
@@ -91,6 +95,8 @@ def hibernate(args: argparse.Namespace) -> int:
         print(f"khib: hibernating to {device} (room for a {limit >> 20} MiB image)",
               flush=True)
         os.sync()  # what A wrote is on disk, should this image never be resumed
+        with contextlib.suppress(OSError):  # and clean caches (an initramfs's key) go
+            Path("/proc/sys/vm/drop_caches").write_text("1")
         verdict = jump_now(args, status)
     finally:
         status.clear_key()

@@ -18,6 +18,7 @@ reboots, and the attempts the image counts end such a loop in a normal boot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -53,6 +54,9 @@ WAIT = 30  # seconds a resume boot waits for its device (khib.resume_wait= to ch
 
 
 GO_BACK = 5  # the restore stage's exit status when nothing was written (overlays' /init)
+# khib resume --boot's exit status when it refused the image and set it aside (0: there
+# was none); any other status leaves the initramfs's script to set it aside itself.
+SET_ASIDE = 3
 BROKEN = (OSError, ValueError, LookupError, TypeError, AttributeError, MemoryError,
           OverflowError, RecursionError, struct.error)
 
@@ -90,29 +94,47 @@ def resume(device: str, boot: bool = False) -> int:
         raise Failure(f"not resuming: {device}: {exc}") from exc
     if system.cmdline_arg("khib.stage") == "restore":
         restore_stage(device)
-    try:
-        first_stage(device)
-        raise Refused("the restore stage came back without entering A")
-    except (Refused, NoImage, *BROKEN) as exc:
-        why = str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
-        put_aside(device, why)
-        raise Failure(f"not resuming: {why} (the image on {device} is set aside)") from exc
+    resume_or_set_aside(device)
 
 
 def resume_at_boot(device: str) -> int:
-    """The first stage, from a distribution's initramfs (the restore stage is B's own)."""
+    """The first stage, from a distribution's initramfs (the restore stage is B's own),
+    on the device by its kernel name (B's command line names it so)."""
+    device = os.path.realpath(device)
+    refusal = None
     try:
         complete(device)
-    except (NoImage, *BROKEN):
+    except NoImage:
         return 0
+    except BROKEN as exc:  # it may hold an image all the same: never resumable after this
+        refusal = f"{device} cannot be read ({exc})"
+    if re.search(r"(?:^|\s)noresume(?:\s|$)", system.cmdline()):
+        refusal = "noresume is on the command line"
     try:
-        if re.search(r"(?:^|\s)noresume(?:\s|$)", system.cmdline()):
-            raise Refused("noresume is on the command line")
-        first_stage(os.path.realpath(device))
+        resume_or_set_aside(device, refusal)
+    except Failure as exc:
+        print(f"khib: {exc}", flush=True)
+        return SET_ASIDE
+
+
+def resume_or_set_aside(device: str, refusal: str | None = None) -> NoReturn:
+    """The first stage; or the image set aside, and why (Failure), if it refuses (or is
+    told to: ``refusal``) or its restore stage comes back: then the CPUs it took offline
+    are back and nothing stays loaded."""
+    taken: list[Path] = []
+    try:
+        if refusal:
+            raise Refused(refusal)
+        first_stage(device, taken)
         raise Refused("the restore stage came back without entering A")
     except (Refused, NoImage, *BROKEN) as exc:
         why = str(exc) if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
         put_aside(device, why)
+        with contextlib.suppress(*BROKEN):
+            kexec.run("kexec", "-u")
+        for cpu in taken:
+            with contextlib.suppress(*BROKEN):
+                cpu.write_text("1")
         raise Failure(f"not resuming: {why} (the image on {device} is set aside)") from exc
 
 
@@ -121,14 +143,17 @@ def put_aside(device: str, why: str) -> None:
     normal boot must not leave a resumable image behind it."""
     try:
         complete(device)
-    except (NoImage, *BROKEN):
+    except NoImage:
         return
+    except BROKEN:
+        pass  # unreadable: it may hold an image all the same
     try:
         set_aside(device, why)
     except BROKEN as exc:
         print(f"khib: not resuming: {why}; and the image on {device} cannot be set aside "
               f"({exc}): powering off, so that no normal boot leaves it resumable. Boot "
-              "without khib.resume= to use this machine.", flush=True)
+              "without khib.resume= (with the khib package: with khib=off) to use this "
+              "machine.", flush=True)
         stop()
 
 
@@ -176,14 +201,14 @@ def fits_here(meta: dict[str, Any], here: list[tuple[int, int]], area: bootarea.
         raise Refused(f"the boot area on {device} is not the one this image was saved with")
 
 
-def first_stage(device: str) -> None:
+def first_stage(device: str, taken: list[Path]) -> None:
     """Check, then move out of A's way: returns only if the restore stage came back. What
     the image records is compared as the disk has it first (a refusal costs no reading
     of the whole image), then as the C core's check found it, which is what counts."""
     tried = attempts(device)
     if tried >= fmt.ATTEMPTS_MAX:
         raise Refused(f"{tried} resume boots handed it over to a restore and none entered A")
-    one_cpu()
+    one_cpu(taken)
     here = system.ram_ranges(Path("/proc/iomem").read_text())
     key, key_path = key_option()
     try:
@@ -211,17 +236,19 @@ def first_stage(device: str) -> None:
         raise Refused(f"kexec -e: {complaint}")
 
 
-def one_cpu() -> None:
-    """Take every other CPU offline where they then halt (HLT), as the kernel's own
-    resume has them do: they wait until A brings them back up (INIT and SIPI), whatever
-    the restore writes over them. Refuse if one stays online."""
-    if system.parkable_cpus():
+def one_cpu(taken: list[Path]) -> None:
+    """Take every other CPU offline where they then halt (HLT, not MWAIT), as the
+    kernel's own resume has them do: they wait until A brings them back up (INIT and
+    SIPI), whatever the restore writes over them; ``taken`` lists them. Refuse if one
+    stays online."""
+    if not system.mwait():
         for cpu in sorted(system.CPUS.glob("cpu[0-9]*/online")):
             if cpu.parent.name != "cpu0" and cpu.read_text().strip() == "1":
                 try:
                     cpu.write_text("0")
                 except OSError:
                     break
+                taken.append(cpu)
     cpus = system.online_cpus()
     if cpus > 1:
         raise Refused(f"{cpus} CPUs are online: a resume boot runs on one (boot it with "

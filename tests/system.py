@@ -237,10 +237,10 @@ def main(argv: list[str]) -> int:
         subprocess.run(["cp", "--sparse=always", str(path), str(outdir / path.name)],
                        check=True)
     print(f"A Debian {SUITE} system with khib, Linux {made.release}, in {outdir}:\n"
-          f"  khib-build boot -c configs/khib-x86_64.yaml --kernel {outdir}/vmlinuz "
-          f"--image {outdir}/initrd.img --disk {outdir}/disk.img --memory 1024 --cpus 2 "
-          f"--append '{ROOT_APPEND}' --timeout 3600\n"
-          "then log in as root (no password) and run `systemctl hibernate`; boot the same "
+          f"  qemu-system-x86_64 -m 1024 -smp 2 -nographic -kernel {outdir}/vmlinuz "
+          f"-initrd {outdir}/initrd.img -append 'console=ttyS0 {ROOT_APPEND}' "
+          f"-drive file={outdir}/disk.img,format=raw,if=virtio\n"
+          "then log in as root (no password) and run `systemctl hibernate`; run the same "
           "command again to resume.")
     return 0
 

@@ -35,7 +35,13 @@ def debian(tmp_path_factory: pytest.TempPathFactory) -> system.System:
     kernel = matrix_kernel(tmp_path_factory, "a-7.2-x86_64")[0] / "bzImage"
     deb = built_once(tmp_path_factory, "khib-deb", lambda folder: assert_ok(
         khib("deb", "-c", X86_64_CONFIG, "-o", folder, timeout=3600)))
-    return system.system(kernel, next(deb.glob("khib_*.deb")))
+    made = system.system(kernel, next(deb.glob("khib_*.deb")))
+    # Its own copies: another run that makes another system replaces the cached one.
+    folder = tmp_path_factory.mktemp("debian")
+    for path in (made.disk, made.kernel, made.initrd):
+        subprocess.run(["cp", "--sparse=always", str(path), str(folder)], check=True)
+    return made._replace(disk=folder / made.disk.name, kernel=folder / made.kernel.name,
+                         initrd=folder / made.initrd.name)
 
 
 def boot(debian: system.System, disk: Path, append: str) -> str:

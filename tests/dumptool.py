@@ -10,10 +10,10 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from khib_build.sources.fetch import archives
+from tests.chroot import in_root
 from tests.helpers import USER_CACHE
 
 SUITE = "sid"
@@ -59,16 +59,8 @@ def free_pages(core: Path, arch: str) -> tuple[int | None, str]:
     try:
         # makedumpfile sizes its buffers by /proc/meminfo: a /proc of its own (without
         # one it worked in 0-byte cycles and never ended).
-        for _ in range(3):  # a mount that fails (seen once, runs side by side) is retried
-            said = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c",
-                                   f"mount -t proc proc {root}/proc || exit 99; exec chroot "
-                                   f"{root} makedumpfile -d 16 --message-level 31 -f "
-                                   f"/tmp/{name}.elf /tmp/{name}.dump"],
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  check=False, timeout=900)
-            if said.returncode != 99:
-                break
-            time.sleep(1)
+        said = in_root(root, "makedumpfile", "-d", "16", "--message-level", "31", "-f",
+                       f"/tmp/{name}.elf", f"/tmp/{name}.dump", check=False)
     finally:
         inside.unlink(missing_ok=True)
         (root / "tmp" / f"{name}.dump").unlink(missing_ok=True)

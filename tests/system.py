@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from khib_build.sources.fetch import archives
+from tests.chroot import in_root
 from tests.helpers import USER_CACHE
 
 SUITE = "bookworm"
@@ -65,22 +66,6 @@ def kernel_release(bzimage: bytes) -> str:
     """The release a bzImage names in its setup header (kernel_version)."""
     at, = struct.unpack_from("<H", bzimage, 0x20E)
     return bzimage[at + 0x200:at + 0x300].split(b" ")[0].decode()
-
-
-def in_root(root: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """A command inside the root, with /proc, /sys and /dev mounted in a mount namespace
-    of its own (nothing stays mounted); its output kept."""
-    script = ('mount -t proc proc "$0/proc" && mount -t sysfs sys "$0/sys" && '
-              'mount --bind /dev "$0/dev" && exec chroot "$0" "$@"')
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8",
-           "DEBIAN_FRONTEND": "noninteractive"}
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                           script, str(root), *command], capture_output=True, text=True,
-                          env=env, check=False, timeout=900)
-    if check and done.returncode:
-        raise RuntimeError(f"in the Debian root: {' '.join(command)} exited "
-                           f"{done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-    return done
 
 
 def files_of(root: Path) -> set[str]:

@@ -36,7 +36,8 @@ def debian(tmp_path_factory: pytest.TempPathFactory) -> system.System:
     deb = built_once(tmp_path_factory, "khib-deb", lambda folder: assert_ok(
         khib("deb", "-c", X86_64_CONFIG, "-o", folder, timeout=3600)))
     made = system.system(kernel, next(deb.glob("khib_*.deb")))
-    # Its own copies: another run that makes another system replaces the cached one.
+    # Its own copies (the disk is the one the tests change): another run that makes
+    # another system replaces the cached one.
     folder = tmp_path_factory.mktemp("debian")
     for path in (made.disk, made.kernel, made.initrd):
         subprocess.run(["cp", "--sparse=always", str(path), str(folder)], check=True)
@@ -73,12 +74,10 @@ def said(pattern: str, console: str) -> re.Match[str]:
 
 
 @pytest.fixture(scope="module")
-def hibernated(debian: system.System, tmp_path_factory: pytest.TempPathFactory
-               ) -> tuple[Path, str]:
-    """The system's disk after `systemctl hibernate`, and that boot's console."""
-    folder = tmp_path_factory.mktemp("system")
-    disk = folder / "disk.img"
-    subprocess.run(["cp", "--sparse=always", str(debian.disk), str(disk)], check=True)
+def hibernated(debian: system.System) -> tuple[Path, str]:
+    """The system's disk (this run's copy) after `systemctl hibernate`, and that boot's
+    console."""
+    disk = debian.disk
     console = boot(debian, disk, APPEND)
     said(r"SCENARIO ready state=running ", console)
     said(r"khib: A is saved; powering off", console)
@@ -98,8 +97,7 @@ def test_the_package_installs_purges_and_installs_again(debian: system.System) -
 
 
 def test_systemctl_hibernate_then_the_initramfs_resumes_it(
-        debian: system.System, hibernated: tuple[Path, str],
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+        debian: system.System, hibernated: tuple[Path, str]) -> None:
     disk, first = hibernated
     holder = said(r"SCENARIO HOLDER uid=65534 sha256=(\w+) token=([\w-]+)", first)
     token = said(r"SCENARIO ready state=running token=([\w-]+)", first)[1]

@@ -2,9 +2,8 @@
 
 The first stage runs where the firmware put it, in A's RAM: khib's own image, or a
 distribution's initramfs before it mounts the root (``khib resume --boot``, from
-/etc/khib.conf's DEVICE). On one CPU (it takes the others offline). It finds the image,
-refuses
-what it cannot resume -- and sets that image aside, as swsusp resets its signature, so
+/etc/khib.conf's DEVICE), on one CPU (it takes the others offline). It finds the image,
+refuses what it cannot resume -- and sets that image aside, as swsusp resets its signature, so
 that the normal boot that follows never leaves a resumable image behind a changed
 system -- has the C core check the whole image and hand over what it records, compares
 the boot area with what the image sealed, and loads the saved B into B's window with the
@@ -71,8 +70,9 @@ class GoBack(Failure):
 
 def resume(device: str, boot: bool = False) -> int:
     """Either stage, as the command line says. ``boot``: a distribution's initramfs runs
-    this at every boot, with the device found: no image is no word, ``noresume`` on the
-    command line sets one aside, a refusal returns (status 1) to the normal boot."""
+    this at every boot, with the device found: no image is no word (status 0), ``noresume``
+    on the command line sets one aside, a refusal returns (status SET_ASIDE) to the
+    normal boot."""
     if boot:
         return resume_at_boot(device)
     given = system.cmdline_arg("khib.resume_wait") or ""

@@ -232,3 +232,90 @@ def test_check_meta_out_writes_the_meta_note_as_given(core: Path, tmp_path: Path
     (tmp_path / "image").write_bytes(data)
     result = restore(core, tmp_path / "image", "--check", "--meta-out", tmp_path / "refused")
     assert result.returncode == 1 and not (tmp_path / "refused").exists()
+
+
+def checked_digests(core: Path, tmp_path: Path, *key: object) -> Path:
+    """The digests a check of tmp_path/image kept (--check --digests-out), as the first
+    stage of a resume hands them to the restore stage."""
+    result = restore(core, tmp_path / "image", "--check", *key,
+                     "--digests-out", tmp_path / "digests")
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "digests"
+
+
+def test_digests_from_a_check_stand_in_for_reading_the_image_twice(core: Path,
+                                                                  tmp_path: Path) -> None:
+    """--digests: one SHA-256 per stored block, as the check found them; the restore
+    writes with them, reading the image once, and the memory comes back whole."""
+    mem = saved(core, tmp_path)
+    digests = checked_digests(core, tmp_path)
+    data = (tmp_path / "image").read_bytes()
+    assert digests.stat().st_size == 32 * sum(len(blocks(data, load))
+                                              for load in loads(data)[0] if load.filesz)
+    assert digests.stat().st_mode & 0o777 == 0o600
+    result = restore(core, tmp_path / "image", "--mem", tmp_path / "target",
+                     "--digests", digests)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "target").read_bytes() == mem
+
+
+@pytest.mark.parametrize("change", ["flipped", "short", "long"])
+def test_digests_that_do_not_give_the_seal_are_refused(core: Path, tmp_path: Path,
+                                                       change: str) -> None:
+    """A list other than the sealed one (a digest changed, one missing, one too many) is
+    refused before anything is written: exit 1, the canary as it was."""
+    saved(core, tmp_path)
+    digests = checked_digests(core, tmp_path)
+    data = bytearray(digests.read_bytes())
+    if change == "flipped":
+        data[40] ^= 1
+    digests.write_bytes(data[:-32] if change == "short" else
+                        data + bytes(32) if change == "long" else data)
+    result = restore(core, tmp_path / "image", "--mem", tmp_path / "target",
+                     "--digests", digests)
+    assert result.returncode == 1 and "nothing written" in result.stderr, result.stderr
+    assert ("does not match its SHA-256 seal" if change == "flipped" else
+            "does not hold one digest for each") in result.stderr
+    assert (tmp_path / "target").read_bytes() == CANARY
+
+
+def test_digests_need_the_key_of_a_keyed_image(core: Path, tmp_path: Path) -> None:
+    """A keyed image's digests are taken only with its key, and checked against its
+    HMAC: another key is refused before any write."""
+    (tmp_path / "key").write_bytes(b"k" * 64)
+    (tmp_path / "other").write_bytes(b"o" * 64)
+    mem = saved(core, tmp_path, "--key", tmp_path / "key")
+    digests = checked_digests(core, tmp_path, "--key", tmp_path / "key")
+    for key, message in (((), "it needs its key"),
+                         (("--key", tmp_path / "other"), "fails its HMAC")):
+        result = restore(core, tmp_path / "image", "--mem", tmp_path / "target",
+                         "--digests", digests, *key)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert (tmp_path / "target").read_bytes() == CANARY
+    result = restore(core, tmp_path / "image", "--mem", tmp_path / "target",
+                     "--digests", digests, "--key", tmp_path / "key")
+    assert result.returncode == 0 and (tmp_path / "target").read_bytes() == mem
+
+
+@pytest.mark.parametrize("segment", [0, -1], ids=["first", "last"])
+def test_a_block_changed_after_the_first_stages_check_is_never_written(
+        core: Path, tmp_path: Path, segment: int) -> None:
+    """The image changes on the disk between the check that kept the digests and the
+    restore that takes them (a block forged to keep its CRC-32): the block's digest
+    catches it before a byte of it is written. The first segment: nothing written yet,
+    exit 1; the last: exit 3, and none of the forged bytes in memory."""
+    mem = saved(core, tmp_path)
+    digests = checked_digests(core, tmp_path)
+    data = (tmp_path / "image").read_bytes()
+    at, length, _ = blocks(data, [load for load in loads(data)[0] if load.filesz][segment])[0]
+    (tmp_path / "image").write_bytes(data[:at] + forged(data[at:at + length], TOKEN)
+                                     + data[at + length:])
+    result = restore(core, tmp_path / "image", "--mem", tmp_path / "target",
+                     "--digests", digests)
+    assert CHANGED in result.stderr, result.stderr
+    target = (tmp_path / "target").read_bytes()
+    if segment == 0:
+        assert result.returncode == 1 and target == CANARY
+    else:
+        assert result.returncode == 3 and untouched_or_restored(target, mem)
+    assert TOKEN not in target

@@ -14,6 +14,7 @@
 #include <lz4.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The digest slot of a segment's next block, grown as the check goes. */
 static unsigned char *digest_slot(struct khib_image *image, size_t block)
@@ -116,15 +117,12 @@ static int add_crc(void *context, const unsigned char *data, size_t size, uint64
 }
 
 /*
- * Read the whole image and check it against its own checksums before anything is written
- * from it: every data segment's blocks and CRC-32, the SHA-256 of the seal and, with a
- * key, its HMAC (a keyed image needs the key, a key needs a keyed image).  Keeps each
- * block's digest for the reads that follow.  Returns the number of problems found (each
- * named on standard error), or -1.  The page cache is dropped afterwards, so that a later
- * read comes from the disk again.
+ * Whether the blocks' digests (image->digests, blocks of them) give the image's seal: its
+ * SHA-256 and, with a key, its HMAC (a keyed image needs the key, a key needs a keyed
+ * image).  The number of problems found, each named on standard error.
  */
-int khib_check_image(int fd, const char *name, struct khib_image *image,
-		     const struct khib_key *key)
+static int seal_holds(const char *name, const struct khib_image *image, size_t blocks,
+		      const struct khib_key *key)
 {
 	struct khib_sha256 list;
 	struct khib_seal expected;
@@ -135,32 +133,9 @@ int khib_check_image(int fd, const char *name, struct khib_image *image,
 		image->meta_size, image->layout, image->pairs, image->vmcoreinfo,
 		image->vmcoreinfo_size,
 	};
-	size_t blocks = 0;
 	int bad = 0;
 
-	if (image->seal.keyed != (uint64_t)key->set) {
-		fprintf(stderr, "khib: %s: %s\n", name, key->set ?
-			"the image is not keyed: refused under a key" :
-			"the image is keyed: it needs its key");
-		return 1;
-	}
 	khib_sha256_init(&list);
-	for (size_t i = 0; i < image->count; i++) {
-		struct khib_segment *s = &image->segments[i];
-		uint32_t crc = 0;
-		if (s->kind != KHIB_DATA)
-			continue;
-		s->first_block = blocks;
-		if (khib_segment_blocks(fd, name, image, i, 0, add_crc, &crc) < 0)
-			return -1;
-		blocks += (size_t)((s->memsz + KHIB_BLOCK - 1) / KHIB_BLOCK);
-		if (crc != s->crc32) {
-			fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) does not match its "
-				"checksum\n", name, i, (unsigned long long)s->paddr,
-				(unsigned long long)(s->paddr + s->memsz - 1));
-			bad++;
-		}
-	}
 	if (blocks)
 		khib_sha256_update(&list, image->digests, blocks * sizeof(*image->digests));
 	khib_sha256_final(&list, digest);
@@ -175,6 +150,123 @@ int khib_check_image(int fd, const char *name, struct khib_image *image,
 		bad++;
 	}
 	khib_wipe(&expected, sizeof(expected));
+	return bad;
+}
+
+static int keyed_as_told(const char *name, const struct khib_image *image,
+			 const struct khib_key *key)
+{
+	if (image->seal.keyed == (uint64_t)key->set)
+		return 1;
+	fprintf(stderr, "khib: %s: %s\n", name, key->set ?
+		"the image is not keyed: refused under a key" : "the image is keyed: it needs its key");
+	return 0;
+}
+
+/*
+ * How many blocks the image's data segments hold (*count), each segment's first one
+ * noted; -1 (said) if more than a list of their digests can hold.
+ */
+static int count_blocks(const char *name, struct khib_image *image, size_t *count)
+{
+	uint64_t blocks = 0, most = SIZE_MAX / (4 * sizeof(*image->digests));
+
+	for (size_t i = 0; i < image->count; i++) {
+		struct khib_segment *s = &image->segments[i];
+		if (s->kind != KHIB_DATA)
+			continue;
+		s->first_block = (size_t)blocks;
+		blocks += s->memsz / KHIB_BLOCK + (s->memsz % KHIB_BLOCK != 0);
+		if (blocks >= most) {
+			fprintf(stderr, "khib: %s: too many blocks to check\n", name);
+			return -1;
+		}
+	}
+	*count = (size_t)blocks;
+	return 0;
+}
+
+/*
+ * Read the whole image and check it against its own checksums before anything is written
+ * from it: every data segment's blocks and CRC-32, and the seal.  Keeps each block's
+ * digest for the reads that follow.  Returns the number of problems found (each named on
+ * standard error), or -1.  The page cache is dropped afterwards, so that a later read
+ * comes from the disk again.
+ */
+int khib_check_image(int fd, const char *name, struct khib_image *image,
+		     const struct khib_key *key)
+{
+	size_t blocks;
+	int bad = 0;
+
+	if (count_blocks(name, image, &blocks) < 0)
+		return -1;
+	if (!keyed_as_told(name, image, key))
+		return 1;
+	for (size_t i = 0; i < image->count; i++) {
+		struct khib_segment *s = &image->segments[i];
+		uint32_t crc = 0;
+		if (s->kind != KHIB_DATA)
+			continue;
+		if (khib_segment_blocks(fd, name, image, i, 0, add_crc, &crc) < 0)
+			return -1;
+		if (crc != s->crc32) {
+			fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) does not match its "
+				"checksum\n", name, i, (unsigned long long)s->paddr,
+				(unsigned long long)(s->paddr + s->memsz - 1));
+			bad++;
+		}
+	}
+	bad += seal_holds(name, image, blocks, key);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	return bad;
+}
+
+/*
+ * The digests an earlier check of the same image kept (khib_write_digests), taken in
+ * place of a check: the file must hold exactly one per block and give the image's seal
+ * (and HMAC), so that it is the sealed list whatever wrote the file.  Every later read of
+ * a block is compared with it before its bytes are used.  The number of problems found,
+ * or -1.
+ */
+int khib_take_digests(const char *path, const char *name, struct khib_image *image,
+		      const struct khib_key *key)
+{
+	size_t blocks;
+	unsigned char extra;
+	int fd, bad = 1;
+
+	if (count_blocks(name, image, &blocks) < 0 || !digest_slot(image, blocks))
+		return -1;
+	if (!keyed_as_told(name, image, key))
+		return 1;
+	fd = open(path, O_RDONLY);
+	if (fd < 0 || khib_pread_full(fd, image->digests, blocks * sizeof(*image->digests), 0) < 0 ||
+	    pread(fd, &extra, 1, (off_t)(blocks * sizeof(*image->digests))) != 0)
+		fprintf(stderr, "khib: %s: %s does not hold one digest for each of its %zu "
+			"blocks\n", name, path, blocks);
+	else
+		bad = seal_holds(name, image, blocks, key);
+	if (fd >= 0)
+		close(fd);
+	return bad;
+}
+
+/* The digests the check kept, one per block in file order, to path (new, 0600). */
+int khib_write_digests(struct khib_image *image, const char *path)
+{
+	size_t blocks;
+	int fd = -1, failed;
+
+	if (count_blocks(path, image, &blocks) < 0)
+		return -1;
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	failed = fd < 0 || (blocks && khib_pwrite_full(fd, image->digests,
+						      blocks * sizeof(*image->digests), 0) < 0) ||
+		 fsync(fd) < 0;
+	if (fd >= 0 && close(fd) < 0)
+		failed = 1;
+	if (failed)
+		fprintf(stderr, "khib: %s: %s\n", path, strerror(errno));
+	return failed ? -1 : 0;
 }

@@ -125,6 +125,9 @@ int khib_segment_blocks(int fd, const char *name, struct khib_image *image, size
 			int recheck, khib_block_fn each, void *context);
 int khib_check_image(int fd, const char *name, struct khib_image *image,
 		     const struct khib_key *key);
+int khib_take_digests(const char *path, const char *name, struct khib_image *image,
+		      const struct khib_key *key);
+int khib_write_digests(struct khib_image *image, const char *path);
 
 /* ranges.c */
 int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count);

@@ -1,9 +1,10 @@
 /*
  * khib-restore: put a khib image back into memory, or export it as a plain core.
  *
- *   khib-restore IMAGE --check [--key FILE] [--meta-out FILE]
+ *   khib-restore IMAGE --check [--key FILE] [--meta-out FILE] [--digests-out FILE]
  *        check the image against its seal; --meta-out: then write what it records (its
- *        meta note), as checked, to FILE
+ *        meta note), as checked, to FILE; --digests-out: each block's SHA-256, as
+ *        checked, to FILE
  *   khib-restore IMAGE --mem /dev/mem [--running /proc/iomem] [--within RANGES]
  *                [--key FILE] [--meta-out FILE]
  *        check the whole image first (every CRC-32, the SHA-256 seal, with --key its
@@ -15,6 +16,9 @@
  *        exactly FILE (the meta an earlier check found: no other image since);
  *        --meta-out FILE: the meta, written before memory is; --count-write: just
  *        before the first write, one more in the writes the image's first page counts.
+ *        --digests FILE: the digests an earlier check wrote, in place of this
+ *        check's reading of the whole image: they must give the image's seal (and
+ *        HMAC), and each block is compared with its own as it is read to be written.
  *        Exit status: 0 written and verified, 1 nothing written, 3 writing began and
  *        failed (memory is changed).  --low FILE: A's 4 KiB-640 KiB goes to FILE (what
  *        the running kernel gives back to the kernel it jumps into: its
@@ -39,8 +43,8 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-restore IMAGE (--check | --mem FILE [--running IOMEM] "
-		"[--within RANGES] [--meta-is FILE] [--count-write] [--low FILE] [--verify] |\n"
-		"        --export OUT) [--key FILE] [--meta-out FILE]\n");
+		"[--within RANGES] [--meta-is FILE] [--count-write] [--low FILE] [--digests FILE]\n"
+		"        [--verify] | --export OUT) [--key FILE] [--meta-out FILE] [--digests-out FILE]\n");
 	return KHIB_EXIT_USAGE;
 }
 
@@ -210,6 +214,7 @@ struct restore_options {
 	const char *within;      /* the RAM the image was saved from: every segment there */
 	const char *meta_is;     /* the meta an earlier check found: the image must record it */
 	const char *meta_out;    /* the meta, as checked, written before memory is */
+	const char *digests;     /* the blocks' digests an earlier check kept: no check here */
 	int count;               /* count the write in the image's first page, first */
 };
 
@@ -242,7 +247,8 @@ static int restore(int fd, const char *name, struct khib_image *image,
 	int written = 0;
 	long bad;
 
-	if (khib_check_image(fd, name, image, key) != 0 ||
+	if ((o->digests ? khib_take_digests(o->digests, name, image, key)
+			: khib_check_image(fd, name, image, key)) != 0 ||
 	    !fits(image, o->running, name, 0, !!o->low) || !fits(image, o->within, name, 1, 0) || (o->meta_is && !same_meta(image, o->meta_is, name)) ||
 	    (o->meta_out && write_meta(image, o->meta_out) < 0))
 		return KHIB_EXIT_UNTOUCHED;
@@ -283,7 +289,7 @@ static int compare_only(const struct restore_options *o, const struct khib_image
 
 int khib_restore_main(int argc, char **argv)
 {
-	const char *image_path = NULL, *export = NULL, *key_path = NULL;
+	const char *image_path = NULL, *export = NULL, *key_path = NULL, *digests_out = NULL;
 	struct restore_options o = {0};
 	int verify_only = 0, check_only = 0, status = KHIB_EXIT_UNTOUCHED, fd = -1;
 	struct khib_image image = {0};
@@ -300,7 +306,9 @@ int khib_restore_main(int argc, char **argv)
 				    !strcmp(argv[i], "--meta-is") ? &o.meta_is :
 				    !strcmp(argv[i], "--export") ? &export :
 				    !strcmp(argv[i], "--key") ? &key_path :
-				    !strcmp(argv[i], "--meta-out") ? &o.meta_out : NULL;
+				    !strcmp(argv[i], "--meta-out") ? &o.meta_out :
+				    !strcmp(argv[i], "--digests") ? &o.digests :
+				    !strcmp(argv[i], "--digests-out") ? &digests_out : NULL;
 		if (slot && i + 1 < argc)
 			*slot = argv[++i];
 		else if (!strcmp(argv[i], "--verify"))
@@ -314,7 +322,8 @@ int khib_restore_main(int argc, char **argv)
 		else
 			return usage();
 	}
-	if (!image_path || !!o.mem + !!export + check_only != 1 || (verify_only && !o.mem))
+	if (!image_path || !!o.mem + !!export + check_only != 1 || (verify_only && !o.mem) ||
+	    (digests_out && !check_only) || (o.digests && (!o.mem || verify_only)))
 		return usage();
 	buffer = malloc(CHUNK);
 	if (!buffer || (key_path && khib_read_key(key_path, &key) < 0))
@@ -344,7 +353,8 @@ int khib_restore_main(int argc, char **argv)
 		if (status == KHIB_EXIT_UNTOUCHED)
 			fprintf(stderr, "khib-restore: %s: nothing written\n", image_path);
 	}
-	if ((check_only || export) && status == 0 && o.meta_out && write_meta(&image, o.meta_out) < 0)
+	if ((check_only || export) && status == 0 && ((o.meta_out && write_meta(&image, o.meta_out) < 0) ||
+	    (digests_out && khib_write_digests(&image, digests_out) < 0)))
 		status = KHIB_EXIT_UNTOUCHED;
 out:   /* every way out frees what it took: nothing for LeakSanitizer to report */
 	khib_wipe(&key, sizeof(key));

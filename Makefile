@@ -175,11 +175,13 @@ distclean: clean
 
 # The packing and saving benchmarks (bench/RESULTS.md records their figures); GNU time
 # measures. bench/guest.py times docs/jump.md's five commands and writes its figures
-# into bench/RESULTS.md and docs/jump.md.
+# into bench/RESULTS.md and docs/jump.md. bench/hibernate.py hibernates the same A with
+# the kernel's own hibernation and with khib (QEMU TCG, 512 MiB and 2 GiB, 3 runs each).
 bench: setup-test
 	$(BIN)/python bench/pack.py
 	$(BIN)/python bench/save.py
 	$(BIN)/python bench/guest.py
+	$(BIN)/python bench/hibernate.py
 
 # The rebuild benchmark: no-op and incremental builds (bench/RESULTS.md).
 bench-rebuild: setup-test

@@ -8,7 +8,8 @@ that the normal boot that follows never leaves a resumable image behind a change
 system -- has the C core check the whole image and hand over what it records, compares
 the boot area with what the image sealed, and loads the saved B into B's window with the
 key and this machine's RAM appended (``khib.stage=restore``). That stage writes A back
-(the C core checks each block again as it writes), marks the image used, leaves
+(the C core compares each block with the digest the first stage's check kept for it
+before a byte of it is written: the image is read twice in all), marks the image used, leaves
 "resumed" in A's status page and enters A. If nothing was written it sets the image
 aside and returns to the first stage, which boots normally; once writing began it never
 returns there (the first stage's memory is A's by then): it tries once more, else
@@ -49,6 +50,7 @@ RESUME_KEY = KEYS + "hibernate.key"
 HANDED_KEY = HANDOFF / "key"  # the key in the restore stage's memory, from the first
 HANDED_RAM = HANDOFF / "ranges"  # this machine's RAM, as the first stage checked it
 HANDED_META = HANDOFF / "meta.json"  # what the first stage's check found the image records
+HANDED_DIGESTS = HANDOFF / "digests"  # each stored block's SHA-256, as that check found it
 WAIT = 30  # seconds a resume boot waits for its device (khib.resume_wait= to change)
 
 
@@ -169,8 +171,10 @@ def key_option() -> tuple[list[str], str | None]:
 
 def checked_meta(device: str, key: list[str], out: Path) -> tuple[dict[str, Any], bytes]:
     """The C core checks the whole image; what it records, as checked: parsed, and the
-    bytes (which the restore stage must find again)."""
-    checked = subprocess.run(["khib-restore", device, "--check", *key, "--meta-out", str(out)],
+    bytes (which the restore stage must find again). The blocks' digests go to
+    ``out``'s folder as ``digests``."""
+    checked = subprocess.run(["khib-restore", device, "--check", *key, "--meta-out", str(out),
+                              "--digests-out", str(out.with_name("digests"))],
                              capture_output=True, text=True, check=False)
     if checked.returncode:
         problems = checked.stderr.strip().splitlines() or [f"{device} fails its check"]
@@ -218,10 +222,12 @@ def first_stage(device: str, taken: list[Path]) -> None:
     fits_here(read_image(device).meta, here, area, device)
     with tempfile.TemporaryDirectory(prefix="khib-") as name:
         meta, checked = checked_meta(device, key, Path(name) / "meta.json")
+        digests = (Path(name) / "digests").read_bytes()
     fits_here(meta, here, area, device)
     print(f"khib: the image on {device} is whole; moving into the window to restore it",
           flush=True)
-    handed = {"khib/ranges": system.ram_listing(here), "khib/meta.json": checked}
+    handed = {"khib/ranges": system.ram_listing(here), "khib/meta.json": checked,
+              "khib/digests": digests}
     if key_path:
         handed["khib/key"] = Path(key_path).read_bytes()
     cmdline = [*system.consoles(), area.cmdline, f"khib.resume={device}", "khib.stage=restore"]
@@ -291,7 +297,7 @@ def write_back(device: str, key: list[str], out: Path) -> None:
                 ["khib-restore", device, "--mem", "/dev/mem", *system.low_option(),
                  "--running", "/proc/iomem",
                  "--within", str(HANDED_RAM), "--meta-is", str(HANDED_META), "--count-write",
-                 *key, "--meta-out", str(out)], stderr=subprocess.PIPE, text=True, check=False)
+                 "--digests", str(HANDED_DIGESTS), *key, "--meta-out", str(out)], stderr=subprocess.PIPE, text=True, check=False)
             print(restored.stderr, end="", flush=True)
             code, lines = restored.returncode, restored.stderr.strip().splitlines()
         except BROKEN as exc:

@@ -37,12 +37,19 @@ class BootArea(NamedTuple):
     window: tuple[int, int]  # start, size
     limit: int  # the image may use the device's first ``limit`` bytes
     nonce: str  # this hibernation's: B finds it on its command line too
+    digests: tuple[str, str]  # the kernel's and the initrd's SHA-256, hashed once
 
     def binding(self) -> dict[str, object]:
         """What the sealed image records of this boot area, to compare at resume."""
-        return {"kernel": hashlib.sha256(self.kernel).hexdigest(),
-                "initrd": hashlib.sha256(self.initrd).hexdigest(),
+        return {"kernel": self.digests[0], "initrd": self.digests[1],
                 "cmdline": self.cmdline, "window": list(self.window), "nonce": self.nonce}
+
+
+def boot_area(kernel: bytes, initrd: bytes, cmdline: str, window: tuple[int, int],
+              nonce: str) -> BootArea:
+    """The boot area to write for B (its limit is the device's, found when written)."""
+    return BootArea(kernel, initrd, cmdline, window, 0, nonce,
+                    (hashlib.sha256(kernel).hexdigest(), hashlib.sha256(initrd).hexdigest()))
 
 
 def device_size(fd: int) -> int:
@@ -60,8 +67,8 @@ def write(path: str, area: BootArea) -> int:
                           "and an image")
         initrd_at = kernel_at + len(area.kernel)
         footer = json.dumps({
-            "kernel": [kernel_at, len(area.kernel), hashlib.sha256(area.kernel).hexdigest()],
-            "initrd": [initrd_at, len(area.initrd), hashlib.sha256(area.initrd).hexdigest()],
+            "kernel": [kernel_at, len(area.kernel), area.digests[0]],
+            "initrd": [initrd_at, len(area.initrd), area.digests[1]],
             "cmdline": area.cmdline, "window": list(area.window), "limit": kernel_at,
             "nonce": area.nonce,
         }).encode()
@@ -94,13 +101,15 @@ def read(path: str) -> BootArea:
                 if length > LARGEST:
                     raise ValueError(f"the {name} is larger than any B's ({length} bytes)")
                 data = os.pread(fd, length, at)
-                if hashlib.sha256(data).hexdigest() != digest:
+                found = hashlib.sha256(data).hexdigest()
+                if found != digest:
                     raise NoBootArea(f"{path}: the saved {name} does not match its SHA-256")
-                parts[name] = data
+                parts[name] = (data, found)
             start, window = footer["window"]
-            area = BootArea(parts["kernel"], parts["initrd"], str(footer["cmdline"]),
+            area = BootArea(parts["kernel"][0], parts["initrd"][0], str(footer["cmdline"]),
                             (int(start), int(window)), int(footer["limit"]),
-                            str(footer.get("nonce", "")))
+                            str(footer.get("nonce", "")),
+                            (parts["kernel"][1], parts["initrd"][1]))
         except (ValueError, TypeError, KeyError) as exc:
             raise NoBootArea(f"{path}: the boot area's footer is damaged ({exc})") from exc
     finally:

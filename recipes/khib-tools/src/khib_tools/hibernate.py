@@ -90,8 +90,8 @@ def hibernate(args: argparse.Namespace) -> int:
         loaded = load_b(args, status, f"khib b-hibernate {device}",
                         {"device": device, "keyed": bool(args.key)}, (f"khib.nonce={nonce}",),
                         kernel)
-        limit = bootarea.write(device, bootarea.BootArea(
-            kernel, loaded.initrd, loaded.cmdline, args.window, 0, nonce))
+        limit = bootarea.write(device, bootarea.boot_area(
+            kernel, loaded.initrd, loaded.cmdline, args.window, nonce))
         print(f"khib: hibernating to {device} (room for a {limit >> 20} MiB image)",
               flush=True)
         os.sync()  # what A wrote is on disk, should this image never be resumed

@@ -297,7 +297,8 @@ def write_back(device: str, key: list[str], out: Path) -> None:
                 ["khib-restore", device, "--mem", "/dev/mem", *system.low_option(),
                  "--running", "/proc/iomem",
                  "--within", str(HANDED_RAM), "--meta-is", str(HANDED_META), "--count-write",
-                 "--digests", str(HANDED_DIGESTS), *key, "--meta-out", str(out)], stderr=subprocess.PIPE, text=True, check=False)
+                 "--digests", str(HANDED_DIGESTS), *key, "--meta-out", str(out)],
+                stderr=subprocess.PIPE, text=True, check=False)
             print(restored.stderr, end="", flush=True)
             code, lines = restored.returncode, restored.stderr.strip().splitlines()
         except BROKEN as exc:

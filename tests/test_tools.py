@@ -200,14 +200,15 @@ def test_the_boot_area_comes_back_checked(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     with disk.open("wb") as sparse:
         sparse.truncate(64 << 20)
-    area = bootarea.BootArea(b"K" * 3000, b"I" * 5000, "memmap=exactmap", (128 << 20, 64 << 20),
-                             0, "n" * 32)
+    area = bootarea.boot_area(b"K" * 3000, b"I" * 5000, "memmap=exactmap", (128 << 20, 64 << 20),
+                              "n" * 32)
     limit = bootarea.write(str(disk), area)
     assert limit == 63 << 20  # the image may use everything below the boot area
     back = bootarea.read(str(disk))
     assert (back.kernel, back.initrd, back.cmdline, back.window, back.limit) == (
         area.kernel, area.initrd, area.cmdline, area.window, limit)
     assert back.binding() == area.binding() and back.binding()["nonce"] == "n" * 32
+    assert back.binding()["kernel"] == hashlib.sha256(b"K" * 3000).hexdigest()
     with disk.open("r+b") as damaged:
         damaged.seek(limit + 10)
         damaged.write(b"X")

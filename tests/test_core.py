@@ -408,3 +408,78 @@ def run_unknown_release(core: Path, tmp_path: Path, release: str, more: str = ""
                  "-o", tmp_path / "image", "--vmcoreinfo", f"0x8000:{len(note):#x}")
     assert result.returncode == 0, result.stderr
     return result.stderr
+
+
+def test_the_image_is_the_same_whatever_the_number_of_threads(core: Path,
+                                                             tmp_path: Path) -> None:
+    """khib-save packs a batch of blocks on several threads: the image is byte for byte
+    the one a single thread makes (runs of every length, partial blocks, compressible and
+    random pages, more than one batch), and restores the memory."""
+    rng = random.Random(5)
+    pages = []
+    for index in range(3 * MiB // PAGE):
+        kind = (index // 37) % 4
+        pages.append(bytes(PAGE) if kind == 0 or index % 11 == 5 else
+                     rng.randbytes(PAGE) if kind == 1 else
+                     bytes(rng.choices(b"khib ", k=PAGE)))
+    mem = b"".join(pages) * 4
+    (tmp_path / "mem").write_bytes(mem)
+    (tmp_path / "ranges").write_text(f"00000000-{len(mem) - 1:08x}\n")
+    images = []
+    for threads in (1, 2, 3, 4, 9):
+        out = tmp_path / f"image-{threads}"
+        result = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                     tmp_path / "ranges", "-o", out, "--threads", threads)
+        assert result.returncode == 0, result.stderr
+        images.append(out.read_bytes())
+    assert len(set(images)) == 1
+    segments, _ = loads(tmp_path / "image-1")
+    assert sum(len(blocks(images[0], load)) for load in segments if load.filesz) > 16
+    target = tmp_path / "target"
+    target.write_bytes(os.urandom(len(mem)))
+    result = run(core, "khib-restore", tmp_path / "image-2", "--mem", target)
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == mem
+
+
+CRC_C = r"""
+#include "khib-core.h"
+int main(int argc, char **argv)
+{
+    static unsigned char data[70000];
+    FILE *file = argc > 1 ? fopen(argv[1], "rb") : NULL;
+    size_t size = file ? fread(data, 1, sizeof(data), file) : 0;
+    unsigned offset, length, seed;
+    while (scanf("%u %u %u", &offset, &length, &seed) == 3 && offset + length <= size)
+        printf("%u %u\n", (unsigned)khib_crc32(seed, data + offset, length),
+               (unsigned)khib_crc32_table(seed, data + offset, length));
+    return 0;
+}
+"""
+
+
+def test_crc32_is_zlibs_by_pclmulqdq_and_by_the_tables(tmp_path: Path) -> None:
+    """khib_crc32 (PCLMULQDQ folding where the CPU has it) and the tables B's CPU uses
+    give zlib's CRC-32 at any offset, length and starting CRC, on x86_64 and i386."""
+    src = Path(__file__).resolve().parent.parent / "recipes" / "khib-core" / "src"
+    (tmp_path / "crc.c").write_text(CRC_C)
+    rng = random.Random(3)
+    data = rng.randbytes(70000)
+    (tmp_path / "data").write_bytes(data)
+    cases = [(rng.randrange(64), rng.choice([0, 1, 15, 16, 63, 64, 65, 127, 128, 4096,
+                                             rng.randrange(69000)]), rng.getrandbits(32))
+             for _ in range(400)]
+    m32 = subprocess.run(["gcc", "-m32", "-x", "c", "-o", os.devnull, "-"],
+                         input="int main(void){return 0;}", text=True, capture_output=True,
+                         check=False).returncode == 0
+    for arch in ["-m64", "-m32"] if m32 else ["-m64"]:
+        subprocess.run(["gcc", arch, "-O2", "-std=c99", "-Wall", "-Werror", "-Wconversion",
+                        "-Wno-sign-conversion", "-I", src, "-o", tmp_path / "crc",
+                        tmp_path / "crc.c", src / "checksum.c"], check=True)
+        out = subprocess.run([tmp_path / "crc", tmp_path / "data"], capture_output=True,
+                             input="".join(f"{o} {n} {s}\n" for o, n, s in cases),
+                             text=True, check=True).stdout.splitlines()
+        assert len(out) == len(cases)
+        for (offset, length, seed), line in zip(cases, out, strict=True):
+            want = zlib.crc32(data[offset:offset + length], seed)
+            assert line.split() == [str(want), str(want)], (arch, offset, length, seed)

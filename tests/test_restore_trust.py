@@ -319,3 +319,27 @@ def test_a_block_changed_after_the_first_stages_check_is_never_written(
     else:
         assert result.returncode == 3 and untouched_or_restored(target, mem)
     assert TOKEN not in target
+
+
+def test_data_runs_are_written_before_the_zero_runs_that_precede_them(
+        plain_core: Path, shim: Path, tmp_path: Path) -> None:
+    """The data runs go into memory first, then the zero and free runs (each window read,
+    written with zeros only where it does not read so, read again): memory whose first
+    run is zeros, and whose first data block answers its second read with EIO, is left
+    untouched (exit 1); without the shim the canary's zero runs become zeros and the
+    whole memory is verified."""
+    mem = bytes(256 << 10) + memory(tmp_path / "rest", MiB - (256 << 10))
+    (tmp_path / "mem").write_bytes(mem)
+    (tmp_path / "ranges").write_text(f"00000000-{MiB - 1:08x}\n")
+    result = subprocess.run([plain_core / "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                             tmp_path / "ranges", "-o", tmp_path / "image"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert not loads(tmp_path / "image")[0][0].filesz  # the first run: zeros
+    (tmp_path / "target").write_bytes(CANARY)
+    env = {"LD_PRELOAD": str(shim), **attack(tmp_path, 0, evil=False)}
+    result = restore(plain_core, tmp_path / "image", "--mem", tmp_path / "target", env=env)
+    assert result.returncode == 1 and "nothing written" in result.stderr, result.stderr
+    assert (tmp_path / "target").read_bytes() == CANARY
+    result = restore(plain_core, tmp_path / "image", "--mem", tmp_path / "target")
+    assert result.returncode == 0 and (tmp_path / "target").read_bytes() == mem

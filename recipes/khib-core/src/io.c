@@ -69,7 +69,7 @@ int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_mem
 		return -1;
 	}
 	mapped = mmap(NULL, lead + size, to_memory ? PROT_READ | PROT_WRITE : PROT_READ,
-		      MAP_SHARED, fd, (off_t)page);
+		      MAP_SHARED | MAP_POPULATE, fd, (off_t)page);   /* one fault, not one a page */
 	if (mapped == MAP_FAILED)
 		return -1;
 	if (to_memory)
@@ -100,6 +100,70 @@ int khib_phys_copy(const struct khib_phys *phys, void *buffer, size_t size, uint
 		if (failed < 0)
 			return -1;
 		at += part;
+		paddr += part;
+		size -= part;
+	}
+	return 0;
+}
+
+/*
+ * [offset, offset + size) of a memory file mapped read only, its pages present (one
+ * fault, not one a page); NULL if not (errno EIO past the end of a regular file, where a
+ * mapping would fault).  khib_mem_unmap undoes it.
+ */
+const unsigned char *khib_mem_map(int fd, uint64_t offset, size_t size)
+{
+	uint64_t page = offset & ~(uint64_t)(KHIB_PAGE - 1);
+	size_t lead = (size_t)(offset - page);
+	unsigned char *mapped;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return NULL;
+	if (S_ISREG(st.st_mode) && offset + size > (uint64_t)st.st_size) {
+		errno = EIO;
+		return NULL;
+	}
+	mapped = mmap(NULL, lead + size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)page);
+	return mapped == MAP_FAILED ? NULL : mapped + lead;
+}
+
+int khib_mem_unmap(const unsigned char *data, uint64_t offset, size_t size)
+{
+	size_t lead = (size_t)(offset & (KHIB_PAGE - 1));
+
+	return munmap((void *)(data - lead), lead + size);
+}
+
+/*
+ * Memory [paddr, paddr + size), read only, handed to each() a piece at a time, in place:
+ * through a shared mapping of --mem (no copy), or read into buffer (KHIB_WINDOW bytes)
+ * where the low copy stands for it.
+ */
+int khib_phys_read(const struct khib_phys *phys, uint64_t paddr, uint64_t size,
+		   unsigned char *buffer, khib_mem_fn each, void *context)
+{
+	while (size) {
+		int low = phys->low >= 0 && paddr >= KHIB_LOW_START && paddr < KHIB_LOW_END;
+		uint64_t edge = low ? KHIB_LOW_END : phys->low >= 0 && paddr < KHIB_LOW_START ?
+				KHIB_LOW_START : (paddr | (KHIB_WINDOW - 1)) + 1;
+		size_t part = edge - paddr < size ? (size_t)(edge - paddr) : (size_t)size;
+		int failed;
+		if (part > KHIB_WINDOW)
+			part = KHIB_WINDOW;
+		if (low) {
+			failed = khib_pread_full(phys->low, buffer, part, paddr) < 0 ||
+				 each(context, buffer, part, paddr) < 0;
+		} else {
+			const unsigned char *mapped = khib_mem_map(phys->mem, paddr, part);
+			if (!mapped)
+				return -1;
+			failed = each(context, mapped, part, paddr) < 0;
+			if (khib_mem_unmap(mapped, paddr, part) < 0)
+				return -1;
+		}
+		if (failed)
+			return -1;
 		paddr += part;
 		size -= part;
 	}

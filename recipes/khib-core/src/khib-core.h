@@ -96,6 +96,7 @@ struct khib_range {
 
 /* checksum.c, sha256.c */
 uint32_t khib_crc32(uint32_t crc, const void *data, size_t size);
+uint32_t khib_crc32_table(uint32_t crc, const void *data, size_t size);
 int khib_is_zero(const unsigned char *page, size_t size);
 void khib_sha256_init(struct khib_sha256 *ctx);
 void khib_sha256_update(struct khib_sha256 *ctx, const void *data, size_t size);
@@ -160,6 +161,13 @@ struct khib_phys {
 };
 
 /* io.c */
+#define KHIB_WINDOW (1u << 20)   /* memory mapped at a time, a multiple of KHIB_PAGE */
+typedef int (*khib_mem_fn)(void *context, const unsigned char *data, size_t size,
+			   uint64_t paddr);
+const unsigned char *khib_mem_map(int fd, uint64_t offset, size_t size);
+int khib_mem_unmap(const unsigned char *data, uint64_t offset, size_t size);
+int khib_phys_read(const struct khib_phys *phys, uint64_t paddr, uint64_t size,
+		   unsigned char *buffer, khib_mem_fn each, void *context);
 int khib_pread_full(int fd, void *buffer, size_t size, uint64_t offset);
 int khib_pwrite_full(int fd, const void *buffer, size_t size, uint64_t offset);
 int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory);

@@ -38,7 +38,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHUNK (1u << 20)
+#define CHUNK (2 * KHIB_WINDOW)
 
 static int usage(void)
 {
@@ -46,82 +46,6 @@ static int usage(void)
 		"[--within RANGES] [--meta-is FILE] [--count-write] [--low FILE] [--digests FILE]\n"
 		"        [--verify] | --export OUT) [--key FILE] [--meta-out FILE] [--digests-out FILE]\n");
 	return KHIB_EXIT_USAGE;
-}
-
-int put_into(void *context, const unsigned char *data, size_t size, uint64_t at)
-{
-	const struct khib_destination *to = context;
-
-	if (!to->memory)
-		return khib_pwrite_full(to->fd, data, size, to->base + at);
-	*to->written = 1;
-	return khib_phys_copy(to->phys, (void *)data, size, to->base + at, 1);
-}
-
-/* Every segment into memory; *written says whether a byte of it may have changed. */
-static int write_back(int image_fd, const char *name, const struct khib_phys *mem,
-		      struct khib_image *image,
-		      unsigned char *buffer, int *written)
-{
-	memset(buffer, 0, CHUNK);
-	for (size_t i = 0; i < image->count; i++) {
-		const struct khib_segment *s = &image->segments[i];
-		struct khib_destination to = {-1, mem, s->paddr, 1, written};
-		if (s->kind == KHIB_DATA) {
-			if (khib_segment_blocks(image_fd, name, image, i, 1, put_into, &to) < 0)
-				goto fail;
-			continue;
-		}
-		for (uint64_t at = 0; at < s->memsz;) {   /* zero and free runs: zeros */
-			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
-			*written = 1;
-			if (khib_phys_copy(mem, buffer, length, s->paddr + at, 1) < 0)
-				goto fail;
-			at += length;
-		}
-	}
-	return 0;
-fail:
-	fprintf(stderr, "khib-restore: writing the old kernel's memory: %s\n",
-		errno ? strerror(errno) : "the image changed");
-	return -1;
-}
-
-/*
- * Compare memory with the image (CRC-32s, zeros); the number of segments that differ.
- * Free runs are compared only after a write (the old kernel's free pages hold anything).
- */
-static long verify(const struct khib_phys *mem, const struct khib_image *image, unsigned char *buffer,
-		   int after_write)
-{
-	long bad = 0;
-
-	for (size_t i = 0; i < image->count; i++) {
-		const struct khib_segment *s = &image->segments[i];
-		uint32_t crc = 0;
-		if (s->kind == KHIB_FREE && !after_write)
-			continue;
-		for (uint64_t at = 0; at < s->memsz;) {
-			size_t length = s->memsz - at < CHUNK ? (size_t)(s->memsz - at) : CHUNK;
-			if (khib_phys_copy(mem, buffer, length, s->paddr + at, 0) < 0) {
-				fprintf(stderr, "khib-restore: reading 0x%llx: %s\n",
-					(unsigned long long)(s->paddr + at), strerror(errno));
-				return -1;
-			}
-			if (s->kind == KHIB_DATA)
-				crc = khib_crc32(crc, buffer, length);
-			else if (!khib_is_zero(buffer, length))
-				crc = ~s->crc32;
-			at += length;
-		}
-		if (crc != s->crc32) {
-			fprintf(stderr, "khib-restore: 0x%llx-0x%llx differs from the image\n",
-				(unsigned long long)s->paddr,
-				(unsigned long long)(s->paddr + s->memsz - 1));
-			bad++;
-		}
-	}
-	return bad;
 }
 
 /*
@@ -245,7 +169,7 @@ static int restore(int fd, const char *name, struct khib_image *image,
 {
 	struct khib_phys mem = {-1, -1};
 	int written = 0;
-	long bad;
+	long bad = 0;
 
 	if ((o->digests ? khib_take_digests(o->digests, name, image, key)
 			: khib_check_image(fd, name, image, key)) != 0 ||
@@ -256,11 +180,12 @@ static int restore(int fd, const char *name, struct khib_image *image,
 		close_phys(&mem);
 		return KHIB_EXIT_UNTOUCHED;
 	}
-	if (write_back(fd, name, &mem, image, buffer, &written) < 0) {
+	if (khib_write_back(fd, name, &mem, image, buffer, &written, &bad) < 0) {
 		close_phys(&mem);
 		return written ? KHIB_EXIT_PARTLY : KHIB_EXIT_UNTOUCHED;
 	}
-	bad = verify(&mem, image, buffer, 1);
+	if (bad == 0)
+		bad = khib_verify(&mem, image, buffer, 1, 1);
 	close_phys(&mem);
 	if (bad != 0)
 		return KHIB_EXIT_PARTLY;
@@ -279,7 +204,7 @@ static int compare_only(const struct restore_options *o, const struct khib_image
 		close_phys(&mem);
 		return 1;
 	}
-	bad = verify(&mem, image, buffer, 0);
+	bad = khib_verify(&mem, image, buffer, 0, 0);
 	close_phys(&mem);
 	if (bad == 0)
 		printf("khib-restore: %zu segments compared and verified in %.1f s\n", image->count,

@@ -14,6 +14,10 @@ struct khib_destination {
 };
 
 int put_into(void *context, const unsigned char *data, size_t size, uint64_t at);
+int khib_write_back(int image_fd, const char *name, const struct khib_phys *mem,
+		    struct khib_image *image, unsigned char *buffer, int *written, long *bad);
+long khib_verify(const struct khib_phys *mem, const struct khib_image *image,
+		 unsigned char *buffer, int free, int data_only);
 int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 		     const char *path, uint16_t machine, unsigned char *buffer);
 

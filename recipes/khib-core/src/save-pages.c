@@ -1,12 +1,13 @@
 /*
  * khib-save's one pass: every page of the old kernel's RAM is free (not even read), zero
- * or data; data runs are CRC-32'd and written as LZ4 blocks, each block's SHA-256 listed
- * for the seal, never past the room the image has.
+ * or data; data runs are CRC-32'd and cut into blocks (save-blocks.c: LZ4, each block's
+ * SHA-256 listed for the seal), never past the room the image has.
  */
 #define _GNU_SOURCE
 #include "save-pages.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 #define PROGRESS_EVERY (64ull << 20)
@@ -17,6 +18,10 @@ int khib_flush(struct khib_writer *w)
 {
 	if (w->used && khib_pwrite_full(w->out, w->buffer, w->used, w->at) < 0)
 		return -1;
+	/* the disk starts writing it now, while the next MiB is made: the fsync at the end
+	 * has little left to wait for (not every file takes the hint: no matter) */
+	if (w->used)
+		sync_file_range(w->out, (off_t)w->at, (off_t)w->used, SYNC_FILE_RANGE_WRITE);
 	w->at += w->used;
 	w->used = 0;
 	return 0;
@@ -50,48 +55,13 @@ uint64_t khib_position(const struct khib_writer *w)
 }
 
 
-/* One block: LZ4 (lz4 -1's speed) when that is smaller, else its bytes as they are. */
-static int put_block(struct khib_writer *w, struct khib_data_run *run)
-{
-	int packed, raw;
-	uint32_t length, word;
-	unsigned char header[4], digest[32];
-	struct khib_sha256 sha;
-
-	if (!run->used)
-		return 0;
-	packed = LZ4_compress_default((const char *)run->block, (char *)run->packed,
-				      (int)run->used, (int)sizeof(run->packed));
-	raw = packed <= 0 || (size_t)packed >= run->used;
-	length = raw ? (uint32_t)run->used : (uint32_t)packed;
-	word = length | (raw ? KHIB_BLOCK_RAW : 0);
-	header[0] = (unsigned char)word;
-	header[1] = (unsigned char)(word >> 8);
-	header[2] = (unsigned char)(word >> 16);
-	header[3] = (unsigned char)(word >> 24);
-	run->used = 0;
-	khib_sha256_init(&sha);
-	khib_sha256_update(&sha, header, 4);
-	khib_sha256_update(&sha, raw ? run->block : run->packed, length);
-	khib_sha256_final(&sha, digest);
-	khib_sha256_update(&w->list, digest, sizeof(digest));
-	return khib_put(w, header, 4) < 0 ||
-	       khib_put(w, raw ? run->block : run->packed, length) < 0 ? -1 : 0;
-}
-
-/* The data run ends: its last block out, its size in the image known. */
+/* The data run ends: its last block done (the batch puts its size in the image). */
 static int end_run(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image)
 {
-	struct khib_segment *s;
-
 	if (run->segment == SIZE_MAX)
 		return 0;
-	if (put_block(w, run) < 0)
-		return -1;
-	s = &image->segments[run->segment];
-	s->filesz = khib_position(w) - s->offset;
 	run->segment = SIZE_MAX;
-	return 0;
+	return khib_block_done(w, run, image);
 }
 
 /* The kind of one page: free (by the old kernel's own account), zero, or data. */
@@ -118,11 +88,16 @@ static int add_page(struct khib_writer *w, struct khib_data_run *run, struct khi
 {
 	struct khib_segment *last = image->count ? &image->segments[image->count - 1] : NULL;
 	int continues = last && last->kind == kind && last->paddr + last->memsz == paddr;
-	uint32_t crc = kind != KHIB_DATA ? 0 :
-		khib_crc32(continues ? last->crc32 : 0, page, size);
+	struct khib_pending *block;
+	uint32_t crc;
 
 	if (!continues && end_run(w, run, image) < 0)
 		return -1;
+	block = &run->blocks[run->count];
+	if (kind == KHIB_DATA)   /* the CRC-32 of the bytes stored: the copy, read once */
+		memcpy(block->block + block->used, page, size);
+	crc = kind != KHIB_DATA ? 0 : khib_crc32(continues ? last->crc32 : 0,
+						   block->block + block->used, size);
 	if (!continues && image->count >= KHIB_SEGMENTS_MAX) {
 		errno = E2BIG;   /* found here, not after the whole save */
 		return -1;
@@ -131,22 +106,28 @@ static int add_page(struct khib_writer *w, struct khib_data_run *run, struct khi
 		return -1;
 	if (kind != KHIB_DATA)
 		return 0;
-	if (!continues) {
+	if (!continues)
 		run->segment = image->count - 1;
-		image->segments[run->segment].offset = khib_position(w);
+	if (!block->used) {
+		block->segment = run->segment;
+		block->first = !continues;
 	}
-	memcpy(run->block + run->used, page, size);
-	run->used += size;
-	return run->used == KHIB_BLOCK ? put_block(w, run) : 0;
+	block->used += size;
+	return block->used == KHIB_BLOCK ? khib_block_done(w, run, image) : 0;
 }
 
-/* A range's bytes: from fd, or from B's copy of the low memory (low_fd, khib-save --low). */
-static int read_range(int fd, int low_fd, const struct khib_range *range, void *buffer,
-		      size_t length, uint64_t at)
+/*
+ * A range's bytes: mapped from fd (*mapped set, for khib_mem_unmap), or read into buffer
+ * from B's copy of the low memory (low_fd, khib-save --low).  NULL if unreadable.
+ */
+static const unsigned char *read_range(int fd, int low_fd, const struct khib_range *range,
+				       unsigned char *buffer, size_t length, uint64_t at,
+				       int *mapped)
 {
-	if (low_fd >= 0 && range->paddr >= KHIB_LOW_START && range->paddr < KHIB_LOW_END)
-		return khib_pread_full(low_fd, buffer, length, range->offset + at);
-	return khib_mem_copy(fd, buffer, length, range->offset + at, 0);
+	*mapped = !(low_fd >= 0 && range->paddr >= KHIB_LOW_START && range->paddr < KHIB_LOW_END);
+	if (*mapped)
+		return khib_mem_map(fd, range->offset + at, length);
+	return khib_pread_full(low_fd, buffer, length, range->offset + at) < 0 ? NULL : buffer;
 }
 
 /* The one pass: every page of the ranges, free (not read), zero or data. */
@@ -160,18 +141,23 @@ int khib_save_pages(int fd, int low_fd, const struct khib_range *ranges, size_t 
 	for (size_t r = 0; r < count; r++) {
 		for (uint64_t at = 0; at < ranges[r].size;) {
 			size_t length = ranges[r].size - at < KHIB_CHUNK ? (size_t)(ranges[r].size - at) : KHIB_CHUNK;
-			int skip = all_free(free_pages, ranges[r].paddr + at, length);
-			if (!skip && read_range(fd, low_fd, &ranges[r], buffer, length, at) < 0)
-				return -1;
-			for (size_t page = 0; page < length; page += KHIB_PAGE) {
+			int skip = all_free(free_pages, ranges[r].paddr + at, length), mapped = 0;
+			const unsigned char *bytes = skip ? NULL :
+				read_range(fd, low_fd, &ranges[r], buffer, length, at, &mapped);
+			int failed = !skip && !bytes;
+			for (size_t page = 0; page < length && !failed; page += KHIB_PAGE) {
 				size_t size = length - page < KHIB_PAGE ? length - page : KHIB_PAGE;
 				uint64_t paddr = ranges[r].paddr + at + page;
 				enum khib_kind kind = skip ? KHIB_FREE :
-					kind_of(free_pages, paddr, buffer + page, size);
-				if (add_page(w, run, image, paddr, kind, buffer + page, size) < 0)
-					return -1;
+					kind_of(free_pages, paddr, bytes + page, size);
+				failed = add_page(w, run, image, paddr, kind, skip ? NULL : bytes + page,
+						  size) < 0;
 				pages[kind]++;
 			}
+			if (mapped && bytes && khib_mem_unmap(bytes, ranges[r].offset + at, length) < 0)
+				failed = 1;
+			if (failed)
+				return -1;
 			at += length;
 			done += length;
 			if (done - shown >= PROGRESS_EVERY || done == total) {
@@ -180,6 +166,6 @@ int khib_save_pages(int fd, int low_fd, const struct khib_range *ranges, size_t 
 			}
 		}
 	}
-	return end_run(w, run, image);
+	return end_run(w, run, image) < 0 ? -1 : khib_blocks_out(w, run, image);
 }
 

@@ -18,13 +18,40 @@ struct khib_writer {
 	unsigned char buffer[KHIB_CHUNK];
 };
 
-/* The memory of the data run being saved, a block at a time. */
-struct khib_data_run {
-	size_t segment;           /* its index in the image, or SIZE_MAX */
-	size_t used;
+/* One block of a data run: its memory, then what goes into the image. */
+struct khib_pending {
+	size_t segment;           /* its segment's index in the image */
+	int first;                /* the segment's first block: where its offset is known */
+	size_t used;              /* bytes of memory in block */
+	uint32_t length;          /* stored bytes: LZ4, or as they are (raw) */
+	int raw;
+	unsigned char header[4];
+	unsigned char digest[32]; /* of header and stored bytes: for the seal's list */
 	unsigned char block[KHIB_BLOCK];
 	unsigned char packed[LZ4_COMPRESSBOUND(KHIB_BLOCK)];
 };
+
+#define KHIB_BATCH 8          /* blocks compressed at once, shared between the threads */
+#define KHIB_THREADS_MAX 4
+
+/*
+ * The data runs being saved, a batch of blocks at a time: compressed and hashed by
+ * threads (blocks are independent), put into the image in their order, so that the
+ * image is the same whatever the number of threads.
+ */
+struct khib_data_run {
+	size_t segment;           /* the run being filled, or SIZE_MAX */
+	size_t count;             /* whole blocks in the batch; blocks[count] is being filled */
+	unsigned threads;         /* 1: no thread is started */
+	struct khib_workers *workers;
+	struct khib_pending blocks[KHIB_BATCH];
+};
+
+/* save-blocks.c */
+int khib_blocks_start(struct khib_data_run *run, unsigned threads);
+void khib_blocks_stop(struct khib_data_run *run);
+int khib_block_done(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image);
+int khib_blocks_out(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image);
 
 int khib_flush(struct khib_writer *w);
 int khib_put(struct khib_writer *w, const void *data, size_t size);

@@ -3,7 +3,8 @@
 
 #include <errno.h>
 #include <string.h>
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(KHIB_PORTABLE)
+#define KHIB_SHA_NI 1
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
@@ -75,7 +76,7 @@ void khib_sha256_init(struct khib_sha256 *ctx)
 	ctx->used = 0;
 }
 
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef KHIB_SHA_NI
 /*
  * The same compression with the x86 SHA extensions (Intel SHA-NI; AMD Zen, Intel since
  * Goldmont and Ice Lake): each sha256rnds2 does two rounds, sha256msg1/msg2 extend the
@@ -137,7 +138,7 @@ static int has_sha_ni(void)
 /* count 64-byte blocks, with the SHA extensions where the CPU has them. */
 static void blocks(struct khib_sha256 *ctx, const unsigned char *p, size_t count)
 {
-#if defined(__x86_64__) || defined(__i386__)
+#ifdef KHIB_SHA_NI
 	if (has_sha_ni()) {
 		blocks_sha_ni(ctx->state, p, count);
 		return;

@@ -6,8 +6,10 @@
  *   khib-save --mem /dev/mem --ranges RANGES -o IMAGE [--exclude RANGES] [--meta FILE]
  *             [--limit N] [--key FILE]
  *             [--vmcoreinfo ADDR:SIZE [--control-page ADDR] [--kernel-code ADDR]]
+ *             [--threads N]
  *
- * --low FILE: A's memory between 4 KiB and 640 KiB is read from FILE (offset = physical
+ * --threads N: the blocks are packed by N threads (default: the online CPUs, at most 4;
+ * the image is the same whatever N).  --low FILE: A's memory between 4 KiB and 640 KiB is read from FILE (offset = physical
  * address: /sys/kernel/kexec_jump_low, what B's kernel kept of it before its boot wrote
  * there), not from --vmcore or --mem, and stays in though --exclude lists it.
  * --cover RANGES: the image must hold exactly the memory its file lists (the caller's
@@ -52,7 +54,7 @@ static int usage(void)
 	fprintf(stderr, "usage: khib-save (--vmcore FILE | --mem FILE --ranges FILE) -o IMAGE "
 		"[--exclude RANGES] [--meta FILE] [--limit BYTES] [--key FILE]\n"
 		"       [--low FILE] [--cover RANGES] [--vmcoreinfo ADDR:SIZE [--control-page ADDR] "
-		"[--kernel-code ADDR]]\n");
+		"[--kernel-code ADDR]]\n       [--threads N]\n");
 	return 2;
 }
 

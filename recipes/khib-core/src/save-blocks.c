@@ -1,8 +1,9 @@
 /*
  * khib-save's blocks: a batch of KHIB_BATCH, each LZ4-compressed (when that makes it
- * smaller) and hashed by one of the threads, then put into the image in order.  Each
- * block's bytes depend on its memory alone, so the image is byte for byte the same with
- * one thread (B, whose CPU is often alone) or several (the host).
+ * smaller) and hashed by whichever thread takes it, while the caller fills the next
+ * batch; then put into the image in order.  Each block's bytes depend on its memory
+ * alone, so the image is byte for byte the same with one thread (B, whose CPU is often
+ * alone) or several (the host).
  */
 #define _GNU_SOURCE
 #include "save-pages.h"
@@ -12,16 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The threads besides the caller's, and the batch they are on. */
+/* The threads besides the caller's, and the batch they are packing. */
 struct khib_workers {
 	pthread_mutex_t lock;
 	pthread_cond_t go, done;
-	unsigned long batch;      /* one more for each batch handed out */
-	unsigned finished;        /* threads done with the current batch */
+	struct khib_pending *posted;      /* the batch, or NULL */
+	size_t count, next, packed;       /* its blocks: in all, the next to take, packed */
 	int stop;
-	struct khib_data_run *run;
 	pthread_t thread[KHIB_THREADS_MAX];
-	unsigned started;
 };
 
 /* One block: LZ4 (lz4 -1's speed) when that is smaller, else its bytes as they are. */
@@ -44,32 +43,28 @@ static void pack(struct khib_pending *b)
 	khib_sha256_final(&sha, b->digest);
 }
 
-/* Thread share's blocks of the batch: share, share + threads, ... */
-static void pack_share(struct khib_data_run *run, unsigned share)
+/* Blocks of the posted batch, one at a time, until none is left; the lock held. */
+static void take_blocks(struct khib_workers *k)
 {
-	for (size_t i = share; i < run->count; i += run->threads)
-		pack(&run->blocks[i]);
+	while (k->posted && k->next < k->count) {
+		struct khib_pending *b = &k->posted[k->next++];
+		pthread_mutex_unlock(&k->lock);
+		pack(b);
+		pthread_mutex_lock(&k->lock);
+		if (++k->packed == k->count)
+			pthread_cond_broadcast(&k->done);
+	}
 }
 
 static void *worker(void *context)
 {
 	struct khib_workers *k = context;
-	unsigned long seen = 0;
-	unsigned share;
 
 	pthread_mutex_lock(&k->lock);
-	share = ++k->started;   /* 1, 2, ...: the caller's share is 0 */
-	for (;;) {
-		while (k->batch == seen && !k->stop)
+	while (!k->stop) {
+		take_blocks(k);
+		if (!k->stop)
 			pthread_cond_wait(&k->go, &k->lock);
-		if (k->stop)
-			break;
-		seen = k->batch;
-		pthread_mutex_unlock(&k->lock);
-		pack_share(k->run, share);
-		pthread_mutex_lock(&k->lock);
-		if (++k->finished == k->run->threads - 1)
-			pthread_cond_signal(&k->done);
 	}
 	pthread_mutex_unlock(&k->lock);
 	return NULL;
@@ -83,7 +78,9 @@ int khib_blocks_start(struct khib_data_run *run, unsigned threads)
 
 	run->segment = SIZE_MAX;
 	run->count = 0;
+	run->blocks = run->batch[0];
 	run->blocks[0].used = 0;
+	run->flying = NULL;
 	run->threads = 1;
 	run->workers = NULL;
 	threads = threads < 1 ? 1 : threads > KHIB_THREADS_MAX ? KHIB_THREADS_MAX : threads;
@@ -95,7 +92,6 @@ int khib_blocks_start(struct khib_data_run *run, unsigned threads)
 		free(k);
 		return -1;
 	}
-	k->run = run;
 	run->workers = k;
 	for (; made < threads - 1; made++)
 		if (pthread_create(&k->thread[made], NULL, worker, k))
@@ -124,31 +120,24 @@ void khib_blocks_stop(struct khib_data_run *run)
 	run->threads = 1;
 }
 
-/*
- * The batch's blocks packed (by every thread) and put into the image in order, each
- * segment's offset and stored size known as its blocks go in.
- */
-int khib_blocks_out(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image)
+/* The batch the threads are packing, packed: the caller takes blocks too, then waits. */
+static void land(struct khib_workers *k)
 {
-	struct khib_workers *k = run->workers;
+	pthread_mutex_lock(&k->lock);
+	take_blocks(k);
+	while (k->packed < k->count)
+		pthread_cond_wait(&k->done, &k->lock);
+	k->posted = NULL;
+	pthread_mutex_unlock(&k->lock);
+}
 
-	if (k && run->count > 1) {
-		pthread_mutex_lock(&k->lock);
-		k->finished = 0;
-		k->batch++;
-		pthread_cond_broadcast(&k->go);
-		pthread_mutex_unlock(&k->lock);
-		pack_share(run, 0);
-		pthread_mutex_lock(&k->lock);
-		while (k->finished < run->threads - 1)
-			pthread_cond_wait(&k->done, &k->lock);
-		pthread_mutex_unlock(&k->lock);
-	} else {
-		for (size_t i = 0; i < run->count; i++)
-			pack(&run->blocks[i]);
-	}
-	for (size_t i = 0; i < run->count; i++) {
-		struct khib_pending *b = &run->blocks[i];
+/* Packed blocks into the image in order, each segment's offset and stored size known
+ * as its blocks go in. */
+static int emit(struct khib_writer *w, const struct khib_pending *blocks, size_t count,
+		struct khib_image *image)
+{
+	for (size_t i = 0; i < count; i++) {
+		const struct khib_pending *b = &blocks[i];
 		struct khib_segment *s = &image->segments[b->segment];
 		if (b->first)
 			s->offset = khib_position(w);
@@ -158,17 +147,63 @@ int khib_blocks_out(struct khib_writer *w, struct khib_data_run *run, struct khi
 			return -1;
 		s->filesz = khib_position(w) - s->offset;
 	}
-	run->blocks[0].used = 0;
-	run->count = 0;
 	return 0;
 }
 
-/* The block being filled is whole (or its run ended): the next one, the batch out if full. */
+/*
+ * The batch being filled goes to the threads (the one they were packing lands in the
+ * image first); with no thread, it is packed and put into the image here.  last: it is
+ * the last batch, packed and put in before this returns.
+ */
+static int send(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image,
+		int last)
+{
+	struct khib_workers *k = run->workers;
+
+	if (!k) {
+		for (size_t i = 0; i < run->count; i++)
+			pack(&run->blocks[i]);
+		if (emit(w, run->blocks, run->count, image) < 0)
+			return -1;
+	} else {
+		if (run->flying) {
+			land(k);
+			if (emit(w, run->flying, run->flying_count, image) < 0)
+				return -1;
+		}
+		pthread_mutex_lock(&k->lock);
+		k->posted = run->blocks;
+		k->count = run->count;
+		k->next = k->packed = 0;
+		pthread_cond_broadcast(&k->go);
+		pthread_mutex_unlock(&k->lock);
+		run->flying = run->blocks;
+		run->flying_count = run->count;
+		run->blocks = run->blocks == run->batch[0] ? run->batch[1] : run->batch[0];
+		if (last) {
+			land(k);
+			if (emit(w, run->flying, run->flying_count, image) < 0)
+				return -1;
+			run->flying = NULL;
+		}
+	}
+	run->count = 0;
+	run->blocks[0].used = 0;
+	return 0;
+}
+
+/* Every block saved so far into the image (the end of the pass). */
+int khib_blocks_out(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image)
+{
+	return send(w, run, image, 1);
+}
+
+/* The block being filled is whole (or its run ended): the next one, the batch off if full. */
 int khib_block_done(struct khib_writer *w, struct khib_data_run *run, struct khib_image *image)
 {
 	if (!run->blocks[run->count].used)
 		return 0;
-	if (++run->count == KHIB_BATCH && khib_blocks_out(w, run, image) < 0)
+	if (++run->count == KHIB_BATCH && send(w, run, image, 0) < 0)
 		return -1;
 	run->blocks[run->count].used = 0;
 	return 0;

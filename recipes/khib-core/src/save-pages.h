@@ -31,20 +31,23 @@ struct khib_pending {
 	unsigned char packed[LZ4_COMPRESSBOUND(KHIB_BLOCK)];
 };
 
-#define KHIB_BATCH 8          /* blocks compressed at once, shared between the threads */
+#define KHIB_BATCH 8          /* blocks packed at once, shared between the threads */
 #define KHIB_THREADS_MAX 4
 
 /*
  * The data runs being saved, a batch of blocks at a time: compressed and hashed by
- * threads (blocks are independent), put into the image in their order, so that the
- * image is the same whatever the number of threads.
+ * threads (blocks are independent) while the next batch is filled, put into the image in
+ * their order, so that the image is the same whatever the number of threads.
  */
 struct khib_data_run {
 	size_t segment;           /* the run being filled, or SIZE_MAX */
 	size_t count;             /* whole blocks in the batch; blocks[count] is being filled */
+	struct khib_pending *blocks;      /* the batch being filled: one of batch[] */
+	struct khib_pending *flying;      /* the other, being packed, or NULL */
+	size_t flying_count;
 	unsigned threads;         /* 1: no thread is started */
 	struct khib_workers *workers;
-	struct khib_pending blocks[KHIB_BATCH];
+	struct khib_pending batch[2][KHIB_BATCH];
 };
 
 /* save-blocks.c */

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -140,6 +141,18 @@ def table(results: dict[tuple[int, str], list[Run]], arch: str, reps: int) -> st
     return "\n".join(lines)
 
 
+def write_block(path: Path, name: str, block: str) -> None:
+    """``block`` between the file's markers for ``name``, in place of what was between
+    them (appended at the end of the file the first time)."""
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    text, marked = path.read_text(), f"{begin}\n{block}\n{end}"
+    if begin in text:
+        text = text[:text.index(begin)] + marked + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + marked + "\n"
+    path.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -148,6 +161,8 @@ def main() -> None:
     parser.add_argument("--arch", choices=["x86_64", "i386"], default="x86_64")
     parser.add_argument("--work", type=Path, help="keep the kernel, image and logs here")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--no-results", action="store_true",
+                        help="print the tables only, without writing them to bench/RESULTS.md")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="khib-bench-hibernate-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -167,9 +182,15 @@ def main() -> None:
                     log = work / f"{method}-{memory}-{rep}-{label}.log"
                     log.write_text("".join(f"{at:8.2f} {line}\n" for at, line in lines))
     after = calibration()
-    print(f"\nmachine speed: SHA-256 of 256 MiB in Python took {before:.2f} s before the "
-          f"runs and {after:.2f} s after\n")
-    print(table(results, args.arch, args.reps))
+    block = "\n".join([
+        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} by `bench/hibernate.py "
+        f"--arch {args.arch} --memory {' '.join(map(str, args.memory))} --reps {args.reps}`, "
+        f"QEMU TCG on a {os.cpu_count()}-core host without KVM. The machine's speed: SHA-256 "
+        f"of 256 MiB in Python took {before:.2f} s before the runs and {after:.2f} s after.",
+        "", table(results, args.arch, args.reps)])
+    print(block)
+    if not args.no_results:
+        write_block(REPO / "bench" / "RESULTS.md", f"hibernate {args.arch}", block)
     if args.json:
         args.json.write_text(json.dumps(
             {f"{memory}-{method}": [[run.save_s, run.resume_s, run.written, run.read]

@@ -165,6 +165,13 @@ def sanitized_core(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def thread_sanitized_core(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C core for the host under ThreadSanitizer (khib-save's threads)."""
+    return built_once(tmp_path_factory, "core-tsan", lambda folder: build_host_core(
+        folder, "-fsanitize=thread", "-g", "-O1"))
+
+
+@pytest.fixture(scope="session")
 def plain_core(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The C core for the host, linked dynamically: an LD_PRELOAD shim reaches its calls."""
     return built_once(tmp_path_factory, "core-dynamic",

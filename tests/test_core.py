@@ -410,11 +410,12 @@ def run_unknown_release(core: Path, tmp_path: Path, release: str, more: str = ""
     return result.stderr
 
 
-def test_the_image_is_the_same_whatever_the_number_of_threads(core: Path,
-                                                             tmp_path: Path) -> None:
+def test_the_image_is_the_same_whatever_the_number_of_threads(
+        core: Path, thread_sanitized_core: Path, tmp_path: Path) -> None:
     """khib-save packs a batch of blocks on several threads: the image is byte for byte
     the one a single thread makes (runs of every length, partial blocks, compressible and
-    random pages, more than one batch), and restores the memory."""
+    random pages, more than one batch), and restores the memory; ThreadSanitizer finds
+    no race on four threads; a number of threads that is not one is refused."""
     rng = random.Random(5)
     pages = []
     for index in range(3 * MiB // PAGE):
@@ -432,7 +433,17 @@ def test_the_image_is_the_same_whatever_the_number_of_threads(core: Path,
                      tmp_path / "ranges", "-o", out, "--threads", threads)
         assert result.returncode == 0, result.stderr
         images.append(out.read_bytes())
+    raced = subprocess.run([thread_sanitized_core / "khib-save", "--mem", tmp_path / "mem",
+                            "--ranges", tmp_path / "ranges", "-o", tmp_path / "image-tsan",
+                            "--threads", "4"], capture_output=True, text=True, check=False,
+                           env={**os.environ, "TSAN_OPTIONS": "halt_on_error=1 exitcode=66"})
+    assert raced.returncode == 0 and "ThreadSanitizer" not in raced.stderr, raced.stderr
+    images.append((tmp_path / "image-tsan").read_bytes())
     assert len(set(images)) == 1
+    for wrong in ("abc", "0", "-1", "2x"):
+        refused = run(core, "khib-save", "--mem", tmp_path / "mem", "--ranges",
+                      tmp_path / "ranges", "-o", tmp_path / "image-x", "--threads", wrong)
+        assert refused.returncode == 2 and "usage" in refused.stderr, wrong
     segments, _ = loads(tmp_path / "image-1")
     assert sum(len(blocks(images[0], load)) for load in segments if load.filesz) > 16
     target = tmp_path / "target"

@@ -259,6 +259,16 @@ def test_digests_from_a_check_stand_in_for_reading_the_image_twice(core: Path,
     assert (tmp_path / "target").read_bytes() == mem
 
 
+def test_digests_that_are_missing_are_refused(core: Path, tmp_path: Path) -> None:
+    """No list where --digests names one: refused with the reason, nothing written."""
+    saved(core, tmp_path)
+    result = restore(core, tmp_path / "image", "--mem", tmp_path / "target",
+                     "--digests", tmp_path / "none")
+    assert result.returncode == 1 and "No such file or directory" in result.stderr
+    assert "the digests of its check" in result.stderr
+    assert (tmp_path / "target").read_bytes() == CANARY
+
+
 @pytest.mark.parametrize("change", ["flipped", "short", "long"])
 def test_digests_that_do_not_give_the_seal_are_refused(core: Path, tmp_path: Path,
                                                        change: str) -> None:

@@ -99,6 +99,16 @@ static int has_pclmul(void)
 }
 #endif
 
+/* The tables filled and what the CPU offers found, before any thread computes a CRC-32
+ * (done lazily, they would be a data race between threads). */
+void khib_crc32_ready(void)
+{
+	(void)khib_crc32_table(0, NULL, 0);
+#ifdef KHIB_PCLMUL
+	(void)has_pclmul();
+#endif
+}
+
 /* CRC-32: by PCLMULQDQ where the CPU has it (and SSE4.1), else by the tables (always
  * when built with -DKHIB_PORTABLE: bench/save.py measures that path). */
 uint32_t khib_crc32(uint32_t crc, const void *data, size_t size)

@@ -14,6 +14,7 @@
 #include <lz4.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The digest slot of a segment's next block, grown as the check goes. */
@@ -74,7 +75,7 @@ int khib_segment_blocks(int fd, const char *name, struct khib_image *image, size
 		khib_sha256_update(&sha, stored, length);
 		khib_sha256_final(&sha, digest);
 		if (recheck) {
-			if (block_index >= image->ndigests ||
+			if (block_index >= image->nblocks ||
 			    !khib_same_digest(digest, image->digests[block_index])) {
 				what = "changed on the disk since it was checked";
 				goto damaged;
@@ -182,7 +183,7 @@ static int count_blocks(const char *name, struct khib_image *image, size_t *coun
 			return -1;
 		}
 	}
-	*count = (size_t)blocks;
+	*count = image->nblocks = (size_t)blocks;
 	return 0;
 }
 
@@ -233,20 +234,32 @@ int khib_take_digests(const char *path, const char *name, struct khib_image *ima
 		      const struct khib_key *key)
 {
 	size_t blocks;
-	unsigned char extra;
+	struct stat st;
 	int fd, bad = 1;
 
-	if (count_blocks(name, image, &blocks) < 0 || !digest_slot(image, blocks))
+	if (count_blocks(name, image, &blocks) < 0)
 		return -1;
 	if (!keyed_as_told(name, image, key))
 		return 1;
 	fd = open(path, O_RDONLY);
-	if (fd < 0 || khib_pread_full(fd, image->digests, blocks * sizeof(*image->digests), 0) < 0 ||
-	    pread(fd, &extra, 1, (off_t)(blocks * sizeof(*image->digests))) != 0)
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		fprintf(stderr, "khib: %s: the digests of its check: %s: %s\n", name, path,
+			strerror(errno));
+	} else if (!S_ISREG(st.st_mode) ||
+		   (uint64_t)st.st_size != (uint64_t)blocks * sizeof(*image->digests)) {
+		/* before any room is taken for them: an image's claim alone takes none */
 		fprintf(stderr, "khib: %s: %s does not hold one digest for each of its %zu "
 			"blocks\n", name, path, blocks);
-	else
+	} else if (blocks && !digest_slot(image, blocks - 1)) {
+		fprintf(stderr, "khib: %s: no memory for the digests of its %zu blocks\n", name,
+			blocks);
+		bad = -1;
+	} else if (blocks && khib_pread_full(fd, image->digests, blocks * sizeof(*image->digests),
+					     0) < 0) {
+		fprintf(stderr, "khib: %s: %s: %s\n", name, path, strerror(errno));
+	} else {
 		bad = seal_holds(name, image, blocks, key);
+	}
 	if (fd >= 0)
 		close(fd);
 	return bad;

@@ -62,7 +62,8 @@ struct khib_image {
 	size_t vmcoreinfo_size;
 	struct khib_seal seal;
 	unsigned char (*digests)[32]; /* each stored block's SHA-256, as the check found it */
-	size_t ndigests;
+	size_t ndigests;              /* the list's room */
+	size_t nblocks;               /* the blocks of the data runs: digests in the list */
 };
 
 /*
@@ -96,9 +97,11 @@ struct khib_range {
 
 /* checksum.c, sha256.c */
 uint32_t khib_crc32(uint32_t crc, const void *data, size_t size);
+void khib_crc32_ready(void);
 uint32_t khib_crc32_table(uint32_t crc, const void *data, size_t size);
 int khib_is_zero(const unsigned char *page, size_t size);
 void khib_sha256_init(struct khib_sha256 *ctx);
+void khib_sha256_ready(void);
 void khib_sha256_update(struct khib_sha256 *ctx, const void *data, size_t size);
 void khib_sha256_final(struct khib_sha256 *ctx, unsigned char digest[32]);
 void khib_hmac_init(struct khib_sha256 *ctx, const struct khib_key *key);

@@ -204,6 +204,7 @@ int khib_save_main(int argc, char **argv)
 	char *meta = NULL, *end = NULL;
 	double started = khib_seconds(), seconds;
 	struct stat st;
+	unsigned long thread_count = 0;
 	int fd, out, low_fd = -1, status = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -229,6 +230,12 @@ int khib_save_main(int argc, char **argv)
 	if (!buffer || !w || !run || !output || !!vmcore == !!mem || (mem && !ranges_path) ||
 	    (limit_text && (*end || !limit)) || (vmcoreinfo && !mem))
 		return usage();
+	if (threads) {   /* a number, at least 1 (more than KHIB_THREADS_MAX: that many) */
+		thread_count = strtoul(threads, &end, 10);
+		if (threads[0] < '0' || threads[0] > '9' || *end || thread_count < 1 ||
+		    thread_count > 4096)
+			return usage();
+	}
 	if ((meta_path && !(meta = read_meta(meta_path, &meta_size))) ||
 	    (key_path && khib_read_key(key_path, &key) < 0))
 		return 1;
@@ -275,7 +282,7 @@ int khib_save_main(int argc, char **argv)
 	*w = (struct khib_writer){.out = out, .at = KHIB_PAGE,
 			     .limit = room_left < limit ? room_left : limit};
 	khib_sha256_init(&w->list);
-	if (khib_blocks_start(run, threads ? (unsigned)strtoul(threads, NULL, 10) :
+	if (khib_blocks_start(run, threads ? (unsigned)thread_count :
 			      (unsigned)sysconf(_SC_NPROCESSORS_ONLN)) < 0) {
 		fprintf(stderr, "khib-save: %s\n", strerror(errno));
 		goto out;

@@ -75,6 +75,7 @@ int khib_blocks_start(struct khib_data_run *run, unsigned threads)
 {
 	struct khib_workers *k;
 	unsigned made = 0;
+	int failed;
 
 	run->segment = SIZE_MAX;
 	run->count = 0;
@@ -82,22 +83,37 @@ int khib_blocks_start(struct khib_data_run *run, unsigned threads)
 	run->blocks[0].used = 0;
 	run->flying = NULL;
 	run->threads = 1;
+	run->batch_size = 1;   /* one block at a time: no memory held for a batch */
 	run->workers = NULL;
 	threads = threads < 1 ? 1 : threads > KHIB_THREADS_MAX ? KHIB_THREADS_MAX : threads;
 	if (threads == 1)
 		return 0;
+	khib_sha256_ready();   /* before any thread hashes */
+	khib_crc32_ready();
 	k = calloc(1, sizeof(*k));
-	if (!k || pthread_mutex_init(&k->lock, NULL) || pthread_cond_init(&k->go, NULL) ||
-	    pthread_cond_init(&k->done, NULL)) {
-		free(k);
+	if (!k)
 		return -1;
-	}
+	if ((failed = pthread_mutex_init(&k->lock, NULL)) != 0)
+		goto no_lock;
+	if ((failed = pthread_cond_init(&k->go, NULL)) != 0)
+		goto no_go;
+	if ((failed = pthread_cond_init(&k->done, NULL)) != 0)
+		goto no_done;
 	run->workers = k;
+	run->batch_size = KHIB_BATCH;
 	for (; made < threads - 1; made++)
 		if (pthread_create(&k->thread[made], NULL, worker, k))
 			break;
 	run->threads = made + 1;   /* as many as started: the image is the same */
 	return 0;
+no_done:
+	pthread_cond_destroy(&k->go);
+no_go:
+	pthread_mutex_destroy(&k->lock);
+no_lock:
+	free(k);
+	errno = failed;   /* the pthread calls return their error instead of setting it */
+	return -1;
 }
 
 void khib_blocks_stop(struct khib_data_run *run)
@@ -203,7 +219,7 @@ int khib_block_done(struct khib_writer *w, struct khib_data_run *run, struct khi
 {
 	if (!run->blocks[run->count].used)
 		return 0;
-	if (++run->count == KHIB_BATCH && send(w, run, image, 0) < 0)
+	if (++run->count == run->batch_size && send(w, run, image, 0) < 0)
 		return -1;
 	run->blocks[run->count].used = 0;
 	return 0;

@@ -46,6 +46,7 @@ struct khib_data_run {
 	struct khib_pending *flying;      /* the other, being packed, or NULL */
 	size_t flying_count;
 	unsigned threads;         /* 1: no thread is started */
+	size_t batch_size;        /* blocks in a batch: 1 without threads (B's memory) */
 	struct khib_workers *workers;
 	struct khib_pending batch[2][KHIB_BATCH];
 };

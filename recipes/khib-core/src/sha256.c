@@ -135,6 +135,15 @@ static int has_sha_ni(void)
 }
 #endif
 
+/* What the CPU offers, found before any thread hashes (a check made lazily would be a
+ * data race between threads). */
+void khib_sha256_ready(void)
+{
+#ifdef KHIB_SHA_NI
+	(void)has_sha_ni();
+#endif
+}
+
 /* count 64-byte blocks, with the SHA extensions where the CPU has them. */
 static void blocks(struct khib_sha256 *ctx, const unsigned char *p, size_t count)
 {

@@ -291,13 +291,16 @@ def write_back(device: str, key: list[str], out: Path) -> None:
     """khib-restore, once more from the start if writing began and failed; GoBack if
     nothing was written, a reboot if memory is changed and it failed twice."""
     changed = False
+    # The first stage's list of digests: the image is read once more, not twice (a first
+    # stage older than this B hands none over: khib-restore then checks it all first).
+    digests = ["--digests", str(HANDED_DIGESTS)] if HANDED_DIGESTS.is_file() else []
     for _ in range(2):
         try:
             restored = subprocess.run(
                 ["khib-restore", device, "--mem", "/dev/mem", *system.low_option(),
                  "--running", "/proc/iomem",
                  "--within", str(HANDED_RAM), "--meta-is", str(HANDED_META), "--count-write",
-                 "--digests", str(HANDED_DIGESTS), *key, "--meta-out", str(out)],
+                 *digests, *key, "--meta-out", str(out)],
                 stderr=subprocess.PIPE, text=True, check=False)
             print(restored.stderr, end="", flush=True)
             code, lines = restored.returncode, restored.stderr.strip().splitlines()

@@ -19,10 +19,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from results import RESULTS, write_block  # noqa: E402
 
 from tests.test_jump_doc import five_commands  # noqa: E402
 
-BEGIN, END = "<!-- five-commands -->", "<!-- /five-commands -->"
 STEPS = ("build the image", "build the kernel", "make the disk", "hibernate (to power-off)",
          "resume (to A's next line)")
 
@@ -53,7 +55,6 @@ def figures(seconds: list[float], outputs: list[str], disk: Path) -> str:
     assert saved and restored, "the save's or the restore's line is missing"
     rows = [f"| {step} | {took:.0f} s |" for step, took in zip(STEPS, seconds, strict=True)]
     return "\n".join([
-        BEGIN,
         f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} by `bench/guest.py`: "
         "docs/jump.md's five commands, x86_64, QEMU TCG on a 2-core machine without KVM, "
         "512 MiB, 2 CPUs, a warm build cache (the first build of the image and kernel "
@@ -66,22 +67,15 @@ def figures(seconds: list[float], outputs: list[str], disk: Path) -> str:
         f"The save in B scanned {saved[4]} MiB of A's RAM and stored {saved[2]} MiB of data "
         f"in {saved[3]} MiB ({saved[1]} segments) in {saved[5]} s; the restore stage wrote "
         f"and verified {restored[1]} segments in {restored[2]} s; the disk holds "
-        f"{disk.stat().st_blocks * 512 >> 20} MiB.",
-        END])
-
-
-def replace_block(path: Path, block: str) -> None:
-    text = path.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    path.write_text(text[:start] + block + text[end:])
+        f"{disk.stat().st_blocks * 512 >> 20} MiB."])
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="khib-guest-") as name:
         seconds, outputs = run(five_commands(), Path(name))
         block = figures(seconds, outputs, Path(name) / "disk.img")
-    for path in (REPO / "bench" / "RESULTS.md", REPO / "docs" / "jump.md"):
-        replace_block(path, block)
+    for path in (RESULTS, REPO / "docs" / "jump.md"):
+        write_block("five-commands", block, path)
     print(block)
 
 

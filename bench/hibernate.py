@@ -38,37 +38,53 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from results import write_block  # noqa: E402
 
 from tests.helpers import DEFAULT_CONFIG, X86_64_CONFIG, assert_ok, khib  # noqa: E402
 from tests.hibernation_peers import CPUS, METHODS, Run, a_initrd, hibernate_once, when  # noqa: E402
 
 # Where each method's time goes: console lines, in the order they appear, whose host
-# times split the save (from HIB-GO) and the resume (from the start of QEMU).
+# times split the save (from HIB-GO) and the resume (from the start of QEMU). A line of a
+# program that reports its own seconds (" in 4.3 s") also marks where that program
+# started: (label, text, True) ends there, the next step at the line itself.
 SAVE_STEPS = {
-    "swsusp": [("freeze and snapshot", "PM: Using"),
-               ("compress and write", "PM: Image saving done"),
-               ("power off", "reboot: Power down")],
-    "khib": [("A: sync, load B, jump", "Linux version"), ("B boots", "khib: saving A"),
-             ("B saves", "khib-save:"), ("seal, power off", "reboot: Power down")],
+    "swsusp": [("freeze, snapshot", "PM: Using", False),
+               ("compress, write", "PM: Image saving done", False),
+               ("power off", "reboot: Power down", False)],
+    "khib": [("A: khib, load B, jump", "Linux version", False),
+             ("B: kernel boot", "Run /init", False),
+             ("B: khib tools, boot area", "khib-save:", True),
+             ("B: khib-save", "khib-save:", False),
+             ("power off", "reboot: Power down", False)],
 }
 RESUME_STEPS = {
-    "swsusp": [("firmware, kernel boot", "PM: Using"),
-               ("read, decompress", "PM: Image loading done"),
-               ("restore, thaw", "A-RESUMED")],
-    "khib": [("firmware, kernel boot", "khib: khib"), ("first stage: check", "is whole"),
-             ("load B, jump, B boots", "khib.stage=restore"),
-             ("restore stage: write, verify", "khib-restore:"), ("enter A, thaw", "A-RESUMED")],
+    "swsusp": [("firmware, kernel boot", "PM: Using", False),
+               ("read, decompress, check", "PM: Image loading done", False),
+               ("restore, thaw", "A-RESUMED", False)],
+    "khib": [("firmware, kernel boot", "Run /init", False),
+             ("first stage: khib tools, check", "is whole", False),
+             ("load B, jump, B boots", "Run /init", False),
+             ("restore stage: khib tools", "khib-restore:", True),
+             ("restore stage: khib-restore", "khib-restore:", False),
+             ("enter A, thaw", "A-RESUMED", False)],
 }
 
 
-def steps(lines: list[tuple[float, str]], marks: list[tuple[str, str]], start: float,
+def steps(lines: list[tuple[float, str]], marks: list[tuple[str, str, bool]], start: float,
           ) -> dict[str, float]:
-    """Seconds of each step: from the previous mark (or ``start``) to its own line."""
+    """Seconds of each step: from the previous mark (or ``start``) to its own line, or
+    to where the program on that line started."""
     found, previous = {}, start
-    for label, text in marks:
-        at = when(lines, text, previous)
+    for label, text, started in marks:
+        at = when(lines, text, previous + 1e-6 if not started else previous)
         if at is None:
             continue
+        if started:
+            line = next(line for when_, line in lines if when_ == at and text in line)
+            reported = re.search(r" in ([\d.]+) s", line)
+            at -= float(reported[1]) if reported else 0.0
         found[label], previous = at - previous, at
     return found
 
@@ -127,9 +143,9 @@ def table(results: dict[tuple[int, str], list[Run]], arch: str, reps: int) -> st
                 for run in runs]
         resume = [steps(run.second, RESUME_STEPS[method], 0.0) for run in runs]
         parts = [f"{label} {statistics.median(step.get(label, 0.0) for step in save):.1f}"
-                 for label, _ in SAVE_STEPS[method]]
+                 for label, *_ in SAVE_STEPS[method]]
         back = [f"{label} {statistics.median(step.get(label, 0.0) for step in resume):.1f}"
-                for label, _ in RESUME_STEPS[method]]
+                for label, *_ in RESUME_STEPS[method]]
         lines.append(f"- {method}, {memory} MiB: save: {', '.join(parts)} s; resume: "
                      f"{', '.join(back)} s")
         rates = [figures for run in runs if (figures := saved_figures(run.first))]
@@ -141,16 +157,44 @@ def table(results: dict[tuple[int, str], list[Run]], arch: str, reps: int) -> st
     return "\n".join(lines)
 
 
-def write_block(path: Path, name: str, block: str) -> None:
-    """``block`` between the file's markers for ``name``, in place of what was between
-    them (appended at the end of the file the first time)."""
-    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-    text, marked = path.read_text(), f"{begin}\n{block}\n{end}"
-    if begin in text:
-        text = text[:text.index(begin)] + marked + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + marked + "\n"
-    path.write_text(text)
+def measure(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """Every run, each method and memory size in turn, rep after rep: their figures (kept
+    in WORK/runs.json) and console logs (WORK/METHOD-MEMORY-REP-first.log, -second.log)."""
+    kernel, image = built(X86_64_CONFIG if args.arch == "x86_64" else DEFAULT_CONFIG, work)
+    initrds = {method: a_initrd(kernel, image, method, work) for method in args.methods}
+    before = calibration()
+    runs: dict[str, list[list[float]]] = {}
+    for rep in range(args.reps):  # interleaved, so that a slower minute hits both methods
+        for memory in args.memory:
+            for method in args.methods:
+                run = hibernate_once(method, memory, kernel, initrds[method], work)
+                runs.setdefault(f"{memory}-{method}", []).append(
+                    [run.save_s, run.resume_s, run.written, run.read])
+                print(f"rep {rep + 1} {method} {memory} MiB: save {run.save_s:.1f} s, "
+                      f"resume {run.resume_s:.1f} s, written {run.written >> 20} MiB, "
+                      f"read {run.read >> 20} MiB", flush=True)
+                for label, lines in (("first", run.first), ("second", run.second)):
+                    log = work / f"{method}-{memory}-{rep}-{label}.log"
+                    log.write_text("".join(f"{at:8.2f} {line}\n" for at, line in lines))
+    record = {"arch": args.arch, "memory": args.memory, "reps": args.reps,
+              "date": time.strftime("%Y-%m-%d", time.gmtime()),
+              "calibration": [before, calibration()], "runs": runs}
+    (work / "runs.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def from_logs(record: dict[str, object], work: Path) -> dict[tuple[int, str], list[Run]]:
+    """The runs of ``record``, with their console lines read back from WORK's logs."""
+    def lines(path: Path) -> list[tuple[float, str]]:
+        return [(float(line[:8]), line[9:]) for line in path.read_text().splitlines()]
+    results: dict[tuple[int, str], list[Run]] = {}
+    for key, figures in record["runs"].items():
+        memory, method = key.split("-", 1)
+        results[(int(memory), method)] = [
+            Run(*figure, lines(work / f"{method}-{memory}-{rep}-first.log"),
+                lines(work / f"{method}-{memory}-{rep}-second.log"))
+            for rep, figure in enumerate(figures)]
+    return results
 
 
 def main() -> None:
@@ -159,44 +203,28 @@ def main() -> None:
     parser.add_argument("--memory", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--arch", choices=["x86_64", "i386"], default="x86_64")
-    parser.add_argument("--work", type=Path, help="keep the kernel, image and logs here")
-    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--work", type=Path, help="keep the kernel, image, figures and logs here")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="run nothing: the tables again from --work's figures and logs")
     parser.add_argument("--no-results", action="store_true",
                         help="print the tables only, without writing them to bench/RESULTS.md")
     args = parser.parse_args()
+    if args.tables_only and not args.work:
+        parser.error("--tables-only reads --work")
     work = args.work or Path(tempfile.mkdtemp(prefix="khib-bench-hibernate-"))
     work.mkdir(parents=True, exist_ok=True)
-    kernel, image = built(X86_64_CONFIG if args.arch == "x86_64" else DEFAULT_CONFIG, work)
-    initrds = {method: a_initrd(kernel, image, method, work) for method in args.methods}
-    before = calibration()
-    results: dict[tuple[int, str], list[Run]] = {}
-    for rep in range(args.reps):  # interleaved, so that a slower minute hits both methods
-        for memory in args.memory:
-            for method in args.methods:
-                run = hibernate_once(method, memory, kernel, initrds[method], work)
-                results.setdefault((memory, method), []).append(run)
-                print(f"rep {rep + 1} {method} {memory} MiB: save {run.save_s:.1f} s, "
-                      f"resume {run.resume_s:.1f} s, written {run.written >> 20} MiB, "
-                      f"read {run.read >> 20} MiB", flush=True)
-                for label, lines in (("first", run.first), ("second", run.second)):
-                    log = work / f"{method}-{memory}-{rep}-{label}.log"
-                    log.write_text("".join(f"{at:8.2f} {line}\n" for at, line in lines))
-    after = calibration()
+    record = (json.loads((work / "runs.json").read_text()) if args.tables_only
+              else measure(args, work))
+    before, after = record["calibration"]
     block = "\n".join([
-        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} by `bench/hibernate.py "
-        f"--arch {args.arch} --memory {' '.join(map(str, args.memory))} --reps {args.reps}`, "
-        f"QEMU TCG on a {os.cpu_count()}-core host without KVM. The machine's speed: SHA-256 "
-        f"of 256 MiB in Python took {before:.2f} s before the runs and {after:.2f} s after.",
-        "", table(results, args.arch, args.reps)])
+        f"Measured {record['date']} by `bench/hibernate.py --arch {record['arch']} --memory "
+        f"{' '.join(map(str, record['memory']))} --reps {record['reps']}`, QEMU TCG on a "
+        f"{os.cpu_count()}-core host without KVM. The machine's speed: SHA-256 of 256 MiB in "
+        f"Python took {before:.2f} s before the runs and {after:.2f} s after.",
+        "", table(from_logs(record, work), record["arch"], record["reps"])])
     print(block)
     if not args.no_results:
-        write_block(REPO / "bench" / "RESULTS.md", f"hibernate {args.arch}", block)
-    if args.json:
-        args.json.write_text(json.dumps(
-            {f"{memory}-{method}": [[run.save_s, run.resume_s, run.written, run.read]
-                                    for run in runs]
-             for (memory, method), runs in results.items()}, indent=1))
-
+        write_block(f"hibernate {record['arch']}", block)
 
 if __name__ == "__main__":
     main()

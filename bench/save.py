@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,6 +51,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from pack import run  # noqa: E402
+from results import write_block  # noqa: E402
 
 from tests.guest import Target, a_initrd, a_script, disk  # noqa: E402
 from tests.helpers import X86_64_CONFIG, assert_ok, khib, loads, unpacked  # noqa: E402
@@ -296,30 +298,43 @@ def main() -> None:
     big = [run(big_save), run(f"{big_full} > /dev/null")]
     big_target.unlink()
     target.unlink()
-    print(f"memory {memory.stat().st_size >> 20} MiB; khib went through {scanned} MiB "
-          f"(A's RAM less B's), stored the data pages: {mib:.0f} MiB; median of {args.reps}; "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'tool':14} {'wall s':>8} {'CPU s':>6} {'MiB/s':>8} {'RSS MiB':>8} "
-          f"{'output MiB':>11}")
-    for name, wall, rss, size, through in rows:
-        print(f"{name:14} {wall:8.2f} {cpu[name]:6.2f} {through / wall:8.0f} {rss / 1024:8.1f} "
-              f"{size / (1 << 20) if size else 0:11.1f}")
     times = {name: wall for name, wall, *_ in rows}
     sizes = {name: size for name, _, _, size, _ in rows}
-    print(f"ratios: khib-save / lz4 -1 wall {times['khib-save'] / times['lz4 -1']:.2f}, "
-          f"restore stage / lz4 -d {times['restore stage'] / times['lz4 -d']:.2f}, "
-          f"check + restore stage / lz4 -d "
-          f"{(times['restore check'] + times['restore stage']) / times['lz4 -d']:.2f}, "
-          f"khib-restore / lz4 -d wall {times['khib-restore'] / times['lz4 -d']:.2f}, "
-          f"stored size / zstd -1 {sizes['khib-save'] / sizes['zstd -1 -T0']:.2f}, "
-          f"/ lz4 -1 {sizes['khib-save'] / sizes['lz4 -1']:.2f}")
-    print("what the checks cost, best of 5:")
-    print("\n".join(costs))
-    print(f"peak RSS on twice the memory ({twice.stat().st_size >> 20} MiB, image "
-          f"{image2.stat().st_size >> 20} MiB):")
-    for (name, _, _), (wall, _, rss) in zip(small, big, strict=True):
-        print(f"  {name:12} {rss / 1024:6.1f} MiB in {wall:.2f} s "
-              f"(the capture: {dict((r[0], r[2]) for r in rows)[name] / 1024:.1f} MiB)")
+    out = [f"memory {memory.stat().st_size >> 20} MiB; khib went through {scanned} MiB "
+           f"(A's RAM less B's), stored the data pages: {mib:.0f} MiB; median of {args.reps}; "
+           f"{os.cpu_count()} CPUs",
+           f"{'tool':14} {'wall s':>8} {'CPU s':>6} {'MiB/s':>8} {'RSS MiB':>8} "
+           f"{'output MiB':>11}"]
+    out += [f"{name:14} {wall:8.2f} {cpu[name]:6.2f} {through / wall:8.0f} "
+            f"{rss / 1024:8.1f} {size / (1 << 20) if size else 0:11.1f}"
+            for name, wall, rss, size, through in rows]
+    out.append(f"ratios: khib-save / lz4 -1 wall {times['khib-save'] / times['lz4 -1']:.2f}, "
+               f"restore stage / lz4 -d {times['restore stage'] / times['lz4 -d']:.2f}, "
+               f"check + restore stage / lz4 -d "
+               f"{(times['restore check'] + times['restore stage']) / times['lz4 -d']:.2f}, "
+               f"khib-restore / lz4 -d wall {times['khib-restore'] / times['lz4 -d']:.2f}, "
+               f"stored size / zstd -1 {sizes['khib-save'] / sizes['zstd -1 -T0']:.2f}, "
+               f"/ lz4 -1 {sizes['khib-save'] / sizes['lz4 -1']:.2f}")
+    out += ["what the checks cost, best of 5:", *costs]
+    out.append(f"peak RSS on twice the memory ({twice.stat().st_size >> 20} MiB, image "
+               f"{image2.stat().st_size >> 20} MiB):")
+    out += [f"  {name:12} {rss / 1024:6.1f} MiB in {wall:.2f} s "
+            f"(the capture: {dict((r[0], r[2]) for r in rows)[name] / 1024:.1f} MiB)"
+            for (name, _, _), (wall, _, rss) in zip(small, big, strict=True)]
+    print("\n".join(out))
+    write_block("save", "\n".join([
+        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} by `bench/save.py --reps "
+        f"{args.reps}` on the host ({os.cpu_count()} CPUs, {cpu_model()}); the machine's "
+        f"speed beside it: `lz4 -1` itself took {times['lz4 -1']:.2f} s in this run.",
+        "", "```text", *out, "```"]))
+
+
+def cpu_model() -> str:
+    """The host CPU's name, as /proc/cpuinfo gives it."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -177,13 +177,16 @@ distclean: clean
 # measures. bench/guest.py times docs/jump.md's five commands and writes its figures
 # into bench/RESULTS.md and docs/jump.md. bench/hibernate.py hibernates the same A with
 # the kernel's own hibernation and with khib (QEMU TCG, x86_64 at 512 MiB, 2 GiB and
-# 4 GiB, 3 runs each; i386 at 512 MiB and 2 GiB, once) and writes its tables there.
+# 4 GiB, 3 runs each; i386 at 512 MiB and 2 GiB, once; swsusp with LZO and with LZ4 on
+# the 7.2 kernel of the matrix) and writes its tables there.
 bench: setup-test
 	$(BIN)/python bench/pack.py
 	$(BIN)/python bench/save.py
 	$(BIN)/python bench/guest.py
 	$(BIN)/python bench/hibernate.py --memory 512 2048 4096
 	$(BIN)/python bench/hibernate.py --arch i386 --memory 512 2048 --reps 1
+	$(BIN)/python bench/hibernate.py --config configs/kernels/a-7.2-x86_64.yaml \
+	    --methods swsusp swsusp-lz4 --memory 512 2048
 
 # The rebuild benchmark: no-op and incremental builds (bench/RESULTS.md).
 bench-rebuild: setup-test

@@ -115,12 +115,12 @@ def calibration() -> float:
     return time.monotonic() - started
 
 
-def table(results: dict[tuple[int, str], list[Run]], arch: str, reps: int) -> str:
+def table(results: dict[tuple[int, str], list[Run]], title: str, reps: int) -> str:
     """The markdown tables: medians per memory size and method, ratios, steps."""
     mib = 1 << 20
     out = ["| A's memory | method | save s | resume s | written MiB | read at resume MiB |",
            "|---|---|---|---|---|---|"]
-    ratios = ["| A's memory | save | resume | written | read |", "|---|---|---|---|---|"]
+    ratios = ["| A's memory | peer | save | resume | written | read |", "|---|---|---|---|---|---|"]
     for memory in sorted({memory for memory, _ in results}):
         medians = {}
         for method in METHODS:
@@ -132,20 +132,23 @@ def table(results: dict[tuple[int, str], list[Run]], arch: str, reps: int) -> st
             save, resume, written, read = medians[method]
             out.append(f"| {memory} MiB | {method} | {save:.1f} | {resume:.1f} | "
                        f"{written / mib:.0f} | {read / mib:.0f} |")
-        if len(medians) == 2:
-            ratio = [k / s for k, s in zip(medians["khib"], medians["swsusp"], strict=True)]
-            ratios.append(f"| {memory} MiB | " + " | ".join(f"{r:.2f}" for r in ratio) + " |")
-    lines = [f"{arch}, {CPUS} CPUs, median of {reps}:", "", *out, "",
-             "khib / swsusp (below 1: khib is the faster or smaller):", "", *ratios, ""]
+        for peer in (peer for peer in medians if "khib" in medians and peer != "khib"):
+            ratio = [k / s for k, s in zip(medians["khib"], medians[peer], strict=True)]
+            ratios.append(f"| {memory} MiB | {peer} | " + " | ".join(f"{r:.2f}" for r in ratio)
+                          + " |")
+    lines = [f"{title}, {CPUS} CPUs, median of {reps}:", "", *out, ""]
+    if len(ratios) > 2:
+        lines += ["khib / its peer (below 1: khib is the faster or smaller):", "", *ratios, ""]
     for memory, method in sorted(results):
         runs = results[(memory, method)]
-        save = [steps(run.first, SAVE_STEPS[method], when(run.first, "HIB-GO") or 0.0)
+        kind = method.split("-")[0]  # swsusp-lz4 takes swsusp's steps
+        save = [steps(run.first, SAVE_STEPS[kind], when(run.first, "HIB-GO") or 0.0)
                 for run in runs]
-        resume = [steps(run.second, RESUME_STEPS[method], 0.0) for run in runs]
+        resume = [steps(run.second, RESUME_STEPS[kind], 0.0) for run in runs]
         parts = [f"{label} {statistics.median(step.get(label, 0.0) for step in save):.1f}"
-                 for label, *_ in SAVE_STEPS[method]]
+                 for label, *_ in SAVE_STEPS[kind]]
         back = [f"{label} {statistics.median(step.get(label, 0.0) for step in resume):.1f}"
-                for label, *_ in RESUME_STEPS[method]]
+                for label, *_ in RESUME_STEPS[kind]]
         lines.append(f"- {method}, {memory} MiB: save: {', '.join(parts)} s; resume: "
                      f"{', '.join(back)} s")
         rates = [figures for run in runs if (figures := saved_figures(run.first))]
@@ -160,7 +163,8 @@ def table(results: dict[tuple[int, str], list[Run]], arch: str, reps: int) -> st
 def measure(args: argparse.Namespace, work: Path) -> dict[str, object]:
     """Every run, each method and memory size in turn, rep after rep: their figures (kept
     in WORK/runs.json) and console logs (WORK/METHOD-MEMORY-REP-first.log, -second.log)."""
-    kernel, image = built(X86_64_CONFIG if args.arch == "x86_64" else DEFAULT_CONFIG, work)
+    kernel, image = built(args.config or (X86_64_CONFIG if args.arch == "x86_64"
+                                          else DEFAULT_CONFIG), work)
     initrds = {method: a_initrd(kernel, image, method, work) for method in args.methods}
     before = calibration()
     runs: dict[str, list[list[float]]] = {}
@@ -177,6 +181,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, object]:
                     log = work / f"{method}-{memory}-{rep}-{label}.log"
                     log.write_text("".join(f"{at:8.2f} {line}\n" for at, line in lines))
     record = {"arch": args.arch, "memory": args.memory, "reps": args.reps,
+              "config": str(args.config.relative_to(REPO)) if args.config else "",
               "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "calibration": [before, calibration()], "runs": runs}
     (work / "runs.json").write_text(json.dumps(record, indent=1))
@@ -203,6 +208,9 @@ def main() -> None:
     parser.add_argument("--memory", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--arch", choices=["x86_64", "i386"], default="x86_64")
+    parser.add_argument("--config", type=lambda text: Path(text).resolve(),
+                        help="A's kernel and image from this config (default: the arch's "
+                             "khib config); swsusp-lz4 needs a 6.9+ kernel with CRYPTO_LZ4")
     parser.add_argument("--work", type=Path, help="keep the kernel, image, figures and logs here")
     parser.add_argument("--tables-only", action="store_true",
                         help="run nothing: the tables again from --work's figures and logs")
@@ -216,15 +224,18 @@ def main() -> None:
     record = (json.loads((work / "runs.json").read_text()) if args.tables_only
               else measure(args, work))
     before, after = record["calibration"]
+    config = record.get("config", "")
+    name = Path(config).stem if config else record["arch"]
     block = "\n".join([
         f"Measured {record['date']} by `bench/hibernate.py --arch {record['arch']} --memory "
-        f"{' '.join(map(str, record['memory']))} --reps {record['reps']}`, QEMU TCG on a "
-        f"{os.cpu_count()}-core host without KVM. The machine's speed: SHA-256 of 256 MiB in "
-        f"Python took {before:.2f} s before the runs and {after:.2f} s after.",
-        "", table(from_logs(record, work), record["arch"], record["reps"])])
+        f"{' '.join(map(str, record['memory']))} --reps {record['reps']}"
+        f"{f' --config {config}' if config else ''}`, QEMU TCG on a {os.cpu_count()}-core "
+        f"host without KVM. The machine's speed: SHA-256 of 256 MiB in Python took "
+        f"{before:.2f} s before the runs and {after:.2f} s after.",
+        "", table(from_logs(record, work), name, record["reps"])])
     print(block)
     if not args.no_results:
-        write_block(f"hibernate {record['arch']}", block)
+        write_block(f"hibernate {name}", block)
 
 if __name__ == "__main__":
     main()

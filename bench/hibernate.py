@@ -234,6 +234,7 @@ def main() -> None:
         f"{before:.2f} s before the runs and {after:.2f} s after.",
         "", table(from_logs(record, work), name, record["reps"])])
     print(block)
+    print(f"\n(figures and console logs kept in {work})")
     if not args.no_results:
         write_block(f"hibernate {name}", block)
 

@@ -138,7 +138,8 @@ def test_what_the_recipe_check_accepts_later_stages_can_use(tmp_path: Path) -> N
     config.write_text("recipe_dirs: [recipes]\npackages: [tool]\n")
     result = khib("rootfs", "-c", config, "-o", tmp_path / "out", timeout=60)
     assert result.returncode == 2
-    assert f"{recipe}:6: expected an http(s):// or file:// URL, got 'ftp:" in result.stderr
+    assert (f"{recipe}:6: source: urls: expected an http(s):// or file:// URL, got 'ftp:"
+            in result.stderr)
     write_recipe(tmp_path, "tool", version="1", license="MIT", kernel_options=["CONFIG_KEXEC=y"])
     result = khib("rootfs", "-c", config, "-o", tmp_path / "out", timeout=60)
     assert result.returncode == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from khib_build.settings.config import load_config
@@ -62,8 +63,8 @@ def test_include_errors_name_the_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("packages: [x]\ncompression: zip\n")
     result = khib("show-info", "-c", tmp_path / "a.yaml")
     assert result.returncode == 2
-    assert result.stderr.startswith(f"khib-build: error: {tmp_path / 'b.yaml'}:2: expected "
-                                    "one of ")
+    assert result.stderr.startswith(f"khib-build: error: {tmp_path / 'b.yaml'}:2: compression: "
+                                    "expected one of ")
     (tmp_path / "b.yaml").write_text("packages: [busybox, nosuch]\n")
     (tmp_path / "a.yaml").write_text("include: b.yaml\npackages+: [lz4, nosuch2]\n")
     result = khib("show-info", "-c", tmp_path / "a.yaml")
@@ -139,3 +140,26 @@ def test_a_failing_hook_fails_the_build_naming_itself(tmp_path: Path) -> None:
             f"{tmp_path / 'out' / 'logs' / 'post_build-broken.sh.log'}\n  no disk space"
             ) in result.stderr
     assert not (tmp_path / "out" / "rootfs.cpio").exists()
+
+
+@pytest.mark.parametrize(("included", "line", "message"), [
+    ("just a string\n", 1, "expected a mapping of settings, got a string 'just a string'"),
+    ("~\n", 1, "expected a mapping of settings, got nothing (null)"),
+    ("- busybox\n", 1, "expected a mapping of settings, got a list"),
+    ("name: b\npackages: 5\n", 2, "packages: expected a list"),  # overridden, checked all the same
+    ("bogus+: [x]\n", 1, "unknown key 'bogus'"),
+    ("toolchain: {bogus: 1}\n", 1, "toolchain: unknown key 'bogus'"),
+    ("source_date_epoch: -1\n", 1,
+     "source_date_epoch: expected an integer from 0 to 4294967295, got -1"),
+])
+def test_an_included_file_is_checked_as_strictly_as_the_config(
+        tmp_path: Path, included: str, line: int, message: str) -> None:
+    """Every included file: its shape and each of its keys and values, whatever the
+    including file overrides; the error names the included file, its line and the key."""
+    (tmp_path / "b.yaml").write_text(included)
+    (tmp_path / "a.yaml").write_text("include: b.yaml\nname: a\npackages: [busybox]\n")
+    result = khib("show-info", "-c", tmp_path / "a.yaml")
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.startswith(
+        f"khib-build: error: {tmp_path / 'b.yaml'}:{line}: {message}"), result.stderr
+    assert "Traceback" not in result.stderr

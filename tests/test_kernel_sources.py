@@ -116,7 +116,7 @@ PIN = ("kernel_source:\n  deb: linux-source-7.2\n  suite: sid\n  version: 7.2.13
     (PIN.replace("  suite: sid\n", ""), 3, "deb linux-source-7.2: missing key 'suite'"),
     (PIN.replace("  sha256: " + SID_DEB["sha256"] + "\n", ""), 3, "missing key 'sha256'"),
     (PIN.replace(SID_DEB["sha256"], SID_DEB["sha256"][:-2]), 6,
-     "expected a sha256 of 64 lower-case hex digits"),
+     "sha256: expected a sha256 of 64 lower-case hex digits"),
     (PIN + "  url: https://example.org/linux.tar.xz\n", 7,
      "give deb (a Debian package carrying the tarball) or url (the tarball), not both"),
     (PIN + "  arch: all\n", 7, "unknown key 'arch'"),
@@ -132,7 +132,9 @@ def test_bad_kernel_source_names_the_file_and_line(tmp_path: Path, body: str, li
     result = khib("kernel", "-c", config, "-o", tmp_path / "out", "--dl-dir", tmp_path / "dl",
                   "--cache-dir", tmp_path / "cache", "--offline")
     assert result.returncode == 2, result.stderr
-    assert first_error(result.stderr).startswith(f"khib-build: error: {config}:{line}: {message}")
+    key = body.split(":", 1)[0]  # every value error names its key first
+    assert first_error(result.stderr).startswith(
+        f"khib-build: error: {config}:{line}: {key}: {message}")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "dl").exists()  # nothing fetched
 

@@ -119,6 +119,14 @@ def unique_keys(pairs: list[tuple[yaml.Node, yaml.Node]], src: Source) -> None:
             seen[key_node.value] = key_node
 
 
+def keyed(error: ConfigError, key: str) -> ConfigError:
+    """``error`` naming the key whose value it is about (once: a nested record's error
+    names its own key first, ``toolchain: cflags: ...``)."""
+    if error.message.startswith(f"{key}: ") or error.message.startswith(f"{key}["):
+        return error
+    return ConfigError(error.path, error.line, f"{key}: {error.message}")
+
+
 class Record(Kind):
     """A mapping whose keys are the settings of a dataclass; parses to an instance."""
 
@@ -135,14 +143,11 @@ class Record(Kind):
         lines: dict[str, int] = {}
         files: dict[str, Path] = {}
         for key_node, value_node in node.value:
-            key = Str(expected="a key").parse(key_node, src)
-            setting = self.settings.get(key)
-            if setting is None:
-                raise src.error(
-                    key_node, f"unknown key {key!r}{suggest(key, self.settings)}; "
-                    f"expected one of: {', '.join(self.settings)}"
-                )
-            values[key] = setting.kind.parse(value_node, src)
+            key, setting = self.setting_of(key_node, src)
+            try:
+                values[key] = setting.kind.parse(value_node, src)
+            except ConfigError as exc:  # every value error names its key
+                raise keyed(exc, key) from None
             lines[key] = key_node.start_mark.line + 1
             if key_node.start_mark.name != str(src.path):
                 files[key] = Path(key_node.start_mark.name)
@@ -157,6 +162,35 @@ class Record(Kind):
         if "origin" in {f.name for f in fields(self.cls)}:
             values["origin"] = Origin(src.path, lines, files)
         return self.cls(**values)
+
+    def setting_of(self, key_node: yaml.Node, src: Source) -> tuple[str, Setting]:
+        """A key and its setting; an unknown key is an error."""
+        key = Str(expected="a key").parse(key_node, src)
+        setting = self.settings.get(key)
+        if setting is None:
+            raise src.error(key_node, f"unknown key {key!r}{suggest(key, self.settings)}; "
+                            f"expected one of: {', '.join(self.settings)}")
+        return key, setting
+
+    def check_part(self, node: yaml.Node, src: Source) -> None:
+        """An included file's settings, checked as strictly as a whole config's, except
+        that keys may be missing (the including file or another include gives them):
+        its shape, every key (``key+`` extends a list), every value."""
+        if not isinstance(node, yaml.MappingNode):
+            raise src.error(node, f"expected {self.expected} of settings, got {describe(node)}")
+        unique_keys(node.value, src)
+        for key_node, value_node in node.value:
+            extends = isinstance(key_node.value, str) and key_node.value.endswith("+")
+            name_node = (yaml.ScalarNode(key_node.tag, key_node.value[:-1], key_node.start_mark,
+                                         key_node.end_mark) if extends else key_node)
+            key, setting = self.setting_of(name_node, src)
+            try:
+                if isinstance(setting.kind, Record):
+                    setting.kind.check_part(value_node, src)
+                else:
+                    setting.kind.parse(value_node, src)
+            except ConfigError as exc:
+                raise keyed(exc, key) from None
 
 
 class MappingOf(Kind):
@@ -205,17 +239,22 @@ def compose(path: Path) -> yaml.Node:
 
 
 def compose_including(path: Path, builtin: Callable[[str], Path | None] | None = None,
-                      chain: tuple[Path, ...] = ()) -> yaml.Node:
+                      chain: tuple[Path, ...] = (), record: Record | None = None) -> yaml.Node:
     """Compose ``path`` with the files its ``include`` key names (one path or a list,
     relative to it, else as ``builtin`` finds them) read first: a key of the including
     file replaces the included value, a mapping is merged key by key, and ``key+``
-    extends an included list."""
+    extends an included list. With ``record``, each included file's own settings are
+    checked against it before the merge (whatever the including file overrides)."""
     node = compose(path)
     src = Source(path)
     if not isinstance(node, yaml.MappingNode):
+        if chain and record is not None:
+            record.check_part(node, src)  # names the included file
         return node
     own = [(k, v) for k, v in node.value if not (isinstance(k, yaml.ScalarNode)
                                                  and k.value == "include")]
+    if chain and record is not None:
+        record.check_part(yaml.MappingNode(node.tag, own, node.start_mark, node.end_mark), src)
     includes = [v for k, v in node.value if isinstance(k, yaml.ScalarNode)
                 and k.value == "include"]
     if not includes:
@@ -232,7 +271,8 @@ def compose_including(path: Path, builtin: Callable[[str], Path | None] | None =
                             + " -> ".join(map(str, (*chain, path, included))))
         if not included.is_file():
             raise src.error(item, f"include: no such file {included}")
-        merged = merge_nodes(merged, compose_including(included, builtin, (*chain, path)), src)
+        merged = merge_nodes(merged, compose_including(included, builtin, (*chain, path),
+                                                       record), src)
     unique_keys(own, src)  # (the merge below would hide the second)
     own_node = yaml.MappingNode(node.tag, own, node.start_mark, node.end_mark)
     return merge_nodes(merged, own_node, src)
@@ -265,8 +305,9 @@ def merge_nodes(base: yaml.Node, top: yaml.Node, src: Source) -> yaml.Node:
 def load(path: Path, cls: type, builtin: Callable[[str], Path | None] | None = None) -> Any:
     """Compose ``path`` and validate it as a record of ``cls``; with ``builtin`` (which
     finds a built-in file by name), with the files it includes."""
-    node = compose_including(path, builtin) if builtin else compose(path)
-    return Record(cls).parse(node, Source(path))
+    record = Record(cls)
+    node = compose_including(path, builtin, record=record) if builtin else compose(path)
+    return record.parse(node, Source(path))
 
 
 def document(cls: type) -> str:

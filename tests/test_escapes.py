@@ -38,9 +38,14 @@ def test_overlay_file_through_an_overlay_symlink_is_refused(tmp_path: Path) -> N
     (tmp_path / "second" / "evil" / "pwned").write_text("x")
     result = khib("rootfs", "-c", config, "-o", tmp_path / "out", "--cache-dir",
                   tmp_path / "cache")
-    assert result.returncode == 1
-    assert "khib-build: error: /evil: overlay folder over a non-folder" in result.stderr
+    # Refused before any build (exit 2), naming both overlays and the path.
+    assert result.returncode == 2 and not result.stdout, result.stdout
+    assert result.stderr == (
+        f"khib-build: error: {tmp_path / 'second' / 'evil'}: overlay {tmp_path / 'second'} has "
+        f"a folder /evil where the earlier overlay {tmp_path / 'first'} puts a symlink (to "
+        f"{tmp_path / 'outside'}): an overlay folder cannot go over a non-folder\n")
     assert list((tmp_path / "outside").iterdir()) == []
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
 
 def test_device_table_path_that_escapes_is_refused(tmp_path: Path) -> None:

@@ -41,8 +41,11 @@ def normal_mode(path: Path) -> int:
 
 
 def plan(overlays: Sequence[Path], context: dict[str, Any]) -> list[OverlayItem]:
-    """What the overlays put in the image, in order; later overlays win."""
+    """What the overlays put in the image, in order; later overlays win, except that a
+    folder cannot go where an earlier overlay put a file or a symlink (refused here,
+    before any build, naming both overlays)."""
     items: list[OverlayItem] = []
+    placed: dict[str, tuple[OverlayItem, Path]] = {}
     for top in overlays:
         env = jinja2.Environment(loader=template_loader(top), autoescape=False,
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
@@ -62,7 +65,23 @@ def plan(overlays: Sequence[Path], context: dict[str, Any]) -> list[OverlayItem]
                                              normal_mode(path), content=content))
                 else:
                     items.append(OverlayItem(rel, "file", normal_mode(path), source=path))
+                over_non_folder(items[-1], top, placed)
     return items
+
+
+def over_non_folder(item: OverlayItem, top: Path,
+                    placed: dict[str, tuple[OverlayItem, Path]]) -> None:
+    """Record where ``item`` (of overlay ``top``) goes; a folder where an earlier overlay
+    put a file or a symlink is a ConfigError (its contents would be written through it)."""
+    earlier = placed.get(item.path)
+    if item.kind == "dir" and earlier and earlier[0].kind != "dir" and earlier[1] != top:
+        what = (f"a symlink (to {earlier[0].target})" if earlier[0].kind == "symlink"
+                else "a file")
+        raise ConfigError(top / item.path, None,
+                          f"overlay {top} has a folder /{item.path} where the earlier overlay "
+                          f"{earlier[1]} puts {what}: an overlay folder cannot go over a "
+                          "non-folder")
+    placed[item.path] = (item, top)
 
 
 def template_loader(top: Path) -> jinja2.BaseLoader:

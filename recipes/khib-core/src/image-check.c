@@ -110,13 +110,6 @@ out:
 	return status;
 }
 
-static int add_crc(void *context, const unsigned char *data, size_t size, uint64_t at)
-{
-	(void)at;
-	*(uint32_t *)context = khib_crc32(*(uint32_t *)context, data, size);
-	return 0;
-}
-
 /*
  * Whether the blocks' digests (image->digests, blocks of them) give the image's seal: its
  * SHA-256 and, with a key, its HMAC (a keyed image needs the key, a key needs a keyed
@@ -209,7 +202,7 @@ int khib_check_image(int fd, const char *name, struct khib_image *image,
 		uint32_t crc = 0;
 		if (s->kind != KHIB_DATA)
 			continue;
-		if (khib_segment_blocks(fd, name, image, i, 0, add_crc, &crc) < 0)
+		if (khib_segment_blocks(fd, name, image, i, 0, khib_add_crc, &crc) < 0)
 			return -1;
 		if (crc != s->crc32) {
 			fprintf(stderr, "khib: %s: segment %zu (0x%llx-0x%llx) does not match its "
@@ -266,14 +259,11 @@ int khib_take_digests(const char *path, const char *name, struct khib_image *ima
 }
 
 /* The digests the check kept, one per block in file order, to path (new, 0600). */
-int khib_write_digests(struct khib_image *image, const char *path)
+int khib_write_digests(const struct khib_image *image, const char *path)
 {
-	size_t blocks;
-	int fd = -1, failed;
+	size_t blocks = image->nblocks;   /* as the check counted them */
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600), failed;
 
-	if (count_blocks(path, image, &blocks) < 0)
-		return -1;
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	failed = fd < 0 || (blocks && khib_pwrite_full(fd, image->digests,
 						      blocks * sizeof(*image->digests), 0) < 0) ||
 		 fsync(fd) < 0;

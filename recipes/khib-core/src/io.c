@@ -50,12 +50,11 @@ int khib_pwrite_full(int fd, const void *buffer, size_t size, uint64_t offset)
 }
 
 /*
- * Copy between memory and a buffer through a shared mapping of the memory file: on
- * /dev/mem, read() and write() stop at the end of the running kernel's own RAM
- * (EFAULT), while mmap() reaches the old kernel's RAM beyond it.  Regular files (the
- * tests' memory) and /proc/vmcore map the same way.
+ * [offset, offset + size) of a memory file mapped shared with prot, its pages present
+ * (one fault, not one a page); NULL if not (errno EIO past the end of a regular file,
+ * where a mapping would fault).  khib_mem_unmap undoes it.
  */
-int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory)
+static unsigned char *mapping(int fd, uint64_t offset, size_t size, int prot)
 {
 	uint64_t page = offset & ~(uint64_t)(KHIB_PAGE - 1);
 	size_t lead = (size_t)(offset - page);
@@ -63,20 +62,33 @@ int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_mem
 	struct stat st;
 
 	if (fstat(fd, &st) < 0)
-		return -1;
+		return NULL;
 	if (S_ISREG(st.st_mode) && offset + size > (uint64_t)st.st_size) {
-		errno = EIO; /* past the end of a file: a mapping would fault */
-		return -1;
+		errno = EIO;
+		return NULL;
 	}
-	mapped = mmap(NULL, lead + size, to_memory ? PROT_READ | PROT_WRITE : PROT_READ,
-		      MAP_SHARED | MAP_POPULATE, fd, (off_t)page);   /* one fault, not one a page */
-	if (mapped == MAP_FAILED)
+	mapped = mmap(NULL, lead + size, prot, MAP_SHARED | MAP_POPULATE, fd, (off_t)page);
+	return mapped == MAP_FAILED ? NULL : mapped + lead;
+}
+
+/*
+ * Copy between memory and a buffer through a shared mapping of the memory file: on
+ * /dev/mem, read() and write() stop at the end of the running kernel's own RAM
+ * (EFAULT), while mmap() reaches the old kernel's RAM beyond it.  Regular files (the
+ * tests' memory) and /proc/vmcore map the same way.
+ */
+int khib_mem_copy(int fd, void *buffer, size_t size, uint64_t offset, int to_memory)
+{
+	unsigned char *mapped = mapping(fd, offset, size, to_memory ? PROT_READ | PROT_WRITE
+							   : PROT_READ);
+
+	if (!mapped)
 		return -1;
 	if (to_memory)
-		memcpy(mapped + lead, buffer, size);
+		memcpy(mapped, buffer, size);
 	else
-		memcpy(buffer, mapped + lead, size);
-	return munmap(mapped, lead + size);
+		memcpy(buffer, mapped, size);
+	return khib_mem_unmap(mapped, offset, size);
 }
 
 /*
@@ -106,26 +118,10 @@ int khib_phys_copy(const struct khib_phys *phys, void *buffer, size_t size, uint
 	return 0;
 }
 
-/*
- * [offset, offset + size) of a memory file mapped read only, its pages present (one
- * fault, not one a page); NULL if not (errno EIO past the end of a regular file, where a
- * mapping would fault).  khib_mem_unmap undoes it.
- */
+/* [offset, offset + size) of a memory file mapped read only (mapping()). */
 const unsigned char *khib_mem_map(int fd, uint64_t offset, size_t size)
 {
-	uint64_t page = offset & ~(uint64_t)(KHIB_PAGE - 1);
-	size_t lead = (size_t)(offset - page);
-	unsigned char *mapped;
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
-		return NULL;
-	if (S_ISREG(st.st_mode) && offset + size > (uint64_t)st.st_size) {
-		errno = EIO;
-		return NULL;
-	}
-	mapped = mmap(NULL, lead + size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)page);
-	return mapped == MAP_FAILED ? NULL : mapped + lead;
+	return mapping(fd, offset, size, PROT_READ);
 }
 
 int khib_mem_unmap(const unsigned char *data, uint64_t offset, size_t size)

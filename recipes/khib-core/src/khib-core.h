@@ -98,6 +98,7 @@ struct khib_range {
 /* checksum.c, sha256.c */
 uint32_t khib_crc32(uint32_t crc, const void *data, size_t size);
 void khib_crc32_ready(void);
+int khib_add_crc(void *context, const unsigned char *data, size_t size, uint64_t at);
 uint32_t khib_crc32_table(uint32_t crc, const void *data, size_t size);
 int khib_is_zero(const unsigned char *page, size_t size);
 void khib_sha256_init(struct khib_sha256 *ctx);
@@ -131,7 +132,7 @@ int khib_check_image(int fd, const char *name, struct khib_image *image,
 		     const struct khib_key *key);
 int khib_take_digests(const char *path, const char *name, struct khib_image *image,
 		      const struct khib_key *key);
-int khib_write_digests(struct khib_image *image, const char *path);
+int khib_write_digests(const struct khib_image *image, const char *path);
 
 /* ranges.c */
 int khib_read_ranges(const char *path, struct khib_range **ranges, size_t *count);

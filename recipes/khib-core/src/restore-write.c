@@ -26,13 +26,6 @@ int put_into(void *context, const unsigned char *data, size_t size, uint64_t at)
 	return khib_phys_copy(to->phys, (void *)data, size, to->base + at, 1);
 }
 
-static int add_crc(void *context, const unsigned char *data, size_t size, uint64_t paddr)
-{
-	(void)paddr;
-	*(uint32_t *)context = khib_crc32(*(uint32_t *)context, data, size);
-	return 0;
-}
-
 static int all_zero(void *context, const unsigned char *data, size_t size, uint64_t paddr)
 {
 	(void)paddr;
@@ -128,7 +121,7 @@ long khib_verify(const struct khib_phys *mem, const struct khib_image *image,
 		if ((s->kind == KHIB_FREE && !free) || (s->kind != KHIB_DATA && data_only))
 			continue;
 		failed = s->kind == KHIB_DATA ?
-			 khib_phys_read(mem, s->paddr, s->memsz, buffer, add_crc, &crc) :
+			 khib_phys_read(mem, s->paddr, s->memsz, buffer, khib_add_crc, &crc) :
 			 khib_phys_read(mem, s->paddr, s->memsz, buffer, all_zero, &nonzero);
 		if (failed < 0) {
 			fprintf(stderr, "khib-restore: reading 0x%llx-0x%llx: %s\n",

@@ -78,11 +78,12 @@ def steps(lines: list[tuple[float, str]], marks: list[tuple[str, str, bool]], st
     to where the program on that line started."""
     found, previous = {}, start
     for label, text, started in marks:
-        at = when(lines, text, previous + 1e-6 if not started else previous)
-        if at is None:
+        after = previous if started else previous + 1e-6
+        hit = next(((at, line) for at, line in lines if at >= after and text in line), None)
+        if hit is None:
             continue
+        at, line = hit
         if started:
-            line = next(line for when_, line in lines if when_ == at and text in line)
             reported = re.search(r" in ([\d.]+) s", line)
             at -= float(reported[1]) if reported else 0.0
         found[label], previous = at - previous, at

@@ -54,14 +54,15 @@ kill -USR1 $holder; read -r again < /tmp/holder.fifo
     || echo "A-BROKEN token=$token"
 poweroff -f
 """
+SWAP = "mkswap /dev/vda > /dev/null && swapon /dev/vda && echo shutdown > /sys/power/disk"
+SWSUSP = "echo disk > /sys/power/state"
+# Each method: what A runs before it hibernates, its hibernate command, what the first
+# and the second boot add to the command line.
 METHODS = {
-    "swsusp": ("mkswap /dev/vda > /dev/null && swapon /dev/vda && echo shutdown > /sys/power/disk",
-               "echo disk > /sys/power/state", "resume=/dev/vda", "resume=/dev/vda"),
+    "swsusp": (SWAP, SWSUSP, "resume=/dev/vda", "resume=/dev/vda"),
     # A 6.9+ kernel with CRYPTO_LZ4 compresses its image with LZ4 when told so (the
     # image's header says which: the resume needs no word).
-    "swsusp-lz4": ("mkswap /dev/vda > /dev/null && swapon /dev/vda && "
-                   "echo shutdown > /sys/power/disk", "echo disk > /sys/power/state",
-                   "resume=/dev/vda hibernate.compressor=lz4", "resume=/dev/vda"),
+    "swsusp-lz4": (SWAP, SWSUSP, "resume=/dev/vda hibernate.compressor=lz4", "resume=/dev/vda"),
     "khib": ("", f"khib hibernate --kernel /boot/bzImage --initrd /boot/initrd --window {WINDOW} "
              "--device /dev/vda", "", "khib.resume=/dev/vda"),
 }

@@ -24,9 +24,11 @@ APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # the kernel source's gen_init_cpio is the reference packer; makedumpfile reads exported
 # images, and liblz4-dev lets the unit tests build khib-core for the host; mmdebstrap
 # (with arch-test for i386) makes the Debian sid roots the newest makedumpfile runs in,
-# and the Debian system that hibernates with khib, on a GPT disk fdisk's sfdisk lays out.
+# and the Debian system that hibernates with khib, on a GPT disk fdisk's sfdisk lays out;
+# reprotest varies the build's environment and diffoscope names what differs.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
-	nginx zlib1g-dev makedumpfile liblz4-dev mmdebstrap arch-test fdisk
+	nginx zlib1g-dev makedumpfile liblz4-dev mmdebstrap arch-test fdisk reprotest \
+	diffoscope-minimal
 # ... Debian's own Python packages of khib-build's runtime dependencies (an installed
 # khib-build runs on them; the suite checks it does) ...
 APT_PYTHON := python3-jinja2 python3-yaml python3-libarchive-c python3-requests \

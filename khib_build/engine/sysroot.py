@@ -14,7 +14,9 @@ names, link targets, libraries and start files) as one digest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -25,7 +27,15 @@ from pathlib import Path
 from khib_build.engine.cache import Cache
 from khib_build.engine.keys import LibcFiles, sysroot_key
 from khib_build.errors import KhibError
-from khib_build.fsutil import built_beside, exclusive, merge, reason, sha256_of, walk
+from khib_build.fsutil import (
+    built_beside,
+    exclusive,
+    merge,
+    reason,
+    sha256_of,
+    walk,
+    write_atomically,
+)
 from khib_build.settings.config import ImageConfig
 
 KEPT = ("usr/include/",)  # plus the arch's library folders
@@ -83,21 +93,47 @@ def assembled_sysroot(config: ImageConfig, sysroots: Path, versions: dict[str, s
 
 
 def libc_files(base: Path) -> LibcFiles:
-    """Digests of a base sysroot's headers, and one digest of the rest."""
+    """Digests of a base sysroot's headers, and one digest of the rest.
+
+    A file whose size, times and inode are those the last run saw keeps the digest it had
+    then (kept in ``.<base>.files.json`` beside the base, as git's index keeps stat data),
+    so a run that changes nothing reads no file of the C library."""
+    memo_path = base.with_name(f".{base.name}.files.json")
+    memo = read_memo(memo_path)
+    seen: dict[str, list[int | str]] = {}
     headers = {}
     rest = hashlib.sha256()
     try:
         for rel, path, st in walk(base):
             if stat.S_ISDIR(st.st_mode):
                 continue
-            digest = os.readlink(path) if stat.S_ISLNK(st.st_mode) else sha256_of(path)
+            if stat.S_ISLNK(st.st_mode):
+                digest = os.readlink(path)
+            else:
+                stamp: list[int | str] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                          st.st_ino]
+                known = memo.get(rel)
+                digest = str(known[4]) if known and known[:4] == stamp else sha256_of(path)
+                seen[rel] = [*stamp, digest]
             if rel.startswith(HEADERS):
                 headers[rel] = digest
                 digest = "header"
             rest.update(f"{rel}\0{stat.S_IFMT(st.st_mode):o}\0{digest}\0".encode())
     except OSError as exc:
         raise KhibError(f"cannot read the C library's sysroot {base}: {reason(exc)}") from None
+    if seen != memo:
+        with contextlib.suppress(OSError):  # only a memo: the next run hashes again
+            write_atomically(memo_path, json.dumps(seen, sort_keys=True).encode())
     return LibcFiles(headers, rest.hexdigest())
+
+
+def read_memo(path: Path) -> dict[str, list[int | str]]:
+    """The stat data and digests :func:`libc_files` kept, or nothing if unreadable."""
+    try:
+        memo = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def copy_in(path: Path, root: Path) -> None:

@@ -21,12 +21,11 @@ from typing import Protocol
 
 from khib_build.errors import ConfigError, PackError
 from khib_build.fsutil import atomic_output
-from khib_build.image import limits
+from khib_build.image import limits, newc
 from khib_build.image.compress import compressor
 from khib_build.image.devtable import TableEntry
 from khib_build.report import say
 
-MAGIC = b"070701"
 FIRST_INO = 721
 MAX_MTIME = limits.FIELD_MAX
 CHUNK = 1 << 20
@@ -142,7 +141,6 @@ def add_parents(entries: dict[str, Entry], path: str) -> None:
             raise PackError(f"/{parent} is a {entries[parent].kind}, so /{path} cannot be in it")
 
 
-HEADER = MAGIC + b"%08X" * 13
 PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")  # by size % 4: up to the next multiple of 4
 
 
@@ -156,7 +154,7 @@ def header(ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, size
             or len(name) >= limits.NAME_MAX):
         raise PackError(f"internal error: the header of {name[:80]!r} cannot hold "
                         f"{fields[:7]} {rdev}; nothing was written under the final name")
-    head = HEADER % fields + name
+    head = newc.LAYOUT % fields + name
     return head + b"\0" * (4 - (len(head) & 3))  # the NUL, then padding
 
 
@@ -249,7 +247,7 @@ def write_archive(entries: Iterable[Entry], out: Sink, epoch: int) -> int:
             output.put_member(head, entry.source, size)
         else:
             output.put(head + data + PADDING[size & 3])
-    trailer = header(0, 0, 0, 0, 1, 0, 0, (0, 0), b"TRAILER!!!")
+    trailer = header(0, 0, 0, 0, 1, 0, 0, (0, 0), newc.TRAILER)
     output.put(trailer + b"\0" * (-(output.written + len(trailer)) % 512))
     output.flush()
     return output.written

@@ -22,6 +22,7 @@ import lz4.block
 import zstandard
 
 from khib_build.errors import KhibError
+from khib_build.image import newc
 from khib_build.image.compress import LZ4_CHUNK, LZ4_LEGACY_MAGIC
 from khib_build.settings.compression import FORMATS
 
@@ -189,21 +190,20 @@ def copy_lz4(reader: Reader, out: BinaryIO) -> None:
 def copy_cpio(reader: Reader, out: BinaryIO) -> None:
     """One uncompressed newc archive, through its trailer and the padding after it."""
     while True:
-        header = reader.exact(110)
-        if len(header) < 110 or not header.startswith(b"07070"):
-            raise ImageError("truncated or corrupt cpio header")
-        namesize = int(header[94:102], 16)
-        filesize = int(header[54:62], 16)
-        name_len = namesize + (-(110 + namesize) % 4)
-        name = reader.exact(name_len)
-        body = filesize + (-filesize % 4)
-        out.write(header + name)
+        raw = reader.exact(newc.HEADER_SIZE)
+        try:
+            header = newc.read_header(raw)
+        except newc.NewcError as exc:
+            raise ImageError(str(exc)) from None
+        name = reader.exact(header.name_span)
+        body = header.data_span
+        out.write(raw + name)
         while body:
             block = reader.read(min(body, BLOCK))
             if not block:
                 raise ImageError("truncated cpio member")
             out.write(block)
             body -= len(block)
-        if name[:namesize - 1] == b"TRAILER!!!":
+        if newc.is_trailer(header, name):
             return
 

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from khib_build.image import newc
 from khib_build.image.segments import segments
 
-HEADER = 110  # a newc header
 TRAILER = "(cpio trailer)"
 UNCLAIMED = "(unclaimed)"
 
@@ -38,10 +38,6 @@ class Total:
     compressed: int  # estimated share of the compressed image
 
 
-def align4(n: int) -> int:
-    return (n + 3) & ~3
-
-
 def owner_of(path: str, owners: dict[str, str], tables: set[str]) -> str:
     """Who put ``path`` there; a compiled module counts for the package of its source."""
     if path in owners:
@@ -57,20 +53,20 @@ def members(cpio: Path, owners: dict[str, str], tables: set[str],
     found = []
     data = cpio.read_bytes()
     at = 0
-    while at + HEADER <= len(data):
-        header = data[at:at + HEADER]
-        namesize = int(header[94:102], 16)
-        filesize = int(header[54:62], 16)
-        name = data[at + HEADER:at + HEADER + namesize - 1].decode("utf-8", "replace")
-        body = align4(at + HEADER + namesize)
-        end = align4(body + filesize)
-        if name == "TRAILER!!!":
-            found.append(Member(name, TRAILER, len(data) - at, 0))
+    while at < len(data):
+        header = newc.read_header(data[at:at + newc.HEADER_SIZE])
+        start = at + newc.HEADER_SIZE
+        name = data[start:start + header.name_span]
+        body = start + header.name_span
+        end = body + header.data_span
+        if newc.is_trailer(header, name):
+            found.append(Member(newc.TRAILER.decode(), TRAILER, len(data) - at, 0))
             break
-        path = name.removeprefix("./").lstrip("/")
+        path = name[:header.namesize - 1].decode("utf-8", "replace")
+        path = path.removeprefix("./").lstrip("/")
         owner = owner_of(path, owners, tables)
-        found.append(Member(path, owner, end - at, filesize))
-        contents[owner].append(data[body:body + filesize])
+        found.append(Member(path, owner, end - at, header.filesize))
+        contents[owner].append(data[body:body + header.filesize])
         at = end
     return found
 

@@ -167,8 +167,7 @@ def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:
     """Each package's state (up to date, cached, stale, never built), building nothing."""
     settings = settings_for(plan, options)
     base = base_sysroot(plan.config, settings.cache, libc_versions(libc_packages(plan.config)))
-    return survey(plan.by_name, settings, toolchain_inputs(plan.config), libc_files(base),
-                  settings.out)
+    return survey(plan.by_name, settings, toolchain_inputs(plan.config), libc_files(base))
 
 
 def explain(plan: Plan, options: Options, name: str) -> list[str]:

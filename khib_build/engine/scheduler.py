@@ -197,12 +197,12 @@ class Engine:
         cache = self.settings.cache
         # --no-cache builds everything from scratch: no cache, no earlier staging tree.
         forced = recipe.name in self.force or not cache.enabled
+        now = None if forced else current(recipe.name, base, self.libc, self.settings)
+        if now is not None and now.status == "up to date":
+            assert now.key is not None and now.inputs is not None and now.output is not None
+            return PackageResult(recipe, now.key, now.output, "up to date", staging,
+                                 time.monotonic() - started, now.inputs)
         record = self.state.record(recipe.name)
-        if not forced and record and staging.is_dir():
-            key, inputs = package_key(base, self.libc, headers_read(record.get("inputs", {})))
-            if record.get("key") == key:
-                return PackageResult(recipe, record["key"], record["output"], "up to date",
-                                     staging, time.monotonic() - started, inputs)
         self.state.forget(recipe.name)
         found = None if forced else self.restore(recipe, base, recipe_key, staging)
         why: tuple[str, ...] = ()
@@ -284,11 +284,9 @@ Found = tuple[str, str, dict[str, str], dict[str, Any]]
 
 
 def survey(recipes: dict[str, Recipe], settings: BuildSettings, toolchain: dict[str, str],
-           libc: LibcFiles, state: OutputDir) -> dict[str, Survey]:
+           libc: LibcFiles) -> dict[str, Survey]:
     """Each package's state without building: its key is known once its dependencies'
-    outputs are (up to date or cached) and a header set its recipe key read gives a key
-    the output dir or the cache holds; otherwise it waits on a stale dependency, or is
-    stale with the inputs its last build's header set gives."""
+    outputs are (up to date or cached); otherwise it waits on a stale dependency."""
     found: dict[str, Survey] = {}
     for name, recipe in recipes.items():
         deps = closure(recipe, recipes)
@@ -299,16 +297,29 @@ def survey(recipes: dict[str, Recipe], settings: BuildSettings, toolchain: dict[
         outputs = {d: found[d].output or "" for d in deps}
         base = package_inputs(recipe, settings.config.arch, settings.epoch, toolchain,
                               outputs)
-        record = state.record(name)
-        previous = (record or {}).get("inputs") or settings.cache.latest_inputs(name)
-        candidates = [package_key(base, libc, headers) for headers in
-                      [headers_read(previous or {}), *settings.cache.read_sets(name, key_of(base))]]
-        found[name] = Survey("never built" if previous is None else "stale", *candidates[0])
-        for key, inputs in candidates:
-            if record and record.get("key") == key and settings.out.staging(name).is_dir():
-                found[name] = Survey("up to date", key, inputs, record["output"])
-                break
-            if (meta := settings.cache.meta(name, key)) is not None:
-                found[name] = Survey("cached", key, inputs, meta.get("tree_sha256"))
-                break
+        found[name] = current(name, base, libc, settings)
     return found
+
+
+def current(name: str, base: dict[str, str], libc: LibcFiles, settings: BuildSettings
+            ) -> Survey:
+    """Is this package current? The one answer the build, ``status`` and ``explain`` share:
+    up to date in the output dir, or in the build cache, under the key of the header set
+    its last build read or of one its recipe key read before; else stale (or never built),
+    with the inputs its last build's header set gives now."""
+    state, cache = settings.out, settings.cache
+    record = state.record(name)
+    previous = (record or {}).get("inputs") or cache.latest_inputs(name)
+
+    def candidates() -> Iterable[tuple[str, dict[str, str]]]:
+        yield package_key(base, libc, headers_read(previous or {}))
+        for headers in cache.read_sets(name, key_of(base)):
+            yield package_key(base, libc, headers)
+
+    for key, inputs in candidates():
+        if record and record.get("key") == key and state.staging(name).is_dir():
+            return Survey("up to date", key, inputs, record["output"])
+        if (meta := cache.meta(name, key)) is not None:
+            return Survey("cached", key, inputs, meta.get("tree_sha256"))
+    return Survey("never built" if previous is None else "stale",
+                  *package_key(base, libc, headers_read(previous or {})))

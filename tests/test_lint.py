@@ -32,7 +32,7 @@ def tarball(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_recipes(root: Path, dl: Path) -> tuple[Path, Path]:
+def write_recipes(root: Path, dl: Path) -> tuple[Path, Path, Path]:
     sha = tarball(dl / "defects-1.0.tar.gz")
     defects = root / "defects"
     (defects / "patches").mkdir(parents=True)
@@ -65,19 +65,37 @@ source:
   urls: [https://example.invalid/unhashed-1.0.tar.gz]
   sha256: 1234
 """)
-    return defects, unhashed
+    mistyped = root / "mistyped"
+    mistyped.mkdir()
+    (mistyped / "recipe.yaml").write_text("""name: mistyped
+version: "1.0"
+license: MIT
+source:
+  urls: ["https://example.invalid/mistyped-{{ verison }}.tar.gz"]
+  sha256: %s
+""" % sha)
+    return defects, unhashed, mistyped
 
 
 def test_lint_finds_each_seeded_defect(tmp_path: Path) -> None:
     dl = tmp_path / "dl"
     dl.mkdir()
-    defects, unhashed = write_recipes(tmp_path / "recipes", dl)
-    result = khib("lint", defects, unhashed, "--dl-dir", dl, "--json")
+    defects, unhashed, mistyped = write_recipes(tmp_path / "recipes", dl)
+    result = khib("lint", defects, unhashed, mistyped, "--dl-dir", dl, "--json")
     assert result.returncode == 1, result.stdout + result.stderr
     findings = json.loads(result.stdout)["findings"]
     kinds = {(f["recipe"], f["check"]) for f in findings}
     assert kinds == {("defects", "license"), ("defects", "unused"), ("defects", "naming"),
-                     ("defects", "patch"), ("unhashed", "schema")}
+                     ("defects", "patch"), ("defects", "version"), ("unhashed", "schema"),
+                     ("mistyped", "schema")}
+    # The version written again in a pin, where {{ version }} belongs; a mistyped variable.
+    version = next(f for f in findings if f["check"] == "version")
+    assert version["line"] == 5, version
+    assert version["message"] == ("https://example.invalid/defects-1.0.tar.gz: the version "
+                                  "1.0 is written again; write {{ version }}, so that a new "
+                                  "version is one edit")
+    typo = next(f for f in findings if f["recipe"] == "mistyped")
+    assert typo["line"] == 5 and "'verison' is undefined" in typo["message"], typo
     messages = "\n".join(f["message"] for f in findings)
     assert "0003-forgotten.patch is in patches/ but not listed" in messages
     assert "files/leftover.conf is not used" in messages

@@ -3,7 +3,8 @@
 Schema (with file and line), a license and a license file named (and present), every
 upstream source pinned by sha256, patches (and the kernel's backports) that are listed,
 exist, are named NNNN-*.patch and apply to the source in order, no unused patch or file,
-the folder named after the package.  A patch is tried on the files it touches only, read
+the folder named after the package, the version written once (``{{ version }}`` in
+the source pins).  A patch is tried on the files it touches only, read
 from the source tarball (libarchive) or, for the kernel, from the tree khib-build keeps
 unpacked in its cache (its release's backports, then its patches).
 """
@@ -24,6 +25,8 @@ from khib_build.image.checks import image_checks, image_view
 from khib_build.kernel.patches import kernel_patches, release_series
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import BUILTIN_RECIPES, KERNEL_RECIPE, Recipe, load_recipe
+from khib_build.settings.schema import compose
+from khib_build.settings.versioned import repeats
 from khib_build.sources.extract import source_members
 
 PATCH_NAME = re.compile(r"\d{4}-[a-z0-9][a-z0-9.+_-]*\.patch")
@@ -68,6 +71,10 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
         line = line_of(recipe, key) if key else None
         found.append(Finding(name, str(file or path), line, check, message))
 
+    for line, text in repeats(compose(path)):
+        found.append(Finding(name, str(path), line, "version", f"{text}: the version "
+                             f"{recipe.version} is written again; write {{{{ version }}}}, so "
+                             "that a new version is one edit"))
     builtin = BUILTIN_RECIPES / name / "recipe.yaml"
     if folder.resolve() != builtin.parent.resolve() and builtin.is_file():
         finding("shadows", f"overrides the built-in recipe {builtin}: images that list "

@@ -12,10 +12,21 @@ from typing import Any
 import jinja2
 
 from khib_build.settings.config import KERNEL_OPTION, ImageConfig
-from khib_build.settings.kinds import NAME, Choice, FilePath, Flag, Int, ListOf, Optional, Str
+from khib_build.settings.kinds import (
+    NAME,
+    Choice,
+    FilePath,
+    Flag,
+    Int,
+    ListOf,
+    Optional,
+    Source,
+    Str,
+)
 from khib_build.settings.paths import data_dir
 from khib_build.settings.pins import Deb, DebsByArch, SourceSpec
-from khib_build.settings.schema import MappingOf, Origin, Record, load, origin_field, setting
+from khib_build.settings.schema import MappingOf, Origin, Record, compose, origin_field, setting
+from khib_build.settings.versioned import with_version
 
 DEFAULT_EXPANSION = 20  # a kernel source .tar.xz unpacks to about 9 times its size
 BUILTIN_RECIPES = data_dir("recipes")
@@ -229,7 +240,8 @@ def check_kind(recipe: Recipe) -> None:
 
 
 def load_recipe(path: Path) -> Recipe:
-    recipe: Recipe = load(path, Recipe)
+    src = Source(path)
+    recipe: Recipe = Record(Recipe).parse(with_version(compose(path), src), src)
     if recipe.name != path.parent.name:
         assert recipe.origin is not None
         raise recipe.origin.error(

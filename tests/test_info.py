@@ -15,6 +15,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
@@ -63,13 +65,15 @@ def test_show_info_json_follows_its_schema(own_image: Path) -> None:
     assert "python3" in packages["khib-tools"]["depends"]
 
 
-def test_legal_info_writes_a_valid_spdx_document_and_the_license_texts(
+def test_legal_info_writes_valid_sboms_and_the_license_texts(
         own_image: Path, tmp_path: Path) -> None:
     outdir = own_image.parent
     assert_ok(khib("legal-info", "-c", DEFAULT_CONFIG, "-o", outdir))
     folder = outdir / "legal-info"
     document = parse_file(str(folder / "sbom.spdx.json"))
     assert validate_full_spdx_document(document) == []
+    cyclonedx = (folder / "sbom.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(cyclonedx) is None
     raw = json.loads((folder / "sbom.spdx.json").read_text())
     by_name = {p["name"]: p for p in raw["packages"]}
     assert by_name["python3"]["licenseDeclared"] == "PSF-2.0"
@@ -94,24 +98,41 @@ def test_legal_info_writes_a_valid_spdx_document_and_the_license_texts(
     linux = sorted(p.name for p in kernel_patches(recipe, "6.1", "b"))
     assert len(linux) == 4
     assert sorted(p.name for p in (folder / "patches" / "linux").iterdir()) == linux
-    sources = folder / "sources"
-    assert sorted(p.name for p in (sources / "linux-6.1").iterdir()) == sorted(
-        [KERNEL_TARBALL.name, *linux])
     rows = {row["PACKAGE"]: row for row in csv.DictReader(
         (folder / "manifest.csv").read_text().splitlines())}
     assert list(rows) == ["busybox", "kexec-tools", "lz4", "python3", "khib-core",
                           "khib-tools", "linux"]
+    # The kernel by the release its tree names (6.1.x), in the manifest, sources/ and both
+    # SBOMs.
+    release = rows["linux"]["VERSION"]
+    assert release.startswith("6.1.")
+    sources = folder / "sources"
+    assert sorted(p.name for p in (sources / f"linux-{release}").iterdir()) == sorted(
+        [KERNEL_TARBALL.name, *linux])
     assert rows["linux"]["SOURCE SHA256"] == sha256_of(KERNEL_TARBALL)
     assert rows["linux"]["SOURCE SITE"].startswith("linux-source-6.1 6.1.")
+    bom = json.loads(cyclonedx)
+    assert bom["metadata"]["component"]["hashes"][0]["content"] == image_sha
+    components = {c["name"]: c for c in bom["components"]}
+    assert list(components) == list(rows)
+    assert components["linux"]["version"] == by_name["linux"]["versionInfo"] == release
+    assert components["linux"]["hashes"][0]["content"] == sha256_of(KERNEL_TARBALL)
+    assert components["linux"]["purl"] == f"pkg:generic/linux@{release}"
     busybox = sources / "busybox-1.35.0" / "busybox-1.35.0.tar.bz2"
     assert sha256_of(busybox) == rows["busybox"]["SOURCE SHA256"] == by_name["busybox"][
-        "checksums"][0]["checksumValue"]
-    with tarfile.open(sources / "khib-core-0.1" / "khib-core-0.1.tar.gz") as tar:
+        "checksums"][0]["checksumValue"] == components["busybox"]["hashes"][0]["content"]
+    # A package of its own src/: the tarball sources/ ships of it is what the SBOMs hash.
+    own = sources / "khib-core-0.1" / "khib-core-0.1.tar.gz"
+    with tarfile.open(own) as tar:
         assert "khib-core-0.1/khib-core.c" in tar.getnames()
-    # Deterministic: a second run writes the same document.
-    first = (folder / "sbom.spdx.json").read_bytes()
+    assert sha256_of(own) == rows["khib-core"]["SOURCE SHA256"] == components["khib-core"][
+        "hashes"][0]["content"]
+    assert components["khib-core"]["purl"] == "pkg:generic/khib-core@0.1"
+    # Deterministic: a second run writes the same documents.
+    first = [(folder / name).read_bytes() for name in ("sbom.spdx.json", "sbom.cdx.json")]
     assert_ok(khib("legal-info", "-c", DEFAULT_CONFIG, "-o", outdir))
-    assert (folder / "sbom.spdx.json").read_bytes() == first
+    assert [(folder / name).read_bytes() for name in ("sbom.spdx.json", "sbom.cdx.json")
+            ] == first
 
 
 def test_size_report_accounts_for_every_byte_of_the_image(own_image: Path) -> None:

@@ -17,6 +17,7 @@ from khib_build.errors import ConfigError
 from khib_build.fsutil import sha256_of
 from khib_build.kernel.patches import kernel_patches, release_series
 from khib_build.reports.legal import write_package
+from khib_build.reports.sbom import Component
 from khib_build.settings.config import load_config
 from khib_build.settings.pins import KernelPin
 from khib_build.settings.recipes import load_recipe
@@ -350,7 +351,8 @@ def test_lint_applies_the_backports_for_the_trees_release(tmp_path: Path) -> Non
 
 
 def test_legal_info_ships_same_named_patches_apart(tmp_path: Path) -> None:
-    linux = load_recipe(fake_linux_recipe(tmp_path) / "linux" / "recipe.yaml")
+    linux = Component("Kernel-linux", "kernel", "linux", "6.1.7", "GPL-2.0-only",
+                      "pkg:generic/linux@6.1.7")
     first, second = tmp_path / "a" / "0001-fix.patch", tmp_path / "b" / "0001-fix.patch"
     for patch, text in ((first, "a"), (second, "b")):
         patch.parent.mkdir()

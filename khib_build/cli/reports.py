@@ -42,7 +42,8 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
     from khib_build.kernel.build import kernel_source
     from khib_build.kernel.patches import kernel_patches, release_series
     from khib_build.pipeline import fetch_sources, plan_image, settings_for
-    from khib_build.reports.legal import KernelLegal, copyleft, installed_by, write_legal_info
+    from khib_build.reports.legal import copyleft, installed_by, write_legal_info
+    from khib_build.reports.sbom import KernelLegal
     from khib_build.settings.pins import KernelPin
     from khib_build.sources.debsrc import debian_source
 
@@ -67,10 +68,11 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
                              patches)
     out = OutputDir(options.outdir)
     image = out.file(plan.config.output)
-    document = write_legal_info(plan, fetched, debian, kernel,
-                                sha256_of(image) if image.is_file() else None,
-                                epoch(options, plan.config), out.legal_info)
-    print(f"sbom: {shown(document)}")
+    documents = write_legal_info(plan, fetched, debian, kernel,
+                                 sha256_of(image) if image.is_file() else None,
+                                 epoch(options, plan.config), out.legal_info)
+    for document in documents:
+        print(f"sbom: {shown(document)}")
     return 0
 
 
@@ -162,11 +164,12 @@ VERBS = (
          "dependencies, cache key and status) and the image's settings. With --json, one "
          "object of the documented schema (docs/show-info.schema.json).", show_info, PLACES,
          (JSON,)),
-    Verb("legal-info", "write the SBOM and collect licenses and patches",
-         "Write OUTDIR/legal-info/: sbom.spdx.json (SPDX 2.3: the image, its packages with "
-         "versions, declared licenses, download locations and checksums, and their "
-         "relationships), licenses/<pkg>/ (each package's license files) and "
-         "patches/<pkg>/. Fetches the sources it reads license files from.", legal_info,
+    Verb("legal-info", "write the SBOMs and collect licenses, patches and sources",
+         "Write OUTDIR/legal-info/: sbom.spdx.json (SPDX 2.3) and sbom.cdx.json (CycloneDX "
+         "1.6), each with the image, its packages, their Debian packages and the kernel "
+         "(versions, declared licenses, sha256s, package URLs) and what depends on what; "
+         "manifest.csv, licenses/<pkg>/ (each package's license files), patches/<pkg>/ and "
+         "sources/. Fetches the sources it reads license files from.", legal_info,
          FETCH),
     Verb("size-report", "what takes the space in the image",
          "Every entry of the built image with the package that put it there, per-package "

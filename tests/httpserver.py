@@ -7,6 +7,7 @@
 ``"trickle"`` (a few bytes a second),
 ``"trickle-fast"`` (the whole body, slowly, in about two seconds),
 ``"cut-once"`` (the first answer stops halfway; later ones serve ranges).
+``default`` is served at every other path (404 while it is None).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Server:
 
     def __init__(self) -> None:
         self.routes: dict[str, bytes | Fault] = {}
+        self.default: bytes | Fault | None = None
         self.requests: list[tuple[str, str | None]] = []
         self.stopping = threading.Event()
         self.cut: set[str] = set()
@@ -41,7 +43,7 @@ class Server:
 
             def do_GET(self) -> None:
                 outer.requests.append((self.path, self.headers.get("Range")))
-                route = outer.routes.get(self.path)
+                route = outer.routes.get(self.path, outer.default)
                 if route is None:
                     self.send_error(404)
                 elif isinstance(route, bytes):

@@ -1,9 +1,12 @@
-"""A real nginx on 127.0.0.1 with WebDAV PUT, as a shared build cache for tests."""
+"""A real nginx on 127.0.0.1 with WebDAV PUT, as a shared build cache (``ac/`` and ``cas/``
+under its root) for tests; ``/private/`` is the server block docs/ci.md shows (writes ask for
+a user and password), ``/broken/`` answers 500."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -26,22 +29,45 @@ http {{
   scgi_temp_path {prefix}/scgi;
   server {{
     listen 127.0.0.1:{port};
-    client_max_body_size 64m;
     location /broken/ {{ return 500; }}
+    location /private/ {{
+      root {root};
+      dav_methods PUT;
+      create_full_put_path on;
+      client_max_body_size 64m;
+      limit_except GET HEAD {{
+        auth_basic khib;
+        auth_basic_user_file {prefix}/users;
+      }}
+    }}
     location / {{
       root {root};
       dav_methods PUT;
       create_full_put_path on;
+      client_max_body_size 64m;
     }}
   }}
 }}
 """
 
 
+USER, PASSWORD = "ci", "s3cret"  # of /private/ (HTTP basic authentication)
+
+
 @dataclass(frozen=True)
 class Nginx:
     url: str
     root: Path  # what the server stores
+    log: Path  # the access log
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """Each request so far, in order: (method, path, status)."""
+        found = []
+        for line in self.log.read_text().splitlines():
+            request = re.search(r'"(\w+) (\S+) [^"]*" (\d+)', line)
+            assert request, line
+            found.append((request[1], request[2], int(request[3])))
+        return found
 
 
 def free_port() -> int:
@@ -58,6 +84,7 @@ def nginx(prefix: Path) -> Iterator[Nginx]:
     port = free_port()
     # As root, nginx would hand requests to an unprivileged worker that cannot write here.
     user = "user root;" if os.geteuid() == 0 else ""
+    (prefix / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
     (prefix / "nginx.conf").write_text(CONFIG.format(user=user, prefix=prefix, port=port,
                                                      root=root))
     server = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
@@ -70,7 +97,7 @@ def nginx(prefix: Path) -> Iterator[Nginx]:
             assert server.poll() is None, server.stderr.read() if server.stderr else ""
             assert time.monotonic() < deadline, "nginx did not start listening"
             time.sleep(0.05)
-        yield Nginx(f"http://127.0.0.1:{port}", root)
+        yield Nginx(f"http://127.0.0.1:{port}", root, prefix / "access.log")
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -52,7 +52,7 @@ class Options:
                             "dir, do not wait", flags=("--no-wait",))
     remote_cache: str | None = setting(
         Optional(Str(r"https?://\S+", "an http(s):// URL")), None,
-        "shared cache over HTTP GET/PUT", flags=("--remote-cache",),
+        "shared cache: a Bazel HTTP remote cache", flags=("--remote-cache",),
         env="KHIB_REMOTE_CACHE", metavar="URL")
     remote_cache_read_only: bool = setting(
         Flag(), False, "only read the shared cache", flags=("--remote-cache-read-only",),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from khib_build import cancel
+from khib_build.engine import kinds
 from khib_build.engine.build import BuildSettings
 from khib_build.engine.cache import Cache
 from khib_build.engine.keys import LibcFiles, image_inputs, key_of, toolchain_inputs
@@ -96,6 +97,9 @@ def plan_image(config_path: Path) -> Plan:
     items = overlays.plan(config.overlays, template_context(config, recipes))
     linux = load_recipe(find_recipe(KERNEL_RECIPE, search_path(config)) or
                         BUILTIN_RECIPES / KERNEL_RECIPE / "recipe.yaml")
+    for recipe in recipes:
+        kinds.check(recipe)
+    kinds.check(linux, package=False)
     return Plan(config, recipes, tables, items, linux, image_requests(config, linux, recipes),
                 shadowed(recipes, config))
 

@@ -20,9 +20,10 @@ from cyclonedx.validation.json import JsonStrictValidator
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
+from khib_build.engine.kinds import KINDS
 from khib_build.fsutil import sha256_of
 from khib_build.kernel.patches import kernel_patches
-from khib_build.settings.recipes import KINDS, load_recipe
+from khib_build.settings.recipes import load_recipe
 from tests.helpers import (
     DEFAULT_CONFIG,
     KERNEL_TARBALL,

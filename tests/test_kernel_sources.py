@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from khib_build.engine import kinds
 from khib_build.engine.keys import kernel_inputs
 from khib_build.errors import ConfigError
 from khib_build.fsutil import sha256_of
@@ -50,7 +51,8 @@ def fake_linux_recipe(root: Path) -> Path:
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_text(text)
     (folder / "recipe.yaml").write_text(
-        'name: linux\nversion: "6.1"\nlicense: GPL-2.0-only\nlicense_files: [COPYING]\n'
+        'name: linux\nversion: "6.1"\nkind: kernel\nlicense: GPL-2.0-only\n'
+        "license_files: [COPYING]\n"
         "backports:\n"
         "  6.1: [patches/6.1/0001-backport-for-6.1.patch]\n"
         "  6.12: [patches/6.12/0001-backport-for-6.12.patch]\n"
@@ -166,8 +168,9 @@ def test_backports_are_for_the_kernel_recipe_only(tmp_path: Path) -> None:
     (recipe.parent / "0001-x.patch").write_text(patch_text("x", "x"))
     recipe.write_text("name: hello\nversion: '1'\nlicense: MIT\nbackports:\n"
                       "  '6.1': [0001-x.patch]\n")
-    with pytest.raises(ConfigError, match=r"recipe.yaml:4: backports are for the kernel's"):
-        load_recipe(recipe)
+    with pytest.raises(ConfigError, match=r"recipe.yaml:4: backports is for kind kernel, "
+                       "not commands"):
+        kinds.check(load_recipe(recipe))
 
 
 def test_a_wrong_sha256_names_the_package_and_file(tmp_path: Path) -> None:

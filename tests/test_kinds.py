@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import assert_ok, khib, write_recipe
+from tests.helpers import REPO, assert_ok, khib, write_recipe
 
 I386 = {"arch": "i386", "toolchain": {"cc": ["gcc", "-m32"], "ldflags": ["-m32"]}}
 HELLO = '#include <stdio.h>\nint main(void) { puts(GREETING); return 0; }\n'
@@ -77,6 +77,31 @@ def test_a_key_of_another_kind_is_refused_at_its_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (f"khib-build: error: {path}:4: configure is for kind "
                                      "autotools, not commands")
+
+
+def test_the_kernel_is_a_kind_not_a_package(tmp_path: Path) -> None:
+    """The kernel's recipe is of kind kernel: an image cannot list it, a kernel recipe of
+    another kind is refused, and a misspelt kind gets the likely one. Each before any
+    build, exit 2, at the recipe's line."""
+    (tmp_path / "recipes").mkdir()
+    result = build(tmp_path, image(tmp_path, ["linux"]))
+    assert result.returncode == 2
+    builtin = REPO / "recipes" / "linux" / "recipe.yaml"
+    assert result.stderr.strip() == (
+        f"khib-build: error: {builtin}:8: linux is a recipe of kind kernel, not a package: "
+        "`khib-build kernel` builds it, from the image config's kernel_source")
+    path = write_recipe(tmp_path, "linux", version="6.1", license="GPL-2.0-only")
+    result = build(tmp_path, image(tmp_path, ["khib-hello"]))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"khib-build: error: {path}: linux is the kernel's "
+                                     "recipe: give it kind: kernel")
+    path.unlink()
+    path = write_recipe(tmp_path, "odd", version="1", license="MIT", kind="mak")
+    result = build(tmp_path, image(tmp_path, ["odd"]))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"khib-build: error: {path}:4: expected one of "
+                                            "commands, make, autotools, python, deb, kernel, "
+                                            "got 'mak' (did you mean 'make'?)"), result.stderr
 
 
 def make_deb(root: Path, name: str, version: str, files: dict[str, bytes]) -> Path:

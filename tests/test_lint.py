@@ -67,13 +67,13 @@ source:
 """)
     mistyped = root / "mistyped"
     mistyped.mkdir()
-    (mistyped / "recipe.yaml").write_text("""name: mistyped
+    (mistyped / "recipe.yaml").write_text(f"""name: mistyped
 version: "1.0"
 license: MIT
 source:
-  urls: ["https://example.invalid/mistyped-{{ verison }}.tar.gz"]
-  sha256: %s
-""" % sha)
+  urls: ["https://example.invalid/mistyped-{{{{ verison }}}}.tar.gz"]
+  sha256: {sha}
+""")
     return defects, unhashed, mistyped
 
 

@@ -21,25 +21,22 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from khib_build import __version__, cancel, report
-from khib_build.engine import steps
 from khib_build.engine.cache import Cache
 from khib_build.engine.jobserver import JobServer
 from khib_build.engine.keys import build_triplet
+from khib_build.engine.kinds import kind_of
+from khib_build.engine.kinds.base import Place
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import BuildError, KhibError
 from khib_build.fsutil import walk
-from khib_build.python import pyinstall
 from khib_build.settings.config import ImageConfig
 from khib_build.settings.recipes import Recipe
-from khib_build.sources.extract import ExtractError, extract, unpack_deb
-from khib_build.sources.fetch import Sources, fetch
+from khib_build.sources.fetch import Sources
 
 T = TypeVar("T")
 ET_EXEC, ET_DYN = 2, 3
 # Symbols and debug sections the loader does not need, and the compiler's .comment notes.
 STRIP_FLAGS = ("--strip-unneeded", "--remove-section=.comment")
-# What a Debian package installs for people reading on the machine, not for an initramfs.
-DEB_DOCS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian")
 DROPPED_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS",
                "CFLAGS", "CPPFLAGS", "LDFLAGS", "CC", "CROSS_COMPILE")
 
@@ -114,24 +111,19 @@ class Builder:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.write_text(f"khib-build {__version__}: {self.recipe.name} "
                             f"{self.recipe.version}\n")
-        if self.recipe.kind == "deb":
-            self.timed("unpack debs", self.unpack_debs)
-            srcdir = self.staging
-        else:
-            srcdir = self.timed("unpack", self.unpack)
+        kind = kind_of(self.recipe)
+        place = Place(self.settings.sources, self.settings.config.arch, self.workdir,
+                      self.staging, self.log)
+        srcdir = self.timed(kind.tree_step, lambda: kind.tree(self.recipe, place))
         for patch in self.recipe.patches:
             command = f"patch -p1 --forward --batch -i {shlex.quote(str(patch))}"
             self.shell(f"patch {patch.name}", command, srcdir)
-        if self.recipe.kind == "python":
-            try:
-                self.timed("install python package",
-                           lambda: pyinstall.install(srcdir, self.staging, self.sysroot))
-            except KhibError as exc:
-                raise BuildError(self.recipe.name, "install python package", self.log,
-                                 str(exc)) from None
         values = variables(self.recipe, self.settings, srcdir, self.staging, self.sysroot)
-        for step, command in steps.commands(self.recipe, values):
-            self.shell(step, command, srcdir)
+        for step, action in kind.steps(self.recipe, values):
+            if isinstance(action, str):
+                self.shell(step, action, srcdir)
+            else:
+                self.action(step, action)
         if self.recipe.strip:
             found = elf_programs(self.staging)
             if found:
@@ -146,42 +138,13 @@ class Builder:
         self.steps.append(Step(name, time.monotonic() - started))
         return result
 
-    def unpack(self) -> Path:
-        """The source tree: the fetched tarball unpacked, or the recipe's own src/."""
-        source = self.recipe.source
-        if source is None:
-            own = self.recipe.folder / "src"
-            dest = self.workdir / "src"
-            if own.is_dir():
-                shutil.copytree(own, dest, symlinks=True,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
-            else:
-                dest.mkdir()
-            return dest
-        archive = fetch(source, self.settings.sources, self.recipe.name)
-        report.step(self.recipe.name, self.recipe.version, f"unpacking {archive.name}")
+    def action(self, step: str, action: Callable[[], None]) -> None:
+        """A step done in Python: its error is the step's failure."""
+        report.step(self.recipe.name, self.recipe.version, step)
         try:
-            return extract(archive, self.workdir, self.recipe.max_expansion)
-        except ExtractError as exc:
-            raise ExtractError(f"package {self.recipe.name}: {exc}") from None
-
-    def unpack_debs(self) -> None:
-        """The Debian packages of the image's arch, fetched, verified and unpacked into
-        the staging tree, without their documentation (legal-info keeps the copyright)."""
-        debs = self.recipe.debs.for_arch(self.settings.config.arch)
-        if not debs:
-            raise BuildError(self.recipe.name, "unpack debs", self.log,
-                             f"the recipe lists no Debian package for "
-                             f"{self.settings.config.arch}")
-        for deb in debs:
-            path = fetch(deb, self.settings.sources, self.recipe.name)
-            report.step(self.recipe.name, self.recipe.version, f"unpacking {path.name}")
-            try:
-                unpack_deb(path, self.staging, self.recipe.max_expansion)
-            except ExtractError as exc:
-                raise ExtractError(f"package {self.recipe.name}: {exc}") from None
-        for folder in DEB_DOCS:
-            shutil.rmtree(self.staging / folder, ignore_errors=True)
+            self.timed(step, action)
+        except KhibError as exc:
+            raise BuildError(self.recipe.name, step, self.log, str(exc)) from None
 
     def shell(self, step: str, command: str, cwd: Path) -> None:
         report.step(self.recipe.name, self.recipe.version, step)

@@ -18,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from khib_build.engine import kinds
+from khib_build.engine.kinds import kernel
 from khib_build.engine.outdir import OutputDir
 from khib_build.errors import ConfigError
 from khib_build.fsutil import read_text
 from khib_build.image.checks import image_checks, image_view
 from khib_build.kernel.patches import kernel_patches, release_series
 from khib_build.settings.config import ImageConfig
-from khib_build.settings.recipes import BUILTIN_RECIPES, KERNEL_RECIPE, Recipe, load_recipe
+from khib_build.settings.recipes import BUILTIN_RECIPES, Recipe, load_recipe
 from khib_build.settings.schema import compose
 from khib_build.settings.versioned import repeats
 from khib_build.sources.extract import source_members
@@ -62,6 +64,7 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
     name = folder.name
     try:
         recipe = load_recipe(path)
+        kind = kinds.check(recipe, package=None)
     except ConfigError as exc:
         return [Finding(name, str(exc.path), exc.line, "schema", exc.message)]
     found: list[Finding] = []
@@ -79,11 +82,11 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
     if folder.resolve() != builtin.parent.resolve() and builtin.is_file():
         finding("shadows", f"overrides the built-in recipe {builtin}: images that list "
                 f"{name} get this one instead")
-    if not recipe.license_files and recipe.kind != "deb":  # a deb's copyright file is its own
+    if not recipe.license_files and kind.license_in_source:
         finding("license", "no license file named: add license_files (e.g. [COPYING])",
                 "license")
     source = source_of(recipe)
-    if recipe.source is None and recipe.name != KERNEL_RECIPE and recipe.kind != "deb":
+    if recipe.source is None and kind.needs_source:
         source = folder / "src"  # the package's own code
         if not source.is_dir():
             finding("source", "no source: pin an upstream tarball (urls and sha256) or "
@@ -108,7 +111,7 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
             finding("naming", f"patch {patch.name}: name patches NNNN-short-description.patch",
                     key)
     applied = recipe.patches
-    if recipe.name == KERNEL_RECIPE and source is not None and source.is_dir():
+    if kind is kernel.KIND and source is not None and source.is_dir():
         applied = kernel_patches(recipe, release_series(source), "b")  # its role's, at most
     failure = apply_patches(applied, source) if applied and source is not None else None
     if failure:
@@ -142,7 +145,7 @@ def source_for(recipe: Recipe, dl_dir: Path, kernel_tree: Callable[[], Path | No
     if recipe.source is not None:
         tarball = dl_dir / recipe.source.filename
         return tarball if tarball.is_file() else None
-    return kernel_tree() if recipe.name == KERNEL_RECIPE else None
+    return kernel_tree() if recipe.kind == kernel.KIND.name else None
 
 
 def apply_patches(patches: tuple[Path, ...], source: Path) -> tuple[Path, str] | None:

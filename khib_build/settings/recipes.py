@@ -14,7 +14,6 @@ import jinja2
 from khib_build.settings.config import KERNEL_OPTION, ImageConfig
 from khib_build.settings.kinds import (
     NAME,
-    Choice,
     FilePath,
     Flag,
     Int,
@@ -31,25 +30,11 @@ from khib_build.settings.versioned import with_version
 DEFAULT_EXPANSION = 20  # a kernel source .tar.xz unpacks to about 9 times its size
 BUILTIN_RECIPES = data_dir("recipes")
 KERNEL_RECIPE = "linux"  # the kernel's recipe: not a package, read by kconfig and kernel
-PYTHON_RECIPE = "python3"  # the interpreter python packages run on
 TEMPLATE = Str(expected="a command string")
 ARGUMENT = Str(expected="one argument (a jinja2 template)")
 ASSIGNMENT = Str(r"[A-Za-z_][A-Za-z0-9_]*=.*", "VARIABLE=value (a jinja2 template)")
 MAKE_VARIABLE = Str(r"[A-Za-z_][A-Za-z0-9_]*", "a make variable name")
 SERIES = Str(r"[0-9]+\.[0-9]+", "a kernel release series, e.g. 6.12", verbatim=True)
-KINDS = ("commands", "make", "autotools", "python", "deb")
-# The keys each kind takes beyond the common ones.
-KIND_KEYS = {
-    "commands": {"source", "build", "install", "cflags", "ldflags"},
-    "make": {"source", "build", "install", "cflags", "ldflags", "make", "make_targets",
-             "install_targets", "destdir_variable", "toolchain_variables"},
-    "autotools": {"source", "build", "install", "cflags", "ldflags", "configure",
-                  "configure_env", "make", "make_targets", "install_targets",
-                  "destdir_variable"},
-    "python": {"source"},
-    "deb": {"debs"},
-}
-
 # The variables a build or install command may use, each with its meaning.
 BUILD_VARIABLES = {
     "name": "the package name",
@@ -86,11 +71,12 @@ class Recipe:
     version: str = setting(Str(verbatim=True), help="upstream version")
     license: str = setting(Str(), help="SPDX license expression")
     kind: str = setting(
-        Choice(KINDS), "commands",
+        NAME, "commands",
         "commands: the recipe's build and install commands; make: `make` with the toolchain "
         "as make variables, then `make install`; autotools: `./configure` for the target, "
         "then make; python: a pure-Python package (its src/ or source) with its console "
-        "scripts; deb: Debian binary packages unpacked",
+        "scripts; deb: Debian binary packages unpacked; kernel: the kernel's recipe "
+        "(khib-build kernel builds it)",
     )
     license_files: tuple[str, ...] = setting(ListOf(Str()), (), "license files in the source")
     source: SourceSpec | None = setting(
@@ -222,23 +208,6 @@ def check_templates(recipe: Recipe) -> None:
             render_command(recipe, key, index, placeholders)
 
 
-def check_kind(recipe: Recipe) -> None:
-    """The keys a recipe sets belong to its kind, and the kind has what it needs."""
-    assert recipe.origin is not None
-    specific = set().union(*KIND_KEYS.values())
-    for key in recipe.origin.lines:
-        if key in specific and key not in KIND_KEYS[recipe.kind]:
-            takes = sorted(k for k, keys in KIND_KEYS.items() if key in keys)
-            raise recipe.origin.error(key, f"{key} is for kind {' or '.join(takes)}, not "
-                                      f"{recipe.kind}")
-    if recipe.kind == "python" and PYTHON_RECIPE not in recipe.depends:
-        raise recipe.origin.error("kind", f"a python package runs on the image's interpreter:"
-                                  f" add {PYTHON_RECIPE} to its depends")
-    if recipe.kind == "deb" and not (recipe.debs.i386 or recipe.debs.x86_64):
-        raise recipe.origin.error("kind", "a deb package names its Debian packages: add debs "
-                                  "with a list for i386 or x86_64")
-
-
 def load_recipe(path: Path) -> Recipe:
     src = Source(path)
     recipe: Recipe = Record(Recipe).parse(with_version(compose(path), src), src)
@@ -247,11 +216,6 @@ def load_recipe(path: Path) -> Recipe:
         raise recipe.origin.error(
             "name", f"name '{recipe.name}' differs from the recipe's folder '{path.parent.name}'"
         )
-    if recipe.backports and recipe.name != KERNEL_RECIPE:
-        assert recipe.origin is not None
-        raise recipe.origin.error("backports", f"backports are for the kernel's recipe "
-                                  f"({KERNEL_RECIPE}), not {recipe.name}")
-    check_kind(recipe)
     check_templates(recipe)
     return recipe
 

@@ -1,41 +1,40 @@
-"""Same inputs, same bytes: from scratch, in other dirs, umasks, time zones and locales."""
+"""Same inputs, same bytes, every package compiled: a build from scratch under
+reprotest's variations (tests/reprotesting.py) against the session's build."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEFAULT_CONFIG, assert_ok, khib_argv, user_download_dir
+from tests.helpers import khib_argv, user_download_dir
+from tests.reprotesting import DEFAULT_PACKAGES, reprotest, varied_as_asked
 
 pytestmark = pytest.mark.slow
 
 
-def build_from_scratch(outdir: Path, cwd: Path, umask: int, env: dict[str, str],
-                       offline: bool) -> subprocess.CompletedProcess[str]:
-    command = khib_argv("rootfs", "-c", DEFAULT_CONFIG, "-o", outdir, "--no-cache")
-    if offline:  # in a network namespace of its own: any network use would fail
-        command = ["unshare", "--net", *command, "--offline"]
-    return subprocess.run(command, cwd=cwd, umask=umask, env=env, capture_output=True,
-                          text=True, timeout=1800, check=False)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="the offline run needs a network namespace")
 def test_a_build_from_scratch_is_byte_identical(default_image: Path, tmp_path: Path) -> None:
-    """Every package rebuilt (CPython and its .pyc files included), offline, in another
-    dir, umask, time zone and locale: the same bytes as the session's build."""
+    """reprotest's experiment build, `khib-build rootfs --no-cache --offline` of the
+    default image in a network namespace of its own: every package compiled again
+    (CPython and its .pyc files included) from the download dir alone, and the image
+    made, under every variation reprotest applies here (another dir, kernel
+    personality, CPU count, host name, HOME, locale, PATH, time zone, umask ...). Its
+    control is the session's build of the image (reprotest --control-build), built
+    once: the same rootfs.gz and manifest.json, byte for byte. Reports kept as
+    tests/reprotesting.py's keep("from-scratch")."""
     # The session build filled the download dir; this build uses it alone, offline.
-    dl = user_download_dir()
-    assert (dl / "busybox-1.35.0.tar.bz2").is_file()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "TZ"))}
-    env = {**base, "TZ": "Asia/Tokyo", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8"}
-    (tmp_path / "elsewhere").mkdir()
-    out = tmp_path / "elsewhere" / "two" / "out"
-    assert_ok(build_from_scratch(out, tmp_path / "elsewhere", 0o077, env, offline=True))
-    assert (out / "rootfs.gz").read_bytes() == default_image.read_bytes()
-    assert (out / "manifest.json").read_text() == \
-        (default_image.parent / "manifest.json").read_text()
-    shutil.rmtree(out / "build")  # keep the test's footprint small
+    assert (user_download_dir() / "busybox-1.35.0.tar.bz2").is_file()
+    control = tmp_path / "control" / "source-root" / "out"
+    control.mkdir(parents=True)
+    for name in ("rootfs.gz", "manifest.json"):
+        shutil.copy2(default_image.parent / name, control)
+    command = ["unshare", "--net", *khib_argv("rootfs", "-c", "configs/khib.yaml", "-o", "out",
+                                              "--no-cache", "--offline")]
+    run = reprotest("from-scratch", tmp_path, command, control=tmp_path / "control")
+    assert run.returncode == 0, run.explained()
+    assert "Reproduction successful" in run.log
+    assert varied_as_asked(run), run.explained()
+    assert run.statuses() == {(name, "built"): 1 for name in DEFAULT_PACKAGES}, run.log

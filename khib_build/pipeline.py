@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from khib_build import cancel
 from khib_build.engine import kinds
@@ -22,19 +22,14 @@ from khib_build.engine.build import BuildSettings
 from khib_build.engine.cache import Cache
 from khib_build.engine.keys import LibcFiles, image_inputs, key_of, toolchain_inputs
 from khib_build.engine.outdir import OutputDir
-from khib_build.engine.remote import RemoteCache
 from khib_build.engine.scheduler import Engine, PackageResult, Survey, changes, dependents, survey
 from khib_build.engine.sysroot import base_sysroot, libc_files, libc_packages, libc_versions
 from khib_build.errors import KhibError, UsageError
 from khib_build.fsutil import sha256_of, write_atomically
 from khib_build.image import overlays
-from khib_build.image.checks import Finding, image_checks, tree_view
-from khib_build.image.cpio import pack_tree
 from khib_build.image.devtable import TableEntry, merge_tables
-from khib_build.image.hooks import run_hooks
-from khib_build.image.rootfs import assemble
 from khib_build.kernel.kconfig import Request, fragment_text, image_requests
-from khib_build.python import pyclosure, pythonlib
+from khib_build.python import pyclosure
 from khib_build.report import detail, say
 from khib_build.settings.config import ImageConfig, load_config
 from khib_build.settings.kinds import suggest
@@ -51,6 +46,9 @@ from khib_build.settings.recipes import (
     shadowed,
 )
 from khib_build.sources.fetch import Sources, fetch
+
+if TYPE_CHECKING:
+    from khib_build.image.checks import Finding
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,23 @@ class ImageResult:
                 "status": self.status, "manifest": str(self.manifest),
                 "seconds": round(self.seconds, 3),
                 "packages": [r.as_dict() for r in self.packages]}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One command's context, made once by :func:`start` and passed down: the plan (the
+    config and its recipes), the run options, and what they give a build (output dir,
+    cache, sources, epoch)."""
+
+    plan: Plan
+    options: Options
+    settings: BuildSettings
+
+
+def start(options: Options) -> Run:
+    """The context of a command: its config and recipes read and checked, its settings."""
+    plan = plan_image(options.config)
+    return Run(plan, options, settings_for(plan, options))
 
 
 def plan_image(config_path: Path) -> Plan:
@@ -137,19 +152,19 @@ def settings_for(plan: Plan, options: Options) -> BuildSettings:
     )
 
 
-def fetch_sources(plan: Plan, options: Options, names: list[str] | None = None,
+def fetch_sources(run: Run, names: list[str] | None = None,
                   recipes: list[Recipe] | None = None) -> dict[str, list[Path]]:
     """Download and verify the pinned files (tarballs, debs) of the named packages (all
     the image's by default, or all of ``recipes``), side by side; by package."""
-    settings = settings_for(plan, options)
-    among = plan.recipes if recipes is None else recipes
+    among = run.plan.recipes if recipes is None else recipes
     check_names(names or (), [r.name for r in among])
     wanted = [(r.name, pin) for r in among if not names or r.name in names
-              for pin in r.pins(plan.config.arch)]
+              for pin in r.pins(run.plan.config.arch)]
+    sources = run.settings.sources
     cancel.STOP.clear()
-    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+    with ThreadPoolExecutor(max_workers=run.options.jobs) as pool:
         try:
-            paths = list(pool.map(lambda job: fetch(job[1], settings.sources, job[0]), wanted))
+            paths = list(pool.map(lambda job: fetch(job[1], sources, job[0]), wanted))
         except BaseException:
             cancel.stop()  # the other downloads stop too
             raise
@@ -167,17 +182,17 @@ def check_names(names: Iterable[str], known: list[str]) -> None:
         raise UsageError(f"not in the image: {hints}; its packages: {', '.join(known)}")
 
 
-def survey_image(plan: Plan, options: Options) -> dict[str, Survey]:
+def survey_image(run: Run) -> dict[str, Survey]:
     """Each package's state (up to date, cached, stale, never built), building nothing."""
-    settings = settings_for(plan, options)
+    plan, settings = run.plan, run.settings
     base = base_sysroot(plan.config, settings.cache, libc_versions(libc_packages(plan.config)))
     return survey(plan.by_name, settings, toolchain_inputs(plan.config), libc_files(base))
 
 
-def explain(plan: Plan, options: Options, name: str) -> list[str]:
+def explain(run: Run, name: str) -> list[str]:
     """Why a package would be rebuilt: each input changed since its last build (for a
     package waiting on a stale dependency, that dependency's reasons)."""
-    found = survey_image(plan, options)
+    found = survey_image(run)
     lines = []
     while (state := found[name]).waits_on is not None:
         lines.append(f"{name}: stale: its inputs include the output of {state.waits_on}, "
@@ -188,7 +203,7 @@ def explain(plan: Plan, options: Options, name: str) -> list[str]:
         where = "in the output dir" if state.status == "up to date" else "in the build cache"
         return [*lines, f"{name}: {state.status}: a build of these inputs is {where} "
                 f"(key {state.key[:12]})"]
-    settings = settings_for(plan, options)
+    settings = run.settings
     record = settings.out.record(name)
     previous = record.get("inputs") if record else settings.cache.latest_inputs(name)
     where = "its last build in the output dir" if record else "its newest cache entry"
@@ -219,21 +234,23 @@ def prepare(plan: Plan, settings: BuildSettings) -> tuple[dict[str, str], LibcFi
     return toolchain_inputs(plan.config), libc_files(base), base
 
 
-def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> ImageResult:
+def build_image(run: Run, force: tuple[str, ...] = ()) -> ImageResult:
     """Bring every package up to date (from the cache, or built; the ``force``d ones and
     their dependents built regardless), then the image: packed anew only when one of its
     inputs changed."""
     started = time.monotonic()
-    settings = settings_for(plan, options)
+    plan, options, settings = run.plan, run.options, run.settings
     state = settings.out
     state.lock(wait=not options.no_wait)
     toolchain, libc, sysroot_base = prepare(plan, settings)
     remote = None
     if options.remote_cache and settings.cache.enabled:
+        from khib_build.engine.remote import RemoteCache  # (only a run that uses one)
+
         remote = RemoteCache(options.remote_cache, settings.cache,
                              writable=not options.remote_cache_read_only,
                              timeout=options.remote_timeout)
-    engine = Engine(plan.by_name, settings, toolchain, libc, sysroot_base, state, remote,
+    engine = Engine(plan.by_name, settings, toolchain, libc, sysroot_base, remote,
                     dependents(force, plan.by_name),
                     options.explain)
     results = list(engine.run().values())
@@ -246,7 +263,7 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
         Path(pyclosure.__file__), settings.epoch)
     key = key_of(inputs)
     record = state.image_record() or {}
-    digest = sha256_of(image) if image.is_file() else None
+    digest = image_digest(image, record)
     # (A record without owners predates size-report: packed again once to keep them.)
     if (record.get("key") == key and digest is not None and digest == record.get("sha256")
             and "owners" in record):
@@ -254,21 +271,10 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
         status = "up to date"
     else:
         state.forget_image()
-        owners = assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
-                          state.rootfs, private=bool(plan.config.post_build))
-        problems = pythonlib.prune(state.rootfs, plan.recipes, state.python_modules) or []
-        hook_env = hook_variables(plan.config, state, settings.epoch)
-        run_hooks("post_build", plan.config.post_build, state.rootfs, hook_env, state.root,
-                  state.logs)
-        findings = check_tree(plan, state.rootfs, owners, problems)
-        say(f"packing {image.name} ({plan.config.compression})")
-        pack_tree(state.rootfs, plan.tables, image, plan.config.compression,
-                  plan.config.compression_level, settings.epoch, plan.config.early_segment)
-        run_hooks("post_image", plan.config.post_image, image,
-                  {**hook_env, "KHIB_IMAGE": str(image)}, state.root, state.logs)
+        owners, problems, findings = pack_image(plan, results, state, settings.epoch, image)
         digest = sha256_of(image)
-        state.remember_image({"key": key, "sha256": digest, "inputs": inputs,
-                              "owners": owners, "python_problems": problems,
+        state.remember_image({"key": key, "sha256": digest, "stat": stamp(image),
+                              "inputs": inputs, "owners": owners, "python_problems": problems,
                               "warnings": [f.as_dict() for f in findings]})
         status = "packed"
     for path, content in ((state.manifest, manifest_json(plan, results, image, digest)),
@@ -278,6 +284,47 @@ def build_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> Im
             write_atomically(path, content)
     return ImageResult(image, image.stat().st_size, digest, status, results, state.manifest,
                        time.monotonic() - started)
+
+
+def stamp(path: Path) -> list[int]:
+    """A file's size, times and inode: unchanged, so are its bytes (as git's index)."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def image_digest(image: Path, record: dict[str, Any]) -> str | None:
+    """The image's sha256: the one recorded when it was packed if the file is as it was
+    then, else read again; None if there is no image."""
+    if not image.is_file():
+        return None
+    if record.get("stat") == stamp(image) and isinstance(record.get("sha256"), str):
+        return str(record["sha256"])
+    return sha256_of(image)
+
+
+def pack_image(plan: Plan, results: list[PackageResult], state: OutputDir, epoch: int,
+               image: Path) -> tuple[dict[str, str], list[dict[str, object]], list[Finding]]:
+    """Lay the staging trees and overlays out, prune the Python library, run the hooks,
+    check the tree and pack it; the tree's owners, its Python problems and the warnings.
+    (The packing stages are imported here: a run with nothing to pack does without.)"""
+    from khib_build.image.cpio import pack_tree
+    from khib_build.image.hooks import run_hooks
+    from khib_build.image.rootfs import assemble
+    from khib_build.python import pythonlib
+
+    owners = assemble([(r.recipe.name, r.staging) for r in results], plan.overlay_items,
+                      state.rootfs, private=bool(plan.config.post_build))
+    problems = pythonlib.prune(state.rootfs, plan.recipes, state.python_modules) or []
+    hook_env = hook_variables(plan.config, state, epoch)
+    run_hooks("post_build", plan.config.post_build, state.rootfs, hook_env, state.root,
+              state.logs)
+    findings = check_tree(plan, state.rootfs, owners, problems)
+    say(f"packing {image.name} ({plan.config.compression})")
+    pack_tree(state.rootfs, plan.tables, image, plan.config.compression,
+              plan.config.compression_level, epoch, plan.config.early_segment)
+    run_hooks("post_image", plan.config.post_image, image,
+              {**hook_env, "KHIB_IMAGE": str(image)}, state.root, state.logs)
+    return owners, problems, findings
 
 
 def hook_variables(config: ImageConfig, state: OutputDir, epoch: int) -> dict[str, str]:
@@ -292,6 +339,8 @@ def check_tree(plan: Plan, root: Path, owners: dict[str, str],
                python_problems: list[dict[str, object]]) -> list[Finding]:
     """Check the assembled tree's ELF files and Python imports: the warnings are said and
     returned; any error stops the build before packing."""
+    from khib_build.image.checks import image_checks, tree_view
+
     found = image_checks(tree_view(root, plan.tables), plan.config, owners, python_problems)
     warnings = [f for f in found if f.severity == "warning"]
     errors = [f for f in found if f.severity == "error"]

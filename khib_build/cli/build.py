@@ -19,7 +19,7 @@ from khib_build.settings.options import Options
 if TYPE_CHECKING:
     from khib_build.engine.cache import Entry
     from khib_build.engine.scheduler import PackageResult
-    from khib_build.pipeline import ImageResult, Plan
+    from khib_build.pipeline import ImageResult, Run
 
 TOOLS_RECIPE = "khib-tools"  # the recipe whose Python tools the khib package runs on the host
 
@@ -38,24 +38,24 @@ def summary(packages: Sequence[PackageResult], image_status: str, seconds: float
         report.say(f"{'; '.join(causes)}: {count} package(s) rebuilt")
 
 
-def built_image(plan: Plan, options: Options, force: tuple[str, ...] = ()) -> ImageResult:
+def built_image(run: Run, force: tuple[str, ...] = ()) -> ImageResult:
     """The config's image, up to date (``force``: packages built again regardless)."""
     from khib_build.pipeline import build_image
 
-    for used, hidden in plan.shadowed:
+    for used, hidden in run.plan.shadowed:
         report.say(f"warning: {used.parent.name} is defined differently in {used} and "
                    f"{hidden}; using {used} (the first recipe dir wins)")
     with report.live():
-        return build_image(plan, options, force)
+        return build_image(run, force)
 
 
 def rootfs(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import check_names, plan_image
+    from khib_build.pipeline import check_names, start
 
     force = tuple(getattr(args, "packages", ()))
-    plan = plan_image(options.config)
-    check_names(force, [r.name for r in plan.recipes])
-    result = built_image(plan, options, force)
+    run = start(options)
+    check_names(force, [r.name for r in run.plan.recipes])
+    result = built_image(run, force)
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))
         return 0
@@ -70,11 +70,12 @@ def deb(args: argparse.Namespace, options: Options) -> int:
     """Read and check the package's own files, build the image and the kernel, pack."""
     from khib_build.fsutil import sha256_of
     from khib_build.image import debpackage
-    from khib_build.pipeline import plan_image
+    from khib_build.pipeline import start
     from khib_build.reports.debdocs import documentation
     from khib_build.settings.paths import data_dir
 
-    plan = plan_image(options.config)
+    run = start(options)
+    plan = run.plan
     if TOOLS_RECIPE not in plan.by_name:
         raise UsageError(f"{options.config}: the image has no {TOOLS_RECIPE}, whose khib tools the "
                          "khib package runs")
@@ -87,8 +88,8 @@ def deb(args: argparse.Namespace, options: Options) -> int:
     members, scripts = debpackage.own_files(debian)
     members += [*debpackage.tool_modules(tools),
                 *documentation(package, tools, debian, plan.recipes, plan.linux)]
-    image = built_image(plan, options)
-    kernel = built_kernel(args.kernel_src, plan, options)
+    image = built_image(run)
+    kernel = built_kernel(args.kernel_src, run)
     members += debpackage.built_files(image.path, kernel.bzimage, plan.config.target)
     path = debpackage.build_deb(package, members, scripts, options.outdir.resolve())
     print(f"image: {shown(image.path)} ({image.status})")
@@ -109,15 +110,15 @@ def graph(args: argparse.Namespace, options: Options) -> int:
 
 
 def status(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import plan_image, survey_image
+    from khib_build.pipeline import start, survey_image
 
-    plan = plan_image(options.config)
-    found = survey_image(plan, options)
+    run = start(options)
+    found = survey_image(run)
     if args.json:
         print(json.dumps({name: {"status": s.status, "key": s.key, "waits_on": s.waits_on}
                           for name, s in found.items()}, indent=1))
         return 0
-    for recipe in plan.recipes:
+    for recipe in run.plan.recipes:
         state = found[recipe.name]
         detail = f" (waits on {state.waits_on})" if state.waits_on else ""
         print(f"{recipe.name:<20} {recipe.version:<12} {state.status}{detail}")
@@ -125,11 +126,11 @@ def status(args: argparse.Namespace, options: Options) -> int:
 
 
 def explain(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import check_names, explain, plan_image
+    from khib_build.pipeline import check_names, explain, start
 
-    plan = plan_image(options.config)
-    check_names([args.package], [r.name for r in plan.recipes])
-    for line in explain(plan, options, args.package):
+    run = start(options)
+    check_names([args.package], [r.name for r in run.plan.recipes])
+    for line in explain(run, args.package):
         print(line)
     return 0
 
@@ -176,15 +177,15 @@ def tally(entries: Sequence[Entry], group: Callable[[Entry], str]) -> dict[str, 
 
 
 def fetch(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import fetch_sources, plan_image
+    from khib_build.pipeline import fetch_sources, start
     from khib_build.settings.recipes import all_recipes
 
-    plan = plan_image(options.config)
+    run = start(options)
     if args.all and args.packages:
         raise UsageError("give --all or package names, not both")
-    recipes = all_recipes(plan.config) if args.all else None
+    recipes = all_recipes(run.plan.config) if args.all else None
     with report.live():
-        fetched = fetch_sources(plan, options, args.packages, recipes)
+        fetched = fetch_sources(run, args.packages, recipes)
     for paths in fetched.values():
         for path in paths:
             print(path)

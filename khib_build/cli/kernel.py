@@ -19,32 +19,29 @@ from khib_build.settings.options import Options, epoch
 
 if TYPE_CHECKING:
     from khib_build.kernel.build import KernelResult
-    from khib_build.pipeline import Plan
+    from khib_build.pipeline import Run
 
 KERNEL_SRC = arg("--kernel-src", type=Path, metavar="PATH",
                  help="kernel tree or tarball (default: the config's kernel_source)")
 
 
 def kconfig(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.engine.cache import Cache
-    from khib_build.engine.outdir import OutputDir
     from khib_build.kernel.build import base_of, kconfig_tools, kernel_source
     from khib_build.kernel.explain import check, report_check
     from khib_build.kernel.kconfig import fragment_requests, image_requests
-    from khib_build.pipeline import plan_image, sources_for
+    from khib_build.pipeline import start
 
-    plan = plan_image(options.config)
+    run = start(options)
+    plan, cache = run.plan, run.settings.cache
     arch = args.arch or plan.config.arch
-    cache = Cache(options.cache_dir.resolve())
     with report.live():
-        source = kernel_source(args.kernel_src, plan.config, cache,
-                               sources_for(plan.config, options, cache))
+        source = kernel_source(args.kernel_src, plan.config, cache, run.settings.sources)
     base = args.base or base_of(plan.config)
     if base not in ("tinyconfig", "defconfig"):
         base = str(Path(base).resolve())
     requests = (fragment_requests(args.fragment) if args.fragment
                 else image_requests(plan.config, plan.linux, plan.recipes, arch))
-    work = OutputDir(options.outdir.resolve()).kconfig_work(arch)
+    work = run.settings.out.kconfig_work(arch)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -63,23 +60,22 @@ def kconfig(args: argparse.Namespace, options: Options) -> int:
     return 1 if result.missing else 0
 
 
-def built_kernel(kernel_src: Path | None, plan: Plan, options: Options) -> KernelResult:
+def built_kernel(kernel_src: Path | None, run: Run) -> KernelResult:
     """The config's kernel as OUTDIR/bzImage: from the cache, else built."""
     from khib_build.kernel.build import base_of, build_kernel, kernel_source
-    from khib_build.pipeline import settings_for
 
-    settings = settings_for(plan, options)
+    plan, settings = run.plan, run.settings
     with report.live():
         source = kernel_source(kernel_src, plan.config, settings.cache, settings.sources)
     return build_kernel(source, plan.linux, plan.config.kernel_role, plan.kernel_requests,
-                        base_of(plan.config), plan.config.arch, options.outdir.resolve(),
-                        settings.cache, options.jobs, epoch(options, plan.config))
+                        base_of(plan.config), plan.config.arch, settings.out.root,
+                        settings.cache, settings.jobs, settings.epoch)
 
 
 def kernel(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import plan_image
+    from khib_build.pipeline import start
 
-    result = built_kernel(args.kernel_src, plan_image(options.config), options)
+    result = built_kernel(args.kernel_src, start(options))
     print(f"kernel: {shown(result.bzimage)} ({result.status}, {result.seconds:.1f} s)")
     print(f"config: {shown(result.config)}")
     return 0

@@ -10,15 +10,15 @@ from pathlib import Path
 from khib_build import report
 from khib_build.cli.verbs import FETCH, JSON, PLACES, Verb, arg, shown
 from khib_build.errors import UsageError
-from khib_build.settings.options import Options, download_dir, epoch
+from khib_build.settings.options import Options, download_dir
 
 
 def show_info(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.pipeline import plan_image, survey_image
+    from khib_build.pipeline import start, survey_image
     from khib_build.reports.info import show_info
 
-    plan = plan_image(options.config)
-    found = show_info(plan, survey_image(plan, options))
+    run = start(options)
+    found = show_info(run.plan, survey_image(run))
     if args.json:
         print(json.dumps(found, indent=1))
         return 0
@@ -37,22 +37,21 @@ def show_info(args: argparse.Namespace, options: Options) -> int:
 
 
 def legal_info(_args: argparse.Namespace, options: Options) -> int:
-    from khib_build.engine.outdir import OutputDir
     from khib_build.fsutil import sha256_of
     from khib_build.kernel.build import kernel_source
     from khib_build.kernel.patches import kernel_patches, release_series
-    from khib_build.pipeline import fetch_sources, plan_image, settings_for
+    from khib_build.pipeline import fetch_sources, start
     from khib_build.reports.legal import copyleft, installed_by, write_legal_info
     from khib_build.reports.sbom import KernelLegal
     from khib_build.settings.pins import KernelPin
     from khib_build.sources.debsrc import debian_source
 
-    plan = plan_image(options.config)
-    settings = settings_for(plan, options)
+    run = start(options)
+    plan, settings = run.plan, run.settings
     given = plan.config.kernel_source
     source = None
     with report.live():
-        fetched = fetch_sources(plan, options)
+        fetched = fetch_sources(run)
         debian = {r.name: [f for deb in fetched[r.name]
                            for f in debian_source(deb, settings.sources, r.name)]
                   for r in plan.recipes if r.kind == "deb" and copyleft(r)}
@@ -66,24 +65,22 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
                                  plan.config.kernel_role)
         kernel = KernelLegal(plan.linux, source.tree, source.archive, source.identity, site,
                              patches)
-    out = OutputDir(options.outdir)
-    image = out.file(plan.config.output)
+    image = settings.out.file(plan.config.output)
     documents = write_legal_info(plan, fetched, debian, kernel,
                                  sha256_of(image) if image.is_file() else None,
-                                 epoch(options, plan.config), out.legal_info)
+                                 settings.epoch, settings.out.legal_info)
     for document in documents:
         print(f"sbom: {shown(document)}")
     return 0
 
 
 def size_report(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.engine.outdir import OutputDir
     from khib_build.fsutil import atomic_output
-    from khib_build.pipeline import plan_image
+    from khib_build.pipeline import start
     from khib_build.reports.size import breakdown, draw
 
-    plan = plan_image(options.config)
-    out = OutputDir(options.outdir)
+    run = start(options)
+    plan, out = run.plan, run.settings.out
     image = out.file(plan.config.output)
     record = out.image_record()
     if not image.is_file() or record is None:

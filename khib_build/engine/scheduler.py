@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from khib_build import cancel, report
 from khib_build.engine.build import Builder, BuildSettings, Step
@@ -31,12 +31,13 @@ from khib_build.engine.keys import (
     package_inputs,
     package_key,
 )
-from khib_build.engine.outdir import OutputDir
 from khib_build.engine.reads import watching
-from khib_build.engine.remote import RemoteCache
 from khib_build.engine.sysroot import HEADERS, package_sysroot
 from khib_build.report import say
 from khib_build.settings.recipes import Recipe
+
+if TYPE_CHECKING:
+    from khib_build.engine.remote import RemoteCache
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,6 @@ class Engine:
     toolchain: dict[str, str]
     libc: LibcFiles
     sysroot_base: Path
-    state: OutputDir
     remote: RemoteCache | None = None
     force: set[str] = field(default_factory=set)
     explain: bool = False
@@ -202,8 +202,8 @@ class Engine:
             assert now.key is not None and now.inputs is not None and now.output is not None
             return PackageResult(recipe, now.key, now.output, "up to date", staging,
                                  time.monotonic() - started, now.inputs)
-        record = self.state.record(recipe.name)
-        self.state.forget(recipe.name)
+        record = self.settings.out.record(recipe.name)
+        self.settings.out.forget(recipe.name)
         found = None if forced else self.restore(recipe, base, recipe_key, staging)
         why: tuple[str, ...] = ()
         steps: tuple[Step, ...] = ()
@@ -221,7 +221,7 @@ class Engine:
                         say(f"{label}: building because " + "; ".join(why))
                     steps, found = self.build(recipe, base, recipe_key, staging, jobserver)
         status, key, inputs, meta = found
-        self.state.remember(recipe.name, {"key": key, "output": meta["tree_sha256"],
+        self.settings.out.remember(recipe.name, {"key": key, "output": meta["tree_sha256"],
                                           "inputs": inputs})
         seconds = time.monotonic() - started
         say(f"{label}: {status} ({seconds:.1f} s)")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from khib_build import report
 from khib_build.settings.recipes import Recipe, render_command
-from khib_build.sources.extract import ExtractError, extract
 from khib_build.sources.fetch import Sources, fetch
 
 # A build step: its name and a shell command, or a Python action.
@@ -66,6 +65,8 @@ def unpacked_source(recipe: Recipe, place: Place) -> Path:
         else:
             dest.mkdir()
         return dest
+    from khib_build.sources.extract import ExtractError, extract  # (libarchive: a build's)
+
     archive = fetch(source, place.sources, recipe.name)
     report.step(recipe.name, recipe.version, f"unpacking {archive.name}")
     try:

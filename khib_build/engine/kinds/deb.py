@@ -10,7 +10,6 @@ from khib_build import report
 from khib_build.engine.kinds.base import Kind, Place
 from khib_build.errors import BuildError
 from khib_build.settings.recipes import Recipe
-from khib_build.sources.extract import ExtractError, unpack_deb
 from khib_build.sources.fetch import fetch
 
 # What a Debian package installs for people reading on the machine, not for an initramfs.
@@ -33,6 +32,8 @@ class Deb(Kind):
 
     def tree(self, recipe: Recipe, place: Place) -> Path:
         """The Debian packages unpacked into the staging tree, which patches then apply to."""
+        from khib_build.sources.extract import ExtractError, unpack_deb  # (a build's)
+
         debs = recipe.debs.for_arch(place.arch)
         if not debs:
             raise BuildError(recipe.name, self.tree_step, place.log,

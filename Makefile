@@ -28,7 +28,7 @@ APT_KERNEL := linux-source-6.1 bc bison flex libelf-dev libssl-dev
 # reprotest varies the build's environment and diffoscope names what differs.
 APT_TEST := qemu-system-x86 cpio libarchive-tools util-linux zstd lz4 xz-utils bzip2 \
 	nginx zlib1g-dev makedumpfile liblz4-dev mmdebstrap arch-test fdisk reprotest \
-	diffoscope-minimal
+	diffoscope-minimal faketime disorderfs
 # ... Debian's own Python packages of khib-build's runtime dependencies (an installed
 # khib-build runs on them; the suite checks it does) ...
 APT_PYTHON := python3-jinja2 python3-yaml python3-libarchive-c python3-requests \

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import assert_ok, khib, khib_argv, write_graph_sample
+from tests.helpers import GREET_C, TOOL_C, assert_ok, khib, khib_argv, write_graph_sample
 
 pytestmark = pytest.mark.slow
 
@@ -105,38 +105,73 @@ def read_by(root: Path, name: str) -> set[str]:
     return set(json.loads(record.read_text())["sets"][0])
 
 
-def test_keys_follow_the_c_library_headers_each_build_read(sample: Path) -> None:
-    """A C library header no package read changes: nothing rebuilds. One only tool reads
-    changes: tool alone rebuilds, and one line says why."""
-    tool = sample / "recipes" / "tool" / "src" / "tool.c"
-    tool.write_text("#include <sys/utsname.h>\n" + tool.read_text())
-    assert build(sample)["by_name"]["tool"] == "built"
-    (base,) = (p for p in (sample / "cache" / "sysroots").iterdir() if p.is_dir())
-    everything = {p.relative_to(base).as_posix() for p in (base / "usr/include").rglob("*.h")}
-    read = {name: read_by(sample, name) for name in ("libgreet", "app", "tool")}
-    # Its own header, and the one gcc includes in every compile.
-    assert read["libgreet"] == {"usr/include/stdc-predef.h"}
-    assert "usr/include/stdio.h" in read["app"] & read["tool"]
-    unread = sorted(everything - read["app"] - read["tool"])[0]
-    with (base / unread).open("a") as header:
-        header.write("/* a new Debian revision */\n")
-    again = build(sample)
-    assert set(again["by_name"].values()) == {"up to date"}, again["by_name"]
-    assert "C library" not in again["stderr"]
+def point_release(root: Path, packages: tuple[str, ...]) -> dict[str, str]:
+    """An environment in which dpkg reports a new Debian revision of ``packages`` (a copy
+    of dpkg's status with their versions bumped, through DPKG_ADMINDIR): what a point
+    release of the C library looks like to khib-build."""
+    admin = root / "dpkg"
+    admin.mkdir()
+    for item in ("info", "arch"):
+        (admin / item).symlink_to(Path("/var/lib/dpkg") / item)
+    stanzas = Path("/var/lib/dpkg/status").read_text().split("\n\n")
+    for index, stanza in enumerate(stanzas):
+        name = re.search(r"^Package: (\S+)$", stanza, re.MULTILINE)
+        if name and name[1] in packages:
+            stanzas[index] = re.sub(r"^(Version: .*)$", r"\1+point1", stanza,
+                                    flags=re.MULTILINE)
+    (admin / "status").write_text("\n\n".join(stanzas))
+    return {**os.environ, "DPKG_ADMINDIR": str(admin)}
 
-    (only_tool,) = [h for h in read["tool"] - read["app"] if h.endswith("sys/utsname.h")]
-    with (base / only_tool).open("a") as header:
-        header.write("/* a new Debian revision */\n")
-    explained = khib("explain", "tool", "-c", sample / "graph.yaml", "-o", sample / "out",
-                     "--cache-dir", sample / "cache")
-    assert f"C library header {only_tool}: " in explained.stdout, explained.stdout
-    result = khib("rootfs", "-c", sample / "graph.yaml", "-o", sample / "out", "--cache-dir",
-                  sample / "cache")
+
+def test_keys_follow_the_c_library_headers_each_build_read(sample: Path) -> None:
+    """A point release of the C library: its packages' versions change, and with them the
+    sysroot (a new copy); a header no package read changes too: nothing rebuilds. Then a
+    header libgreet and tool read changes (in a way that changes libgreet's code): those
+    two rebuild, and app, which links libgreet; explain names the header."""
+    recipes = sample / "recipes"
+    (recipes / "tool" / "src" / "tool.c").write_text("#include <sys/utsname.h>\n" + TOOL_C)
+    (recipes / "libgreet" / "src" / "greet.c").write_text(
+        '#include <sys/utsname.h>\n#include "greet.h"\n#ifdef KHIB_POINT_RELEASE\n'
+        'const char *greeting(void) { return "hello from a point release"; }\n#else\n'
+        + GREET_C.split("\n", 1)[1] + "#endif\n")
+    first = build(sample)["by_name"]
+    assert first["libgreet"] == first["tool"] == "built", first
+    read = {name: read_by(sample, name) for name in ("libgreet", "app", "tool")}
+    assert "usr/include/stdio.h" in read["app"] & read["tool"]
+    (utsname,) = [h for h in read["libgreet"] & read["tool"] - read["app"]
+                  if h.endswith("/sys/utsname.h")]
+
+    env = point_release(sample, ("libc6-dev", "libc6-dev-i386", "linux-libc-dev"))
+    config = ("-c", sample / "graph.yaml", "-o", sample / "out", "--cache-dir",
+              sample / "cache")
+    result = khib("rootfs", *config, "--json", env=env)
     assert_ok(result)
-    assert f"C library headers changed ({only_tool}): 1 package(s) rebuilt" in result.stderr
-    statuses = build(sample)["by_name"]
-    assert statuses == {"libgreet": "up to date", "app": "up to date", "tool": "up to date"}
-    assert re.search(r"tool +built", result.stderr), result.stderr
+    assert {p["status"] for p in json.loads(result.stdout)["packages"]} == {"up to date"}
+    old, new = sorted((p for p in (sample / "cache" / "sysroots").iterdir() if p.is_dir()),
+                      key=lambda p: p.stat().st_mtime)
+    everything = {p.relative_to(new).as_posix() for p in (new / "usr/include").rglob("*.h")}
+    unread = sorted(everything - read["libgreet"] - read["app"] - read["tool"])[0]
+    with (new / unread).open("a") as header:
+        header.write("/* a point release */\n")
+    result = khib("rootfs", *config, "--json", env=env)
+    assert_ok(result)
+    assert {p["status"] for p in json.loads(result.stdout)["packages"]} == {"up to date"}
+    assert "C library" not in result.stderr
+
+    with (new / utsname).open("a") as header:
+        header.write("#define KHIB_POINT_RELEASE 1\n")
+    explained = khib("explain", "tool", *config, env=env)
+    assert f"C library header {utsname}: " in explained.stdout, explained.stdout
+    result = khib("rootfs", *config, "--explain", env=env)
+    assert_ok(result)
+    for name, cause in (("libgreet", f"C library header {utsname}: "),
+                        ("tool", f"C library header {utsname}: "),
+                        ("app", "dependency libgreet output: ")):
+        assert re.search(rf"^{name} 1: building because {re.escape(cause)}[^;]*$",
+                         result.stderr, re.MULTILINE), result.stderr
+    assert f"C library headers changed ({utsname}): 2 package(s) rebuilt" in result.stderr
+    assert run_app(sample) == "hello from a point release\n"
+    assert old.is_dir()  # the sysroot of the versions before stays for builds that use them
 
 
 def test_an_undeclared_dependency_fails_to_build(sample: Path) -> None:

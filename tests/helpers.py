@@ -509,6 +509,28 @@ def write_graph_sample(root: Path, extra_steps: str = "") -> Path:
     return config
 
 
+# The C library's development packages of both target arches.
+LIBC_DEV = ("libc6-dev", "libc6-dev-i386", "linux-libc-dev")
+
+
+def point_release(root: Path, packages: tuple[str, ...] = LIBC_DEV) -> dict[str, str]:
+    """An environment in which dpkg reports a new Debian revision of ``packages`` (a copy
+    of dpkg's status with their versions bumped, through DPKG_ADMINDIR): what a point
+    release of the C library looks like to khib-build."""
+    admin = root / "dpkg"
+    admin.mkdir()
+    for item in ("info", "arch"):
+        (admin / item).symlink_to(Path("/var/lib/dpkg") / item)
+    stanzas = Path("/var/lib/dpkg/status").read_text().split("\n\n")
+    for index, stanza in enumerate(stanzas):
+        name = re.search(r"^Package: (\S+)$", stanza, re.MULTILINE)
+        if name and name[1] in packages:
+            stanzas[index] = re.sub(r"^(Version: .*)$", r"\1+point1", stanza,
+                                    flags=re.MULTILINE)
+    (admin / "status").write_text("\n\n".join(stanzas))
+    return {**os.environ, "DPKG_ADMINDIR": str(admin)}
+
+
 def yaml_list(items: list[str]) -> str:
     return "".join(f"  - {json.dumps(item)}\n" for item in items)
 

@@ -94,6 +94,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def stamp(st: os.stat_result) -> list[int]:
+    """A file's size, times and inode: while they stay, so do its bytes (as git's index
+    trusts them; a write changes the ctime, which no one can set back)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 def walk(tree: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
     """Every path below ``tree`` in a fixed order, with its relative name and lstat."""
     for folder, dirs, files in os.walk(tree):

@@ -25,7 +25,7 @@ from khib_build.engine.outdir import OutputDir
 from khib_build.engine.scheduler import Engine, PackageResult, Survey, changes, dependents, survey
 from khib_build.engine.sysroot import base_sysroot, libc_files, libc_packages, libc_versions
 from khib_build.errors import KhibError, UsageError
-from khib_build.fsutil import sha256_of, write_atomically
+from khib_build.fsutil import sha256_of, stamp, write_atomically
 from khib_build.image import overlays
 from khib_build.image.devtable import TableEntry, merge_tables
 from khib_build.kernel.kconfig import Request, fragment_text, image_requests
@@ -113,8 +113,12 @@ def plan_image(config_path: Path) -> Plan:
     linux = load_recipe(find_recipe(KERNEL_RECIPE, search_path(config)) or
                         BUILTIN_RECIPES / KERNEL_RECIPE / "recipe.yaml")
     for recipe in recipes:
-        kinds.check(recipe)
-    kinds.check(linux, package=False)
+        kind = kinds.check(recipe)
+        if not kind.package:
+            assert config.origin is not None
+            raise config.origin.error("packages", f"{recipe.name} is a recipe of kind "
+                                      f"{kind.name}, not a package: {kind.summary}")
+    kinds.check(linux)
     return Plan(config, recipes, tables, items, linux, image_requests(config, linux, recipes),
                 shadowed(recipes, config))
 
@@ -156,6 +160,8 @@ def fetch_sources(run: Run, names: list[str] | None = None,
                   recipes: list[Recipe] | None = None) -> dict[str, list[Path]]:
     """Download and verify the pinned files (tarballs, debs) of the named packages (all
     the image's by default, or all of ``recipes``), side by side; by package."""
+    for recipe in recipes or ():  # (the image's own were checked when it was planned)
+        kinds.check(recipe)
     among = run.plan.recipes if recipes is None else recipes
     check_names(names or (), [r.name for r in among])
     wanted = [(r.name, pin) for r in among if not names or r.name in names
@@ -273,7 +279,7 @@ def build_image(run: Run, force: tuple[str, ...] = ()) -> ImageResult:
         state.forget_image()
         owners, problems, findings = pack_image(plan, results, state, settings.epoch, image)
         digest = sha256_of(image)
-        state.remember_image({"key": key, "sha256": digest, "stat": stamp(image),
+        state.remember_image({"key": key, "sha256": digest, "stat": stamp(image.stat()),
                               "inputs": inputs, "owners": owners, "python_problems": problems,
                               "warnings": [f.as_dict() for f in findings]})
         status = "packed"
@@ -286,18 +292,12 @@ def build_image(run: Run, force: tuple[str, ...] = ()) -> ImageResult:
                        time.monotonic() - started)
 
 
-def stamp(path: Path) -> list[int]:
-    """A file's size, times and inode: unchanged, so are its bytes (as git's index)."""
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
 def image_digest(image: Path, record: dict[str, Any]) -> str | None:
     """The image's sha256: the one recorded when it was packed if the file is as it was
     then, else read again; None if there is no image."""
     if not image.is_file():
         return None
-    if record.get("stat") == stamp(image) and isinstance(record.get("sha256"), str):
+    if record.get("stat") == stamp(image.stat()) and isinstance(record.get("sha256"), str):
         return str(record["sha256"])
     return sha256_of(image)
 

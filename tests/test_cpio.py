@@ -7,6 +7,7 @@ import io
 import pytest
 
 from khib_build.errors import PackError
+from khib_build.image import newc
 from khib_build.image.cpio import Entry, header, write_archive
 from tests.helpers import fields, members
 
@@ -57,3 +58,16 @@ def test_the_packer_refuses_a_header_the_kernel_would_misread(entry: Entry) -> N
     with pytest.raises(PackError, match="internal error: the header of"):
         write_archive([entry], out, 0)
     write_archive([Entry("x" * 4095, "dir", 0o755, uid=0xFFFFFFFE)], io.BytesIO(), 0)
+
+
+def test_the_newc_reader_takes_only_newc_headers() -> None:
+    """One reader of newc headers (segments, size-report): 13 fields of exactly 8 hex
+    digits after 070701 or 070702; a sign or a space (which int() would take, and a
+    negative size would loop a reader) is refused, as is a short header."""
+    good = newc.LAYOUT % (1, 0o100644, 0, 0, 1, 0, 5, 0, 0, 0, 0, 6, 0)
+    assert newc.read_header(good) == newc.Header(0o100644, 5, 6)
+    assert newc.read_header(b"070702" + good[6:]).filesize == 5
+    for bad in (good[:109], b"070703" + good[6:], good.replace(b"00000005", b"-0000005"),
+                good.replace(b"00000005", b" 0000005"), good.replace(b"00000005", b"+0000005")):
+        with pytest.raises(newc.NewcError):
+            newc.read_header(bad)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from khib_build.engine.sysroot import libc_files
 from tests.helpers import (
     GREET_C,
     TOOL_C,
@@ -65,7 +66,13 @@ def test_cache_hit_after_the_output_dir_is_removed(sample: Path) -> None:
     again = build(sample)
     assert set(again["by_name"].values()) == {"cached"}
     assert (sample / "out" / "rootfs.gz").read_bytes() == image
-    # Another output dir on the same cache builds nothing either.
+    # Another output dir on the same cache builds nothing either, even when the cache has
+    # lost the header sets recipes read (gc removes them on their own): status says
+    # "cached", and the build agrees.
+    subprocess.run(["rm", "-rf", sample / "cache" / "reads"], check=True)
+    status = khib("status", "-c", sample / "graph.yaml", "-o", sample / "other",
+                  "--cache-dir", sample / "cache", "--json")
+    assert {s["status"] for s in json.loads(status.stdout).values()} == {"cached"}
     other = build(sample, out="other")
     assert set(other["by_name"].values()) == {"cached"}
 
@@ -362,3 +369,27 @@ def test_concurrent_runs_on_one_cache_build_each_key_once(tmp_path: Path) -> Non
         assert sorted(s[name] for s in statuses) == ["built", "cached"], statuses
     assert "another run is building it; waiting for its result" in outputs[0][1] + outputs[1][1]
     assert run_app(tmp_path, "out1") == run_app(tmp_path, "out2") == "hello from libgreet\n"
+
+
+def test_the_c_library_memo_is_trusted_only_while_it_holds(tmp_path: Path) -> None:
+    """libc_files keeps each file's stat data and digest beside the sysroot: a file
+    rewritten with its mtime put back is hashed again (its ctime moved), and a memo that
+    is malformed (a short entry, not a list, not a mapping, not JSON) is hashed around."""
+    base = tmp_path / "abc"
+    (base / "usr" / "include").mkdir(parents=True)
+    header = base / "usr" / "include" / "a.h"
+    header.write_text("int a;\n")
+    (base / "usr" / "lib").mkdir()
+    (base / "usr" / "lib" / "libc.a").write_bytes(b"!<arch>\n")
+    first = libc_files(base)
+    memo = tmp_path / ".abc.files.json"
+    assert set(json.loads(memo.read_text())) == {"usr/include/a.h", "usr/lib/libc.a"}
+    times = header.stat()
+    header.write_text("int b;\n")
+    os.utime(header, ns=(times.st_atime_ns, times.st_mtime_ns))
+    second = libc_files(base)
+    assert second.headers["usr/include/a.h"] != first.headers["usr/include/a.h"]
+    for broken in ('{"usr/include/a.h": [1, 2, 3, 4]}', '{"usr/include/a.h": 5}', "[]",
+                   "not json"):
+        memo.write_text(broken)
+        assert libc_files(base) == second

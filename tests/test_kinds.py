@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import REPO, assert_ok, khib, write_recipe
+from tests.helpers import assert_ok, khib, write_recipe
 
 I386 = {"arch": "i386", "toolchain": {"cc": ["gcc", "-m32"], "ldflags": ["-m32"]}}
 HELLO = '#include <stdio.h>\nint main(void) { puts(GREETING); return 0; }\n'
@@ -84,12 +84,13 @@ def test_the_kernel_is_a_kind_not_a_package(tmp_path: Path) -> None:
     another kind is refused, and a misspelt kind gets the likely one. Each before any
     build, exit 2, at the recipe's line."""
     (tmp_path / "recipes").mkdir()
-    result = build(tmp_path, image(tmp_path, ["linux"]))
+    config = image(tmp_path, ["linux"])
+    result = build(tmp_path, config)
     assert result.returncode == 2
-    builtin = REPO / "recipes" / "linux" / "recipe.yaml"
+    line = config.read_text().splitlines().index("packages:") + 1
     assert result.stderr.strip() == (
-        f"khib-build: error: {builtin}:8: linux is a recipe of kind kernel, not a package: "
-        "`khib-build kernel` builds it, from the image config's kernel_source")
+        f"khib-build: error: {config}:{line}: linux is a recipe of kind kernel, not a "
+        "package: `khib-build kernel` builds it, from the image config's kernel_source")
     path = write_recipe(tmp_path, "linux", version="6.1", license="GPL-2.0-only")
     result = build(tmp_path, image(tmp_path, ["khib-hello"]))
     assert result.returncode == 2
@@ -99,9 +100,13 @@ def test_the_kernel_is_a_kind_not_a_package(tmp_path: Path) -> None:
     path = write_recipe(tmp_path, "odd", version="1", license="MIT", kind="mak")
     result = build(tmp_path, image(tmp_path, ["odd"]))
     assert result.returncode == 2
-    assert result.stderr.strip().startswith(f"khib-build: error: {path}:4: expected one of "
-                                            "commands, make, autotools, python, deb, kernel, "
-                                            "got 'mak' (did you mean 'make'?)"), result.stderr
+    expected = (f"khib-build: error: {path}:4: expected one of commands, make, autotools, "
+                "python, deb, kernel, got 'mak' (did you mean 'make'?)")
+    assert result.stderr.strip() == expected
+    # fetch --all reads every recipe on the search path: each is held to its kind too.
+    fetched = khib("fetch", "--all", "-c", image(tmp_path, ["khib-hello"]), "--offline",
+                   "--dl-dir", tmp_path / "dl")
+    assert fetched.returncode == 2 and fetched.stderr.strip() == expected
 
 
 def make_deb(root: Path, name: str, version: str, files: dict[str, bytes]) -> Path:

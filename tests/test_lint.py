@@ -32,7 +32,7 @@ def tarball(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_recipes(root: Path, dl: Path) -> tuple[Path, Path, Path]:
+def write_recipes(root: Path, dl: Path) -> tuple[Path, Path, Path, Path]:
     sha = tarball(dl / "defects-1.0.tar.gz")
     defects = root / "defects"
     (defects / "patches").mkdir(parents=True)
@@ -74,14 +74,25 @@ source:
   urls: ["https://example.invalid/mistyped-{{{{ verison }}}}.tar.gz"]
   sha256: {sha}
 """)
-    return defects, unhashed, mistyped
+    templated = root / "templated"  # the version written once: nothing to find
+    templated.mkdir()
+    (templated / "recipe.yaml").write_text("""name: templated
+version: "2"
+license: MIT
+license_files: [COPYING]
+source:
+  urls: ["http://127.0.0.1:8080/templated-{{ version }}.tar.gz"]
+  sha256: 2222222222222222222222222222222222222222222222222222222222222222
+  debian: {package: templated2, file: "templated_{{ version }}.orig.tar.gz"}
+""")
+    return defects, unhashed, mistyped, templated
 
 
 def test_lint_finds_each_seeded_defect(tmp_path: Path) -> None:
     dl = tmp_path / "dl"
     dl.mkdir()
-    defects, unhashed, mistyped = write_recipes(tmp_path / "recipes", dl)
-    result = khib("lint", defects, unhashed, mistyped, "--dl-dir", dl, "--json")
+    defects, unhashed, mistyped, templated = write_recipes(tmp_path / "recipes", dl)
+    result = khib("lint", defects, unhashed, mistyped, templated, "--dl-dir", dl, "--json")
     assert result.returncode == 1, result.stdout + result.stderr
     findings = json.loads(result.stdout)["findings"]
     kinds = {(f["recipe"], f["check"]) for f in findings}

@@ -4,14 +4,21 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from khib_build.engine.action_result import decode_action_result
+from khib_build.engine.action_result import (
+    Digest,
+    OutputFile,
+    decode_action_result,
+    encode_action_result,
+)
 from khib_build.engine.cache import Cache
 from khib_build.engine.remote import RemoteCache
 from khib_build.fsutil import tree_digest
@@ -201,6 +208,9 @@ def test_a_failing_remote_falls_back_to_building(fault: str, tmp_path: Path) -> 
     ("swapped-blob", "(tree.tar.gz) does not match its digest"),
     ("swapped-entry", "its entry is app's under the key"),
     ("malformed-entry", "is not an ActionResult: the message ends inside a field"),
+    ("huge-blob", "is 2147483648 bytes, more than the 1073741824 this cache takes"),
+    ("bomb", "refused as a decompression bomb (more than its metadata says, or than a "
+             "tree's archive holds)"),
 ])
 def test_a_blob_that_fails_its_digest_is_refused_and_the_package_built(
         fault: str, why: str, tmp_path: Path) -> None:
@@ -222,8 +232,15 @@ def test_a_blob_that_fails_its_digest_is_refused_and_the_package_built(
             remote.routes[libgreet["tree.tar.gz"]] = files[app["tree.tar.gz"]]
         elif fault == "swapped-entry":  # another package's entry under libgreet's key
             remote.routes[libgreet["ac"]] = files[app["ac"]]
-        else:  # cut short
+        elif fault == "malformed-entry":  # cut short
             remote.routes[libgreet["ac"]] = files[libgreet["ac"]][:-3]
+        elif fault == "huge-blob":  # an entry that claims a tree of 2 GiB
+            claimed = [OutputFile(f.path, Digest(f.digest.hash, 2 << 30)
+                                  if f.path == "tree.tar.gz" else f.digest)
+                       for f in decode_action_result(files[libgreet["ac"]])]
+            remote.routes[libgreet["ac"]] = encode_action_result(claimed)
+        else:  # a consistent entry whose meta.json claims a terabyte: 64 MiB of zeros
+            remote.routes.update(bomb_entry(libgreet, files))
         packages, stderr, _ = build(config, tmp_path, "b", "cache-b", "--remote-cache",
                                     remote.url, "--remote-cache-read-only")
     lines = said(stderr)
@@ -233,6 +250,24 @@ def test_a_blob_that_fails_its_digest_is_refused_and_the_package_built(
     assert packages["libgreet"]["status"] == packages["app"]["status"] == "built"
     assert packages["libgreet"]["output_sha256"] == local["libgreet"]["output_sha256"]
     assert packages["app"]["output_sha256"] == local["app"]["output_sha256"]
+
+
+def bomb_entry(paths: dict[str, str], files: dict[str, bytes]) -> dict[str, bytes]:
+    """Routes that serve, under a package's key, a tree archive of 64 MiB of zeros (64 KiB
+    compressed) with its true digests and a meta.json that says it unpacks to 1 TB."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as archive:
+        info = tarfile.TarInfo("zeros")
+        info.size = 64 << 20
+        archive.addfile(info, io.BytesIO(bytes(info.size)))
+    meta = json.loads(files[paths["meta.json"]]) | {"tree_bytes": 10 ** 12}
+    blobs = {"tree.tar.gz": raw.getvalue(), "meta.json": json.dumps(meta).encode()}
+    digests = {path: Digest(hashlib.sha256(blob).hexdigest(), len(blob))
+               for path, blob in blobs.items()}
+    routes = {f"/cas/{digests[path].hash}": blob for path, blob in blobs.items()}
+    routes[paths["ac"]] = encode_action_result([OutputFile(path, digest)
+                                                for path, digest in digests.items()])
+    return routes
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from khib_build.cli.verbs import FETCH, PINNED, PLACES, Verb, arg, shown, typed
 from khib_build.errors import UsageError
 from khib_build.settings.config import ARCHES
 from khib_build.settings.kinds import Int, Seconds
-from khib_build.settings.options import Options, epoch
+from khib_build.settings.options import Options
 
 if TYPE_CHECKING:
     from khib_build.kernel.build import KernelResult
@@ -82,13 +82,12 @@ def kernel(args: argparse.Namespace, options: Options) -> int:
 
 
 def boot(args: argparse.Namespace, options: Options) -> int:
-    from khib_build.engine.outdir import OutputDir
     from khib_build.kernel.boot import boot, kernel_cmdline, qemu_command, qemu_for, with_b
-    from khib_build.pipeline import plan_image
+    from khib_build.pipeline import start
 
-    plan = plan_image(options.config)
-    out = OutputDir(options.outdir)
-    image = args.image or out.file(plan.config.output)
+    run = start(options)
+    out = run.settings.out
+    image = args.image or out.file(run.plan.config.output)
     bzimage = args.kernel or out.file("bzImage")
     if not bzimage.is_file():
         raise UsageError(f"kernel {bzimage} does not exist: build one with `khib-build "
@@ -97,7 +96,7 @@ def boot(args: argparse.Namespace, options: Options) -> int:
         raise UsageError(f"image {image} does not exist")
     with tempfile.TemporaryDirectory(prefix="khib-boot-") as folder:
         if args.with_b:
-            image = with_b(image, bzimage, Path(folder) / "initrd", epoch(options, plan.config))
+            image = with_b(image, bzimage, Path(folder) / "initrd", run.settings.epoch)
         command = qemu_command(qemu_for(bzimage), bzimage, image,
                                kernel_cmdline(args.run, args.append), args.memory,
                                tuple(args.disk), args.cpus)

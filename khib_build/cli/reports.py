@@ -37,10 +37,9 @@ def show_info(args: argparse.Namespace, options: Options) -> int:
 
 
 def legal_info(_args: argparse.Namespace, options: Options) -> int:
-    from khib_build.fsutil import sha256_of
     from khib_build.kernel.build import kernel_source
     from khib_build.kernel.patches import kernel_patches, release_series
-    from khib_build.pipeline import fetch_sources, start
+    from khib_build.pipeline import fetch_sources, image_digest, start
     from khib_build.reports.legal import copyleft, installed_by, write_legal_info
     from khib_build.reports.sbom import KernelLegal
     from khib_build.settings.pins import KernelPin
@@ -67,7 +66,7 @@ def legal_info(_args: argparse.Namespace, options: Options) -> int:
                              patches)
     image = settings.out.file(plan.config.output)
     documents = write_legal_info(plan, fetched, debian, kernel,
-                                 sha256_of(image) if image.is_file() else None,
+                                 image_digest(image, settings.out.image_record() or {}),
                                  settings.epoch, settings.out.legal_info)
     for document in documents:
         print(f"sbom: {shown(document)}")

@@ -54,6 +54,8 @@ CONNECT_TIMEOUT = 3.0
 TREE, META, READS = "tree.tar.gz", "meta.json", "reads.json"  # an entry's output files
 ACTION_LIMIT = 1 << 16  # bytes of an ActionResult, at most
 RECORD_LIMIT = 1 << 24  # bytes of a meta.json or reads.json, at most
+TREE_LIMIT = 1 << 30  # bytes of a package's tree archive, at most, whatever the server says
+EXPANSION = 20  # its files add up to this many times its size, at most (gzip of a tree)
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -101,9 +103,11 @@ class RemoteCache:
             with self.cache.adopting(name, key) as entry:
                 archive = entry / TREE
                 with archive.open("wb") as out:
-                    self.get_blob(files, TREE, out, None)
-                unpack(archive, entry / "tree", refused_nodes,
-                       limit=int(meta.pop("tree_bytes")) + SLACK)
+                    self.get_blob(files, TREE, out, TREE_LIMIT)
+                limit = min(int(meta.pop("tree_bytes")),
+                            EXPANSION * archive.stat().st_size) + SLACK
+                unpack(archive, entry / "tree", refused_nodes, limit,
+                       "more than its metadata says, or than a tree's archive holds")
                 archive.unlink()
                 (entry / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         except Gone:
@@ -215,15 +219,17 @@ class RemoteCache:
         return {file.path: file.digest for file in files}
 
     def get_blob(self, files: dict[str, Digest], path: str, out: IO[bytes],
-                 limit: int | None) -> None:
-        """Fetch the blob of output file ``path`` into ``out``, checked against its
-        digest."""
+                 limit: int) -> None:
+        """Fetch the blob of output file ``path`` (``limit`` bytes at most) into ``out``,
+        checked against its digest."""
         digest = files.get(path)
         if digest is None:
             raise RemoteFailure(f"the entry has no {path}")
-        if not SHA256_HEX.fullmatch(digest.hash) or digest.size_bytes < 0 or \
-                (limit is not None and digest.size_bytes > limit):
+        if not SHA256_HEX.fullmatch(digest.hash) or digest.size_bytes < 0:
             raise RemoteFailure(f"the entry's {path} has an invalid digest {digest}")
+        if digest.size_bytes > limit:
+            raise RemoteFailure(f"the entry's {path} is {digest.size_bytes} bytes, more "
+                                f"than the {limit} this cache takes")
         got = self.get(self.url("cas", digest.hash), out, digest.size_bytes)
         if got is None:
             raise Gone(path)

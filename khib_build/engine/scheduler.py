@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import graphlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,8 +233,7 @@ class Engine:
         """The package from the local cache, else from the remote one: under the key of
         each header set its recipe key read before, with those headers' content now."""
         cache = self.settings.cache
-        for headers in cache.read_sets(recipe.name, recipe_key):
-            key, inputs = package_key(base, self.libc, headers)
+        for key, inputs in candidates(recipe.name, base, self.libc, self.settings):
             if (meta := cache.restore(recipe.name, key, staging)) is not None:
                 return "cached", key, inputs, meta
         if not remote or self.remote is None:
@@ -309,17 +308,26 @@ def current(name: str, base: dict[str, str], libc: LibcFiles, settings: BuildSet
     with the inputs its last build's header set gives now."""
     state, cache = settings.out, settings.cache
     record = state.record(name)
-    previous = (record or {}).get("inputs") or cache.latest_inputs(name)
-
-    def candidates() -> Iterable[tuple[str, dict[str, str]]]:
-        yield package_key(base, libc, headers_read(previous or {}))
-        for headers in cache.read_sets(name, key_of(base)):
-            yield package_key(base, libc, headers)
-
-    for key, inputs in candidates():
+    for key, inputs in candidates(name, base, libc, settings):
         if record and record.get("key") == key and state.staging(name).is_dir():
             return Survey("up to date", key, inputs, record["output"])
         if (meta := cache.meta(name, key)) is not None:
             return Survey("cached", key, inputs, meta.get("tree_sha256"))
+    previous = last_inputs(name, settings)
     return Survey("never built" if previous is None else "stale",
                   *package_key(base, libc, headers_read(previous or {})))
+
+
+def last_inputs(name: str, settings: BuildSettings) -> dict[str, str] | None:
+    """The inputs of the package's last build: the output dir's, else the cache's newest."""
+    record = settings.out.record(name)
+    return (record or {}).get("inputs") or settings.cache.latest_inputs(name)
+
+
+def candidates(name: str, base: dict[str, str], libc: LibcFiles, settings: BuildSettings
+               ) -> Iterator[tuple[str, dict[str, str]]]:
+    """The keys (and inputs) the package may have now: with the C library headers its
+    last build read, then with each header set its recipe key read before."""
+    yield package_key(base, libc, headers_read(last_inputs(name, settings) or {}))
+    for headers in settings.cache.read_sets(name, key_of(base)):
+        yield package_key(base, libc, headers)

@@ -23,6 +23,7 @@ import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeGuard
 
 from khib_build.engine.cache import Cache
 from khib_build.engine.keys import LibcFiles, sysroot_key
@@ -33,6 +34,7 @@ from khib_build.fsutil import (
     merge,
     reason,
     sha256_of,
+    stamp,
     walk,
     write_atomically,
 )
@@ -110,11 +112,10 @@ def libc_files(base: Path) -> LibcFiles:
             if stat.S_ISLNK(st.st_mode):
                 digest = os.readlink(path)
             else:
-                stamp: list[int | str] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                          st.st_ino]
+                now: list[int | str] = [*stamp(st)]
                 known = memo.get(rel)
-                digest = str(known[4]) if known and known[:4] == stamp else sha256_of(path)
-                seen[rel] = [*stamp, digest]
+                digest = known[4] if remembered(known, now) else sha256_of(path)
+                seen[rel] = [*now, digest]
             if rel.startswith(HEADERS):
                 headers[rel] = digest
                 digest = "header"
@@ -125,6 +126,12 @@ def libc_files(base: Path) -> LibcFiles:
         with contextlib.suppress(OSError):  # only a memo: the next run hashes again
             write_atomically(memo_path, json.dumps(seen, sort_keys=True).encode())
     return LibcFiles(headers, rest.hexdigest())
+
+
+def remembered(known: object, now: list[int | str]) -> TypeGuard[list[Any]]:
+    """Whether a memo entry is well formed and holds the file's stat data now."""
+    return (isinstance(known, list) and len(known) == 5 and known[:4] == now
+            and isinstance(known[4], str))
 
 
 def read_memo(path: Path) -> dict[str, list[int | str]]:

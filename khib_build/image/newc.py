@@ -3,6 +3,7 @@ the packer writes, and the one reader of a header."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from khib_build.errors import KhibError
@@ -12,6 +13,7 @@ HEADER_SIZE = 110  # the magic and 13 fields of 8 hex digits
 LAYOUT = MAGIC + b"%08X" * 13  # ino mode uid gid nlink mtime filesize major minor
 #                                rmajor rminor namesize check
 TRAILER = b"TRAILER!!!"
+WELL_FORMED = re.compile(rb"07070[12][0-9A-Fa-f]{104}")
 
 
 class NewcError(KhibError):
@@ -38,13 +40,14 @@ class Header:
 
 
 def read_header(raw: bytes) -> Header:
-    """The header in the first :data:`HEADER_SIZE` bytes of ``raw``."""
-    if len(raw) < HEADER_SIZE or not raw.startswith(MAGIC[:5]) or raw[5:6] not in b"12":
-        raise NewcError("truncated or corrupt cpio header")
-    try:
-        return Header(int(raw[14:22], 16), int(raw[54:62], 16), int(raw[94:102], 16))
-    except ValueError:
-        raise NewcError("corrupt cpio header (a field is not hexadecimal)") from None
+    """The header in the first :data:`HEADER_SIZE` bytes of ``raw``: the magic, then 13
+    fields of exactly 8 hex digits each (no sign, no space)."""
+    if len(raw) < HEADER_SIZE:
+        raise NewcError("truncated cpio header")
+    if not WELL_FORMED.match(raw):
+        raise NewcError("corrupt cpio header (not newc: a magic of 070701 or 070702 and "
+                        "13 fields of 8 hex digits)")
+    return Header(int(raw[14:22], 16), int(raw[54:62], 16), int(raw[94:102], 16))
 
 
 def is_trailer(header: Header, name_and_padding: bytes) -> bool:

@@ -64,7 +64,7 @@ def lint_recipe(folder: Path, source_of: Callable[[Recipe], Path | None]) -> lis
     name = folder.name
     try:
         recipe = load_recipe(path)
-        kind = kinds.check(recipe, package=None)
+        kind = kinds.check(recipe)
     except ConfigError as exc:
         return [Finding(name, str(exc.path), exc.line, "schema", exc.message)]
     found: list[Finding] = []

@@ -54,7 +54,10 @@ def members(cpio: Path, owners: dict[str, str], tables: set[str],
     data = cpio.read_bytes()
     at = 0
     while at < len(data):
-        header = newc.read_header(data[at:at + newc.HEADER_SIZE])
+        try:
+            header = newc.read_header(data[at:at + newc.HEADER_SIZE])
+        except newc.NewcError as exc:
+            raise newc.NewcError(f"at byte {at} of its cpio: {exc}") from None
         start = at + newc.HEADER_SIZE
         name = data[start:start + header.name_span]
         body = start + header.name_span
@@ -74,8 +77,11 @@ def members(cpio: Path, owners: dict[str, str], tables: set[str],
 def breakdown(image: Path, owners: dict[str, str], tables: set[str]) -> dict[str, Any]:
     contents: dict[str, list[bytes]] = defaultdict(list)
     entries: list[Member] = []
-    for segment in segments(image):
-        entries += members(segment.cpio, owners, tables, contents)
+    for number, segment in enumerate(segments(image), 1):
+        try:
+            entries += members(segment.cpio, owners, tables, contents)
+        except newc.NewcError as exc:
+            raise newc.NewcError(f"{image}: segment {number}, {exc}") from None
     weights = {owner: len(zlib.compress(b"".join(parts), 9)) for owner, parts in contents.items()}
     scale = image.stat().st_size / max(1, sum(weights.values()))
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import jinja2
@@ -15,6 +16,7 @@ from khib_build.settings.kinds import Source
 
 VERSIONED = "source"  # the recipe key whose strings may say {{ version }}
 PINS = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}")
 
 
 def top_value(node: yaml.Node, key: str) -> yaml.Node | None:
@@ -26,16 +28,17 @@ def top_value(node: yaml.Node, key: str) -> yaml.Node | None:
     return None
 
 
-def strings(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
-    """Every scalar below ``node``."""
+def strings(node: yaml.Node, skip: tuple[str, ...] = ()) -> Iterator[yaml.ScalarNode]:
+    """Every scalar below ``node``, but the values of the keys in ``skip``."""
     if isinstance(node, yaml.ScalarNode):
         yield node
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            yield from strings(item)
+            yield from strings(item, skip)
     elif isinstance(node, yaml.MappingNode):
-        for _, value in node.value:
-            yield from strings(value)
+        for key, value in node.value:
+            if not (isinstance(key, yaml.ScalarNode) and key.value in skip):
+                yield from strings(value, skip)
 
 
 def with_version(node: yaml.Node, src: Source) -> yaml.Node:
@@ -57,9 +60,11 @@ def with_version(node: yaml.Node, src: Source) -> yaml.Node:
 
 
 def repeats(node: yaml.Node) -> list[tuple[int, str]]:
-    """(line, text) of each source pin that spells the recipe's version out."""
+    """(line, text) of each source pin that spells the recipe's version out: as a whole
+    version (not inside a longer number), outside templates, digests and package names."""
     source, version = top_value(node, VERSIONED), top_value(node, "version")
     if source is None or not isinstance(version, yaml.ScalarNode) or not version.value:
         return []
-    return [(s.start_mark.line + 1, s.value) for s in strings(source)
-            if version.value in s.value]
+    spelled = re.compile(rf"(?<![0-9.]){re.escape(version.value)}(?!\.?[0-9])")
+    return [(s.start_mark.line + 1, s.value) for s in strings(source, skip=("sha256", "package"))
+            if spelled.search(TEMPLATE.sub("", s.value))]

@@ -131,7 +131,8 @@ def deb_file(deb: Path, wanted: str, out: Out, member: str = "data.tar") -> Out 
 
 
 def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
-           limit: int | None = None) -> None:
+           limit: int | None = None, remedy: str = "a recipe may raise max_expansion"
+           ) -> None:
     """Unpack ``archive`` into ``dest`` securely; ``on_node`` says whether to make a node.
 
     Every refusal names the entry: libarchive's own (a "..", an absolute path, writing
@@ -164,8 +165,8 @@ def unpack(archive: Path, dest: Path, on_node: Callable[[Path, str], bool],
             total += entry.size or 0
             if limit is not None and total > limit:
                 raise ExtractError(f"{archive.name}: entry {current!r} takes the unpacked size "
-                                   f"past {limit} bytes: refused as a decompression bomb (a "
-                                   "recipe may raise max_expansion)")
+                                   f"past {limit} bytes: refused as a decompression bomb "
+                                   f"({remedy})")
             if (entry.isblk or entry.ischr) and not on_node(archive, entry.pathname):
                 continue
             if entry.islnk and entry.linkpath == entry.pathname:

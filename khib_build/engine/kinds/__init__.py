@@ -13,7 +13,7 @@ from __future__ import annotations
 from khib_build.engine.kinds import autotools, commands, deb, kernel, make, python
 from khib_build.engine.kinds.base import Kind
 from khib_build.settings.kinds import suggest
-from khib_build.settings.recipes import Recipe
+from khib_build.settings.recipes import KERNEL_RECIPE, Recipe
 
 KINDS: dict[str, Kind] = {k.name: k for k in (commands.KIND, make.KIND, autotools.KIND,
                                               python.KIND, deb.KIND, kernel.KIND)}
@@ -24,10 +24,10 @@ def kind_of(recipe: Recipe) -> Kind:
     return KINDS[recipe.kind]
 
 
-def check(recipe: Recipe, package: bool | None = True) -> Kind:
+def check(recipe: Recipe) -> Kind:
     """The recipe's kind, once the recipe is held to it: a known kind, only the keys it
-    takes, what it needs; a package's kind (``package``), the kernel's (not
-    ``package``) or either (None). Errors name the file and line."""
+    takes, what it needs; the kernel's recipe (``linux``) of kind kernel. Errors name
+    the file and line. (Whether an image may list it is the image's question.)"""
     assert recipe.origin is not None
     found = KINDS.get(recipe.kind)
     if found is None:
@@ -38,10 +38,7 @@ def check(recipe: Recipe, package: bool | None = True) -> Kind:
             takes = sorted(name for name, k in KINDS.items() if key in k.keys)
             raise recipe.origin.error(key, f"{key} is for kind {' or '.join(takes)}, not "
                                       f"{recipe.kind}")
-    if package is True and not found.package:
-        raise recipe.origin.error("kind", f"{recipe.name} is a recipe of kind {found.name}, "
-                                  f"not a package: {found.summary}")
-    if package is False and found.package:
+    if recipe.name == KERNEL_RECIPE and found.package:
         raise recipe.origin.error("kind", f"{recipe.name} is the kernel's recipe: give it "
                                   f"kind: {kernel.KIND.name}")
     found.check(recipe)

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
-from khib_tools import kexec, system, window
+from khib_tools import kexec, other, system, window
 from khib_tools.status import StatusPage
 
 HANDOFF = Path("/khib")  # where B finds what A recorded
@@ -52,6 +52,7 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     checked: the kernel ``args.kernel`` names, or its bytes already read."""
     system.require("/proc/kcore", "CONFIG_PROC_KCORE")
     system.require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
+    other.forget()  # the B loaded before, if any, is replaced
     iomem = Path("/proc/iomem").read_text()
     ram = system.ram_ranges(iomem)
     start, length = args.window
@@ -123,10 +124,24 @@ def jump_now(args: argparse.Namespace, status: StatusPage) -> str:
 
 
 def jump(args: argparse.Namespace) -> int:
-    prepare(args)
-    status = StatusPage(window_span(args.window))
-    load_b(args, status, args.b_run, {})
-    verdict = jump_now(args, status)
+    """Load B and jump to it; or (--again) enter the B that jumped back, or (--unload)
+    unload it. B stays loaded after each return, its memory readable (other.py)."""
+    if args.unload:
+        return other.unload(args)
+    if args.again:
+        state = other.recall("enter again")
+        args.kernel, args.window = state["kernel"], tuple(state["window"])  # type: ignore[arg-type]
+        status = StatusPage(window_span(args.window))
+        other.send_request(state, status.handle, args.b_run)
+    else:
+        prepare(args)
+        status = StatusPage(window_span(args.window))
+        load_b(args, status, args.b_run, {})
+    try:
+        verdict = jump_now(args, status)
+        other.remember(args.kernel, args.window, status.returned())
+    finally:
+        status.close()
     print(f"khib: resumed after the jump ({verdict})", flush=True)
     if verdict.startswith("failed"):
         raise Failure(f"in B: {verdict}")

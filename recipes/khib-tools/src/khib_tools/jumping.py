@@ -110,7 +110,8 @@ def jump_now(args: argparse.Namespace, status: StatusPage) -> str:
     with contextlib.suppress(OSError):  # fold the per-CPU counters in: B reads them
         Path("/proc/sys/vm/stat_refresh").write_text("1")
     free = re.search(r"^nr_free_pages (\d+)$", Path("/proc/vmstat").read_text(), re.MULTILINE)
-    print(f"khib: jumping to {args.kernel} (window {start >> 20}M+{length >> 20}M; A has "
+    going = "entering B again" if getattr(args, "again", False) else f"jumping to {args.kernel}"
+    print(f"khib: {going} (window {start >> 20}M+{length >> 20}M; A has "
           f"{free[1] if free else '?'} free pages, NR_FREE_PAGES)", flush=True)
     status.clear()
     status.still_here()

@@ -147,6 +147,6 @@ def unload(_args: argparse.Namespace) -> int:
     forget()
     after = free_memory()
     print(f"khib: unloaded B{held}: {(after[1] - before[1]) / (1 << 20):.1f} MiB free again "
-          f"(MemFree rose by {(after[0] - before[0]) / (1 << 20):.1f} MiB, the rest is on the "
+          f"(MemFree rose by {(after[0] - before[0]) / (1 << 20):.1f} MiB; it leaves out the "
           "per-CPU free lists)", flush=True)
     return 0

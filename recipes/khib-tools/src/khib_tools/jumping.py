@@ -52,7 +52,9 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     checked: the kernel ``args.kernel`` names, or its bytes already read."""
     system.require("/proc/kcore", "CONFIG_PROC_KCORE")
     system.require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
-    other.forget()  # the B loaded before, if any, is replaced
+    if other.STATE.exists():
+        print("khib: the B that jumped back before is replaced (its memory goes)", flush=True)
+    other.forget()
     iomem = Path("/proc/iomem").read_text()
     ram = system.ram_ranges(iomem)
     start, length = args.window

@@ -4,8 +4,9 @@ A reads B's memory as an ELF core (``khib other-core``) and finds the token and 
 line in it (readelf lists its PT_LOADs; makedumpfile reads B's log out of it on x86_64),
 writes a new token where B's was (``khib other-poke``) and enters B again (``khib jump
 --again``): B's process reads the new token and writes its reply, which A then finds in
-B's core. Three rounds, A intact after each; ``khib jump --unload`` gives A back the
-pages that held B, and a later ``--again`` is refused."""
+B's core. Three rounds, A intact after each; a ``kexec -e`` not through khib finds B going
+straight back; ``khib jump --unload`` gives A back the pages that held B, and a later
+``--again`` is refused."""
 
 from __future__ import annotations
 
@@ -127,6 +128,8 @@ for round in @ROUNDS@; do
     python3 /boot/core.py replies /tmp/b.core
 done
 dd if=/tmp/b.core of=/dev/vdb bs=1M 2>/dev/null; rm /tmp/b.core
+kexec -e -x; check stray  # not through khib: B goes straight back, and cannot be called again
+khib jump --again; echo "A-AFTER-STRAY result=$?"
 echo "A-MEMFREE before $(memfree)"
 khib jump --unload; echo "A-UNLOAD result=$?"
 echo "A-MEMFREE after $(memfree)"
@@ -177,7 +180,7 @@ def test_calls_into_b_and_back(target: Target, calls: Path, tmp_path: Path) -> N
     assert results == {f"call{n}": "0" for n in range(ROUNDS + 1)}, tail
     cores = dict(re.findall(r"A-CORE (\w+) result=(\d+)", console))
     assert set(cores.values()) == {"0"} and len(cores) == ROUNDS + 1, tail
-    assert_a_intact(console, [f"call{n}" for n in range(ROUNDS + 1)])
+    assert_a_intact(console, [*(f"call{n}" for n in range(ROUNDS + 1)), "stray"])
     # The first core: B's token and its log line, at B's physical addresses in the window.
     token, log = re.search(r"B-TOKEN ([0-9a-f]{32}) ([0-9a-f]{16})", console).groups()
     first = (calls / "vda.img").read_bytes()
@@ -206,6 +209,9 @@ def test_calls_into_b_and_back(target: Target, calls: Path, tmp_path: Path) -> N
         assert hashlib.sha256(bytes.fromhex(new)).digest()[:16].hex() in replies[round_], tail
     last = (calls / "vdb.img").read_bytes()
     assert REPLY + hashlib.sha256(bytes.fromhex(poked[-1])).digest()[:16] + REPLY_END in last
+    # A kexec -e not through khib: B went straight back; khib cannot call it any more.
+    assert "khib: entered again without a request from khib jump --again" in console, tail
+    assert "A-AFTER-STRAY result=1" in console and "B's mailbox is gone" in console, tail
     # Unloading gives A back the pages that held B; B cannot be entered any more.
     assert "A-UNLOAD result=0" in console, tail
     held = re.search(r"khib: unloaded B \(B's memory: (\d+) MiB in \d+ pages\): "

@@ -65,7 +65,12 @@ def remember(kernel: str, window: tuple[int, int], returned: dict[str, str]) -> 
         "control_page": int(returned["entry"], 16) & -fmt.PAGE,
         "mailbox": returned["mailbox"], "vmcoreinfo": returned.get("vmcoreinfo", ""),
         "kernel_code": returned.get("kernel_code", "")}
-    listed = dict(word.split("=", 1) for word in khib_other(state, "list").split())
+    try:
+        listed = dict(word.split("=", 1) for word in khib_other(state, "list").split())
+    except Unavailable as exc:
+        print(f"khib: B's memory cannot be read from here ({exc}): B cannot be entered again; "
+              "`khib jump --unload` frees it", flush=True)
+        return
     state.update(digest=listed["digest"], pages=int(listed["pages"]))
     STATE.parent.mkdir(parents=True, exist_ok=True)
     fd, part = tempfile.mkstemp(dir=STATE.parent, prefix=".b-")
@@ -113,8 +118,15 @@ def send_request(state: dict[str, object], handle: str, command: str | None) -> 
     with tempfile.NamedTemporaryFile(prefix="khib-request-") as handle_file:
         handle_file.write(request)
         handle_file.flush()
-        khib_other(state, "poke", address, handle_file.name, "--same",
-                   str(fmt.MAILBOX_REQUEST_AT))
+        try:
+            khib_other(state, "poke", address, handle_file.name, "--same",
+                       str(fmt.MAILBOX_REQUEST_AT))
+        except Unavailable as exc:
+            if "not what was expected" not in str(exc):
+                raise
+            raise Unavailable("B's mailbox is gone (a kexec -e entered B without khib since "
+                              "it came back, and B went straight back): B cannot be called "
+                              "again; `khib jump --unload` ends it") from exc
 
 
 def free_memory() -> tuple[int, int]:

@@ -97,6 +97,7 @@ def test_poke_refuses_what_is_not_bs_or_not_what_was_expected(core: Path, mem: P
     assert outside.returncode == 1 and "is not all in B's memory" in outside.stderr
     unexpected = other(core, mem, "poke", hex(WINDOW), tmp_path / "bytes", "--same", 4)
     assert unexpected.returncode == 1 and "not what was expected" in unexpected.stderr
+    assert other(core, mem, "poke", "0x20000g", tmp_path / "bytes").returncode == 1
     assert mem.read_bytes() == before
     # A list that puts a page outside the window is not B's image: nothing read.
     elsewhere = other(core, mem, "list", window=f"{WINDOW + PAGE:#x}:{PAGES * PAGE:#x}")

@@ -153,40 +153,57 @@ static uint64_t held_at(const struct khib_old_memory *m, uint64_t paddr)
 	return pair ? pair->source + paddr % KHIB_PAGE : UINT64_MAX;
 }
 
+/* Whether every byte of [paddr, paddr + size) is one of B's window pages. */
+static int all_of_b(const struct khib_old_memory *m, uint64_t paddr, size_t size)
+{
+	if (paddr > UINT64_MAX - size)
+		return 0;
+	for (uint64_t at = paddr; at < paddr + size; at = (at | (KHIB_PAGE - 1)) + 1)
+		if (held_at(m, at) == UINT64_MAX)
+			return 0;
+	return 1;
+}
+
 /* FILE's bytes into B's memory at paddr (see the top). */
 static int poke(struct khib_old_memory *m, const char *where, const char *path, const char *same)
 {
-	static unsigned char bytes[POKE_MAX + 1], check[KHIB_PAGE];
+	static unsigned char bytes[POKE_MAX], check[KHIB_PAGE];
 	uint64_t paddr, expect = 0;
-	ssize_t got;
+	struct stat st;
 	size_t size;
 	int fd;
 
-	if (!khib_parse_pair(where, &paddr, NULL) || (same && !khib_parse_pair(same, &expect, NULL)))
-		return usage();
+	if (!khib_parse_pair(where, &paddr, NULL) || (same && !khib_parse_pair(same, &expect, NULL))) {
+		fprintf(stderr, "khib-other: poke takes PADDR and --same N as numbers\n");
+		return -1;
+	}
 	fd = open(path, O_RDONLY);
-	got = fd < 0 ? -1 : read(fd, bytes, sizeof(bytes));
-	if (fd >= 0)
-		close(fd);
-	if (got < 0) {
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		fprintf(stderr, "khib-other: %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		return -1;
 	}
-	size = (size_t)got;
-	if (!size || size > POKE_MAX || expect > size) {
-		fprintf(stderr, "khib-other: %s holds %zu bytes: poke 1 to %u bytes%s\n", path, size,
-			POKE_MAX, expect > size ? ", at least --same" : "");
+	if (st.st_size < 1 || (uint64_t)st.st_size > POKE_MAX || expect > (uint64_t)st.st_size) {
+		fprintf(stderr, "khib-other: %s holds %lld bytes: poke 1 to %u bytes%s\n", path,
+			(long long)st.st_size, POKE_MAX, expect > (uint64_t)st.st_size ?
+			", at least --same" : "");
+		close(fd);
 		return -1;
 	}
-	for (uint64_t at = paddr; at < paddr + size; at = (at | (KHIB_PAGE - 1)) + 1)
-		if (paddr > UINT64_MAX - size || held_at(m, at) == UINT64_MAX) {
-			fprintf(stderr, "khib-other: 0x%llx-0x%llx is not all in B's memory (its "
-				"window 0x%llx-0x%llx): nothing written\n", (unsigned long long)paddr,
-				(unsigned long long)(paddr + size - 1),
-				(unsigned long long)m->window_start,
-				(unsigned long long)(m->window_end - 1));
-			return -1;
-		}
+	size = (size_t)st.st_size;
+	if (khib_pread_full(fd, bytes, size, 0) < 0) {
+		fprintf(stderr, "khib-other: %s: %s\n", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (!all_of_b(m, paddr, size)) {
+		fprintf(stderr, "khib-other: 0x%llx (%zu bytes) is not all in B's memory (its window "
+			"0x%llx-0x%llx): nothing written\n", (unsigned long long)paddr, size,
+			(unsigned long long)m->window_start, (unsigned long long)(m->window_end - 1));
+		return -1;
+	}
 	for (size_t done = 0; done < expect;) {
 		size_t part = KHIB_PAGE - (size_t)((paddr + done) % KHIB_PAGE);
 		part = part < expect - done ? part : (size_t)expect - done;

@@ -129,6 +129,13 @@ def jump_now(args: argparse.Namespace, status: StatusPage) -> str:
 def jump(args: argparse.Namespace) -> int:
     """Load B and jump to it; or (--again) enter the B that jumped back, or (--unload)
     unload it. B stays loaded after each return, its memory readable (other.py)."""
+    if args.again or args.unload:
+        given = [f"--{name}" for name in ("kernel", "initrd", "window")
+                 if getattr(args, name)] + (["--b-run"] if args.unload and args.b_run else [])
+        if given:
+            verb = "--again" if args.again else "--unload"
+            raise Failure(f"{' and '.join(given)} cannot go with {verb}: it is about the B "
+                          "loaded already")
     if args.unload:
         return other.unload(args)
     if args.again:

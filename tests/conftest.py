@@ -30,6 +30,7 @@ from tests.jumps import JumpRun, read_run, run_scenario
 # the short files fill the gaps at the end. Files that read a boot another file's test
 # runs go last, when that boot is done (a worker would otherwise wait for it).
 LONGEST_FIRST = ("test_kernels.py", "test_system.py", "test_jump.py", "test_hibernate.py",
+                 "test_jump_again.py",
                  "test_reproducible.py", "test_powercut.py", "test_kconfig.py",
                  "test_packaging.py", "test_interrupts.py", "test_kernel.py", "test_boot.py",
                  "test_engine.py")

@@ -28,7 +28,7 @@ from tests.helpers import REPO, X86_64_CONFIG, assert_ok, khib
 
 DEBIAN = REPO / "debian"
 TOOLS = REPO / "recipes" / "khib-tools" / "src" / "khib_tools"
-CORE_NAMES = ("khib-save", "khib-restore", "khib-report", "khib-jump-back")
+CORE_NAMES = ("khib-save", "khib-restore", "khib-report", "khib-jump-back", "khib-other")
 UTC_ENV = {**os.environ, "TZ": "UTC"}
 
 

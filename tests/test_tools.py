@@ -230,6 +230,13 @@ def test_the_status_page_has_a_physical_address() -> None:
     assert page.message() == "failed"
     page.clear()
     assert page.message() == ""
+    # What khib-jump-back leaves after the message: how A finds B once it is back.
+    record = b"entry=0x1890fb mailbox=0xa8fc000:0123456789abcdef kernel_code=0x1000000"
+    page.chunk[page.at + fmt.STATUS_RETURN_AT:page.at + fmt.STATUS_RETURN_AT + len(record)] = record
+    assert page.returned() == {"entry": "0x1890fb", "mailbox": "0xa8fc000:0123456789abcdef",
+                               "kernel_code": "0x1000000"}
+    page.clear()
+    assert page.returned() == {}
     page.still_here()
     locked = [line for line in Path("/proc/self/smaps").read_text().split("\n")
               if line.startswith("VmFlags:")]
@@ -240,6 +247,8 @@ def test_the_status_page_has_a_physical_address() -> None:
     first = status.mapped_pages("khib-probe")[1]
     outside = status.StatusPage(avoid=(min(first), max(first) + 4096))
     assert not min(first) <= outside.address <= max(first)
+    page.close()  # no magic: a B that kept the address finds nothing to write to
+    assert page.chunk[page.at:page.at + 4096] == bytes(4096)
 
 
 def test_info_into_a_pipe_closed_early_says_nothing(core: Path, tmp_path: Path) -> None:
@@ -366,6 +375,16 @@ def test_b_missing_is_said_before_anything_is_loaded(capsys: pytest.CaptureFixtu
                    "boot this guest with `khib-build boot --with-b` (it puts its kernel at "
                    "/boot/bzImage and its image at /boot/khib-rootfs.gz), or give --kernel "
                    "and --initrd\n"), err
+
+
+def test_again_and_unload_take_no_new_b(capsys: pytest.CaptureFixture[str]) -> None:
+    """--again and --unload are about the B loaded already: options for a new one are
+    refused, before anything is read or loaded."""
+    assert cli.main(["jump", "--again", "--kernel", "/boot/bzImage", "--window", "256M:64M"]) == 1
+    assert capsys.readouterr().err == ("khib: --kernel and --window cannot go with --again: it "
+                                       "is about the B loaded already\n")
+    assert cli.main(["jump", "--unload", "--b-run", "true"]) == 1
+    assert "--b-run cannot go with --unload" in capsys.readouterr().err
 
 
 def test_with_b_puts_the_kernel_and_image_where_khib_looks(tmp_path: Path) -> None:

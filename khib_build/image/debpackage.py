@@ -38,7 +38,8 @@ DEBIAN_ARCHES = {"x86_64": "amd64", "i386": "i386"}
 BIN = "usr/lib/khib/bin"
 B = "usr/lib/khib/b"
 TOOLS = "usr/lib/khib/python/khib_tools"
-CORE_NAMES = ("khib-save", "khib-restore", "khib-report", "khib-jump-back")  # khib-core's
+# khib-core's other names
+CORE_NAMES = ("khib-save", "khib-restore", "khib-report", "khib-jump-back", "khib-other")
 STATIC = ("khib-core", "kexec")  # the image's usr/sbin/ programs the package runs on A
 SCRIPTS = ("postinst", "postrm")  # debian/khib/<name> as DEBIAN/<name>
 OVERRIDES = "lintian-overrides"  # debian/khib/<name>, for the tags that cannot be helped

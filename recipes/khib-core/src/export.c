@@ -65,30 +65,43 @@ static uint64_t export_offset(const struct run *runs, const uint64_t *offsets, s
 	return UINT64_MAX;
 }
 
-/* The ELF header, the PT_NOTE with VMCOREINFO and a PT_LOAD per run. */
-static int export_headers(int out, const struct khib_image *image, uint16_t machine,
-			  const struct run *runs, const uint64_t *offsets, size_t nruns,
-			  uint64_t note)
+/* Where a core's data starts: after its headers and its VMCOREINFO note, page-aligned. */
+uint64_t khib_core_data_start(size_t count, size_t vmcoreinfo_size)
 {
-	Elf64_Ehdr eh = khib_core_header(machine, sizeof(Elf64_Ehdr), (uint16_t)(nruns + 1));
-	Elf64_Nhdr nhdr = {11, (uint32_t)image->vmcoreinfo_size, 0};
-	Elf64_Phdr ph = {.p_type = PT_NOTE, .p_offset = note,
-			 .p_filesz = image->vmcoreinfo ? sizeof(nhdr) + 12 +
-				     ((image->vmcoreinfo_size + 3) & ~(size_t)3) : 0};
+	uint64_t note = sizeof(Elf64_Ehdr) + ((uint64_t)count + 1) * sizeof(Elf64_Phdr);
 
+	return (note + sizeof(Elf64_Nhdr) + 12 + (uint64_t)vmcoreinfo_size + KHIB_PAGE + 3) &
+	       ~(uint64_t)(KHIB_PAGE - 1);
+}
+
+/* A plain core's ELF header, its PT_NOTE with the VMCOREINFO text (if any) and a PT_LOAD
+ * per load, whose p_vaddr is its direct-map address. */
+int khib_core_headers(int out, uint16_t machine, const char *vmcoreinfo, size_t vmcoreinfo_size,
+		      uint64_t page_offset, const struct khib_load *loads, size_t count)
+{
+	uint64_t note = sizeof(Elf64_Ehdr) + ((uint64_t)count + 1) * sizeof(Elf64_Phdr);
+	Elf64_Ehdr eh = khib_core_header(machine, sizeof(Elf64_Ehdr), (uint16_t)(count + 1));
+	Elf64_Nhdr nhdr = {11, (uint32_t)vmcoreinfo_size, 0};
+	Elf64_Phdr ph = {.p_type = PT_NOTE, .p_offset = note,
+			 .p_filesz = vmcoreinfo ? sizeof(nhdr) + 12 +
+				     ((vmcoreinfo_size + 3) & ~(size_t)3) : 0};
+
+	if (count + 1 > KHIB_SEGMENTS_MAX + 1u) {
+		errno = E2BIG;
+		return -1;
+	}
 	if (khib_pwrite_full(out, &eh, sizeof(eh), 0) < 0 ||
 	    khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh)) < 0 ||
-	    (image->vmcoreinfo &&
+	    (vmcoreinfo &&
 	     (khib_pwrite_full(out, &nhdr, sizeof(nhdr), note) < 0 ||
 	      khib_pwrite_full(out, KHIB_VMCOREINFO_NAME "\0", 12, note + sizeof(nhdr)) < 0 ||
-	      khib_pwrite_full(out, image->vmcoreinfo, image->vmcoreinfo_size,
-			       note + sizeof(nhdr) + 12) < 0)))
+	      khib_pwrite_full(out, vmcoreinfo, vmcoreinfo_size, note + sizeof(nhdr) + 12) < 0)))
 		return -1;
-	for (size_t r = 0; r < nruns; r++) {
+	for (size_t r = 0; r < count; r++) {
 		ph = (Elf64_Phdr){.p_type = PT_LOAD, .p_flags = PF_R | PF_W | PF_X,
-				  .p_offset = offsets[r], .p_paddr = runs[r].paddr,
-				  .p_vaddr = image->layout.page_offset + runs[r].paddr,
-				  .p_filesz = runs[r].size, .p_memsz = runs[r].size,
+				  .p_offset = loads[r].offset, .p_paddr = loads[r].paddr,
+				  .p_vaddr = page_offset + loads[r].paddr,
+				  .p_filesz = loads[r].size, .p_memsz = loads[r].size,
 				  .p_align = KHIB_PAGE};
 		if (khib_pwrite_full(out, &ph, sizeof(ph), sizeof(eh) + (r + 1) * sizeof(ph)) < 0)
 			return -1;
@@ -105,7 +118,8 @@ int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 		     const char *path, uint16_t machine, unsigned char *buffer)
 {
 	struct run *runs = NULL;
-	uint64_t *offsets = NULL, note, offset;
+	struct khib_load *loads = NULL;
+	uint64_t *offsets = NULL, offset;
 	size_t nruns = 0;
 	int out = -1;
 
@@ -117,18 +131,19 @@ int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 			goto fail;
 	qsort(runs, nruns, sizeof(*runs), by_paddr);
 	offsets = calloc(nruns + 1, sizeof(*offsets));
-	if (!offsets || nruns + 1 > 0xfffe)
+	loads = calloc(nruns + 1, sizeof(*loads));
+	if (!offsets || !loads || nruns + 1 > 0xfffe)
 		goto fail;
-	note = sizeof(Elf64_Ehdr) + (nruns + 1) * sizeof(Elf64_Phdr);
-	offset = (note + sizeof(Elf64_Nhdr) + 12 + image->vmcoreinfo_size + KHIB_PAGE + 3) &
-		 ~(uint64_t)(KHIB_PAGE - 1);
+	offset = khib_core_data_start(nruns, image->vmcoreinfo_size);
 	for (size_t r = 0; r < nruns; r++) {
 		offsets[r] = offset;
+		loads[r] = (struct khib_load){runs[r].paddr, runs[r].size, offset};
 		offset += runs[r].size;
 	}
 	out = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (out < 0 || fchmod(out, 0600) < 0 || ftruncate(out, (off_t)offset) < 0 ||
-	    export_headers(out, image, machine, runs, offsets, nruns, note) < 0)
+	    khib_core_headers(out, machine, image->vmcoreinfo, image->vmcoreinfo_size,
+			      image->layout.page_offset, loads, nruns) < 0)
 		goto fail;
 	for (size_t i = 0; i < image->count; i++) {
 		struct khib_destination to = {out, NULL, export_offset(runs, offsets, nruns,
@@ -150,10 +165,11 @@ int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 		goto fail;
 	}
 	printf("khib-restore: %s: a core of %zu ranges, %llu MiB, %zu window pages put back\n",
-	       path, nruns, (unsigned long long)((offset - note) >> 20),
+	       path, nruns, (unsigned long long)((offset - loads[0].offset) >> 20),
 	       (size_t)image->layout.npairs);
 	free(runs);
 	free(offsets);
+	free(loads);
 	return 0;
 fail:
 	fprintf(stderr, "khib-restore: writing %s: %s\n", path, strerror(errno));
@@ -161,6 +177,7 @@ fail:
 		close(out);
 	free(runs);
 	free(offsets);
+	free(loads);
 	return -1;
 }
 

@@ -101,30 +101,6 @@ static int kernel_count(struct khib_old_memory *m, const struct khib_kernel_layo
 	return 0;
 }
 
-/* The note's descriptor (the VMCOREINFO text) from its ELF note at paddr. */
-static char *read_note(struct khib_old_memory *m, uint64_t paddr, uint64_t size,
-		       size_t *length)
-{
-	unsigned char header[12];
-	uint64_t namesz, descsz;
-	char *text;
-
-	if (size < sizeof(header) || size > KHIB_VMCOREINFO_MAX + 64u ||
-	    khib_old_read(m, paddr, header, sizeof(header)) < 0)
-		return NULL;
-	namesz = (uint64_t)khib_little(header, 4) & 0xffffffffu;
-	descsz = (uint64_t)khib_little(header + 4, 4) & 0xffffffffu;
-	if (namesz != 11 || descsz > KHIB_VMCOREINFO_MAX || 24u + descsz > size)
-		return NULL;
-	text = calloc(1, (size_t)descsz + 1u);
-	if (!text || khib_old_read(m, paddr + 24u, text, (size_t)descsz) < 0) {
-		free(text);
-		return NULL;
-	}
-	*length = strnlen(text, (size_t)descsz);
-	return text;
-}
-
 static void mark_free(struct khib_free_pages *f, uint64_t pfn, uint64_t count)
 {
 	for (uint64_t p = pfn; p < pfn + count && p < f->npfns; p++)
@@ -207,7 +183,7 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 						   sizeof(f->why)) == 0;
 	f->vmcoreinfo = vmcoreinfo_size && (listed || khib_inside(ranges, count, vmcoreinfo,
 							      vmcoreinfo_size)) ?
-			read_note(m, vmcoreinfo, vmcoreinfo_size, &f->vmcoreinfo_size) : NULL;
+			khib_read_note(m, vmcoreinfo, vmcoreinfo_size, &f->vmcoreinfo_size) : NULL;
 	if (!f->vmcoreinfo) {
 		snprintf(f->why, sizeof(f->why), "A's VMCOREINFO note at 0x%llx is unreadable",
 			 (unsigned long long)vmcoreinfo);
@@ -255,13 +231,7 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 	for (size_t i = 0; i < m->nwindow; i++)
 		if (khib_page_free(f, m->window[i].dest / KHIB_PAGE))
 			mark_free(f, m->window[i].source / KHIB_PAGE, 1);
-#if defined(__x86_64__)
-	/* The direct map's offset, as export needs it: the sections' roots live there. */
-	f->page_offset = l.sparse && khib_vtop(m, l.mem_map) != UINT64_MAX ?
-			 l.mem_map - khib_vtop(m, l.mem_map) : 0;
-#else
-	f->page_offset = m->page_offset;
-#endif
+	f->page_offset = khib_direct_map(m, &l);
 	status = 0;
 out:
 	f->window = m->window;

@@ -3,6 +3,7 @@
 #include "khib-core.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -192,4 +193,19 @@ void khib_progress(const char *what, uint64_t done, uint64_t total)
 {
 	fprintf(stderr, "khib: %s %llu/%llu MiB\n", what, (unsigned long long)(done >> 20),
 		(unsigned long long)(total >> 20));
+}
+
+/* A number, or with second a pair "FIRST:SECOND" (0x for hex): 1 if well-formed. */
+int khib_parse_pair(const char *text, uint64_t *first, uint64_t *second)
+{
+	char *end;
+
+	errno = 0;
+	*first = strtoull(text, &end, 0);
+	if (second) {
+		if (*end != ':')
+			return 0;
+		*second = strtoull(end + 1, &end, 0);
+	}
+	return !errno && !*end;
 }

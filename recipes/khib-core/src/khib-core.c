@@ -1,5 +1,5 @@
 /*
- * khib-core: khib-save, khib-restore, khib-jump-back and khib-report in one static binary, run by
+ * khib-core: khib-save, khib-restore, khib-jump-back, khib-report and khib-other in one static binary, run by
  * the name of a link to it (or as `khib-core PROGRAM ARGS...`).  One binary carries one
  * copy of the static C library instead of three: the i386 default image went from 6.55
  * to 5.85 MiB (gzip -9).
@@ -16,6 +16,7 @@ static const struct {
 	{"khib-restore", khib_restore_main},
 	{"khib-jump-back", khib_jump_back_main},
 	{"khib-report", khib_report_main},
+	{"khib-other", khib_other_main},
 };
 
 int main(int argc, char **argv)
@@ -31,7 +32,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(programs) / sizeof(programs[0]); i++)
 		if (!strcmp(name, programs[i].name))
 			return programs[i].main(argc, argv);
-	fprintf(stderr, "usage: khib-core {khib-save|khib-restore|khib-jump-back|khib-report} "
+	fprintf(stderr, "usage: khib-core {khib-save|khib-restore|khib-jump-back|khib-report|khib-other} "
 		"ARGS...\n"
 		"       (or run through a link of one of those names)\n");
 	return 2;

@@ -179,7 +179,18 @@ int khib_phys_copy(const struct khib_phys *phys, void *buffer, size_t size, uint
 		   int to_memory);
 void khib_progress(const char *what, uint64_t done, uint64_t total);
 double khib_seconds(void);
+int khib_parse_pair(const char *text, uint64_t *first, uint64_t *second);
 Elf64_Ehdr khib_core_header(uint16_t machine, uint64_t phoff, uint16_t phnum);
+
+/* export.c: plain ELF cores (PT_LOADs at their physical and direct-map addresses) */
+struct khib_load {
+	uint64_t paddr;
+	uint64_t size;
+	uint64_t offset;      /* in the core */
+};
+uint64_t khib_core_data_start(size_t count, size_t vmcoreinfo_size);
+int khib_core_headers(int out, uint16_t machine, const char *vmcoreinfo, size_t vmcoreinfo_size,
+		      uint64_t page_offset, const struct khib_load *loads, size_t count);
 
 /* freepages.c */
 int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
@@ -188,10 +199,20 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 			 struct khib_free_pages *f);
 int khib_page_free(const struct khib_free_pages *f, uint64_t pfn);
 
+/* khib-report.c: A's status page, as B writes it */
+struct khib_status_text {   /* text for [at, end) of the page, NUL-terminated, cut to fit */
+	const char *text;
+	size_t at, end;
+};
+int khib_status_update(const char *mem_path, const char *handle, const char *who,
+		       int (*change)(unsigned char *page, void *context), void *context);
+int khib_status_put_text(unsigned char *page, void *context);
+
 /* The programs of the one khib-core binary, chosen by the name it runs as. */
 int khib_save_main(int argc, char **argv);
 int khib_restore_main(int argc, char **argv);
 int khib_jump_back_main(int argc, char **argv);
 int khib_report_main(int argc, char **argv);
+int khib_other_main(int argc, char **argv);
 
 #endif

@@ -70,8 +70,14 @@
 /* The status page A sets aside for B (khib-report): magic, nonce, message, key. */
 #define KHIB_STATUS_MAGIC "KHIBSTAT"
 #define KHIB_STATUS_NONCE 16u
-#define KHIB_STATUS_MESSAGE_AT 24u
+#define KHIB_STATUS_MESSAGE_AT 24u       /* B's verdict, NUL-terminated */
+#define KHIB_STATUS_RETURN_AT 1024u      /* how A finds B after the jump back (khib-jump-back) */
 #define KHIB_STATUS_KEY_AT 2048u         /* u32 length, then the key: B takes it, zeroes it */
+
+/* B's mailbox: a page of B's that A writes before it enters B again (khib-jump-back). */
+#define KHIB_MAILBOX_MAGIC "KHIBMBOX"
+#define KHIB_MAILBOX_NONCE 16u
+#define KHIB_MAILBOX_REQUEST_AT 24u      /* A's request: "STATUS-HANDLE\n[COMMAND]", NUL-ended */
 #define KHIB_KEY_MIN 16u
 #define KHIB_KEY_MAX 2040u               /* what fits in the status page after its length */
 

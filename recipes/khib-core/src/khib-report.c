@@ -29,8 +29,9 @@ static int usage(void)
 }
 
 /* The key in A's page to FILE, and zeros in its place; -1 and a message. */
-static int take_key(unsigned char *page, const char *path)
+static int take_key(unsigned char *page, void *context)
 {
+	const char *path = context;
 	uint32_t length;
 	int out;
 
@@ -49,15 +50,66 @@ static int take_key(unsigned char *page, const char *path)
 	return 0;
 }
 
-int khib_report_main(int argc, char **argv)
+/*
+ * Read A's status page, check its magic and nonce, let ``change`` change it and write it
+ * back: nothing goes into A's memory that is not the page A meant.  0, or -1 and a message.
+ */
+int khib_status_update(const char *mem_path, const char *handle, const char *who,
+		       int (*change)(unsigned char *page, void *context), void *context)
 {
-	const char *mem_path = "/dev/mem", *target = NULL, *message = NULL, *key_out = NULL;
 	static unsigned char page[KHIB_PAGE];
 	unsigned long long address;
 	const char *nonce;
-	size_t length;
 	char *end;
-	int fd, status = 1;
+	int fd, status = -1;
+
+	address = strtoull(handle, &end, 0);
+	nonce = end + 1;
+	if (*end != ':' || strlen(nonce) != KHIB_STATUS_NONCE || address % KHIB_PAGE) {
+		fprintf(stderr, "%s: %s is not ADDRESS:NONCE of a status page\n", who, handle);
+		return -1;
+	}
+	fd = open(mem_path, O_RDWR);
+	if (fd < 0 || khib_mem_copy(fd, page, sizeof(page), address, 0) < 0) {
+		fprintf(stderr, "%s: reading 0x%llx from %s: %s\n", who, address, mem_path,
+			strerror(errno));
+		goto out;
+	}
+	if (memcmp(page, KHIB_STATUS_MAGIC, 8) || memcmp(page + 8, nonce, KHIB_STATUS_NONCE)) {
+		fprintf(stderr, "%s: 0x%llx is not the status page A set aside: nothing written\n",
+			who, address);
+		goto out;
+	}
+	if (change(page, context) < 0)
+		goto out;
+	if (khib_mem_copy(fd, page, sizeof(page), address, 1) < 0) {
+		fprintf(stderr, "%s: writing 0x%llx: %s\n", who, address, strerror(errno));
+		goto out;
+	}
+	status = 0;
+out:
+	khib_wipe(page, sizeof(page));
+	if (fd >= 0)
+		close(fd);
+	return status;
+}
+
+int khib_status_put_text(unsigned char *page, void *context)
+{
+	const struct khib_status_text *t = context;
+	size_t length = strlen(t->text);
+
+	if (length > t->end - t->at - 1)
+		length = t->end - t->at - 1;
+	memset(page + t->at, 0, t->end - t->at);
+	memcpy(page + t->at, t->text, length);
+	return 0;
+}
+
+int khib_report_main(int argc, char **argv)
+{
+	const char *mem_path = "/dev/mem", *target = NULL, *message = NULL, *key_out = NULL;
+	struct khib_status_text text;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--mem") && i + 1 < argc)
@@ -73,39 +125,10 @@ int khib_report_main(int argc, char **argv)
 	}
 	if (!target || !message == !key_out)
 		return usage();
-	address = strtoull(target, &end, 0);
-	nonce = end + 1;
-	if (*end != ':' || strlen(nonce) != KHIB_STATUS_NONCE || address % KHIB_PAGE)
-		return usage();
-	fd = open(mem_path, O_RDWR);
-	if (fd < 0 || khib_mem_copy(fd, page, sizeof(page), address, 0) < 0) {
-		fprintf(stderr, "khib-report: reading 0x%llx from %s: %s\n", address, mem_path,
-			strerror(errno));
-		goto out;
-	}
-	if (memcmp(page, KHIB_STATUS_MAGIC, 8) || memcmp(page + 8, nonce, KHIB_STATUS_NONCE)) {
-		fprintf(stderr, "khib-report: 0x%llx is not the status page A set aside: "
-			"nothing written\n", address);
-		goto out;
-	}
-	if (key_out) {
-		if (take_key(page, key_out) < 0)
-			goto out;
-	} else {
-		length = strlen(message);
-		if (length > KHIB_STATUS_KEY_AT - KHIB_STATUS_MESSAGE_AT - 1)
-			length = KHIB_STATUS_KEY_AT - KHIB_STATUS_MESSAGE_AT - 1;
-		memset(page + KHIB_STATUS_MESSAGE_AT, 0, KHIB_STATUS_KEY_AT - KHIB_STATUS_MESSAGE_AT);
-		memcpy(page + KHIB_STATUS_MESSAGE_AT, message, length);
-	}
-	if (khib_mem_copy(fd, page, sizeof(page), address, 1) < 0) {
-		fprintf(stderr, "khib-report: writing 0x%llx: %s\n", address, strerror(errno));
-		goto out;
-	}
-	status = 0;
-out:
-	khib_wipe(page, sizeof(page));
-	if (fd >= 0)
-		close(fd);
-	return status;
+	if (key_out)
+		return khib_status_update(mem_path, target, "khib-report", take_key,
+					  (void *)key_out) < 0;
+	text = (struct khib_status_text){message, KHIB_STATUS_MESSAGE_AT, KHIB_STATUS_RETURN_AT};
+	return khib_status_update(mem_path, target, "khib-report", khib_status_put_text,
+				  &text) < 0;
 }

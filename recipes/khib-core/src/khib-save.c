@@ -134,20 +134,6 @@ static char *read_meta(const char *path, size_t *size)
 }
 
 /* ADDR or ADDR:SIZE (any base strtoull takes); 0 when malformed. */
-static int parse_pair(const char *text, uint64_t *first, uint64_t *second)
-{
-	char *end;
-
-	errno = 0;
-	*first = strtoull(text, &end, 0);
-	if (second) {
-		if (*end != ':')
-			return 0;
-		*second = strtoull(end + 1, &end, 0);
-	}
-	return !errno && !*end;
-}
-
 /* The old kernel's free pages, or why they stay unknown (said on standard error). */
 static void find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 			    const struct khib_range *all, size_t nall, const char *vmcoreinfo,
@@ -159,9 +145,9 @@ static void find_free_pages(int fd, const struct khib_range *ranges, size_t coun
 	*free_pages = (struct khib_free_pages){0};
 	if (!vmcoreinfo)
 		return;
-	if (!parse_pair(vmcoreinfo, &note, &note_size) ||
-	    (control && !parse_pair(control, &control_page, NULL)) ||
-	    (kernel_code && !parse_pair(kernel_code, &code, NULL)))
+	if (!khib_parse_pair(vmcoreinfo, &note, &note_size) ||
+	    (control && !khib_parse_pair(control, &control_page, NULL)) ||
+	    (kernel_code && !khib_parse_pair(kernel_code, &code, NULL)))
 		snprintf(free_pages->why, sizeof(free_pages->why), "malformed --vmcoreinfo, "
 			 "--control-page or --kernel-code");
 	else if (khib_find_free_pages(fd, ranges, count, all, nall, note, note_size,

@@ -13,7 +13,7 @@ int khib_compare_pairs(const void *a, const void *b)
 	return x->dest < y->dest ? -1 : x->dest > y->dest;
 }
 
-static const struct khib_pair *moved(const struct khib_old_memory *m, uint64_t page)
+const struct khib_pair *khib_moved(const struct khib_old_memory *m, uint64_t page)
 {
 	struct khib_pair key = {.dest = page};
 
@@ -26,7 +26,7 @@ static const unsigned char *old_page(struct khib_old_memory *m, uint64_t paddr)
 {
 	uint64_t page = paddr & ~(uint64_t)(KHIB_PAGE - 1);
 	size_t slot = (size_t)((page / KHIB_PAGE) % CACHE_PAGES);
-	const struct khib_pair *pair = moved(m, page);
+	const struct khib_pair *pair = khib_moved(m, page);
 	uint64_t from = pair ? pair->source : page;
 
 	if (m->cached_valid[slot] && m->cached_pfn[slot] == page)
@@ -182,7 +182,9 @@ static int read_list(struct khib_old_memory *m, uint64_t at)
 
 /*
  * A list to trust: some pairs (a preserve_context load moves pages), every window page
- * (destination) in the running kernel's memory, each once; sorted by destination. (A
+ * (destination) in the running kernel's memory, each once (or, read by the kernel that
+ * loaded the image, every one in the window and every source in its RAM); sorted by
+ * destination. (A
  * source may be a window page too: kexec uses a free page that is its own destination,
  * or one it moves along.) Then nothing read before the list (through no list) stays
  * cached.
@@ -192,10 +194,15 @@ static int sane(struct khib_old_memory *m)
 	if (!m->nwindow)
 		return 0;
 	qsort(m->window, m->nwindow, sizeof(*m->window), khib_compare_pairs);
-	for (size_t i = 0; i < m->nwindow; i++)
-		if (khib_inside(m->ranges, m->count, m->window[i].dest, 1) ||
-		    (i && m->window[i].dest == m->window[i - 1].dest))
+	for (size_t i = 0; i < m->nwindow; i++) {
+		uint64_t dest = m->window[i].dest;
+		int placed = m->window_end ? dest >= m->window_start && dest < m->window_end &&
+					     khib_inside(m->ranges, m->count, m->window[i].source,
+							 KHIB_PAGE)
+					   : !khib_inside(m->ranges, m->count, dest, 1);
+		if (!placed || (i && dest == m->window[i - 1].dest))
 			return 0;
+	}
 	memset(m->cached_valid, 0, sizeof(m->cached_valid));
 	return 1;
 }
@@ -230,3 +237,25 @@ int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, int copie
 	return -1;
 }
 
+/* The note's descriptor (the VMCOREINFO text) from its ELF note at paddr. */
+char *khib_read_note(struct khib_old_memory *m, uint64_t paddr, uint64_t size, size_t *length)
+{
+	unsigned char header[12];
+	uint64_t namesz, descsz;
+	char *text;
+
+	if (size < sizeof(header) || size > KHIB_VMCOREINFO_MAX + 64u ||
+	    khib_old_read(m, paddr, header, sizeof(header)) < 0)
+		return NULL;
+	namesz = (uint64_t)khib_little(header, 4) & 0xffffffffu;
+	descsz = (uint64_t)khib_little(header + 4, 4) & 0xffffffffu;
+	if (namesz != 11 || descsz > KHIB_VMCOREINFO_MAX || 24u + descsz > size)
+		return NULL;
+	text = calloc(1, (size_t)descsz + 1u);
+	if (!text || khib_old_read(m, paddr + 24u, text, (size_t)descsz) < 0) {
+		free(text);
+		return NULL;
+	}
+	*length = strnlen(text, (size_t)descsz);
+	return text;
+}

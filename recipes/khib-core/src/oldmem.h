@@ -35,6 +35,8 @@ struct khib_old_memory {
 	uint64_t cached_pfn[CACHE_PAGES];
 	int cached_valid[CACHE_PAGES];
 	unsigned char cache[CACHE_PAGES][KHIB_PAGE];
+	uint64_t window_start, window_end;    /* nonzero: the list is the running kernel's own
+					       * image of B, whose pages lie in this window */
 	uint64_t page_offset;                 /* i386: the direct map */
 	uint64_t top_pgt, phys_base, l5, sme_mask;  /* x86_64: the kernel's page tables */
 };
@@ -48,5 +50,7 @@ uint64_t khib_vword(struct khib_old_memory *m, uint64_t vaddr, int *failed);
 int64_t khib_little(const unsigned char *bytes, size_t size);
 int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, int copied_code,
 		     char *why, size_t size);
+const struct khib_pair *khib_moved(const struct khib_old_memory *m, uint64_t page);
+char *khib_read_note(struct khib_old_memory *m, uint64_t paddr, uint64_t size, size_t *length);
 
 #endif

@@ -152,3 +152,15 @@ int khib_read_layout(struct khib_old_memory *m, struct khib_kernel_layout *l, ui
 	return khib_info_need(t, "SYMBOL(mem_map)", &l->mem_map, why, size);
 }
 
+/* The direct map's offset (vaddr = paddr + it), as a core's PT_LOADs need it; 0 if unknown. */
+uint64_t khib_direct_map(struct khib_old_memory *m, const struct khib_kernel_layout *l)
+{
+#if defined(__x86_64__)
+	/* The sections' roots live there. */
+	return l->sparse && khib_vtop(m, l->mem_map) != UINT64_MAX ?
+	       l->mem_map - khib_vtop(m, l->mem_map) : 0;
+#else
+	(void)l;
+	return m->page_offset;
+#endif
+}

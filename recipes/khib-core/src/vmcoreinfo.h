@@ -19,4 +19,6 @@ int khib_info_need(const char *text, const char *key, uint64_t *value, char *why
 int khib_read_layout(struct khib_old_memory *m, struct khib_kernel_layout *l, uint64_t kernel_code,
 		     char *why, size_t size);
 
+uint64_t khib_direct_map(struct khib_old_memory *m, const struct khib_kernel_layout *l);
+
 #endif

@@ -1,8 +1,10 @@
-"""khib jump | hibernate | back | save | restore | resume | info | check | export.
+"""khib: jump to another kernel and back, read and write its memory, hibernate, resume.
 
 In the original kernel A, ``khib jump`` records A's RAM ranges, hands them to B in a
 small cpio segment appended to B's initrd, confines B to a window of memory, loads B
-with ``kexec --load-preserve-context`` and jumps; ``khib hibernate`` does the same, and B
+with ``kexec --load-preserve-context`` and jumps; once B is back, ``khib other-core`` and
+``khib other-poke`` read and write B's memory, ``khib jump --again`` enters B where it
+left off and ``khib jump --unload`` ends it; ``khib hibernate`` does the same, and B
 saves A to a disk and powers off. In B, ``khib save`` writes A's memory to a disk,
 ``khib restore`` writes an image back, and ``khib back`` returns to A. A later boot with
 ``khib.resume=DEV`` runs ``khib resume``, which puts A back and jumps into it.
@@ -15,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from khib_tools import config, hibernate, jumping, resume, saving, window
+from khib_tools import config, hibernate, jumping, other, resume, saving, window
 from khib_tools.image import NoImage, read_image
 from khib_tools.jumping import Failure
 
@@ -86,8 +88,23 @@ def parser() -> argparse.ArgumentParser:
     verbs = top.add_subparsers(dest="verb", required=True)
     p = verbs.add_parser("jump", help="jump to another kernel, preserving this one")
     jump_options(p)
-    p.add_argument("--b-run", help="a command B runs (khib.run=) instead of a shell")
+    p.add_argument("--b-run", help="a command B runs (khib.run=) instead of a shell; with "
+                   "--again, instead of the one it was started with")
+    entered = p.add_mutually_exclusive_group()
+    entered.add_argument("--again", action="store_true",
+                         help="enter the B that jumped back again, where it left off")
+    entered.add_argument("--unload", action="store_true",
+                         help="unload the B that jumped back: its memory is this kernel's again")
     p.set_defaults(handler=jumping.jump)
+    p = verbs.add_parser("other-core", help="after a jump: write B's memory as an ELF core "
+                         "(crash, gdb, makedumpfile)")
+    p.add_argument("output")
+    p.set_defaults(handler=other.core)
+    p = verbs.add_parser("other-poke", help="after a jump: write FILE's bytes into B's memory "
+                         "at the physical address PHYS (before khib jump --again)")
+    p.add_argument("phys", type=lambda text: int(text, 0))
+    p.add_argument("file")
+    p.set_defaults(handler=other.poke)
     p = verbs.add_parser("hibernate", help="save this kernel to a disk (through B) and "
                          "power off; returns once resumed")
     jump_options(p)
@@ -155,6 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     except resume.GoBack as exc:
         print(f"khib: {exc}", file=sys.stderr)
         return resume.GO_BACK
-    except (Failure, *resume.BROKEN) as exc:
+    except (Failure, other.Unavailable, *resume.BROKEN) as exc:
         print(f"khib: {exc}", file=sys.stderr)
         return 1

@@ -38,8 +38,13 @@ EXIT_PARTLY = 3  # writing began and failed: memory is changed
 STATUS_MAGIC = b"KHIBSTAT"
 STATUS_NONCE = 16
 STATUS_MESSAGE_AT = 24
+STATUS_RETURN_AT = 1024  # how A finds B after the jump back
 STATUS_KEY_AT = 2048
 KEY_MIN = 16
 KEY_MAX = 2040
+
+MAILBOX_MAGIC = b"KHIBMBOX"  # B's page that A writes before it enters B again
+MAILBOX_NONCE = 16
+MAILBOX_REQUEST_AT = 24
 
 KINDS = ("data", "zero", "free")  # enum khib_kind, in order

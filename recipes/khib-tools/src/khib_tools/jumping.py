@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
-from khib_tools import kexec, system, window
+from khib_tools import kexec, other, system, window
 from khib_tools.status import StatusPage
 
 HANDOFF = Path("/khib")  # where B finds what A recorded
@@ -52,6 +52,9 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     checked: the kernel ``args.kernel`` names, or its bytes already read."""
     system.require("/proc/kcore", "CONFIG_PROC_KCORE")
     system.require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
+    if other.STATE.exists():
+        print("khib: the B that jumped back before is replaced (its memory goes)", flush=True)
+    other.forget()
     iomem = Path("/proc/iomem").read_text()
     ram = system.ram_ranges(iomem)
     start, length = args.window
@@ -109,7 +112,8 @@ def jump_now(args: argparse.Namespace, status: StatusPage) -> str:
     with contextlib.suppress(OSError):  # fold the per-CPU counters in: B reads them
         Path("/proc/sys/vm/stat_refresh").write_text("1")
     free = re.search(r"^nr_free_pages (\d+)$", Path("/proc/vmstat").read_text(), re.MULTILINE)
-    print(f"khib: jumping to {args.kernel} (window {start >> 20}M+{length >> 20}M; A has "
+    going = "entering B again" if getattr(args, "again", False) else f"jumping to {args.kernel}"
+    print(f"khib: {going} (window {start >> 20}M+{length >> 20}M; A has "
           f"{free[1] if free else '?'} free pages, NR_FREE_PAGES)", flush=True)
     status.clear()
     status.still_here()
@@ -123,10 +127,31 @@ def jump_now(args: argparse.Namespace, status: StatusPage) -> str:
 
 
 def jump(args: argparse.Namespace) -> int:
-    prepare(args)
-    status = StatusPage(window_span(args.window))
-    load_b(args, status, args.b_run, {})
-    verdict = jump_now(args, status)
+    """Load B and jump to it; or (--again) enter the B that jumped back, or (--unload)
+    unload it. B stays loaded after each return, its memory readable (other.py)."""
+    if args.again or args.unload:
+        given = [f"--{name}" for name in ("kernel", "initrd", "window")
+                 if getattr(args, name)] + (["--b-run"] if args.unload and args.b_run else [])
+        if given:
+            verb = "--again" if args.again else "--unload"
+            raise Failure(f"{' and '.join(given)} cannot go with {verb}: it is about the B "
+                          "loaded already")
+    if args.unload:
+        return other.unload(args)
+    if args.again:
+        state = other.recall("enter again")
+        args.kernel, args.window = state["kernel"], tuple(state["window"])  # type: ignore[arg-type]
+        status = StatusPage(window_span(args.window))
+        other.send_request(state, status.handle, args.b_run)
+    else:
+        prepare(args)
+        status = StatusPage(window_span(args.window))
+        load_b(args, status, args.b_run, {})
+    try:
+        verdict = jump_now(args, status)
+        other.remember(args.kernel, args.window, status.returned())
+    finally:
+        status.close()
     print(f"khib: resumed after the jump ({verdict})", flush=True)
     if verdict.startswith("failed"):
         raise Failure(f"in B: {verdict}")

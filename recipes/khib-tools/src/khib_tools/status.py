@@ -82,8 +82,20 @@ class StatusPage:
 
     def message(self) -> str:
         """What B left here ("" if nothing)."""
-        text = self.chunk[self.at + MESSAGE_AT:self.at + fmt.STATUS_KEY_AT].split(b"\0", 1)[0]
+        return self.text(MESSAGE_AT, fmt.STATUS_RETURN_AT)
+
+    def returned(self) -> dict[str, str]:
+        """How A finds B once B is back (khib-jump-back's NAME=VALUE words), or {}."""
+        words = self.text(fmt.STATUS_RETURN_AT, fmt.STATUS_KEY_AT).split()
+        return dict(word.split("=", 1) for word in words if "=" in word)
+
+    def text(self, start: int, end: int) -> str:
+        text = self.chunk[self.at + start:self.at + end].split(b"\0", 1)[0]
         return text.decode(errors="replace")
+
+    def close(self) -> None:
+        """No magic: a B that kept this page's address finds nothing to write to."""
+        self.chunk[self.at:self.at + PAGE] = bytes(PAGE)
 
     def clear(self) -> None:
         """No message: what B leaves next is the verdict of the next jump."""

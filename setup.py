@@ -7,11 +7,9 @@ data they are instead of warning about importable-looking folders it would leave
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-CODE = ["khib_build", "khib_build.cli", "khib_build.engine", "khib_build.image",
-        "khib_build.kernel", "khib_build.python", "khib_build.reports", "khib_build.settings",
-        "khib_build.sources"]
+CODE = find_packages(include=["khib_build", "khib_build.*"])  # every folder of the code
 DATA = ("recipes", "configs", "overlays")
 
 

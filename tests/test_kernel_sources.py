@@ -349,7 +349,7 @@ def test_lint_applies_the_backports_for_the_trees_release(tmp_path: Path) -> Non
     (recipes / "linux" / "patches" / "6.1" / "0001-backport-for-6.1.patch").write_text(
         patch_text("no-such-file", "x").replace("@@ -0,0 +1 @@", "@@ -1 +1 @@\n-y"))
     broken = findings()
-    assert [(f["check"], f["line"]) for f in broken] == [("patch", 5)]
+    assert [(f["check"], f["line"]) for f in broken] == [("patch", 6)]
     assert str(broken[0]["message"]).startswith("0001-backport-for-6.1.patch does not apply")
 
 

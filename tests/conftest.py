@@ -25,7 +25,7 @@ from tests.helpers import (
 )
 from tests.jumps import JumpRun, read_run, run_scenario
 
-# The test files that take longest (QEMU boots, a build from scratch), longest first:
+# The test files that take longest (QEMU boots, packages compiled again), longest first:
 # `make test` hands files to its workers in collection order, so these start first and
 # the short files fill the gaps at the end. Files that read a boot another file's test
 # runs go last, when that boot is done (a worker would otherwise wait for it).

@@ -62,7 +62,7 @@ static int list_page(struct khib_old_memory *m, uint64_t paddr, size_t most,
 		     unsigned char *page, char *why, size_t size)
 {
 	if (m->nlisting >= most) {
-		snprintf(why, size, "the list goes on past %zu pages of its own", most);
+		snprintf(why, size, "it goes on past %zu pages of its own", most);
 		return -1;
 	}
 	if (!kexecs(m, paddr, why, size))

@@ -386,7 +386,7 @@ def test_the_free_page_walk_reads_only_the_releases_it_knows(core: Path,
     for release in ("5.4.0", "7.3.1"):
         why = run_unknown_release(core, tmp_path, release)
         assert (f"the old kernel's free pages are stored: A runs Linux {release[:3]}: its free "
-                "pages are marked in a way this khib-save does not read (it reads 5.10 to "
+                "pages are marked in a way khib does not read (it reads 5.10 to "
                 "7.2)") in why
     # 6.12's marker is a type in the top byte: a value with low bits set is not one.
     why = run_unknown_release(core, tmp_path, "6.12.117", "SIZE(page)=64\n"

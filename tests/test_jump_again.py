@@ -6,7 +6,9 @@ writes a new token where B's was (``khib other-poke``) and enters B again (``khi
 --again``): B's process reads the new token and writes its reply, which A then finds in
 B's core. Three rounds, A intact after each; a ``kexec -e`` not through khib finds B going
 straight back; ``khib jump --unload`` gives A back the pages that held B, and a later
-``--again`` is refused."""
+``--again`` is refused; with another image loaded outside khib and B's record put back,
+``khib other-poke`` refuses the old list; a new ``khib jump`` unloads what is loaded
+before it checks its window."""
 
 from __future__ import annotations
 
@@ -130,12 +132,21 @@ done
 dd if=/tmp/b.core of=/dev/vdb bs=1M 2>/dev/null; rm /tmp/b.core
 kexec -e -x; check stray  # not through khib: B goes straight back, and cannot be called again
 khib jump --again; echo "A-AFTER-STRAY result=$?"
+cp /run/khib/b.json /tmp/b.json
 echo "A-MEMFREE before $(memfree)"
 khib jump --unload; echo "A-UNLOAD result=$?"
 echo "A-MEMFREE after $(memfree)"
 khib jump --again; echo "A-AFTER-UNLOAD result=$?"
+# Another image loaded outside khib (into B's freed pages, as likely as not), B's record
+# put back: its old list is not trusted, nothing is written.
+kexec -l /boot/bzImage --append=quiet; cp /tmp/b.json /run/khib/b.json
+khib other-poke @WINDOW_START@ /tmp/token; echo "A-STALE result=$?"
+# A new B replaces a loaded image before the window is checked (this one is refused).
+khib jump --kernel /boot/bzImage --initrd /boot/initrd --window 128M:4096M
+echo "A-REPLACE result=$? loaded=$(cat /sys/kernel/kexec_loaded)"
 echo "A-END complaints=$(dmesg | grep -c -E 'BUG|Oops|WARNING|Call Trace')"
-""".replace("@ROUNDS@", " ".join(str(n) for n in range(1, ROUNDS + 1)))
+""".replace("@ROUNDS@", " ".join(str(n) for n in range(1, ROUNDS + 1))).replace(
+    "@WINDOW_START@", hex(int(WINDOW.split(":")[0][:-1]) << 20))
 
 
 @pytest.fixture(params=["x86_64", "i386"])
@@ -214,7 +225,8 @@ def test_calls_into_b_and_back(target: Target, calls: Path, tmp_path: Path) -> N
     assert "A-AFTER-STRAY result=1" in console and "B's mailbox is gone" in console, tail
     # Unloading gives A back the pages that held B; B cannot be entered any more.
     assert "A-UNLOAD result=0" in console, tail
-    held = re.search(r"khib: unloaded B \(B's memory: (\d+) MiB in \d+ pages\): "
+    held = re.search(r"khib: unloaded B \(B's memory: (\d+) MiB in \d+ pages; its kernel "
+                     r"/boot/bzImage\): "
                      r"([\d.]+) MiB free again \(MemFree rose by ([\d.]+) MiB", console)
     assert held and int(held[1]) == size >> 20, tail
     assert float(held[2]) >= size >> 20, held[0]  # B's pages, its list's, its control pages
@@ -225,3 +237,13 @@ def test_calls_into_b_and_back(target: Target, calls: Path, tmp_path: Path) -> N
     assert (after - before) << 10 >= size - MiB, (before, after)
     assert "A-AFTER-UNLOAD result=1" in console, tail
     assert "khib: no B to enter again: no kexec image is loaded" in console, tail
+    # Another image in B's place, B's record put back: refused, nothing written.
+    stale = console[console.index("A-AFTER-UNLOAD"):console.index("A-STALE")]
+    assert "A-STALE result=1" in console, tail
+    assert re.search(r"khib: khib-other: (no loaded image of B to read|the kexec image loaded "
+                     r"now is not the B that jumped back)", stale), stale
+    assert "wrote" not in stale, stale
+    # A new B unloads what is loaded first, and says what it was.
+    assert "A-REPLACE result=1 loaded=0" in console, tail
+    assert "khib: the new B replaces the image loaded: unloaded a kexec image that is not " \
+           "the B that came back" in console, tail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import re
 import struct
@@ -19,6 +20,7 @@ from khib_tools import (
     image,
     jumping,
     newc,
+    other,
     resume,
     status,
     system,
@@ -385,6 +387,38 @@ def test_again_and_unload_take_no_new_b(capsys: pytest.CaptureFixture[str]) -> N
                                        "is about the B loaded already\n")
     assert cli.main(["jump", "--unload", "--b-run", "true"]) == 1
     assert "--b-run cannot go with --unload" in capsys.readouterr().err
+    assert cli.main(["jump", "--again", "--deadline", "5"]) == 1  # B keeps its own
+    assert "--deadline cannot go with --again" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("record", [
+    {},
+    {"entry": "garbage", "mailbox": "0xa8fc000:0123456789abcdef"},
+    {"entry": "0x1890fb; rm -rf /", "mailbox": "0xa8fc000:0123456789abcdef"},
+    {"entry": "-0x1890fb", "mailbox": "0xa8fc000:0123456789abcdef"},
+])
+def test_a_return_record_not_as_b_writes_it_is_not_taken(
+        record: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What B left in the status page is taken only as khib-jump-back writes it: else A
+    says B did not say where it is, and nothing is recorded."""
+    monkeypatch.setattr(other, "STATE", tmp_path / "b.json")
+    other.remember("/boot/bzImage", (128 << 20, 64 << 20), record)
+    assert "khib: B did not say where it is" in capsys.readouterr().out
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_b_recorded_in_another_boot_is_not_recalled(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record names this boot: one from another (a /run that outlived a reboot) is
+    dropped, whatever kexec image is loaded now."""
+    monkeypatch.setattr(other, "STATE", tmp_path / "b.json")
+    monkeypatch.setattr(other, "LOADED", tmp_path / "kexec_loaded")
+    (tmp_path / "kexec_loaded").write_text("1\n")
+    (tmp_path / "b.json").write_text(json.dumps({"boot_id": "another", "digest": "0" * 64}))
+    with pytest.raises(other.Unavailable, match="recorded of B is from another boot"):
+        other.recall("read")
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_with_b_puts_the_kernel_and_image_where_khib_looks(tmp_path: Path) -> None:

@@ -47,20 +47,19 @@ static int add_run(struct run **runs, size_t *count, uint64_t paddr, uint64_t si
 	return 0;
 }
 
-/* Where paddr's page is in the export (runs sorted, offsets in step), or UINT64_MAX. */
-static uint64_t export_offset(const struct run *runs, const uint64_t *offsets, size_t count,
-			      uint64_t paddr)
+/* Where paddr's page is in the export (loads sorted), or UINT64_MAX. */
+static uint64_t export_offset(const struct khib_load *loads, size_t count, uint64_t paddr)
 {
 	size_t low = 0, high = count;
 
 	while (low < high) {
 		size_t middle = low + (high - low) / 2;
-		if (paddr < runs[middle].paddr)
+		if (paddr < loads[middle].paddr)
 			high = middle;
-		else if (paddr - runs[middle].paddr >= runs[middle].size)
+		else if (paddr - loads[middle].paddr >= loads[middle].size)
 			low = middle + 1;
 		else
-			return offsets[middle] + (paddr - runs[middle].paddr);
+			return loads[middle].offset + (paddr - loads[middle].paddr);
 	}
 	return UINT64_MAX;
 }
@@ -74,8 +73,12 @@ uint64_t khib_core_data_start(size_t count, size_t vmcoreinfo_size)
 	       ~(uint64_t)(KHIB_PAGE - 1);
 }
 
-/* A plain core's ELF header, its PT_NOTE with the VMCOREINFO text (if any) and a PT_LOAD
- * per load, whose p_vaddr is its direct-map address. */
+/*
+ * A plain core's ELF header, its PT_NOTE with the VMCOREINFO text (if any) and a PT_LOAD
+ * per load, whose p_vaddr is its direct-map address.  Fewer than KHIB_SEGMENTS_MAX loads
+ * (E2BIG): with the note, e_phnum stays below PN_XNUM, which would mean extended
+ * numbering.
+ */
 int khib_core_headers(int out, uint16_t machine, const char *vmcoreinfo, size_t vmcoreinfo_size,
 		      uint64_t page_offset, const struct khib_load *loads, size_t count)
 {
@@ -86,7 +89,7 @@ int khib_core_headers(int out, uint16_t machine, const char *vmcoreinfo, size_t 
 			 .p_filesz = vmcoreinfo ? sizeof(nhdr) + 12 +
 				     ((vmcoreinfo_size + 3) & ~(size_t)3) : 0};
 
-	if (count + 1 > KHIB_SEGMENTS_MAX + 1u) {
+	if (count >= KHIB_SEGMENTS_MAX) {
 		errno = E2BIG;
 		return -1;
 	}
@@ -119,7 +122,7 @@ int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 {
 	struct run *runs = NULL;
 	struct khib_load *loads = NULL;
-	uint64_t *offsets = NULL, offset;
+	uint64_t offset;
 	size_t nruns = 0;
 	int out = -1;
 
@@ -130,31 +133,30 @@ int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 		if (add_run(&runs, &nruns, image->pairs[i].dest, KHIB_PAGE, 1) < 0)
 			goto fail;
 	qsort(runs, nruns, sizeof(*runs), by_paddr);
-	offsets = calloc(nruns + 1, sizeof(*offsets));
 	loads = calloc(nruns + 1, sizeof(*loads));
-	if (!offsets || !loads || nruns + 1 > 0xfffe)
+	if (!loads)
 		goto fail;
 	offset = khib_core_data_start(nruns, image->vmcoreinfo_size);
 	for (size_t r = 0; r < nruns; r++) {
-		offsets[r] = offset;
 		loads[r] = (struct khib_load){runs[r].paddr, runs[r].size, offset};
 		offset += runs[r].size;
 	}
 	out = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (out < 0 || fchmod(out, 0600) < 0 || ftruncate(out, (off_t)offset) < 0 ||
+	if (out < 0 || fchmod(out, 0600) < 0 ||
 	    khib_core_headers(out, machine, image->vmcoreinfo, image->vmcoreinfo_size,
-			      image->layout.page_offset, loads, nruns) < 0)
+			      image->layout.page_offset, loads, nruns) < 0 ||
+	    ftruncate(out, (off_t)offset) < 0)
 		goto fail;
 	for (size_t i = 0; i < image->count; i++) {
-		struct khib_destination to = {out, NULL, export_offset(runs, offsets, nruns,
+		struct khib_destination to = {out, NULL, export_offset(loads, nruns,
 							     image->segments[i].paddr), 0, NULL};
 		if (image->segments[i].kind == KHIB_DATA &&
 		    khib_segment_blocks(image_fd, name, image, i, 1, put_into, &to) < 0)
 			goto fail;
 	}
 	for (size_t i = 0; i < image->layout.npairs; i++) {
-		uint64_t from = export_offset(runs, offsets, nruns, image->pairs[i].source);
-		uint64_t to = export_offset(runs, offsets, nruns, image->pairs[i].dest);
+		uint64_t from = export_offset(loads, nruns, image->pairs[i].source);
+		uint64_t to = export_offset(loads, nruns, image->pairs[i].dest);
 		if (from != UINT64_MAX &&
 		    (khib_pread_full(out, buffer, KHIB_PAGE, from) < 0 ||
 		     khib_pwrite_full(out, buffer, KHIB_PAGE, to) < 0))
@@ -168,7 +170,6 @@ int khib_export_core(int image_fd, const char *name, struct khib_image *image,
 	       path, nruns, (unsigned long long)((offset - loads[0].offset) >> 20),
 	       (size_t)image->layout.npairs);
 	free(runs);
-	free(offsets);
 	free(loads);
 	return 0;
 fail:
@@ -176,7 +177,6 @@ fail:
 	if (out >= 0)
 		close(out);
 	free(runs);
-	free(offsets);
 	free(loads);
 	return -1;
 }

@@ -63,12 +63,12 @@ static int node_free(struct khib_old_memory *m, const struct khib_kernel_layout 
 	unsigned char bytes[8];
 	int32_t nr_zones;
 
-	if (khib_info_need(l->text, "OFFSET(pglist_data.nr_zones)", &nr_zones_at, NULL, 0) < 0 ||
-	    khib_info_need(l->text, "OFFSET(pglist_data.node_zones)", &zones_at, NULL, 0) < 0 ||
-	    khib_info_need(l->text, "SIZE(zone)", &zone_size, NULL, 0) < 0 ||
-	    khib_info_need(l->text, "OFFSET(zone.vm_stat)", &vm_stat, NULL, 0) < 0 ||
-	    khib_info_need(l->text, "NUMBER(NR_FREE_PAGES)", &index, NULL, 0) < 0 ||
-	    khib_info_need(l->text, "SIZE(atomic_long_t)", &counter, NULL, 0) < 0 || counter > 8 ||
+	if (khib_info_need(l, "OFFSET(pglist_data.nr_zones)", &nr_zones_at, NULL, 0) < 0 ||
+	    khib_info_need(l, "OFFSET(pglist_data.node_zones)", &zones_at, NULL, 0) < 0 ||
+	    khib_info_need(l, "SIZE(zone)", &zone_size, NULL, 0) < 0 ||
+	    khib_info_need(l, "OFFSET(zone.vm_stat)", &vm_stat, NULL, 0) < 0 ||
+	    khib_info_need(l, "NUMBER(NR_FREE_PAGES)", &index, NULL, 0) < 0 ||
+	    khib_info_need(l, "SIZE(atomic_long_t)", &counter, NULL, 0) < 0 || counter > 8 ||
 	    khib_vread(m, pgdat + nr_zones_at, bytes, 4) < 0)
 		return -1;
 	nr_zones = (int32_t)khib_little(bytes, 4);
@@ -164,7 +164,7 @@ int khib_find_free_pages(int fd, const struct khib_range *ranges, size_t count,
 			 struct khib_free_pages *f)
 {
 	struct khib_old_memory *m = calloc(1, sizeof(*m));
-	struct khib_kernel_layout l = {0};
+	struct khib_kernel_layout l = {.who = "A"};
 	uint64_t max_pfn = 0, tolerance;
 	int status = -1, listed;
 

@@ -195,17 +195,25 @@ void khib_progress(const char *what, uint64_t done, uint64_t total)
 		(unsigned long long)(total >> 20));
 }
 
-/* A number, or with second a pair "FIRST:SECOND" (0x for hex): 1 if well-formed. */
+/* One unsigned number at text (0x for hex, a leading 0 for octal), where it ends in *end:
+ * a digit first (strtoull would take "", a sign or spaces); 1 if one is there. */
+static int parse_number(const char *text, uint64_t *value, char **end)
+{
+	if (*text < '0' || *text > '9')
+		return 0;
+	errno = 0;
+	*value = strtoull(text, end, 0);
+	return !errno;
+}
+
+/* A number, or with second a pair "FIRST:SECOND": 1 if well-formed (nothing after it). */
 int khib_parse_pair(const char *text, uint64_t *first, uint64_t *second)
 {
 	char *end;
 
-	errno = 0;
-	*first = strtoull(text, &end, 0);
-	if (second) {
-		if (*end != ':')
-			return 0;
-		*second = strtoull(end + 1, &end, 0);
-	}
-	return !errno && !*end;
+	if (!parse_number(text, first, &end))
+		return 0;
+	if (second && (*end != ':' || !parse_number(end + 1, second, &end)))
+		return 0;
+	return !*end;
 }

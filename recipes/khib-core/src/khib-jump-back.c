@@ -23,9 +23,12 @@
  * With --status, before it jumps this tells A (in A's status page, after checking its
  * magic and nonce) the control page and B's mailbox: a page of this process's that A
  * writes its next request into before it enters B again ("entry=0x... mailbox=0x...:NONCE
- * TEXT").  Entered again, it prints the request (A's next status page, then the command,
- * if any) and exits 0; with no request (a kexec -e khib did not ask for), it prints
- * nothing.
+ * TEXT").  The page is locked, but compaction may still move it: its address is looked
+ * up again once everything else is done, just before the jump, and A is told again if
+ * it moved; should it keep moving, A is told of no mailbox ("entry=0x... TEXT"), and can
+ * read B but not enter it again.  Entered again, it prints the request (A's next status
+ * page, then the command, if any) and exits 0; with no request (a kexec -e khib did not
+ * ask for), it prints nothing.
  */
 #define _GNU_SOURCE
 #include "khib-core.h"
@@ -43,6 +46,8 @@
 
 #define KEPT_LOW "/sys/kernel/kexec_jump_low"
 #define LOADED "/sys/kernel/kexec_loaded"
+#define MAGIC_SIZE (sizeof(KHIB_MAILBOX_MAGIC) - 1u)
+#define LOOKUPS 3   /* of the mailbox's address before A is told of none */
 
 static int usage(void)
 {
@@ -98,45 +103,69 @@ static int still_loaded(void)
 	return flag == '1';
 }
 
+/* The physical address of this process's page at page (/proc/self/pagemap), or 0. */
+static uint64_t frame_of(const void *page)
+{
+	uint64_t entry = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0 || khib_pread_full(fd, &entry, sizeof(entry),
+				      (uint64_t)(uintptr_t)page / KHIB_PAGE * 8u) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	close(fd);
+	if (!(entry >> 63) || !(entry & ((1ull << 55) - 1))) {
+		errno = EPERM;
+		return 0;
+	}
+	return (entry & ((1ull << 55) - 1)) * KHIB_PAGE;
+}
+
 /* A locked page of this process's with the mailbox's magic and a fresh nonce, and its
- * physical address (from /proc/self/pagemap); NULL and a message. */
+ * physical address; NULL and a message. */
 static unsigned char *mailbox(uint64_t *paddr)
 {
 	unsigned char *page = mmap(NULL, KHIB_PAGE, PROT_READ | PROT_WRITE,
 				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED | MAP_POPULATE, -1, 0);
 	unsigned char random[KHIB_MAILBOX_NONCE / 2];
-	uint64_t entry = 0;
-	int fd;
 
 	if (page == MAP_FAILED) {
 		fprintf(stderr, "khib-jump-back: a mailbox page: %s\n", strerror(errno));
 		return NULL;
 	}
 	memset(page, 0, KHIB_PAGE);
-	memcpy(page, KHIB_MAILBOX_MAGIC, 8);
+	memcpy(page, KHIB_MAILBOX_MAGIC, MAGIC_SIZE);
 	if (getrandom(random, sizeof(random), 0) != (ssize_t)sizeof(random))
 		goto fail;
 	for (size_t i = 0; i < sizeof(random); i++)
-		snprintf((char *)page + 8 + 2 * i, 3, "%02x", random[i]);
-	page[8 + KHIB_MAILBOX_NONCE] = 0;
-	fd = open("/proc/self/pagemap", O_RDONLY);
-	if (fd < 0 || khib_pread_full(fd, &entry, sizeof(entry),
-				      (uint64_t)(uintptr_t)page / KHIB_PAGE * 8u) < 0) {
-		if (fd >= 0)
-			close(fd);
-		goto fail;
-	}
-	close(fd);
-	if (!(entry >> 63) || !(entry & ((1ull << 55) - 1))) {
-		errno = EPERM;
-		goto fail;
-	}
-	*paddr = (entry & ((1ull << 55) - 1)) * KHIB_PAGE;
-	return page;
+		snprintf((char *)page + MAGIC_SIZE + 2 * i, 3, "%02x", random[i]);
+	page[MAGIC_SIZE + KHIB_MAILBOX_NONCE] = 0;
+	*paddr = frame_of(page);
+	if (*paddr)
+		return page;
 fail:
 	fprintf(stderr, "khib-jump-back: the mailbox's address: %s\n", strerror(errno));
 	munmap(page, KHIB_PAGE);
 	return NULL;
+}
+
+/* Into A's status page: where A finds B once B is back, its mailbox at box_paddr (none if
+ * 0).  0, or -1 and a message. */
+static int tell_a(const char *mem_path, const char *status, unsigned long long entry,
+		  uint64_t box_paddr, const unsigned char *box, const char *tell)
+{
+	char record[KHIB_STATUS_KEY_AT - KHIB_STATUS_RETURN_AT], mailbox_word[64] = "";
+	struct khib_status_text text = {record, KHIB_STATUS_RETURN_AT, KHIB_STATUS_KEY_AT};
+
+	if (box_paddr)
+		snprintf(mailbox_word, sizeof(mailbox_word), " mailbox=0x%llx:%.*s",
+			 (unsigned long long)box_paddr, (int)KHIB_MAILBOX_NONCE,
+			 (const char *)box + MAGIC_SIZE);
+	snprintf(record, sizeof(record), "entry=0x%llx%s %s", entry, mailbox_word, tell);
+	return khib_status_update(mem_path, status, "khib-jump-back", khib_status_put_text,
+				  &text);
 }
 
 int khib_jump_back_main(int argc, char **argv)
@@ -146,7 +175,7 @@ int khib_jump_back_main(int argc, char **argv)
 	unsigned long long entry = 0;
 	unsigned char *box = NULL;
 	uint64_t box_paddr = 0;
-	char nonce[KHIB_MAILBOX_NONCE + 1], record[KHIB_STATUS_KEY_AT - KHIB_STATUS_RETURN_AT];
+	char nonce[KHIB_MAILBOX_NONCE] = "";
 	char *end = NULL;
 
 	for (int i = 1; i < argc; i++) {
@@ -172,18 +201,24 @@ int khib_jump_back_main(int argc, char **argv)
 	if (load_only)
 		return 0;
 	if (status) {
-		struct khib_status_text text = {record, KHIB_STATUS_RETURN_AT, KHIB_STATUS_KEY_AT};
 		box = mailbox(&box_paddr);
-		if (!box)
+		if (!box || tell_a(mem_path, status, entry, box_paddr, box, tell) < 0)
 			return 1;
-		memcpy(nonce, box + 8, sizeof(nonce));
-		snprintf(record, sizeof(record), "entry=0x%llx mailbox=0x%llx:%s %s", entry,
-			 (unsigned long long)box_paddr, nonce, tell);
-		if (khib_status_update(mem_path, status, "khib-jump-back", khib_status_put_text,
-				       &text) < 0)
-			return 1;
+		memcpy(nonce, box + MAGIC_SIZE, sizeof(nonce));
 	}
 	sync();
+	/* The mailbox may have moved meanwhile (sync() can take long): A is told again. */
+	for (int lookups = 1; box_paddr; lookups++) {
+		uint64_t now = frame_of(box);
+		if (now == box_paddr)
+			break;
+		box_paddr = now && lookups < LOOKUPS ? now : 0;
+		fprintf(stderr, "khib-jump-back: the mailbox moved%s\n", box_paddr ?
+			": A is told where it is now" : ": A is told of none (B cannot be entered "
+			"again)");
+		if (tell_a(mem_path, status, entry, box_paddr, box, tell) < 0)
+			return 1;
+	}
 	if (syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC,
 		    NULL) != 0) {
 		fprintf(stderr, "khib-jump-back: the jump did not happen: %s\n", strerror(errno));
@@ -191,8 +226,8 @@ int khib_jump_back_main(int argc, char **argv)
 	}
 	fprintf(stderr, "khib-jump-back: back in this kernel (the original one entered it "
 		"again)\n");
-	if (box && !memcmp(box, KHIB_MAILBOX_MAGIC, 8) && !memcmp(box + 8, nonce, KHIB_MAILBOX_NONCE) &&
-	    box[KHIB_PAGE - 1] == 0)
+	if (box && !memcmp(box, KHIB_MAILBOX_MAGIC, MAGIC_SIZE) &&
+	    !memcmp(box + MAGIC_SIZE, nonce, KHIB_MAILBOX_NONCE) && box[KHIB_PAGE - 1] == 0)
 		fputs((const char *)box + KHIB_MAILBOX_REQUEST_AT, stdout);
 	else if (box)
 		fprintf(stderr, "khib-jump-back: A left no request in the mailbox\n");

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define MAGIC_SIZE (sizeof(KHIB_STATUS_MAGIC) - 1u)
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-report ADDRESS:NONCE (MESSAGE | --take-key FILE) "
@@ -75,7 +77,8 @@ int khib_status_update(const char *mem_path, const char *handle, const char *who
 			strerror(errno));
 		goto out;
 	}
-	if (memcmp(page, KHIB_STATUS_MAGIC, 8) || memcmp(page + 8, nonce, KHIB_STATUS_NONCE)) {
+	if (memcmp(page, KHIB_STATUS_MAGIC, MAGIC_SIZE) ||
+	    memcmp(page + MAGIC_SIZE, nonce, KHIB_STATUS_NONCE)) {
 		fprintf(stderr, "%s: 0x%llx is not the status page A set aside: nothing written\n",
 			who, address);
 		goto out;

@@ -2,7 +2,7 @@
  * khib-other: in the original kernel (A), after B jumped back, B's memory.
  *
  *   khib-other --control-page ADDR --window START:SIZE [--digest HEX] [--mem FILE]
- *              [--ram FILE] ACTION
+ *              [--ram FILE] [--kpageflags FILE] ACTION
  *   ACTION: list | core OUT [--vmcoreinfo ADDR:SIZE] [--kernel-code ADDR]
  *           | poke PADDR FILE [--same N]
  *
@@ -11,9 +11,11 @@
  * pages while A runs, until A enters B again or unloads it.  The kimage's entry list
  * (destination, indirection, source entries) says which is which; A's kexec control
  * page (ADDR, the page of B's kexec_jump_back_entry=) holds its head, where relocate_kernel
- * left it (oldmem.c).  The list is trusted only if every destination lies in the window,
- * once, and every source in A's RAM (--ram, /proc/iomem), and, with --digest, if it is
- * the list recorded when B came back (the SHA-256 of its sorted pairs).
+ * left it.  The list is trusted only as kexec-list.c says: as the kernel makes it, every
+ * destination in the window and every source in A's RAM (--ram, /proc/iomem), every page
+ * of it still the image's (--kpageflags, /proc/kpageflags), and, with --digest, if it is
+ * the list recorded when B came back (the SHA-256 of its sorted pairs).  Nothing but the
+ * window's pages is read as B's: B's note or page tables anywhere else are not read.
  *
  * list: how many pages the image holds and the list's digest.  core: B's memory as a
  * plain ELF core, a PT_LOAD per run of window pages at B's physical addresses (and its
@@ -37,7 +39,7 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: khib-other --control-page ADDR --window START:SIZE [--digest HEX] "
-		"[--mem FILE] [--ram FILE]\n"
+		"[--mem FILE] [--ram FILE] [--kpageflags FILE]\n"
 		"       (list | core OUT [--vmcoreinfo ADDR:SIZE] [--kernel-code ADDR] | "
 		"poke PADDR FILE [--same N])\n");
 	return 2;
@@ -66,7 +68,7 @@ static void list_digest(const struct khib_old_memory *m, char hex[65])
 static int write_core(struct khib_old_memory *m, const char *path, const char *vmcoreinfo,
 		      const char *kernel_code)
 {
-	struct khib_kernel_layout l = {0};
+	struct khib_kernel_layout l = {.who = "B"};
 	struct khib_load *loads = calloc(m->nwindow, sizeof(*loads));
 	uint64_t note = 0, note_size = 0, code = 0, page_offset = 0, offset;
 	static unsigned char page[KHIB_PAGE];
@@ -83,8 +85,8 @@ static int write_core(struct khib_old_memory *m, const char *path, const char *v
 		return -1;
 	}
 	if (vmcoreinfo && !(text = khib_read_note(m, note, note_size, &text_size)))
-		fprintf(stderr, "khib-other: B's VMCOREINFO note at 0x%llx is unreadable: the core "
-			"has none\n", (unsigned long long)note);
+		fprintf(stderr, "khib-other: B's VMCOREINFO note at 0x%llx is unreadable or not in "
+			"B's window: the core has none\n", (unsigned long long)note);
 	l.text = text;
 	if (text && khib_read_layout(m, &l, code, why, sizeof(why)) == 0)
 		page_offset = khib_direct_map(m, &l);
@@ -97,10 +99,6 @@ static int write_core(struct khib_old_memory *m, const char *path, const char *v
 			last->size += KHIB_PAGE;
 		else
 			loads[count++] = (struct khib_load){m->window[i].dest, KHIB_PAGE, 0};
-	}
-	if (count > KHIB_SEGMENTS_MAX) {
-		errno = E2BIG;
-		goto fail;
 	}
 	offset = khib_core_data_start(count, text_size);
 	for (size_t r = 0; r < count; r++) {
@@ -235,9 +233,9 @@ static int poke(struct khib_old_memory *m, const char *where, const char *path, 
 int khib_other_main(int argc, char **argv)
 {
 	const char *mem_path = "/dev/mem", *ram = "/proc/iomem", *digest = NULL, *control = NULL;
-	const char *window = NULL, *vmcoreinfo = NULL, *kernel_code = NULL, *same = NULL;
-	const char *action = NULL, *operand[2] = {NULL, NULL};
-	struct khib_old_memory *m = calloc(1, sizeof(*m));
+	const char *flags_path = "/proc/kpageflags", *window = NULL, *vmcoreinfo = NULL;
+	const char *kernel_code = NULL, *same = NULL, *action = NULL, *operand[2] = {NULL, NULL};
+	struct khib_old_memory *m;
 	struct khib_range *ranges = NULL;
 	uint64_t control_page = 0, start = 0, size = 0;
 	char why[192], hex[65];
@@ -247,6 +245,7 @@ int khib_other_main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char **option = !strcmp(argv[i], "--mem") ? &mem_path :
 				      !strcmp(argv[i], "--ram") ? &ram :
+				      !strcmp(argv[i], "--kpageflags") ? &flags_path :
 				      !strcmp(argv[i], "--digest") ? &digest :
 				      !strcmp(argv[i], "--control-page") ? &control :
 				      !strcmp(argv[i], "--window") ? &window :
@@ -262,16 +261,24 @@ int khib_other_main(int argc, char **argv)
 		else
 			return usage();
 	}
-	if (!m || !action || !control || !window || !khib_parse_pair(control, &control_page, NULL) ||
+	if (!action || !control || !window || !khib_parse_pair(control, &control_page, NULL) ||
 	    !khib_parse_pair(window, &start, &size) || !size || start > UINT64_MAX - size ||
+	    (start | size) % KHIB_PAGE ||
 	    operands != (!strcmp(action, "list") ? 0u : !strcmp(action, "core") ? 1u :
-			 !strcmp(action, "poke") ? 2u : 3u)) {
-		free(m);
+			 !strcmp(action, "poke") ? 2u : 3u))
 		return usage();
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		fprintf(stderr, "khib-other: %s\n", strerror(errno));
+		return 1;
 	}
 	m->fd = open(mem_path, O_RDWR);
-	if (m->fd < 0 || khib_read_ranges(ram, &ranges, &count) < 0) {
-		fprintf(stderr, "khib-other: %s: %s\n", m->fd < 0 ? mem_path : ram, strerror(errno));
+	m->kpageflags = m->fd < 0 ? -1 : open(flags_path, O_RDONLY);
+	if (m->fd < 0 || m->kpageflags < 0 || khib_read_ranges(ram, &ranges, &count) < 0) {
+		fprintf(stderr, "khib-other: %s: %s%s\n", m->fd < 0 ? mem_path :
+			m->kpageflags < 0 ? flags_path : ram, strerror(errno),
+			m->fd >= 0 && m->kpageflags < 0 && errno == ENOENT ?
+			" (a kernel without CONFIG_PROC_PAGE_MONITOR)" : "");
 		goto out;
 	}
 	m->ranges = ranges;
@@ -297,6 +304,8 @@ int khib_other_main(int argc, char **argv)
 out:
 	if (m->fd >= 0)
 		close(m->fd);
+	if (m->kpageflags >= 0)
+		close(m->kpageflags);
 	free(m->window);
 	free(ranges);
 	free(m);

@@ -47,12 +47,13 @@ int khib_info_number(const char *text, const char *key, int64_t *value)
 }
 
 /* A value the note must export, as an unsigned number; 0 and a message when it does not. */
-int khib_info_need(const char *text, const char *key, uint64_t *value, char *why, size_t size)
+int khib_info_need(const struct khib_kernel_layout *l, const char *key, uint64_t *value,
+		   char *why, size_t size)
 {
 	int64_t found;
 
-	if (khib_info_number(text, key, &found) < 0) {
-		snprintf(why, size, "A's VMCOREINFO has no %s", key);
+	if (khib_info_number(l->text, key, &found) < 0) {
+		snprintf(why, size, "%s's VMCOREINFO has no %s", l->who, key);
 		return -1;
 	}
 	*value = (uint64_t)found;
@@ -66,12 +67,12 @@ static int release_supported(const char *text, struct khib_kernel_layout *l, cha
 	unsigned major = 0, minor = 0;
 
 	if (!at || sscanf(at + 10, "%u.%u", &major, &minor) != 2) {
-		snprintf(why, size, "A's VMCOREINFO names no kernel release");
+		snprintf(why, size, "%s's VMCOREINFO names no kernel release", l->who);
 		return -1;
 	}
 	if (major * 1000u + minor < 5010u || major * 1000u + minor > 7002u) {
-		snprintf(why, size, "A runs Linux %u.%u: its free pages are marked in a way this "
-			 "khib-save does not read (it reads 5.10 to 7.2)", major, minor);
+		snprintf(why, size, "%s runs Linux %u.%u: its free pages are marked in a way khib "
+			 "does not read (it reads 5.10 to 7.2)", l->who, major, minor);
 		return -1;
 	}
 	l->release = major * 1000u + minor;
@@ -86,41 +87,42 @@ int khib_read_layout(struct khib_old_memory *m, struct khib_kernel_layout *l, ui
 	int64_t value;
 
 	if (release_supported(t, l, why, size) < 0 ||
-	    khib_info_need(t, "SIZE(page)", &l->struct_page, why, size) < 0 ||
-	    khib_info_need(t, "OFFSET(page._mapcount)", &l->mapcount, why, size) < 0 ||
-	    khib_info_need(t, "OFFSET(page.private)", &l->private, why, size) < 0 ||
-	    khib_info_need(t, "NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", &l->buddy, why, size) < 0 ||
-	    khib_info_need(t, "LENGTH(zone.free_area)", &l->max_order, why, size) < 0 ||
-	    khib_info_need(t, "PAGESIZE", &l->page_size, why, size) < 0)
+	    khib_info_need(l, "SIZE(page)", &l->struct_page, why, size) < 0 ||
+	    khib_info_need(l, "OFFSET(page._mapcount)", &l->mapcount, why, size) < 0 ||
+	    khib_info_need(l, "OFFSET(page.private)", &l->private, why, size) < 0 ||
+	    khib_info_need(l, "NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", &l->buddy, why, size) < 0 ||
+	    khib_info_need(l, "LENGTH(zone.free_area)", &l->max_order, why, size) < 0 ||
+	    khib_info_need(l, "PAGESIZE", &l->page_size, why, size) < 0)
 		return -1;
 	if (!l->struct_page || l->struct_page > 512) {
-		snprintf(why, size, "A's struct page is %llu bytes",
+		snprintf(why, size, "%s's struct page is %llu bytes", l->who,
 			 (unsigned long long)l->struct_page);
 		return -1;
 	}
 	if (l->type_byte && (l->buddy & 0xffffffu)) {
-		snprintf(why, size, "A's buddy marker 0x%llx is not a page type in the top byte",
-			 (unsigned long long)(l->buddy & 0xffffffffu));
+		snprintf(why, size, "%s's buddy marker 0x%llx is not a page type in the top byte",
+			 l->who, (unsigned long long)(l->buddy & 0xffffffffu));
 		return -1;
 	}
 	if (l->page_size != KHIB_PAGE) {
-		snprintf(why, size, "A's pages are %llu bytes", (unsigned long long)l->page_size);
+		snprintf(why, size, "%s's pages are %llu bytes", l->who,
+			 (unsigned long long)l->page_size);
 		return -1;
 	}
 #if defined(__x86_64__)
 	(void)kernel_code;
-	if (khib_info_need(t, "SYMBOL(init_top_pgt)", &m->top_pgt, why, size) < 0 ||
-	    khib_info_need(t, "NUMBER(phys_base)", &m->phys_base, why, size) < 0)
+	if (khib_info_need(l, "SYMBOL(init_top_pgt)", &m->top_pgt, why, size) < 0 ||
+	    khib_info_need(l, "NUMBER(phys_base)", &m->phys_base, why, size) < 0)
 		return -1;
 	m->top_pgt = m->top_pgt - START_KERNEL_MAP + m->phys_base;
 	m->l5 = khib_info_number(t, "NUMBER(pgtable_l5_enabled)", &value) == 0 && value;
 	m->sme_mask = khib_info_number(t, "NUMBER(sme_mask)", &value) == 0 ? (uint64_t)value : 0;
 #else
-	if (khib_info_need(t, "SYMBOL(_stext)", &m->page_offset, why, size) < 0)
+	if (khib_info_need(l, "SYMBOL(_stext)", &m->page_offset, why, size) < 0)
 		return -1;
 	if (!kernel_code || kernel_code > m->page_offset) {
-		snprintf(why, size, "A's \"Kernel code\" is unknown: its PAGE_OFFSET cannot be "
-			 "derived");
+		snprintf(why, size, "%s's \"Kernel code\" is unknown: its PAGE_OFFSET cannot be "
+			 "derived", l->who);
 		return -1;
 	}
 	m->page_offset -= kernel_code;
@@ -128,16 +130,16 @@ int khib_read_layout(struct khib_old_memory *m, struct khib_kernel_layout *l, ui
 	l->sparse = khib_info_number(t, "SYMBOL(mem_section)", &value) == 0;
 	if (l->sparse) {
 		l->mem_map = (uint64_t)value;
-		if (khib_info_need(t, "LENGTH(mem_section)", &l->roots, why, size) < 0 ||
-		    khib_info_need(t, "SIZE(mem_section)", &l->section_size, why, size) < 0 ||
-		    khib_info_need(t, "OFFSET(mem_section.section_mem_map)", &l->section_map, why, size) < 0 ||
-		    khib_info_need(t, "NUMBER(SECTION_SIZE_BITS)", &l->section_bits, why, size) < 0 ||
-		    khib_info_need(t, "NUMBER(MAX_PHYSMEM_BITS)", &l->physmem_bits, why, size) < 0)
+		if (khib_info_need(l, "LENGTH(mem_section)", &l->roots, why, size) < 0 ||
+		    khib_info_need(l, "SIZE(mem_section)", &l->section_size, why, size) < 0 ||
+		    khib_info_need(l, "OFFSET(mem_section.section_mem_map)", &l->section_map, why, size) < 0 ||
+		    khib_info_need(l, "NUMBER(SECTION_SIZE_BITS)", &l->section_bits, why, size) < 0 ||
+		    khib_info_need(l, "NUMBER(MAX_PHYSMEM_BITS)", &l->physmem_bits, why, size) < 0)
 			return -1;
 		if (!l->section_size || l->section_bits < 12 || l->physmem_bits < l->section_bits ||
 		    l->physmem_bits - l->section_bits > 40) {
-			snprintf(why, size, "A's sections are not what SPARSEMEM makes (%llu bytes, "
-				 "2^%llu of 2^%llu)", (unsigned long long)l->section_size,
+			snprintf(why, size, "%s's sections are not what SPARSEMEM makes (%llu bytes, "
+				 "2^%llu of 2^%llu)", l->who, (unsigned long long)l->section_size,
 				 (unsigned long long)l->section_bits,
 				 (unsigned long long)l->physmem_bits);
 			return -1;
@@ -149,7 +151,7 @@ int khib_read_layout(struct khib_old_memory *m, struct khib_kernel_layout *l, ui
 			l->per_root = 1;
 		return 0;
 	}
-	return khib_info_need(t, "SYMBOL(mem_map)", &l->mem_map, why, size);
+	return khib_info_need(l, "SYMBOL(mem_map)", &l->mem_map, why, size);
 }
 
 /* The direct map's offset (vaddr = paddr + it), as a core's PT_LOADs need it; 0 if unknown. */

@@ -5,6 +5,7 @@
 #include "oldmem.h"
 
 struct khib_kernel_layout {
+	const char *who;   /* whose kernel it is, in messages: "A" or "B" */
 	const char *text;
 	uint64_t page_size, struct_page, mapcount, private, buddy, max_order;
 	uint64_t sections, roots, per_root, section_size, section_map, section_bits, physmem_bits;
@@ -15,7 +16,8 @@ struct khib_kernel_layout {
 };
 
 int khib_info_number(const char *text, const char *key, int64_t *value);
-int khib_info_need(const char *text, const char *key, uint64_t *value, char *why, size_t size);
+int khib_info_need(const struct khib_kernel_layout *l, const char *key, uint64_t *value,
+		   char *why, size_t size);
 int khib_read_layout(struct khib_old_memory *m, struct khib_kernel_layout *l, uint64_t kernel_code,
 		     char *why, size_t size);
 

@@ -79,8 +79,9 @@ def jump_options(p: argparse.ArgumentParser) -> None:
                    help="START:SIZE of A's memory B runs in, in whole MiB, at 16M or above, "
                         "inside one System RAM range (default: 64 MiB at 256M, or at 128M, "
                         "64M, 32M or 16M where A's RAM ends sooner)")
-    p.add_argument("--deadline", type=int, default=600, metavar="S",
-                   help="B returns to A if its command runs longer (default: %(default)s)")
+    p.add_argument("--deadline", type=int, metavar="S",
+                   help="B returns to A if its command runs longer (default: "
+                        f"{jumping.DEADLINE}; not with --again: B keeps the one it started with)")
 
 
 def parser() -> argparse.ArgumentParser:

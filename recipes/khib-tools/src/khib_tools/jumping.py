@@ -21,6 +21,7 @@ from khib_tools.status import StatusPage
 
 HANDOFF = Path("/khib")  # where B finds what A recorded
 B_KERNEL, B_INITRD = "/boot/bzImage", "/boot/khib-rootfs.gz"  # khib-build boot --with-b's
+DEADLINE = 600  # seconds B's command may run, unless --deadline says otherwise
 
 
 class Failure(Exception):
@@ -52,8 +53,6 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     checked: the kernel ``args.kernel`` names, or its bytes already read."""
     system.require("/proc/kcore", "CONFIG_PROC_KCORE")
     system.require("/sys/kernel/kexec_loaded", "CONFIG_KEXEC")
-    if other.STATE.exists():
-        print("khib: the B that jumped back before is replaced (its memory goes)", flush=True)
     other.forget()
     iomem = Path("/proc/iomem").read_text()
     ram = system.ram_ranges(iomem)
@@ -69,7 +68,8 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
     })
     confined = kexec.confinement(start, length)
     cmdline = [*system.consoles(), confined, f"khib.status={status.handle}",
-               f"khib.deadline={args.deadline}", *arguments]
+               f"khib.deadline={DEADLINE if args.deadline is None else args.deadline}",
+               *arguments]
     if b_run:
         if '"' in b_run:
             raise Failure("--b-run cannot hold double quotes")
@@ -84,7 +84,8 @@ def load_b(args: argparse.Namespace, status: StatusPage, b_run: str | None,
 
 def prepare(args: argparse.Namespace) -> None:
     """Before anything is loaded: B's kernel and initrd (those given, or the defaults)
-    are there, and the window (the one given, or the default for A's RAM) is one B can
+    are there, an image loaded before is unloaded (the new B replaces it; its pages count
+    as A's), and the window (the one given, or the default for A's RAM) is one B can
     own."""
     args.kernel, args.initrd = args.kernel or B_KERNEL, args.initrd or B_INITRD
     missing = [f"{what} {path}" for what, path in (("kernel", args.kernel),
@@ -98,6 +99,9 @@ def prepare(args: argparse.Namespace) -> None:
     ram = system.ram_ranges(Path("/proc/iomem").read_text())
     if not any(end > start for start, end in ram):
         raise Failure("no System RAM in /proc/iomem (not root?)")
+    if other.loaded():
+        print(f"khib: the new B replaces the image loaded: unloaded {other.unload_image()}",
+              flush=True)
     try:
         args.window = args.window or window.default(ram)
         window.check(*args.window, ram, system.cmdline(), Path("/proc/meminfo").read_text())
@@ -130,17 +134,20 @@ def jump(args: argparse.Namespace) -> int:
     """Load B and jump to it; or (--again) enter the B that jumped back, or (--unload)
     unload it. B stays loaded after each return, its memory readable (other.py)."""
     if args.again or args.unload:
-        given = [f"--{name}" for name in ("kernel", "initrd", "window")
-                 if getattr(args, name)] + (["--b-run"] if args.unload and args.b_run else [])
+        given = [f"--{name}" for name in ("kernel", "initrd", "window", "deadline")
+                 if getattr(args, name) is not None] + (
+                     ["--b-run"] if args.unload and args.b_run else [])
         if given:
             verb = "--again" if args.again else "--unload"
             raise Failure(f"{' and '.join(given)} cannot go with {verb}: it is about the B "
                           "loaded already")
     if args.unload:
         return other.unload(args)
+    digest = None
     if args.again:
         state = other.recall("enter again")
         args.kernel, args.window = state["kernel"], tuple(state["window"])  # type: ignore[arg-type]
+        digest = str(state["digest"])  # entering B again leaves its list as it was
         status = StatusPage(window_span(args.window))
         other.send_request(state, status.handle, args.b_run)
     else:
@@ -149,7 +156,7 @@ def jump(args: argparse.Namespace) -> int:
         load_b(args, status, args.b_run, {})
     try:
         verdict = jump_now(args, status)
-        other.remember(args.kernel, args.window, status.returned())
+        other.remember(args.kernel, args.window, status.returned(), digest)
     finally:
         status.close()
     print(f"khib: resumed after the jump ({verdict})", flush=True)

@@ -6,9 +6,10 @@ each page of the window with the page A's kernel had allocated for it, so B's pa
 in those until A enters B again (``khib jump --again``) or unloads it (``--unload``).
 ``khib-other`` (the C core) reads the image's page list from A's kexec control page,
 which B names on its way back (its ``kexec_jump_back_entry=``, in A's status page), and
-reads or writes B's pages through ``/dev/mem``. What A learnt when B came back is kept in
-``/run/khib/b.json``, with the list's digest: nothing is read or written once the loaded
-image is not that B any more.
+reads or writes B's pages through ``/dev/mem``, once it has checked that the list is one
+the kernel makes and that every page of it is still the loaded image's. What A learnt
+when B came back is kept in ``/run/khib/b.json``, with the list's digest and this boot's
+id: nothing is read or written once the loaded image is not that B any more.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from khib_tools import kexec
 
 STATE = Path("/run/khib/b.json")
 LOADED = Path("/sys/kernel/kexec_loaded")
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+# What B's khib-jump-back says on its way back (its NAME=VALUE words): anything else is
+# not taken.
+RETURNED = {"entry": r"0x[0-9a-f]+",
+            "mailbox": rf"0x[0-9a-f]+:[0-9a-f]{{{fmt.MAILBOX_NONCE}}}",
+            "vmcoreinfo": r"0x[0-9a-f]+:0x[0-9a-f]+", "kernel_code": r"0x[0-9a-f]+"}
 
 
 class Unavailable(Exception):
@@ -48,23 +55,36 @@ def khib_other(state: dict[str, object], *action: str) -> str:
     return result.stdout.strip()
 
 
+def loaded() -> bool:
+    """Whether a kexec image is loaded."""
+    return LOADED.exists() and LOADED.read_text().strip() == "1"
+
+
 def forget() -> None:
     """No B to come back to (another image is being loaded, or B was unloaded)."""
     STATE.unlink(missing_ok=True)
 
 
-def remember(kernel: str, window: tuple[int, int], returned: dict[str, str]) -> None:
-    """What B said on its way back, and the loaded image's page list as it is now."""
+def remember(kernel: str, window: tuple[int, int], returned: dict[str, str],
+             digest: str | None = None) -> None:
+    """What B said on its way back, and the loaded image's page list as it is now: the
+    list recorded before (``digest``) when B was entered again, which must not change."""
     forget()
-    if "entry" not in returned or "mailbox" not in returned:
-        print("khib: B did not say where it is (its khib-jump-back is older): its memory "
-              "cannot be read from here, nor B entered again", flush=True)
+    said = {key: value for key, value in returned.items()
+            if key in RETURNED and re.fullmatch(RETURNED[key], value)}
+    if "entry" not in said:
+        print("khib: B did not say where it is (its khib-jump-back is older, or what it "
+              "left is not a record): its memory cannot be read from here, nor B entered "
+              "again; `khib jump --unload` frees it", flush=True)
         return
+    if "mailbox" not in said:
+        print("khib: B named no mailbox (its page kept moving as it jumped back): B cannot "
+              "be entered again", flush=True)
     state: dict[str, object] = {
-        "kernel": kernel, "window": list(window),
-        "control_page": int(returned["entry"], 16) & -fmt.PAGE,
-        "mailbox": returned["mailbox"], "vmcoreinfo": returned.get("vmcoreinfo", ""),
-        "kernel_code": returned.get("kernel_code", "")}
+        "kernel": kernel, "window": list(window), "boot_id": BOOT_ID.read_text().strip(),
+        "control_page": int(said["entry"], 16) & -fmt.PAGE,
+        **{key: value for key, value in said.items() if key != "entry"},
+        **({"digest": digest} if digest else {})}
     try:
         listed = dict(word.split("=", 1) for word in khib_other(state, "list").split())
     except Unavailable as exc:
@@ -81,22 +101,24 @@ def remember(kernel: str, window: tuple[int, int], returned: dict[str, str]) -> 
 
 def recall(doing: str) -> dict[str, object]:
     """The B that jumped back last, if it is still loaded; else why not."""
-    loaded = LOADED.exists() and LOADED.read_text().strip() == "1"
-    if not loaded:
+    if not loaded():
         forget()
         raise Unavailable(f"no B to {doing}: no kexec image is loaded (`khib jump --unload` "
-                      "ended it, or none was): start one with `khib jump`")
+                          "ended it, or none was): start one with `khib jump`")
     if not STATE.exists():
         raise Unavailable(f"no B to {doing}: the kexec image loaded is not one that jumped back "
-                      "to this kernel through `khib jump`")
-    return json.loads(STATE.read_text())
+                          "to this kernel through `khib jump`")
+    state: dict[str, object] = json.loads(STATE.read_text())
+    if state.get("boot_id") != BOOT_ID.read_text().strip():
+        forget()
+        raise Unavailable(f"no B to {doing}: what khib recorded of B is from another boot")
+    return state
 
 
 def core(args: argparse.Namespace) -> int:
     """B's memory as an ELF core (PT_LOADs at B's physical addresses, B's VMCOREINFO)."""
     state = recall("read")
-    notes = [arg for key in ("vmcoreinfo", "kernel_code")
-             if re.fullmatch(r"0x[0-9a-f]+(:0x[0-9a-f]+)?", str(state[key]))
+    notes = [arg for key in ("vmcoreinfo", "kernel_code") if key in state
              for arg in (f"--{key.replace('_', '-')}", str(state[key]))]
     print(khib_other(state, "core", args.output, *notes), flush=True)
     return 0
@@ -111,6 +133,9 @@ def poke(args: argparse.Namespace) -> int:
 def send_request(state: dict[str, object], handle: str, command: str | None) -> None:
     """Into B's mailbox, checked to be there first: A's next status page, and the command
     B runs this time (its own when None)."""
+    if "mailbox" not in state:
+        raise Unavailable("B named no mailbox when it came back: B cannot be called again; "
+                          "`khib jump --unload` ends it")
     address, nonce = str(state["mailbox"]).split(":")
     request = fmt.MAILBOX_MAGIC + nonce.encode() + f"{handle}\n{command or ''}".encode() + b"\0"
     if len(request) > fmt.PAGE:
@@ -144,21 +169,33 @@ def free_memory() -> tuple[int, int]:
 
 def unload(_args: argparse.Namespace) -> int:
     """Unload B (kexec -u): the pages that held its image are A's again."""
-    if not (LOADED.exists() and LOADED.read_text().strip() == "1"):
+    if not loaded():
         forget()
         print("khib: no kexec image is loaded: nothing to unload", flush=True)
         return 0
-    held = ""
+    print(f"khib: unloaded {unload_image()}", flush=True)
+    return 0
+
+
+def unload_image() -> str:
+    """kexec -u; what it unloaded (B, and its memory, or another image) and what that
+    freed, as words."""
+    what = "a kexec image that is no B of khib jump's"
     if STATE.exists():
-        pages = int(json.loads(STATE.read_text()).get("pages", 0))
-        held = f" (B's memory: {pages * fmt.PAGE >> 20} MiB in {pages} pages)"
+        state = json.loads(STATE.read_text())
+        try:
+            pages = int(dict(word.split("=", 1)
+                             for word in khib_other(state, "list").split())["pages"])
+            what = (f"B (B's memory: {pages * fmt.PAGE >> 20} MiB in {pages} pages; its "
+                    f"kernel {state['kernel']})")
+        except Unavailable as exc:
+            what = f"a kexec image that is not the B that came back ({exc})"
     before = free_memory()
     done = kexec.run("kexec", "-u")
-    if done.returncode or LOADED.read_text().strip() != "0":
+    if done.returncode or loaded():
         raise Unavailable(f"kexec -u failed: {done.stderr.strip() or 'the image is still loaded'}")
     forget()
     after = free_memory()
-    print(f"khib: unloaded B{held}: {(after[1] - before[1]) / (1 << 20):.1f} MiB free again "
-          f"(MemFree rose by {(after[0] - before[0]) / (1 << 20):.1f} MiB; it leaves out the "
-          "per-CPU free lists)", flush=True)
-    return 0
+    return (f"{what}: {(after[1] - before[1]) / (1 << 20):.1f} MiB free again (MemFree rose "
+            f"by {(after[0] - before[0]) / (1 << 20):.1f} MiB; it leaves out the per-CPU "
+            "free lists)")

@@ -196,15 +196,21 @@ int khib_backup_list(struct khib_old_memory *m, uint64_t control_page, int copie
 	 * saved_cr3, saved_cr4, kexec_va_control_page, kexec_pa_table_page,
 	 * kexec_pa_swap_page, pa_backup_pages_map, 8 bytes each, after text of no fixed
 	 * length. The data is where kexec_va_control_page maps, through A's own page tables,
-	 * to the control page itself; pa_backup_pages_map is then 24 bytes on.
+	 * to the control page itself; pa_backup_pages_map is then 24 bytes on. The list is
+	 * read first and the mapping checked through it: the page tables may lie in the
+	 * window, whose A pages only the list finds (the list's own pages never do: kexec
+	 * takes them outside every destination).
 	 */
 	for (uint64_t at = 0; copied_code && at + 64 <= KEXEC_CONTROL_CODE_MAX_SIZE; at += 8) {
 		int failed = 0;
-		uint64_t va = khib_old_word(m, control_page + at + 32, &failed);
-		if (!failed && va && !(va & (KHIB_PAGE - 1)) && khib_vtop(m, va) == control_page &&
+		uint64_t va;
+
+		m->nwindow = m->nlisting = 0;   /* nothing of a candidate before moves a read */
+		memset(m->cached_valid, 0, sizeof(m->cached_valid));
+		va = khib_old_word(m, control_page + at + 32, &failed);
+		if (!failed && va && !(va & (KHIB_PAGE - 1)) &&
 		    read_list(m, control_page, at + 56, limit, found, sizeof(found)) == 0 &&
-		    sane(m, found, sizeof(found)) &&
-		    khib_vtop(m, va) == control_page)   /* again, through the list */
+		    sane(m, found, sizeof(found)) && khib_vtop(m, va) == control_page)
 			return 0;
 	}
 #endif

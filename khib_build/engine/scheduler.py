@@ -202,7 +202,7 @@ class Engine:
             assert now.key is not None and now.inputs is not None and now.output is not None
             return PackageResult(recipe, now.key, now.output, "up to date", staging,
                                  time.monotonic() - started, now.inputs)
-        record = self.settings.out.record(recipe.name)
+        previous = last_inputs(recipe.name, self.settings)  # (the record goes next)
         self.settings.out.forget(recipe.name)
         found = None if forced else self.restore(recipe, base, recipe_key, staging)
         why: tuple[str, ...] = ()
@@ -212,7 +212,6 @@ class Engine:
                 if not forced:  # built meanwhile by a run that held the lock
                     found = self.restore(recipe, base, recipe_key, staging, remote=False)
                 if found is None:
-                    previous = (record or {}).get("inputs") or cache.latest_inputs(recipe.name)
                     _, expected = package_key(base, self.libc, headers_read(previous or {}))
                     why = tuple(changes(previous, expected))
                     if recipe.name in self.force:
@@ -222,7 +221,7 @@ class Engine:
                     steps, found = self.build(recipe, base, recipe_key, staging, jobserver)
         status, key, inputs, meta = found
         self.settings.out.remember(recipe.name, {"key": key, "output": meta["tree_sha256"],
-                                          "inputs": inputs})
+                                                 "inputs": inputs})
         seconds = time.monotonic() - started
         say(f"{label}: {status} ({seconds:.1f} s)")
         return PackageResult(recipe, key, meta["tree_sha256"], status, staging, seconds,
